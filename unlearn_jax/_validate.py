@@ -1,0 +1,24 @@
+"""Argument checks that raise one-line ``ValueError``s naming the problem."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+
+def check_in(name: str, value: Any, allowed: Iterable[Any]) -> None:
+  """Raises if ``value`` is not one of ``allowed``."""
+  allowed = list(allowed)
+  if value not in allowed:
+    raise ValueError(f"unknown {name} {value!r}; expected one of {sorted(map(str, allowed))}")
+
+
+def check_fraction(name: str, value: float) -> None:
+  """Raises unless ``0 < value < 1``."""
+  if not 0.0 < float(value) < 1.0:
+    raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
+
+
+def check_positive_int(name: str, value: int, minimum: int = 1) -> None:
+  """Raises unless ``value`` is an integer ``>= minimum``."""
+  if int(value) != value or int(value) < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")

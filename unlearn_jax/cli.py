@@ -1,0 +1,60 @@
+"""The ``unlearn-jax`` command line.
+
+Each subcommand lives in :mod:`unlearn_jax.commands` as a module with
+``add_parser(subparsers)`` and ``run(args) -> int``. Errors a user can cause
+(bad arguments, unreadable files, invalid data) are printed as one line
+``unlearn-jax: error: ...`` with exit code 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from unlearn_jax.commands import train as train_cmd
+
+COMMANDS = {
+    "train": train_cmd,
+}
+
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError, OSError)
+
+
+class UserError(Exception):
+  """An error caused by the user's input, reported as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="unlearn-jax",
+      description="Evaluate machine-unlearning methods with the NeurIPS 2023 competition protocol.")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+  for name, module in COMMANDS.items():
+    module.add_parser(sub)
+  return parser
+
+
+def _message(err: BaseException) -> str:
+  text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+  return " ".join(text.split()) or type(err).__name__
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    return int(COMMANDS[args.command].run(args) or 0)
+  except UserError as err:
+    print(f"unlearn-jax: error: {_message(err)}", file=sys.stderr)
+    return 2
+  except USER_ERRORS as err:
+    print(f"unlearn-jax: error: {_message(err)}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("unlearn-jax: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

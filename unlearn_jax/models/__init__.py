@@ -1,0 +1,41 @@
+"""Model registry: name -> constructor ``fn(num_classes, conv_impl, dtype) -> nn.Module``.
+
+Every model is called as ``model.apply(variables, x, train=bool)``; in train
+mode ``mutable=['batch_stats']`` returns the updated BatchNorm statistics.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+
+from unlearn_jax.models.layers import BatchNorm
+from unlearn_jax.models.layers import CONV_IMPLS
+from unlearn_jax.models.layers import Conv
+from unlearn_jax.models.layers import Dense
+from unlearn_jax.models.resnet import ResNet18
+from unlearn_jax.models.small import MLP
+from unlearn_jax.models.small import SmallCNN
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": lambda num_classes, conv_impl="xla", dtype=None: ResNet18(
+        num_classes, cifar_stem=False, conv_impl=conv_impl, dtype=dtype),
+    "resnet18_cifar": lambda num_classes, conv_impl="xla", dtype=None: ResNet18(
+        num_classes, cifar_stem=True, conv_impl=conv_impl, dtype=dtype),
+    "cnn": lambda num_classes, conv_impl="xla", dtype=None: SmallCNN(
+        num_classes, conv_impl=conv_impl, dtype=dtype),
+    "tiny_cnn": lambda num_classes, conv_impl="xla", dtype=None: SmallCNN(
+        num_classes, widths=(8,), conv_impl=conv_impl, dtype=dtype),
+    "mlp": lambda num_classes, conv_impl="xla", dtype=None: MLP(num_classes, dtype=dtype),
+    "tiny_mlp": lambda num_classes, conv_impl="xla", dtype=None: MLP(num_classes, hidden=(16,), dtype=dtype),
+}
+
+
+def get_model(name: str, num_classes: int, conv_impl: str = "xla", dtype=None) -> nn.Module:
+  """Builds model ``name`` from the registry."""
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f"unknown conv impl {conv_impl!r}; expected one of {list(CONV_IMPLS)}")
+  return MODELS[name](num_classes, conv_impl=conv_impl, dtype=dtype)

@@ -1,0 +1,160 @@
+"""The seed axis: the only module that knows many models run at once.
+
+A per-seed function ``fn(key, *shared) -> pytree`` (one training or unlearning
+run) is run for many keys by one of these strategies:
+
+* ``"vmap"``: one program over all seeds;
+* ``"chunked"``: the same vmapped program over chunks of ``chunk_size`` seeds
+  (bounded memory; the last chunk is padded, so it does not recompile);
+* ``"loop"``: one jitted single-seed program called once per seed;
+* ``"shard"``: the vmapped program with the seed axis sharded over all local
+  devices (padded to a multiple of the device count), in chunks when
+  ``chunk_size`` is given.
+
+Every strategy returns the same stacked results (up to floating-point
+reassociation; the tests state the tolerance). Seed ``i`` always gets the key
+``fold_in(root, i)``, so its result does not depend on how many seeds run
+together, the chunk size, the device count or a resume point.
+
+``"auto"`` picks a strategy from :data:`DEFAULT_STRATEGY`, a table measured by
+``benchmarks/bench_train_throughput.py`` (see ``benchmarks/README.md``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+STRATEGIES = ("auto", "vmap", "chunked", "loop", "shard")
+
+# (backend, model family) -> (strategy, chunk size). Measured on a 2-core CPU with
+# conv_impl="gemm" (benchmarks/README.md): the vmapped GEMM convolution runs about
+# as fast as a loop and the MLP likewise, so chunked vmap (bounded memory, one
+# compile) is the default; on GPU/TPU the vmapped program fills the device.
+DEFAULT_STRATEGY = {
+    ("cpu", "conv"): ("chunked", 8),
+    ("cpu", "dense"): ("chunked", 64),
+    ("gpu", "conv"): ("chunked", 64),
+    ("gpu", "dense"): ("chunked", 512),
+    ("tpu", "conv"): ("chunked", 64),
+    ("tpu", "dense"): ("chunked", 512),
+}
+
+
+def seed_keys(root: jax.Array, num_seeds: int, start: int = 0) -> jax.Array:
+  """Keys ``fold_in(root, i)`` for ``i in [start, start + num_seeds)``."""
+  return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(start, start + num_seeds, dtype=jnp.uint32))
+
+
+def default_strategy(model_name: str, backend: Optional[str] = None) -> tuple[str, int]:
+  """``(strategy, chunk_size)`` from :data:`DEFAULT_STRATEGY` for a model on a backend."""
+  backend = backend or jax.default_backend()
+  family = "dense" if "mlp" in model_name else "conv"
+  return DEFAULT_STRATEGY.get((backend, family), ("chunked", 8))
+
+
+def _pad_keys(keys: jax.Array, size: int) -> jax.Array:
+  n = keys.shape[0]
+  if n == size:
+    return keys
+  return jnp.concatenate([keys, jnp.broadcast_to(keys[:1], (size - n, *keys.shape[1:]))])
+
+
+def _concat(parts: Sequence[Any]) -> Any:
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+
+class SeedRunner:
+  """Runs ``fn(key, *shared)`` over many keys with a chosen strategy.
+
+  Compiled programs are cached on the runner, so repeated calls (e.g. chunk
+  after chunk) never recompile.
+
+  Args:
+    fn: the per-seed function.
+    strategy: one of :data:`STRATEGIES` (``"auto"`` needs ``model_name``).
+    chunk_size: seeds per program for ``chunked`` and ``shard``.
+    model_name: used by ``"auto"`` to look up :data:`DEFAULT_STRATEGY`.
+    devices: devices for ``"shard"`` (default: all local devices).
+  """
+
+  def __init__(self, fn: Callable[..., Any], strategy: str = "auto", chunk_size: Optional[int] = None,
+               model_name: str = "", devices: Optional[Sequence[jax.Device]] = None):
+    if strategy not in STRATEGIES:
+      raise ValueError(f"unknown seed strategy {strategy!r}; expected one of {list(STRATEGIES)}")
+    if strategy == "auto":
+      strategy, auto_chunk = default_strategy(model_name)
+      chunk_size = chunk_size or auto_chunk
+    if chunk_size is not None and int(chunk_size) < 1:
+      raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    self.fn = fn
+    self.strategy = strategy
+    self.chunk_size = chunk_size
+    self.devices = list(devices) if devices is not None else jax.local_devices()
+    self._single = jax.jit(fn)
+    self._programs: dict[Any, Callable] = {}
+
+  def _vmap_program(self, num_shared: int):
+    key = ("vmap", num_shared)
+    if key not in self._programs:
+      self._programs[key] = jax.jit(jax.vmap(self.fn, in_axes=(0,) + (None,) * num_shared))
+    return self._programs[key]
+
+  def _shard_program(self, num_shared: int):
+    key = ("shard", num_shared)
+    if key not in self._programs:
+      mesh = Mesh(np.asarray(self.devices), ("seeds",))
+      seeds = NamedSharding(mesh, PartitionSpec("seeds"))
+      replicated = NamedSharding(mesh, PartitionSpec())
+      program = jax.jit(jax.vmap(self.fn, in_axes=(0,) + (None,) * num_shared),
+                        in_shardings=(seeds,) + (replicated,) * num_shared, out_shardings=seeds)
+      self._programs[key] = program
+    return self._programs[key]
+
+  def chunk_bounds(self, num_seeds: int) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` seed ranges this runner processes one program at a time."""
+    if self.strategy == "vmap":
+      size = num_seeds
+    elif self.strategy == "loop":
+      size = 1
+    else:
+      size = self.chunk_size or num_seeds
+    return [(s, min(s + size, num_seeds)) for s in range(0, num_seeds, size)]
+
+  def run_chunk(self, keys: jax.Array, *shared) -> Any:
+    """Runs one chunk of keys (any length) and returns stacked results."""
+    n = keys.shape[0]
+    if self.strategy == "loop":
+      outs = [self._single(keys[i], *shared) for i in range(n)]
+      return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+    if self.strategy == "shard":
+      ndev = len(self.devices)
+      size = -(-n // ndev) * ndev
+      if self.chunk_size:
+        size = max(size, -(-self.chunk_size // ndev) * ndev)
+      out = self._shard_program(len(shared))(_pad_keys(keys, size), *shared)
+      return jax.tree.map(lambda x: x[:n], out)
+    size = n if self.strategy == "vmap" else max(n, self.chunk_size or n)
+    out = self._vmap_program(len(shared))(_pad_keys(keys, size), *shared)
+    return out if size == n else jax.tree.map(lambda x: x[:n], out)
+
+  def iter_chunks(self, keys: jax.Array, *shared, start: int = 0) -> Iterator[tuple[int, int, Any]]:
+    """Yields ``(start, stop, results)`` per chunk, beginning at seed ``start``."""
+    for lo, hi in self.chunk_bounds(keys.shape[0]):
+      if hi <= start:
+        continue
+      yield lo, hi, self.run_chunk(keys[lo:hi], *shared)
+
+  def __call__(self, keys: jax.Array, *shared) -> Any:
+    return _concat([out for _, _, out in self.iter_chunks(keys, *shared)])
+
+
+def run_seeds(fn: Callable[..., Any], keys: jax.Array, *shared, strategy: str = "auto",
+              chunk_size: Optional[int] = None, model_name: str = "") -> Any:
+  """Runs ``fn(key, *shared)`` for every key and stacks the results on a leading seed axis."""
+  return SeedRunner(fn, strategy, chunk_size, model_name)(keys, *shared)

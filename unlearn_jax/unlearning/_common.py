@@ -1,0 +1,170 @@
+"""Building blocks shared by the unlearning methods.
+
+* optimiser/loop helpers: a step from any loss, epochs over a split, final-update masks;
+* parameter-tree helpers: paths, torch-style names, conv-kernel and BN predicates,
+  per-leaf masks and re-initialisation with torch's init laws.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from unlearn_jax.models.layers import torch_conv_init, torch_default_init
+from unlearn_jax.training import engine, steps
+from unlearn_jax.training.state import TrainState
+from unlearn_jax.unlearning.base import ModelState
+
+# ---------------------------------------------------------------- steps and loops
+
+# loss_fn(params, batch_stats, batch, key) -> (loss, (new_batch_stats, metrics dict))
+LossFn = Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, tuple[Any, dict]]]
+
+
+def make_step(loss_fn: LossFn, tx: optax.GradientTransformation, update_mask: Any = None,
+              grad_scale: Any = None):
+  """``step(state, batch, key) -> (state, metrics)`` minimising ``loss_fn``.
+
+  Args:
+    update_mask: optional pytree of 0/1 (or bool) like params: the *final*
+      update is multiplied by it, so masked parameters stay exactly where they
+      are (no decay, no momentum), as torch does for frozen parameters.
+    grad_scale: optional pytree multiplying the gradient before the optimiser
+      chain (so decay is unscaled), as a torch gradient hook does.
+  """
+
+  def step(state: TrainState, batch, key):
+    (loss, (new_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.batch_stats, batch, key)
+    if grad_scale is not None:
+      grads = jax.tree.map(lambda g, s: g * s, grads, grad_scale)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if update_mask is not None:
+      updates = jax.tree.map(lambda u, m: u * m, updates, update_mask)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, loss=loss)
+    return TrainState(state.step + 1, params, new_stats, opt_state), metrics
+
+  return step
+
+
+def ce_loss(model, class_weights=None, bn_train: bool = True) -> LossFn:
+  """Plain (or class-weighted) cross-entropy on ``batch = (x, y)``."""
+  from unlearn_jax.training import losses
+
+  def loss_fn(params, batch_stats, batch, key):
+    del key
+    x, y = batch
+    if bn_train:
+      logits, new_stats = steps.apply_train(model, params, batch_stats, x)
+    else:
+      logits, new_stats = steps.apply_eval(model, params, batch_stats, x), batch_stats
+    return losses.cross_entropy(logits, y, class_weights), (new_stats, {})
+
+  return loss_fn
+
+
+def run_epochs(step, state: TrainState, data, indices: jax.Array, batch_size: int, epochs: int,
+               key: jax.Array, epoch_offset: int = 0):
+  """``epochs`` shuffled passes of ``step`` over ``indices``; returns ``(state, [epochs] losses)``.
+
+  Epoch ``e`` uses the order ``permutation(fold_in(fold_in(key, e + epoch_offset), 0))``.
+  """
+  if epochs == 0:
+    return state, jnp.zeros((0,), jnp.float32)
+
+  def body(state, epoch):
+    return engine.run_epoch(step, state, data, indices, batch_size, key, epoch)
+
+  return jax.lax.scan(body, state, jnp.arange(epoch_offset, epoch_offset + epochs, dtype=jnp.int32))
+
+
+def start(original: ModelState, tx: optax.GradientTransformation) -> TrainState:
+  """A fresh :class:`TrainState` at the original weights (new optimiser state)."""
+  return TrainState.create(original.params, original.batch_stats, tx)
+
+
+def finish(state: TrainState) -> ModelState:
+  return ModelState(state.params, state.batch_stats)
+
+
+# ---------------------------------------------------------------- parameter trees
+
+
+def path_str(path) -> str:
+  """``'layer1_0/conv1/kernel'`` from a ``tree_util`` key path."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def torch_name(path) -> str:
+  """The torchvision ``state_dict`` name of a parameter path (``layer1.0.downsample.1.weight``)."""
+  parts = path_str(path).split("/")
+  leaf = parts[-1]
+  mods = []
+  for p in parts[:-1]:
+    if "_" in p and p.startswith("layer"):
+      mods.extend(p.split("_"))
+    elif p == "downsample_conv":
+      mods.extend(["downsample", "0"])
+    elif p == "downsample_bn":
+      mods.extend(["downsample", "1"])
+    else:
+      mods.append(p)
+  leaf = {"kernel": "weight", "scale": "weight", "bias": "bias"}.get(leaf, leaf)
+  return ".".join(mods + [leaf])
+
+
+def is_conv_kernel(path, leaf) -> bool:
+  return path_str(path).endswith("kernel") and leaf.ndim == 4
+
+
+def is_dense_kernel(path, leaf) -> bool:
+  return path_str(path).endswith("kernel") and leaf.ndim == 2
+
+
+def is_batchnorm(path, leaf) -> bool:
+  """A BatchNorm scale/bias (1-D leaf under a module whose name contains 'bn')."""
+  return leaf.ndim == 1 and "bn" in path_str(path).rsplit("/", 1)[0]
+
+
+def leaf_mask(params, predicate: Callable[[Any, jax.Array], bool]):
+  """A pytree of Python bools like ``params``: ``predicate(path, leaf)`` per leaf."""
+  return jax.tree_util.tree_map_with_path(lambda p, x: bool(predicate(p, x)), params)
+
+
+def leaf_names(params) -> list[str]:
+  """Paths of all leaves in tree order."""
+  return [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def fan_in(leaf: jax.Array) -> int:
+  """torch fan-in: ``I*kh*kw`` for a conv kernel ``(kh,kw,I,O)``, ``I`` for a dense ``(I,O)``."""
+  return math.prod(leaf.shape[:-1])
+
+
+def torchvision_reinit(key: jax.Array, leaf: jax.Array) -> jax.Array:
+  """A fresh draw of a conv kernel with torchvision's init (kaiming normal, fan_out)."""
+  return torch_conv_init(key, leaf.shape, leaf.dtype)
+
+
+def torch_default_reinit(key: jax.Array, leaf: jax.Array) -> jax.Array:
+  """A fresh draw with torch's default ``reset_parameters`` law U(±1/sqrt(fan_in)).
+
+  For weights and, given the owning layer's fan-in via ``bias_fan_in``, biases.
+  """
+  return torch_default_init(key, leaf.shape, leaf.dtype)
+
+
+def bias_reinit(key: jax.Array, leaf: jax.Array, fan_in_: int) -> jax.Array:
+  bound = 1.0 / math.sqrt(fan_in_)
+  return jax.random.uniform(key, leaf.shape, leaf.dtype, -bound, bound)
+
+
+def keys_like(key: jax.Array, tree) -> Any:
+  """One independent key per leaf of ``tree`` (``fold_in(key, leaf_index)``)."""
+  leaves, treedef = jax.tree.flatten(tree)
+  return jax.tree.unflatten(treedef, [jax.random.fold_in(key, i) for i in range(len(leaves))])
