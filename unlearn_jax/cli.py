@@ -16,6 +16,7 @@ from unlearn_jax.commands import train as train_cmd
 
 COMMANDS = {
     "train": train_cmd,
+    # further subcommands: one line each
 }
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError, OSError)

@@ -3,6 +3,8 @@
 from unlearn_jax.unlearning import finetune
 from unlearn_jax.unlearning import none
 from unlearn_jax.unlearning import retrain
+# --- baseline imports (one per line, alphabetical) ---
+# --- competition-entry imports (one per line, alphabetical) ---
 from unlearn_jax.unlearning.base import ModelState
 from unlearn_jax.unlearning.base import SetSizes
 from unlearn_jax.unlearning.base import UnlearningMethod
@@ -12,6 +14,8 @@ METHODS = {
     "none": none.make,
     "retrain": retrain.make,
     "finetune": finetune.make,
+    # --- baselines ---
+    # --- competition entries ---
 }
 
 
