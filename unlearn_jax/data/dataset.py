@@ -112,7 +112,8 @@ class SplitData:
   def gather(self, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Normalised float32 images and int32 labels at ``indices``."""
     x = self.images[indices].astype(jnp.float32) * self.scale
-    x = (x - self.mean) / self.std
+    channel = (1,) * (x.ndim - 1) + (-1,)  # explicit ranks: no implicit rank promotion
+    x = (x - self.mean.reshape(channel)) / self.std.reshape(channel)
     return x, self.labels[indices]
 
   def class_counts(self, split: str = "train") -> jax.Array:

@@ -87,7 +87,11 @@ def forget_indices(dataset: Dataset, spec: SplitSpec) -> np.ndarray:
   else:
     if dataset.forget_idx is None:
       raise ValueError(f"dataset {dataset.name!r} defines no forget set; use forget mode random, groups or classes")
-    chosen = np.asarray(dataset.forget_idx)
+    chosen = np.unique(np.asarray(dataset.forget_idx))
+    outside = chosen[~np.isin(chosen, train)]
+    if outside.size:
+      raise ValueError(f"dataset {dataset.name!r} defines forget indices outside its training pool, "
+                       f"e.g. {outside[:5].tolist()}")
   chosen = np.sort(np.asarray(chosen, dtype=np.int64))
   if chosen.size == 0:
     raise ValueError(f"forget set is empty (mode {spec.forget!r} on dataset {dataset.name!r})")

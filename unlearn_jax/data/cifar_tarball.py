@@ -1,0 +1,143 @@
+"""CIFAR-10 from its original "python version" archive, read in place.
+
+The archive ``cifar-10-python.tar.gz`` (Krizhevsky, "Learning Multiple Layers
+of Features from Tiny Images", 2009; the file torchvision's ``CIFAR10``
+reads) holds ``cifar-10-batches-py/data_batch_1`` .. ``data_batch_5`` and
+``test_batch``: pickled dicts with ``data`` (uint8 ``[10000, 3072]``, each row
+the red, green then blue 32×32 plane, i.e. CHW) and ``labels`` (10,000 ints).
+
+The training pool is the 50,000 images of ``data_batch_1..5`` in that order
+(the order torchvision uses, so the starting kit's ``forget_idx.npy`` indexes
+it) and the held-out pool is ``test_batch``. If a ``forget_idx.npy`` lies next
+to the archive it becomes the source-defined forget set
+(``SplitSpec(forget="source")``). Normalisation is the starting kit's.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+from typing import Optional
+
+import numpy as np
+
+from unlearn_jax.data.dataset import Dataset
+
+ARCHIVE = "cifar-10-python.tar.gz"
+FOLDER = "cifar-10-batches-py"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+FORGET_FILE = "forget_idx.npy"
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+
+
+def _locate(data_dir: str) -> tuple[str, str]:
+  """``("tar", archive_path)`` or ``("dir", batches_folder)`` for ``data_dir``."""
+  if os.path.isfile(data_dir):
+    return "tar", data_dir
+  if not os.path.isdir(data_dir):
+    raise FileNotFoundError(f"CIFAR-10 path {data_dir!r} does not exist")
+  for candidate in (data_dir, os.path.join(data_dir, FOLDER)):
+    if os.path.isfile(os.path.join(candidate, TEST_BATCH)):
+      return "dir", candidate
+  archive = os.path.join(data_dir, ARCHIVE)
+  if os.path.isfile(archive):
+    return "tar", archive
+  raise FileNotFoundError(
+      f"no CIFAR-10 data in {data_dir!r}: expected {ARCHIVE} or an extracted {FOLDER}/ folder")
+
+
+def _decode_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+  """Images ``[n, 32, 32, 3]`` uint8 and labels ``[n]`` of one pickled batch."""
+  try:
+    batch = pickle.loads(raw, encoding="bytes")
+  except Exception as e:  # pickle raises many types on corrupt input
+    raise ValueError(f"{where} is not a CIFAR-10 pickled batch: {e}") from e
+  if not isinstance(batch, dict):
+    raise ValueError(f"{where} is not a CIFAR-10 pickled batch (got {type(batch).__name__})")
+  batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+  for key in ("data", "labels"):
+    if key not in batch:
+      raise ValueError(f"{where} has no {key!r} entry; keys are {sorted(batch)}")
+  data = np.asarray(batch["data"])
+  labels = np.asarray(batch["labels"], np.int64)
+  if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+    raise ValueError(f"{where}: 'data' must be uint8 [n, 3072], got {data.dtype} {data.shape}")
+  if labels.shape != (data.shape[0],):
+    raise ValueError(f"{where}: 'labels' must have {data.shape[0]} entries, got shape {labels.shape}")
+  if labels.size and (labels.min() < 0 or labels.max() > 9):
+    raise ValueError(f"{where}: labels must lie in [0, 10), got range [{labels.min()}, {labels.max()}]")
+  images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return np.ascontiguousarray(images), labels
+
+
+def _read_batches(kind: str, path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  names = TRAIN_BATCHES + (TEST_BATCH,)
+  out = {}
+  if kind == "dir":
+    for name in names:
+      file = os.path.join(path, name)
+      if not os.path.isfile(file):
+        raise FileNotFoundError(f"CIFAR-10 batch file {file!r} is missing")
+      with open(file, "rb") as f:
+        out[name] = _decode_batch(f.read(), file)
+    return out
+  try:
+    with tarfile.open(path, "r:*") as tar:
+      members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+      for name in names:
+        if name not in members:
+          raise FileNotFoundError(f"CIFAR-10 archive {path!r} has no member {FOLDER}/{name}")
+        raw = tar.extractfile(members[name]).read()
+        out[name] = _decode_batch(raw, f"{path}:{members[name].name}")
+  except tarfile.TarError as e:
+    raise ValueError(f"{path!r} is not a readable tar archive: {e}") from e
+  return out
+
+
+def load_cifar10_tarball(data_dir: Optional[str]) -> Dataset:
+  """Loads CIFAR-10 from the python-version archive or its extracted folder.
+
+  Args:
+    data_dir: the ``cifar-10-python.tar.gz`` file, a folder containing it, a
+      folder containing the extracted ``cifar-10-batches-py/``, or that
+      folder itself.
+
+  Returns:
+    A 60,000-image :class:`Dataset` (train pool ``0..49999``, held-out pool
+    ``50000..59999``), with ``forget_idx`` from ``forget_idx.npy`` when present.
+  """
+  if data_dir is None:
+    raise ValueError("dataset 'cifar10_tarball' needs data_dir: the path of cifar-10-python.tar.gz or its folder")
+  kind, path = _locate(data_dir)
+  batches = _read_batches(kind, path)
+  train = [batches[name] for name in TRAIN_BATCHES]
+  images = np.concatenate([x for x, _ in train] + [batches[TEST_BATCH][0]])
+  labels = np.concatenate([y for _, y in train] + [batches[TEST_BATCH][1]]).astype(np.int32)
+  n_train = sum(len(y) for _, y in train)
+  forget_idx = None
+  folders = [os.path.dirname(path)] if kind == "tar" else [path, os.path.dirname(os.path.normpath(path))]
+  found = [f for f in (os.path.join(d, FORGET_FILE) for d in folders) if os.path.isfile(f)]
+  if found:
+    forget_file = found[0]
+    forget_idx = np.asarray(np.load(forget_file), np.int64).ravel()
+    if forget_idx.size == 0 or forget_idx.min() < 0 or forget_idx.max() >= n_train:
+      raise ValueError(f"{forget_file}: forget indices must be a non-empty subset of [0, {n_train})")
+    if np.unique(forget_idx).size != forget_idx.size:
+      raise ValueError(f"{forget_file}: forget indices contain duplicates")
+  return Dataset(
+      name="cifar10",
+      images=images,
+      labels=labels,
+      groups=np.full(len(labels), -1, np.int32),
+      num_classes=10,
+      train_idx=np.arange(n_train),
+      test_idx=np.arange(n_train, len(labels)),
+      forget_idx=forget_idx,
+      scale=1.0 / 255.0,
+      mean=CIFAR10_MEAN,
+      std=CIFAR10_STD,
+  )
