@@ -1,0 +1,414 @@
+"""Per-example epsilons and the forgetting quality of the NeurIPS 2023 unlearning competition.
+
+Semantics follow ``/work/shared/spec/metric.md``: the organizers' scoring rule
+(arXiv 2406.09073; released as ``google-deepmind/unlearning_evaluation``, ``metric.py``),
+reproduced exactly (same per-example epsilons, same score) but jitted and vectorized.
+:mod:`unlearn_jax.metrics.reference` is the slow oracle it is tested against.
+
+Design notes (what runs where):
+
+* Host (NumPy): input validation, the float32 epsilon table, the static size of the
+  single-threshold grid of each chunk of examples, the score buckets.
+* Device (one jitted kernel, x64 scoped with ``jax.enable_x64`` around the call, never
+  global): everything per example, vmapped over a fixed-size chunk of examples. The
+  example axis is padded to the chunk size, so a new number of examples never retraces;
+  chunk sizes are powers of two up to ``chunk_size``, and the single-threshold grid size
+  is rounded up to a power of two.
+
+Method. An attack's epsilon depends only on two integer counts, the number of
+negatives predicted positive ``k_fp`` and of positives predicted negative ``k_fn``
+(rates are ``count / N`` in float32). So ``eps[k_fp, k_fn]`` is tabulated once per N on
+the host with the exact float32 formula and the discard rules (-inf marks a discarded
+attack, +inf perfect separation), and every attack becomes one gather.
+
+* Single thresholds (``T = ceil(range * 100)``, at most ~20,724 after saturation):
+  the float32 grid is padded to a power of two and masked; ``#(x < t)`` comes from a
+  binary search in the sorted column.
+* Intervals (R = 400 or 401 right edges, 400 left edges each, ~160,000 per example):
+  ``count(l <= x <= r) = max(0, #(x <= r) - #(x < l))`` on sorted columns; the
+  ``max`` handles the empty intervals (``l > r``) that occur when ``w < 2``.
+  ``#(x <= r)`` is a search over 401 points. ``#(x < l)`` for all 160,000 left edges is
+  not searched: each right edge's left edges are an arithmetic progression (numpy's
+  ``linspace``: ``j * step + start``, last point ``stop``), so for every data point the
+  number of left edges ``<= x`` is ``floor((x - start) / step) + 1``, corrected by one
+  exact comparison on each side against the grid value recomputed bit-for-bit as numpy
+  does. A histogram of those indices and a cumulative sum give ``#(x < l_j)`` for all
+  400 left edges of the row at once: O(N + 400) per right edge instead of 400 searches.
+
+The grids are float64 where the organizers' are, and the single-threshold grid is the
+float64 linspace rounded to float32 and compared with float64 data, as theirs is.
+Counting on sorted data is exact: the epsilons equal the brute-force ones bit for bit.
+
+If no attack survives the discard rule (the organizers' code fails there with an
+assertion), the example's epsilon is 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DELTA = 1e-5
+EPSILON_CAP = 50.0
+PER_UNIT = 100
+BUFFER = 2.0
+NUM_LEFT = 400
+NUM_RIGHT_MAX = 401
+PEAKY_RATIO = 0.01
+MAX_ABS_CONFIDENCE = 1e6
+MIN_THRESHOLD_PAD = 256
+
+FAMILY_NONE = 0
+FAMILY_INTERVAL = 1
+FAMILY_SINGLE = 2
+FAMILY_NAMES = {FAMILY_NONE: "none", FAMILY_INTERVAL: "interval", FAMILY_SINGLE: "single"}
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricResult:
+  """Everything the forgetting-quality metric computes, per example, as host NumPy arrays.
+
+  Attributes:
+    forgetting_quality: mean points over examples (the competition's F).
+    epsilons: ``[E]`` float64 per-example epsilon in [0, 50].
+    points: ``[E]`` float64 points of each epsilon (``2**-k`` for bucket k, 0 beyond).
+    peaky: ``[E]`` bool, the degenerate-range rule fired (epsilon 50, no attack run).
+    family: ``[E]`` int8 family of the best attack: 0 none (peaky or nothing
+      survived), 1 interval, 2 single threshold.
+    fpr, fnr: ``[E]`` float32 rates of the best attack (NaN where family is 0). For
+      intervals the positive class is the column with the smaller range.
+    thresholds: ``[E, 2]`` float64 best attack: ``(l, r)`` for an interval, ``(t, inf)``
+      for a single threshold, NaN where family is 0.
+    retrained_is_positive: ``[E]`` bool, median(retrained) > median(unlearned).
+    interval_positive_is_retrained: ``[E]`` bool, the interval family's predicted class
+      (the smaller-range column) is the retrained one.
+    num_models: N.
+  """
+  forgetting_quality: float
+  epsilons: np.ndarray
+  points: np.ndarray
+  peaky: np.ndarray
+  family: np.ndarray
+  fpr: np.ndarray
+  fnr: np.ndarray
+  thresholds: np.ndarray
+  retrained_is_positive: np.ndarray
+  interval_positive_is_retrained: np.ndarray
+  num_models: int
+
+  @property
+  def num_examples(self) -> int:
+    return int(self.epsilons.shape[0])
+
+
+@functools.lru_cache(maxsize=16)
+def epsilon_table(num_models: int) -> np.ndarray:
+  """``[N+1, N+1]`` float32 epsilon of an attack with ``k_fp`` false positives and ``k_fn`` false negatives.
+
+  ``+inf`` where both are 0 (perfect separation), ``-inf`` where the attack is discarded
+  (exactly one of them 0, or both log terms NaN), otherwise
+  ``max(log(1 - delta - FPR) - log(FNR), log(1 - delta - FNR) - log(FPR))`` (NaN terms
+  ignored) clipped below at 0, all in float32 with rates ``float32(count) / float32(N)``.
+  """
+  n = int(num_models)
+  counts = np.arange(n + 1, dtype=np.float32)
+  rate = counts / np.float32(n)
+  fpr = rate[:, None]
+  fnr = rate[None, :]
+  one = np.float32(1.0 - DELTA)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    t1 = np.log(one - fpr) - np.log(fnr)
+    t2 = np.log(one - fnr) - np.log(fpr)
+  eps = np.fmax(t1, t2)  # NaN-ignoring max; NaN only where both are NaN.
+  eps = np.where(np.isnan(eps), -np.inf, np.maximum(eps, np.float32(0.0)))
+  eps = np.where(fpr * fnr == 0, -np.inf, eps)
+  eps = np.where((fpr + fnr) == 0, np.inf, eps)
+  table = eps.astype(np.float32)
+  table.setflags(write=False)
+  return table
+
+
+def num_buckets(num_models: int) -> int:
+  """Buckets of width 0.5 whose upper edge is ``<= ceil(ln(N - 1))``: 14 at N = 512, 0 at N = 2."""
+  top = float(np.ceil(np.log(np.float64(num_models - 1)))) if num_models > 2 else 0.0
+  return max(0, int(2 * top))
+
+
+def epsilon_points(epsilons: Any, num_models: int) -> np.ndarray:
+  """Points of each epsilon: ``2**-k`` for ``eps`` in ``[0.5k, 0.5k + 0.5)`` if k < num_buckets, else 0."""
+  eps = np.asarray(epsilons, np.float64)
+  k = np.floor(2.0 * eps)
+  return np.where(k < num_buckets(num_models), np.exp2(-np.minimum(k, 1000.0)), 0.0)
+
+
+# ----------------------------------------------------------------------------------------
+# The jitted kernel.
+
+
+def _linspace_at(idx, start, stop, num):
+  """numpy's ``linspace(start, stop, num)[idx]``: ``idx * ((stop - start) / (num - 1)) + start``, last = stop."""
+  step = (stop - start) / jnp.maximum(num - 1, 1).astype(start.dtype)
+  return jnp.where(idx == num - 1, stop, idx.astype(start.dtype) * step + start)
+
+
+def _count_below_rows(x, start, stop):
+  """``[rows, NUM_LEFT]`` counts ``#(x < l_j)`` for each row's left grid ``linspace(start, stop, NUM_LEFT)``.
+
+  ``x`` is ``[N]``; ``start``, ``stop`` are ``[rows]``. For each data point, the number of
+  left edges ``<= x`` is found arithmetically and fixed up against the exact grid values;
+  a per-row histogram of those numbers, cumulated, gives the counts.
+  """
+  last = NUM_LEFT - 1
+  start = start[:, None]
+  stop = stop[:, None]
+  step = (stop - start) / jnp.asarray(last, start.dtype)
+  xs = x[None, :]
+  guess = jnp.floor((xs - start) / step)
+  g = jnp.clip(guess, -1, last).astype(jnp.int32)
+
+  def grid(j):
+    return jnp.where(j == last, stop, j.astype(start.dtype) * step + start)
+
+  below = (g >= 0) & (grid(g) > xs)
+  above = (g + 1 <= last) & (grid(g + 1) <= xs)
+  num_le = g + 1 - below.astype(jnp.int32) + above.astype(jnp.int32)  # in [0, NUM_LEFT]
+  rows = start.shape[0]
+  hist = jnp.zeros((rows, NUM_LEFT + 1), jnp.int32)
+  hist = hist.at[jnp.arange(rows)[:, None], num_le].add(1)
+  return jnp.cumsum(hist, axis=1)[:, :NUM_LEFT]
+
+
+def _example(unlearned, retrained, table, *, threshold_pad: int, count_method: str):
+  """Epsilon and best attack of one example from its ``[N]`` float64 columns."""
+  n = unlearned.shape[0]
+  f64 = unlearned.dtype
+  u = jnp.sort(unlearned)
+  r = jnp.sort(retrained)
+  med_u = (u[(n - 1) // 2] + u[n // 2]) / 2
+  med_r = (r[(n - 1) // 2] + r[n // 2]) / 2
+  retrained_pos = med_r > med_u
+  pos = jnp.where(retrained_pos, r, u)
+  neg = jnp.where(retrained_pos, u, r)
+  pos_range = pos[-1] - pos[0]
+  neg_range = neg[-1] - neg[0]
+  larger = jnp.where(pos_range > neg_range, pos_range, neg_range)
+  smaller = jnp.where(pos_range > neg_range, neg_range, pos_range)
+  peaky = (smaller / larger) < PEAKY_RATIO  # 0/0 is NaN: not peaky.
+  flat_table = table.reshape(-1)
+
+  def gather_eps(k_fp, k_fn):
+    return flat_table[k_fp * (n + 1) + k_fn]
+
+  # Interval family: P (smaller range) is the predicted class.
+  p_is_neg = pos_range >= neg_range
+  p = jnp.where(p_is_neg, neg, pos)
+  q = jnp.where(p_is_neg, pos, neg)
+  width = smaller
+  a = (p[0] + width) - BUFFER
+  b = p[-1] + BUFFER
+  num_right = jnp.ceil((b - a) * PER_UNIT).astype(jnp.int32)
+  i = jnp.arange(NUM_RIGHT_MAX)
+  rights = _linspace_at(i, a, b, num_right)
+  starts = (rights - width) - BUFFER
+  stops = (rights - width) + BUFFER
+  le_p = jnp.searchsorted(p, rights, side="right").astype(jnp.int32)
+  le_q = jnp.searchsorted(q, rights, side="right").astype(jnp.int32)
+  if count_method == "lattice":
+    lt_p = _count_below_rows(p, starts, stops)
+    lt_q = _count_below_rows(q, starts, stops)
+  elif count_method == "search":
+    j = jnp.arange(NUM_LEFT)
+    lefts = _linspace_at(j[None, :], starts[:, None], stops[:, None], NUM_LEFT)
+    lt_p = jnp.searchsorted(p, lefts.reshape(-1), side="left").reshape(lefts.shape).astype(jnp.int32)
+    lt_q = jnp.searchsorted(q, lefts.reshape(-1), side="left").reshape(lefts.shape).astype(jnp.int32)
+  else:
+    raise ValueError(f"count_method must be 'lattice' or 'search', got {count_method!r}")
+  in_p = jnp.maximum(le_p[:, None] - lt_p, 0)
+  in_q = jnp.maximum(le_q[:, None] - lt_q, 0)
+  eps_int = gather_eps(in_q, n - in_p)
+  eps_int = jnp.where((i < num_right)[:, None], eps_int, -jnp.inf).reshape(-1)
+  best_int = jnp.argmax(eps_int)
+  bi, bj = best_int // NUM_LEFT, best_int % NUM_LEFT
+  int_fp = in_q[bi, bj]
+  int_fn = n - in_p[bi, bj]
+  int_left = _linspace_at(bj, starts[bi], stops[bi], NUM_LEFT)
+  int_right = rights[bi]
+
+  # Single thresholds: predict positive iff c >= t, t on a float32 grid over the pooled range.
+  lo = jnp.minimum(pos[0], neg[0])
+  hi = jnp.maximum(pos[-1], neg[-1])
+  num_t = jnp.ceil((hi - lo) * PER_UNIT).astype(jnp.int32)
+  k = jnp.arange(threshold_pad)
+  thresholds = _linspace_at(k, lo, hi, num_t).astype(jnp.float32).astype(f64)
+  k_fn = jnp.searchsorted(pos, thresholds, side="left").astype(jnp.int32)
+  k_fp = n - jnp.searchsorted(neg, thresholds, side="left").astype(jnp.int32)
+  eps_single = jnp.where(k < num_t, gather_eps(k_fp, k_fn), -jnp.inf)
+  best_single = jnp.argmax(eps_single)
+
+  int_max = eps_int[best_int]
+  single_max = eps_single[best_single]
+  use_int = int_max >= single_max  # intervals come first in the organizers' order
+  best = jnp.where(use_int, int_max, single_max)
+  survived = best > -jnp.inf
+  family = jnp.where(peaky | ~survived, FAMILY_NONE, jnp.where(use_int, FAMILY_INTERVAL, FAMILY_SINGLE))
+  eps = jnp.where(peaky, EPSILON_CAP, jnp.clip(jnp.where(survived, best, 0.0), 0.0, EPSILON_CAP))
+  best_fp = jnp.where(use_int, int_fp, k_fp[best_single])
+  best_fn = jnp.where(use_int, int_fn, k_fn[best_single])
+  thr = jnp.where(use_int, jnp.stack([int_left, int_right]),
+                  jnp.stack([thresholds[best_single], jnp.asarray(jnp.inf, f64)]))
+  ok = (num_right <= NUM_RIGHT_MAX) & (num_t <= threshold_pad)
+  return {
+      "epsilon": eps.astype(jnp.float32),
+      "family": family.astype(jnp.int8),
+      "k_fp": best_fp,
+      "k_fn": best_fn,
+      "thresholds": thr,
+      "peaky": peaky,
+      "retrained_is_positive": retrained_pos,
+      "interval_positive_is_retrained": retrained_pos != p_is_neg,
+      "ok": ok | peaky,
+  }
+
+
+@functools.partial(jax.jit, static_argnames=("threshold_pad", "count_method"))
+def _chunk_kernel(unlearned, retrained, table, *, threshold_pad: int, count_method: str = "lattice"):
+  """vmapped :func:`_example` over ``[C, N]`` example-major float64 chunks."""
+  fn = functools.partial(_example, threshold_pad=threshold_pad, count_method=count_method)
+  return jax.vmap(fn, in_axes=(0, 0, None))(unlearned, retrained, table)
+
+
+# ----------------------------------------------------------------------------------------
+# Host driver.
+
+
+def _as_confs(name: str, value: Any) -> np.ndarray:
+  arr = np.asarray(value)
+  if arr.ndim != 2:
+    raise ValueError(f"{name} must have shape [num_models, num_examples], got shape {arr.shape}")
+  if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+    raise ValueError(f"{name} must be a real array, got dtype {arr.dtype}")
+  arr = arr.astype(np.float64)
+  if not np.all(np.isfinite(arr)):
+    raise ValueError(f"{name} must be finite; it has {int(np.sum(~np.isfinite(arr)))} non-finite values")
+  if np.max(np.abs(arr), initial=0.0) > MAX_ABS_CONFIDENCE:
+    raise ValueError(f"{name} must lie within +-{MAX_ABS_CONFIDENCE:g} (logit-scaled confidences "
+                     f"saturate at +-103.62), got max |value| {np.max(np.abs(arr)):g}")
+  return arr
+
+
+def _check_pair(unlearned_confs: Any, retrained_confs: Any) -> tuple[np.ndarray, np.ndarray]:
+  u = _as_confs("unlearned_confs", unlearned_confs)
+  r = _as_confs("retrained_confs", retrained_confs)
+  if u.shape != r.shape:
+    raise ValueError(f"unlearned_confs and retrained_confs must have the same shape [N, E], "
+                     f"got {u.shape} and {r.shape}")
+  if u.shape[0] < 2:
+    raise ValueError(f"need at least 2 models per kind (N >= 2), got N = {u.shape[0]}")
+  if u.shape[1] < 1:
+    raise ValueError(f"need at least 1 forget example (E >= 1), got E = {u.shape[1]}")
+  return u, r
+
+
+def _next_pow2(x: int) -> int:
+  return 1 << max(0, int(x) - 1).bit_length()
+
+
+def _threshold_pad(u_chunk: np.ndarray, r_chunk: np.ndarray) -> int:
+  """Power of two >= the largest ``ceil((hi - lo) * 100)`` of the chunk (columns are examples)."""
+  lo = np.minimum(u_chunk.min(axis=0), r_chunk.min(axis=0))
+  hi = np.maximum(u_chunk.max(axis=0), r_chunk.max(axis=0))
+  need = int(np.max(np.ceil((hi - lo) * PER_UNIT)))
+  return max(MIN_THRESHOLD_PAD, _next_pow2(need))
+
+
+def _run_kernel(u: np.ndarray, r: np.ndarray, chunk_size: int, count_method: str) -> dict[str, np.ndarray]:
+  n, e = u.shape
+  chunk = min(_next_pow2(chunk_size), _next_pow2(e))
+  table = epsilon_table(n)
+  parts = []
+  with jax.enable_x64(True):
+    table_dev = jnp.asarray(table)
+    for lo in range(0, e, chunk):
+      hi = min(lo + chunk, e)
+      uc = np.zeros((chunk, n), np.float64)
+      rc = np.zeros((chunk, n), np.float64)
+      uc[: hi - lo] = u[:, lo:hi].T
+      rc[: hi - lo] = r[:, lo:hi].T
+      pad = _threshold_pad(u[:, lo:hi], r[:, lo:hi])
+      out = _chunk_kernel(jnp.asarray(uc), jnp.asarray(rc), table_dev, threshold_pad=pad,
+                          count_method=count_method)
+      parts.append({k: np.asarray(v)[: hi - lo] for k, v in out.items()})
+  merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  if not merged["ok"].all():
+    raise RuntimeError("internal grid-size bound violated; please report with the inputs")
+  return merged
+
+
+def forgetting_metric(unlearned_confs: Any, retrained_confs: Any, *, chunk_size: int = 16,
+                      count_method: str = "lattice") -> MetricResult:
+  """The full forgetting-quality computation with per-example details.
+
+  Args:
+    unlearned_confs: ``[N, E]`` logit-scaled confidences of the forget examples under N
+      unlearned models (numpy or jax, any real dtype; used as float64).
+    retrained_confs: ``[N, E]`` the same under N retrained-from-scratch models.
+    chunk_size: examples per kernel call (rounded up to a power of two); bounds memory
+      at about 10 MB per example for N = 512.
+    count_method: ``"lattice"`` (default, arithmetic inverse of the left-edge grids) or
+      ``"search"`` (binary search per left edge); both are exact.
+
+  Returns:
+    A :class:`MetricResult`.
+
+  >>> import numpy as np
+  >>> rng = np.random.default_rng(0)
+  >>> res = forgetting_metric(rng.normal(size=(16, 3)), rng.normal(size=(16, 3)) + 50)
+  >>> res.epsilons.tolist(), res.forgetting_quality
+  ([50.0, 50.0, 50.0], 0.0)
+  """
+  u, r = _check_pair(unlearned_confs, retrained_confs)
+  n = u.shape[0]
+  out = _run_kernel(u, r, chunk_size, count_method)
+  eps = out["epsilon"].astype(np.float64)
+  points = epsilon_points(eps, n)
+  family = out["family"]
+  none = family == FAMILY_NONE
+  rate = lambda k: np.where(none, np.nan, (k.astype(np.float32) / np.float32(n))).astype(np.float32)
+  thresholds = np.where(none[:, None], np.nan, out["thresholds"])
+  return MetricResult(
+      forgetting_quality=float(points.sum() / eps.shape[0]),
+      epsilons=eps,
+      points=points,
+      peaky=out["peaky"],
+      family=family,
+      fpr=rate(out["k_fp"]),
+      fnr=rate(out["k_fn"]),
+      thresholds=thresholds,
+      retrained_is_positive=out["retrained_is_positive"],
+      interval_positive_is_retrained=out["interval_positive_is_retrained"],
+      num_models=n,
+  )
+
+
+def per_example_epsilons(unlearned_confs: Any, retrained_confs: Any, *, chunk_size: int = 16) -> np.ndarray:
+  """``[E]`` float64 epsilon of each forget example from ``[N, E]`` confidences (N >= 2).
+
+  >>> import numpy as np
+  >>> per_example_epsilons(np.zeros((4, 1)) + np.arange(4)[:, None], np.arange(4.0)[:, None] + 10).tolist()
+  [50.0]
+  """
+  return forgetting_metric(unlearned_confs, retrained_confs, chunk_size=chunk_size).epsilons
+
+
+def forgetting_quality(unlearned_confs: Any, retrained_confs: Any, *, chunk_size: int = 16) -> float:
+  """The competition's forgetting quality F: mean over examples of ``2**-bucket(eps)``.
+
+  Identical distributions score about 0.18-0.19; separated or collapsed ones score 0.
+  """
+  return forgetting_metric(unlearned_confs, retrained_confs, chunk_size=chunk_size).forgetting_quality
