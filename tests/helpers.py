@@ -1,0 +1,17 @@
+"""Small real datasets for fast tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unlearn_jax.data import load_dataset, to_device
+
+
+def small_digits(n_retain: int = 64, n_forget: int = 16, n_val: int = 16, n_test: int = 16, seed: int = 0):
+  """A device ``SplitData`` over a small random subset of the real digits data."""
+  ds = load_dataset("digits")
+  rng = np.random.default_rng(seed)
+  train = rng.permutation(ds.train_idx)
+  held = rng.permutation(ds.test_idx)
+  return to_device(ds, retain=np.sort(train[:n_retain]), forget=np.sort(train[n_retain:n_retain + n_forget]),
+                   validation=np.sort(held[:n_val]), test=np.sort(held[n_val:n_val + n_test]))
