@@ -4,6 +4,15 @@ from unlearn_jax.unlearning import finetune
 from unlearn_jax.unlearning import none
 from unlearn_jax.unlearning import retrain
 # --- baseline imports (one per line, alphabetical) ---
+from unlearn_jax.unlearning import bad_teacher
+from unlearn_jax.unlearning import fisher
+from unlearn_jax.unlearning import l1_sparse
+from unlearn_jax.unlearning import neggrad
+from unlearn_jax.unlearning import neggrad_plus
+from unlearn_jax.unlearning import random_label
+from unlearn_jax.unlearning import salun
+from unlearn_jax.unlearning import scrub
+from unlearn_jax.unlearning import scrub_noise
 # --- competition-entry imports (one per line, alphabetical) ---
 from unlearn_jax.unlearning.base import ModelState
 from unlearn_jax.unlearning.base import SetSizes
@@ -15,6 +24,15 @@ METHODS = {
     "retrain": retrain.make,
     "finetune": finetune.make,
     # --- baselines ---
+    "neggrad": neggrad.make,
+    "neggrad_plus": neggrad_plus.make,
+    "scrub": scrub.make,
+    "scrub_noise": scrub_noise.make,
+    "random_label": random_label.make,
+    "bad_teacher": bad_teacher.make,
+    "l1_sparse": l1_sparse.make,
+    "salun": salun.make,
+    "fisher": fisher.make,
     # --- competition entries ---
 }
 

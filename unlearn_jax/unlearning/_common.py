@@ -168,3 +168,76 @@ def keys_like(key: jax.Array, tree) -> Any:
   """One independent key per leaf of ``tree`` (``fold_in(key, leaf_index)``)."""
   leaves, treedef = jax.tree.flatten(tree)
   return jax.tree.unflatten(treedef, [jax.random.fold_in(key, i) for i in range(len(leaves))])
+
+
+# ---------------------------------------------------------------- baselines: ordered passes, paired batches
+
+
+def epoch_order(key: jax.Array, epoch, n: int) -> jax.Array:
+  """The visiting order of epoch ``epoch`` over ``n`` items, as :func:`run_epochs` draws it."""
+  return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, epoch), 0), n)
+
+
+def cycled_batches(order: jax.Array, num_batches: int, batch_size: int) -> jax.Array:
+  """``[num_batches, batch_size]`` consecutive batches of ``order``, wrapping around its end.
+
+  Pairs a second loader with the batches of a first one (``zip(a, cycle(b))``)
+  under fixed shapes; every batch is full (no short remainder batch).
+  """
+  pos = jnp.arange(num_batches * batch_size) % order.shape[0]
+  return order[pos].reshape(num_batches, batch_size)
+
+
+def run_batches(step, state: TrainState, examples, batch_size: int, key: jax.Array, per_step=None):
+  """One pass of ``step`` over already-ordered per-example arrays; returns ``(state, mean loss)``.
+
+  ``examples`` is a pytree of arrays with a leading axis of length n (e.g.
+  dataset indices plus per-example flags), cut into ``n // batch_size`` full
+  batches (a ``lax.scan``) and one remainder batch of its own static shape, as
+  a torch loader with ``drop_last=False``. ``step(state, batch, key)`` receives
+  the example batch, or ``(example batch, per_step item)`` when ``per_step``
+  (a pytree with leading axis ``ceil(n / batch_size)``) is given, and gathers
+  its own inputs. The mean loss weights each batch by its size.
+  """
+  n = jax.tree.leaves(examples)[0].shape[0]
+  nb, rem = divmod(n, batch_size)
+  keys = jax.random.split(key, nb + 1)
+
+  def body(state, xs):
+    batch, extra, k = xs
+    state, metrics = step(state, batch if per_step is None else (batch, extra), k)
+    return state, metrics["loss"]
+
+  extras = per_step if per_step is not None else jnp.zeros((nb + (1 if rem else 0),), jnp.float32)
+  total = jnp.zeros((), jnp.float32)
+  if nb:
+    full = jax.tree.map(lambda a: a[: nb * batch_size].reshape(nb, batch_size, *a.shape[1:]), examples)
+    state, losses_ = jax.lax.scan(body, state, (full, jax.tree.map(lambda a: a[:nb], extras), keys[:nb]))
+    total = losses_.sum() * batch_size
+  if rem:
+    last = jax.tree.map(lambda a: a[nb * batch_size:], examples)
+    state, loss = body(state, (last, jax.tree.map(lambda a: a[nb], extras), keys[nb]))
+    total = total + loss * rem
+  return state, total / n
+
+
+def l2_to(params, anchor) -> jax.Array:
+  """``‖params − anchor‖²`` over all leaves (for an L2-to-init penalty ``(λ/2)‖θ−θ₀‖²``)."""
+  return sum(jnp.sum(jnp.square(p - a)) for p, a in zip(jax.tree.leaves(params), jax.tree.leaves(anchor)))
+
+
+def distill_kl(teacher_logits: jax.Array, student_logits: jax.Array, temperature: float) -> jax.Array:
+  """RepDistiller's ``DistillKL(T)``: ``T² · batchmean KL(p_teacher^T ‖ p_student^T)``."""
+  from unlearn_jax.training import losses
+  return losses.kl_divergence(teacher_logits, student_logits, temperature, "batchmean") * temperature ** 2
+
+
+def epoch_table_lr(lrs, epoch_starts):
+  """``count -> lr`` from per-epoch rates ``lrs`` and the (static) step counts at which epochs start.
+
+  For loops whose epochs have different step counts (e.g. SCRUB's max+min
+  epochs sharing one optimiser), so the rate follows the epoch, not the step.
+  """
+  lrs = jnp.asarray(lrs, jnp.float32)
+  starts = jnp.asarray(epoch_starts, jnp.int32)
+  return lambda count: lrs[jnp.clip(jnp.searchsorted(starts, count, side="right") - 1, 0, lrs.shape[0] - 1)]

@@ -15,6 +15,13 @@ relabelling, re-initialisation, which layers) derives from ``key`` through
 ``data`` is the device-resident :class:`~unlearn_jax.data.SplitData`
 (retain, forget and validation index sets); ``original`` holds the trained
 model's params and BatchNorm statistics, which also serve as a frozen teacher.
+
+Small runs (tests, smoke runs): a method module may define a module-level dict
+``SMALL_OVERRIDES`` of hyperparameters its factory accepts that make one run
+tiny (e.g. ``dict(epochs=1, batch_size=8)``); :func:`small_overrides` returns
+it for a registered factory (``{}`` when the module has none, i.e. its
+defaults are already cheap on a tiny split). The registry contract test builds
+every method as ``make(model, **small_overrides(make))``.
 """
 
 from __future__ import annotations
@@ -78,3 +85,10 @@ class UnlearningMethod:
 
   def cost(self, sizes: SetSizes) -> float:
     return float(self.cost_fn(sizes))
+
+
+def small_overrides(factory: Callable[..., UnlearningMethod]) -> dict[str, Any]:
+  """The ``SMALL_OVERRIDES`` of ``factory``'s module (``{}`` when it has none): tiny-run settings."""
+  import sys
+  module = sys.modules.get(getattr(factory, "__module__", ""), None)
+  return dict(getattr(module, "SMALL_OVERRIDES", {}))

@@ -3,10 +3,17 @@
 Presets (algorithms spec §6.1):
 
 * ``kit`` (default): SGD 0.1 / momentum 0.9 / wd 5e-4, per-epoch cosine, 5 epochs, bs 128;
-* ``kaggle``: the competition starter, SGD 1e-3 / 0.9 / 5e-4, 1 epoch, bs 64, constant rate.
+* ``kaggle``: the competition starter, SGD 1e-3 / 0.9 / 5e-4, 1 epoch, bs 64, constant rate;
+* ``scrub-repo``: SCRUB repository's fine-tuning baseline, plain SGD 0.01 (no momentum, wd 0)
+  plus (λ/2)‖θ − θ₀‖² with λ 0.1 (the small-scale training decay; 5e-4 at large scale),
+  10 epochs, bs 128, BatchNorm in eval mode;
+* ``scrub-MIA``: as ``scrub-repo`` with lr 0.04, λ 5e-4, bs 32;
+* ``sparse``: Unlearn-Sparse's FT, SGD 0.01 / 0.9 / 5e-4, 10 epochs, bs 256 (its multistep
+  milestones 91/136 never fire within 10 epochs, so the rate is constant).
 
 Sources: the CIFAR-10 starting kit notebook; the official Kaggle starter
-"run-unlearn-finetune".
+"run-unlearn-finetune"; ``meghdadk/SCRUB`` (``small_scale_unlearning.ipynb``,
+``MIA_experiments.ipynb``); ``OPTML-Group/Unlearn-Sparse`` (``unlearn/FT.py``).
 """
 
 from __future__ import annotations
@@ -22,18 +29,30 @@ from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnRes
 PRESETS = {
     "kit": dict(lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=5, batch_size=128, schedule="cosine_epoch"),
     "kaggle": dict(lr=1e-3, momentum=0.9, weight_decay=5e-4, epochs=1, batch_size=64, schedule="constant"),
+    "scrub-repo": dict(lr=0.01, momentum=0.0, weight_decay=0.0, epochs=10, batch_size=128, schedule="constant",
+                       l2_init=0.1, bn_train=False),
+    "scrub-MIA": dict(lr=0.04, momentum=0.0, weight_decay=0.0, epochs=10, batch_size=32, schedule="constant",
+                      l2_init=5e-4, bn_train=False),
+    "sparse": dict(lr=0.01, momentum=0.9, weight_decay=5e-4, epochs=10, batch_size=256, schedule="constant"),
 }
+PRESET_DEFAULTS = dict(l2_init=0.0, bn_train=True)
+SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
 
 
 def make(model, preset: str = "kit", lr: Optional[float] = None, epochs: Optional[int] = None,
          batch_size: Optional[int] = None, momentum: Optional[float] = None,
-         weight_decay: Optional[float] = None, schedule: Optional[str] = None) -> UnlearningMethod:
-  """Fine-tuning on D_r with cross-entropy; ``None`` fields take the preset's value."""
+         weight_decay: Optional[float] = None, schedule: Optional[str] = None,
+         l2_init: Optional[float] = None, bn_train: Optional[bool] = None) -> UnlearningMethod:
+  """Fine-tuning on D_r with cross-entropy; ``None`` fields take the preset's value.
+
+  ``l2_init`` is λ of a (λ/2)‖θ − θ₀‖² penalty; ``bn_train=False`` runs the student's BatchNorm in eval mode.
+  """
   if preset not in PRESETS:
     raise ValueError(f"unknown finetune preset {preset!r}; expected one of {sorted(PRESETS)}")
-  hp = dict(PRESETS[preset])
+  hp = dict(PRESET_DEFAULTS, **PRESETS[preset])
   for name, value in dict(lr=lr, epochs=epochs, batch_size=batch_size, momentum=momentum,
-                          weight_decay=weight_decay, schedule=schedule).items():
+                          weight_decay=weight_decay, schedule=schedule, l2_init=l2_init,
+                          bn_train=bn_train).items():
     if value is not None:
       hp[name] = value
   if hp["schedule"] not in ("constant", "cosine_epoch"):
@@ -47,11 +66,19 @@ def make(model, preset: str = "kit", lr: Optional[float] = None, epochs: Optiona
     else:
       lr = hp["lr"]
     tx = torch_optimizer("sgd", lr, hp["momentum"], hp["weight_decay"])
-    step = _common.make_step(_common.ce_loss(model), tx)
+    ce = _common.ce_loss(model, bn_train=hp["bn_train"])
+    if hp["l2_init"]:
+      def loss_fn(params, batch_stats, batch, k):
+        loss, aux = ce(params, batch_stats, batch, k)
+        return loss + 0.5 * hp["l2_init"] * _common.l2_to(params, original.params), aux
+    else:
+      loss_fn = ce
+    step = _common.make_step(loss_fn, tx)
     state, losses = _common.run_epochs(step, _common.start(original, tx), data, data.retain,
                                        hp["batch_size"], hp["epochs"], key)
     return UnlearnResult(_common.finish(state), {"loss": losses})
 
   return UnlearningMethod("finetune", unlearn, lambda sizes: float(hp["epochs"]),
-                          "starting kit notebook; Kaggle starter run-unlearn-finetune",
+                          "starting kit notebook; Kaggle starter run-unlearn-finetune; meghdadk/SCRUB; "
+                          "OPTML-Group/Unlearn-Sparse",
                           dict(preset=preset, **hp))

@@ -1,0 +1,59 @@
+"""``neggrad``: gradient ascent on the forget set ("GA"), algorithms spec §6.2.
+
+Minimises −CE(f_θ(x_f), y_f) over D_f only, with torch SGD lr 1e-4, momentum
+0.9, coupled weight decay 5e-4, 5 epochs, bs 256, student in train mode. It
+collapses easily and is a weak baseline.
+
+Source: Jia et al., "Model Sparsity Can Simplify Machine Unlearning",
+arXiv 2304.04934, repository ``OPTML-Group/Unlearn-Sparse`` (``unlearn/GA.py``);
+the name is from Golatkar et al., arXiv 1911.04933.
+"""
+
+from __future__ import annotations
+
+from unlearn_jax import _validate
+from unlearn_jax.training import losses, steps
+from unlearn_jax.training.recipes import torch_optimizer
+from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
+
+SMALL_OVERRIDES = dict(epochs=1, batch_size=8)
+
+
+def make(model, lr: float = 1e-4, epochs: int = 5, batch_size: int = 256, momentum: float = 0.9,
+         weight_decay: float = 5e-4, bn_train: bool = True) -> UnlearningMethod:
+  """Gradient ascent on D_f.
+
+  Args:
+    lr, momentum, weight_decay: torch SGD settings (coupled decay).
+    epochs: passes over D_f (each shuffled, remainder batch kept).
+    batch_size: forget batch size.
+    bn_train: student BatchNorm in train mode (the reference) or eval mode.
+  """
+  _validate.check_positive_int("epochs", epochs)
+  _validate.check_positive_int("batch_size", batch_size)
+
+  def loss_fn(params, batch_stats, batch, key):
+    del key
+    x, y = batch
+    if bn_train:
+      logits, new_stats = steps.apply_train(model, params, batch_stats, x)
+    else:
+      logits, new_stats = steps.apply_eval(model, params, batch_stats, x), batch_stats
+    ce = losses.cross_entropy(logits, y)
+    return -ce, (new_stats, {})
+
+  def unlearn(original: ModelState, data, key) -> UnlearnResult:
+    tx = torch_optimizer("sgd", lr, momentum, weight_decay)
+    step = _common.make_step(loss_fn, tx)
+    state, epoch_losses = _common.run_epochs(step, _common.start(original, tx), data, data.forget,
+                                             batch_size, epochs, key)
+    return UnlearnResult(_common.finish(state), {"loss": epoch_losses})
+
+  def cost(sizes: SetSizes) -> float:
+    return epochs * sizes.forget / sizes.retain
+
+  return UnlearningMethod("neggrad", unlearn, cost,
+                          "Jia et al. arXiv 2304.04934, OPTML-Group/Unlearn-Sparse unlearn/GA.py",
+                          dict(lr=lr, epochs=epochs, batch_size=batch_size, momentum=momentum,
+                               weight_decay=weight_decay, bn_train=bn_train))
