@@ -12,11 +12,17 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from unlearn_jax.commands import evaluate as evaluate_cmd
+from unlearn_jax.commands import leaderboard as leaderboard_cmd
+from unlearn_jax.commands import methods as methods_cmd
 from unlearn_jax.commands import train as train_cmd
 
 COMMANDS = {
     "train": train_cmd,
     # further subcommands: one line each
+    "evaluate": evaluate_cmd,
+    "leaderboard": leaderboard_cmd,
+    "methods": methods_cmd,
 }
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError, OSError)

@@ -1,0 +1,222 @@
+"""Atomic, self-verifying storage of models and per-chunk outputs, and cache keys.
+
+Format: one NumPy ``.npz`` per entry, written to a temporary file in the same
+directory, flushed, ``fsync``-ed and moved into place with ``os.replace`` (then
+the directory is ``fsync``-ed), so a reader sees either the old file or the
+complete new one, even after ``SIGKILL`` or power loss. Each file embeds a
+manifest (``__manifest__``: JSON with the SHA-256 of every array's bytes, its
+dtype and shape); :func:`load_arrays` recomputes the hashes and raises
+:class:`CorruptEntry` on any mismatch or unreadable file, so a damaged cache
+entry is detected, rebuilt and reported instead of being trusted.
+
+Why not orbax-checkpoint: the entries here are small host-side pytrees
+(one chunk of models plus their accuracies and confidences) that are written
+once and read whole. Orbax writes a directory per checkpoint through
+TensorStore with background threads and finalises it by a rename; it has no
+per-file content checksum to catch a truncated or bit-flipped entry, and
+multi-host orbax saves are collective, whereas our chunks are written by
+whichever process computed them. A single ``.npz`` with an embedded manifest
+gives atomicity, verification and independent writers with NumPy alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from typing import Any, Mapping, Optional
+
+import jax
+import numpy as np
+
+MANIFEST = "__manifest__"
+SEP = "/"
+
+
+class CorruptEntry(Exception):
+  """A cache file that exists but fails to load or verify."""
+
+
+def _fsync_dir(path: str) -> None:
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes ``data`` to ``path`` atomically (tmp + fsync + ``os.replace``)."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+  _fsync_dir(directory)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """UTF-8 text version of :func:`atomic_write_bytes`."""
+  atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _digest(a: np.ndarray) -> str:
+  return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def save_arrays(path: str, arrays: Mapping[str, Any], meta: Optional[Mapping[str, Any]] = None) -> None:
+  """Saves a flat ``name -> array`` mapping (plus JSON ``meta``) atomically with a manifest."""
+  host = {k: np.asarray(v) for k, v in arrays.items()}
+  if MANIFEST in host:
+    raise ValueError(f"array name {MANIFEST!r} is reserved")
+  manifest = {
+      "arrays": {k: {"sha256": _digest(v), "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in host.items()},
+      "meta": dict(meta or {}),
+  }
+  buf = io.BytesIO()
+  np.savez(buf, **host, **{MANIFEST: np.frombuffer(json.dumps(manifest, sort_keys=True).encode(), np.uint8)})
+  atomic_write_bytes(path, buf.getvalue())
+
+
+def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Loads and verifies a file written by :func:`save_arrays`: ``(arrays, meta)``.
+
+  Raises:
+    FileNotFoundError: when ``path`` does not exist.
+    CorruptEntry: when it cannot be read or a hash, dtype or shape differs.
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(path)
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      manifest = json.loads(bytes(z[MANIFEST]).decode())
+      arrays = {k: z[k] for k in z.files if k != MANIFEST}
+  except Exception as err:  # any unreadable file is corrupt: zip, header or JSON errors
+    raise CorruptEntry(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+  expected = manifest.get("arrays", {})
+  if set(expected) != set(arrays):
+    raise CorruptEntry(f"{path}: array names differ from the manifest")
+  for k, info in expected.items():
+    a = arrays[k]
+    if str(a.dtype) != info["dtype"] or list(a.shape) != info["shape"] or _digest(a) != info["sha256"]:
+      raise CorruptEntry(f"{path}: array {k!r} fails its checksum")
+  return arrays, manifest.get("meta", {})
+
+
+def flatten_tree(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
+  """A nested-dict pytree as ``{"a/b/c": array}`` (host NumPy)."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    name = SEP.join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+    out[prefix + name] = np.asarray(leaf)
+  return out
+
+
+def unflatten_tree(flat: Mapping[str, np.ndarray], prefix: str = "") -> dict:
+  """Inverse of :func:`flatten_tree` for nested dicts of arrays."""
+  tree: dict = {}
+  for name, leaf in flat.items():
+    if not name.startswith(prefix):
+      continue
+    parts = name[len(prefix):].split(SEP)
+    node = tree
+    for p in parts[:-1]:
+      node = node.setdefault(p, {})
+    node[parts[-1]] = leaf
+  return tree
+
+
+def _canonical(obj: Any) -> Any:
+  if isinstance(obj, Mapping):
+    return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+  if isinstance(obj, (list, tuple)):
+    return [_canonical(v) for v in obj]
+  if isinstance(obj, (np.integer, np.floating)):
+    return obj.item()
+  if obj is None or isinstance(obj, (bool, int, float, str)):
+    return obj
+  if hasattr(obj, "__dataclass_fields__"):
+    return {"__type__": type(obj).__name__,
+            **{k: _canonical(getattr(obj, k)) for k in sorted(obj.__dataclass_fields__)}}
+  return repr(obj)
+
+
+def cache_key(parts: Mapping[str, Any]) -> str:
+  """A stable 16-hex-digit key of a JSON-able description (dataclasses allowed)."""
+  text = json.dumps(_canonical(parts), sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe(parts: Mapping[str, Any]) -> str:
+  """The canonical JSON text a :func:`cache_key` hashes (stored next to the entry)."""
+  return json.dumps(_canonical(parts), sort_keys=True, indent=1)
+
+
+class ChunkStore:
+  """Per-chunk files ``chunk-<lo>-<hi>.npz`` in one directory.
+
+  ``load`` returns ``None`` for a missing chunk; a corrupt one is deleted,
+  recorded in :attr:`rebuilt` (so the caller recomputes and reports it) and
+  also returns ``None``.
+  """
+
+  def __init__(self, directory: str, description: Optional[str] = None):
+    self.directory = directory
+    self.rebuilt: list[str] = []
+    os.makedirs(directory, exist_ok=True)
+    if description is not None:
+      key_file = os.path.join(directory, "key.json")
+      if not os.path.exists(key_file):
+        atomic_write_text(key_file, description)
+
+  def path(self, lo: int, hi: int) -> str:
+    return os.path.join(self.directory, f"chunk-{lo:06d}-{hi:06d}.npz")
+
+  def exists(self, lo: int, hi: int) -> bool:
+    return os.path.exists(self.path(lo, hi))
+
+  def save(self, lo: int, hi: int, arrays: Mapping[str, Any], meta: Optional[Mapping[str, Any]] = None) -> None:
+    save_arrays(self.path(lo, hi), arrays, dict(meta or {}, lo=lo, hi=hi))
+
+  def load(self, lo: int, hi: int) -> Optional[dict[str, np.ndarray]]:
+    path = self.path(lo, hi)
+    try:
+      arrays, _ = load_arrays(path)
+    except FileNotFoundError:
+      return None
+    except CorruptEntry as err:
+      self.rebuilt.append(str(err))
+      os.unlink(path)
+      return None
+    return arrays
+
+  def load_entry(self, name: str) -> Optional[dict[str, np.ndarray]]:
+    """Like :meth:`load` for a named (non-chunk) entry ``<name>.npz``."""
+    path = os.path.join(self.directory, f"{name}.npz")
+    try:
+      arrays, _ = load_arrays(path)
+    except FileNotFoundError:
+      return None
+    except CorruptEntry as err:
+      self.rebuilt.append(str(err))
+      os.unlink(path)
+      return None
+    return arrays
+
+  def save_entry(self, name: str, arrays: Mapping[str, Any]) -> None:
+    save_arrays(os.path.join(self.directory, f"{name}.npz"), arrays, {"name": name})

@@ -1,0 +1,168 @@
+"""``unlearn-jax evaluate``: score one unlearning method with the competition protocol.
+
+Flags override the config (``--config``, default ``configs/default.py``), and
+``--set key=value`` overrides both. See :mod:`unlearn_jax.pipeline` for the
+stages, caching, resuming and multi-process behaviour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from unlearn_jax import configs, seeds
+
+# flag dest -> config key (flags default to None so that only given flags override the config)
+FLAG_KEYS = {
+    "dataset": "dataset", "data_dir": "data_dir", "model": "model", "recipe": "recipe", "method": "method",
+    "num_models": "num_models", "forget_mode": "forget_mode", "forget_fraction": "forget_fraction",
+    "forget_groups": "forget_groups", "split_seed": "split_seed", "strategy": "strategy",
+    "chunk_size": "chunk_size", "conv_impl": "conv_impl", "seed": "seed", "output_dir": "output_dir",
+    "cache_dir": "cache_dir", "allow_nan_drop": "allow_nan_drop", "plots": "plots",
+}
+
+
+def add_parser(sub) -> None:
+  p = sub.add_parser("evaluate", help="score an unlearning method: N retrained vs N unlearned models",
+                     description=__doc__.split("\n\n")[0])
+  p.add_argument("--config", default=None,
+                 help="config: a module of unlearn_jax/configs (e.g. tiny), a .py with get_config(), or .json/.yaml")
+  p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
+                 help="override a config key (repeatable; dotted keys for mappings, e.g. hp.lr=0.01)")
+  p.add_argument("--dataset", help="dataset (default digits)")
+  p.add_argument("--data-dir", help="directory of the dataset's files, if it needs any")
+  p.add_argument("--model", help="model (default per dataset: mlp on digits)")
+  p.add_argument("--recipe", help="training recipe for original and retrained models (default per dataset)")
+  p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+  p.add_argument("--method", help="unlearning method (default finetune)")
+  p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
+                 help="method hyperparameter override (repeatable), e.g. --hp lr=0.01")
+  p.add_argument("--num-models", type=int, help="N, retrained and unlearned models each (default 512)")
+  p.add_argument("--forget-mode", help="forget set: random, groups, classes or source (default random)")
+  p.add_argument("--forget-fraction", type=float, help="forget fraction for --forget-mode random (default 0.1)")
+  p.add_argument("--forget-groups", type=int, help="number of groups for --forget-mode groups")
+  p.add_argument("--forget-classes", help="comma-separated classes for --forget-mode classes")
+  p.add_argument("--split-seed", type=int, help="seed of the forget/validation split (default 0)")
+  p.add_argument("--strategy", choices=list(seeds.STRATEGIES), help="seed-axis strategy (default auto)")
+  p.add_argument("--chunk-size", type=int, help="seeds per program (and per saved chunk)")
+  p.add_argument("--conv-impl", choices=["xla", "gemm"], help="convolution lowering (default gemm)")
+  p.add_argument("--seed", type=int, help="root seed of all model keys (default 0)")
+  p.add_argument("--output-dir", help="directory for results.json, plots and resumable chunks")
+  p.add_argument("--cache-dir", help="model cache directory (default ./unlearn_cache)")
+  p.add_argument("--allow-nan-drop", action="store_true", default=None,
+                 help="drop seeds on which the method diverges instead of failing")
+  p.add_argument("--no-plots", dest="plots", action="store_false", default=None, help="skip the PNG plots")
+  p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+  p.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
+                 help="multi-process: coordinator host:port (env JAX_COORDINATOR_ADDRESS)")
+  p.add_argument("--num-processes", type=int, default=_env_int("JAX_NUM_PROCESSES"),
+                 help="multi-process: number of processes (env JAX_NUM_PROCESSES)")
+  p.add_argument("--process-id", type=int, default=_env_int("JAX_PROCESS_ID"),
+                 help="multi-process: this process's id (env JAX_PROCESS_ID)")
+
+
+def _env_int(name: str):
+  value = os.environ.get(name)
+  return int(value) if value not in (None, "") else None
+
+
+def resolve_config(args) -> dict[str, Any]:
+  """The config after ``--config``, the given flags and ``--set``."""
+  cfg = configs.load_config(args.config)
+  for dest, key in FLAG_KEYS.items():
+    value = getattr(args, dest, None)
+    if value is not None:
+      cfg[key] = value
+  if args.epochs is not None:
+    cfg["recipe_overrides"] = dict(cfg.get("recipe_overrides") or {}, epochs=args.epochs)
+  if args.forget_classes is not None:
+    try:
+      cfg["forget_classes"] = [int(c) for c in args.forget_classes.split(",") if c.strip()]
+    except ValueError:
+      raise ValueError(f"--forget-classes must be comma-separated integers, got {args.forget_classes!r}") from None
+  if args.hp:
+    cfg["hp"] = dict(cfg.get("hp") or {}, **_parse_hp(args.hp))
+  return configs.apply_overrides(cfg, args.set_)
+
+
+def _parse_hp(items) -> dict[str, Any]:
+  out = {}
+  for item in items:
+    if "=" not in item:
+      raise ValueError(f"--hp expects NAME=VALUE, got {item!r}")
+    name, text = item.split("=", 1)
+    out[name.strip()] = configs.parse_value(text)
+  return out
+
+
+def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: int = 1):
+  """The :class:`~unlearn_jax.pipeline.EvalConfig` a config dict describes."""
+  from unlearn_jax import pipeline
+  from unlearn_jax.data import SplitSpec
+  ds_defaults = (cfg.get("dataset_defaults") or {}).get(cfg["dataset"], {})
+  model = cfg.get("model") or ds_defaults.get("model", "resnet18")
+  recipe = cfg.get("recipe") or ds_defaults.get("recipe", "competition")
+  hp = dict(((cfg.get("method_defaults") or {}).get(cfg["dataset"]) or {}).get(cfg["method"]) or {})
+  hp.update(cfg.get("hp") or {})
+  classes = cfg.get("forget_classes")
+  try:
+    split = SplitSpec(forget=cfg["forget_mode"], fraction=float(cfg["forget_fraction"]),
+                      num_groups=int(cfg["forget_groups"]), classes=tuple(classes) if classes else None,
+                      seed=int(cfg["split_seed"]))
+  except (TypeError, ValueError) as err:
+    raise ValueError(f"bad forget split settings: {err}") from None
+  if cfg["forget_mode"] == "random" and not 0.0 < float(cfg["forget_fraction"]) < 1.0:
+    raise ValueError(f"--forget-fraction must lie strictly between 0 and 1, got {cfg['forget_fraction']} "
+                     f"(0 empties the forget set, 1 forgets the whole training set)")
+  for name in ("num_models", "seed"):
+    if not isinstance(cfg[name], int) or isinstance(cfg[name], bool):
+      raise ValueError(f"{name} must be an integer, got {cfg[name]!r}")
+  return pipeline.EvalConfig(
+      dataset=cfg["dataset"], data_dir=cfg.get("data_dir"), model=model, recipe=recipe,
+      recipe_overrides=tuple(sorted((cfg.get("recipe_overrides") or {}).items())), split=split,
+      method=cfg["method"], hyperparameters=tuple(sorted(hp.items())), num_models=cfg["num_models"],
+      seed=cfg["seed"], strategy=cfg["strategy"], chunk_size=cfg.get("chunk_size"), conv_impl=cfg["conv_impl"],
+      cache_dir=cfg["cache_dir"], output_dir=cfg["output_dir"], cache_params=bool(cfg.get("cache_params", True)),
+      allow_nan_drop=bool(cfg.get("allow_nan_drop")), process_index=process_index, process_count=process_count)
+
+
+def _init_distributed(args) -> tuple[int, int]:
+  if not args.coordinator and not args.num_processes:
+    return 0, 1
+  if not args.coordinator or args.num_processes is None or args.process_id is None:
+    raise ValueError("multi-process runs need --coordinator, --num-processes and --process-id (or the "
+                     "JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variables)")
+  import jax
+  if args.num_processes > 1:
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  return jax.process_index(), jax.process_count()
+
+
+def run(args) -> int:
+  from unlearn_jax import pipeline, report
+  cfg = resolve_config(args)
+  process_index, process_count = _init_distributed(args)
+  config = to_eval_config(cfg, process_index, process_count)
+  progress = pipeline.Progress(enabled=not args.quiet)
+  results = pipeline.evaluate(config, progress)
+  if results is None:
+    return 0
+  os.makedirs(config.output_dir, exist_ok=True)
+  path = report.write_results(results, config.output_dir)
+  if cfg.get("plots", True):
+    report.write_plots(results, config.output_dir)
+  for line in results["cache"]["rebuilt"]:
+    print(f"unlearn-jax: warning: corrupt cache entry rebuilt: {line}", file=sys.stderr)
+  u, r = results["unlearned"], results["retrained"]
+  print(f"{results['method']} on {results['dataset']} (N={results['num_models_scored']}): "
+        f"forgetting quality {results['forgetting_quality']:.4f}, final score {results['final_score']:.4f}")
+  print(f"  unlearned: retain {100 * u['retain_accuracy']['mean']:.2f}%  forget "
+        f"{100 * u['forget_accuracy']['mean']:.2f}%  test {100 * u['test_accuracy']['mean']:.2f}%")
+  print(f"  retrained: retain {100 * r['retain_accuracy']['mean']:.2f}%  forget "
+        f"{100 * r['forget_accuracy']['mean']:.2f}%  test {100 * r['test_accuracy']['mean']:.2f}%")
+  print(f"  cost {results['cost']['relative_to_retrain']:.3f} x retraining; wall "
+        f"{results['wall_s']['total']:.1f} s on {results['device']}")
+  print(f"  results: {path}")
+  return 0
