@@ -102,8 +102,10 @@ def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """
   if not os.path.exists(path):
     raise FileNotFoundError(path)
+  with open(path, "rb") as f:
+    raw = f.read()
   try:
-    with np.load(path, allow_pickle=False) as z:
+    with np.load(io.BytesIO(raw), allow_pickle=False) as z:
       manifest = json.loads(bytes(z[MANIFEST]).decode())
       arrays = {k: z[k] for k in z.files if k != MANIFEST}
   except Exception as err:  # any unreadable file is corrupt: zip, header or JSON errors

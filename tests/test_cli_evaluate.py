@@ -1,0 +1,187 @@
+"""``unlearn-jax evaluate`` / ``leaderboard`` end to end on the real digits data (tiny config).
+
+One module-scoped cache serves every test: the first run trains the original and N = 32
+retrained models, every later method must reuse them. N = 32 is the cheapest setting at
+which the forgetting-quality ordering is reliable here: retrain as the method scores near
+the perfect-unlearner level (measured 0.153; ~0.18 expected, N = 32 is noisy), ``none``
+scores exactly 0 (its runs are identical, so every example is "peaky"), and ``finetune``
+(1 epoch in the tiny config) lands in between (measured 0.024).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pathlib
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unlearn_jax import cli, pipeline
+from unlearn_jax.unlearning import METHODS, ModelState, UnlearningMethod, UnlearnResult
+
+N = 32
+
+
+def _evaluate(args, expect_rc=0):
+  err, out = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    rc = cli.main(["evaluate", "--config", "tiny", *args])
+  assert rc == expect_rc, err.getvalue()
+  return out.getvalue(), err.getvalue()
+
+
+def _results(out_dir):
+  with open(os.path.join(out_dir, "results.json")) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  base = tmp_path_factory.mktemp("evaluate")
+  cache = str(base / "cache")
+  out = {}
+  for method in ("retrain", "none", "finetune"):
+    d = str(base / method)
+    extra = ["--set", "plots=true"] if method == "finetune" else []
+    stdout, stderr = _evaluate(["--method", method, "--num-models", str(N), "--cache-dir", cache,
+                                "--output-dir", d, *extra])
+    out[method] = dict(dir=d, results=_results(d), stdout=stdout, stderr=stderr)
+  out["cache"] = cache
+  out["base"] = base
+  return out
+
+
+def test_results_file_has_the_protocol_fields(runs):
+  r = runs["finetune"]["results"]
+  assert r["method"] == "finetune" and r["dataset"] == "digits" and r["num_models"] == N
+  assert len(r["per_example_epsilons"]) == r["set_sizes"]["forget"] == 144
+  eps = np.asarray(r["per_example_epsilons"])
+  assert np.all((eps >= 0) & (eps <= 50))
+  for pop in ("unlearned", "retrained"):
+    for name in ("retain_accuracy", "forget_accuracy", "test_accuracy"):
+      per_model = np.asarray(r[pop][name]["per_model"])
+      assert per_model.shape == (N,)
+      assert r[pop][name]["mean"] == pytest.approx(per_model.mean())
+      assert 0.8 < per_model.mean() <= 1.0  # the MLP learns digits in 3 epochs
+  assert 0.3 < r["mia"]["unlearned"] < 0.8 and len(r["mia"]["unlearned_per_model"]) == N
+  # finetune's cost: 1 retain epoch (tiny config) against the recipe's 3
+  assert r["cost"] == {"r_ep": 1.0, "recipe_epochs": 3, "relative_to_retrain": pytest.approx(1 / 3)}
+  assert set(r["wall_s"]) >= {"original", "retrained", "unlearn", "metric", "total"}
+  assert r["device"].startswith("cpu")
+  ra = lambda pop: np.mean(r[pop]["retain_accuracy"]["per_model"])
+  ta = lambda pop: np.mean(r[pop]["test_accuracy"]["per_model"])
+  assert r["final_score"] == pytest.approx(r["forgetting_quality"] * ra("unlearned") / ra("retrained")
+                                           * ta("unlearned") / ta("retrained"))
+  for png in ("epsilons.png", "confidences_best.png", "confidences_worst.png"):
+    with open(os.path.join(runs["finetune"]["dir"], png), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert "[unlearn] models 32/32" in runs["finetune"]["stderr"] and "models/s" in runs["finetune"]["stderr"]
+
+
+def test_forgetting_quality_orders_retrain_finetune_none(runs):
+  fq = {m: runs[m]["results"]["forgetting_quality"] for m in ("retrain", "none", "finetune")}
+  assert 0.10 < fq["retrain"] < 0.26, fq
+  assert fq["none"] == 0.0, fq
+  assert 0.0 < fq["finetune"] < fq["retrain"] - 0.05, fq
+  # none returns the original model: its accuracies are the original's on every seed
+  none = runs["none"]["results"]
+  assert np.all(np.asarray(none["unlearned"]["test_accuracy"]["per_model"]) == none["original"]["test_accuracy"])
+
+
+def test_second_method_reuses_original_and_retrained_models(runs):
+  first, later = runs["retrain"], runs["none"]
+  assert "[original] trained" in first["stderr"] and "[retrained] models 32/32" in first["stderr"]
+  assert later["results"]["cache"]["original_reused"] is True
+  assert "[original] from cache" in later["stderr"]
+  assert f"[retrained] {N} models from cache" in later["stderr"]
+  assert "[retrained] models" not in later["stderr"]  # no retrained chunk was computed again
+  assert later["results"]["retrained"] == first["results"]["retrained"]
+
+
+def test_leaderboard_ranks_runs(runs, capsys):
+  dirs = [runs[m]["dir"] for m in ("none", "finetune", "retrain")]
+  assert cli.main(["leaderboard", *dirs]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert [line.split("|")[2].strip() for line in lines[2:]] == ["retrain", "finetune", "none"]
+  assert cli.main(["leaderboard", "--format", "csv", *dirs]) == 0
+  rows = capsys.readouterr().out.splitlines()
+  assert rows[0].startswith("rank,method") and rows[1].startswith("1,retrain,digits,32,")
+
+
+def _one_line_error(stderr):
+  lines = stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("unlearn-jax: error: "), stderr
+  assert "Traceback" not in stderr
+  return lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--method", "nope"], "unknown method 'nope'"),
+    (["--num-models", "1"], "--num-models must be an integer >= 2"),
+    (["--forget-fraction", "0"], "--forget-fraction must lie strictly between 0 and 1"),
+    (["--forget-fraction", "1"], "--forget-fraction must lie strictly between 0 and 1"),
+    (["--forget-mode", "classes", "--forget-classes", "0,1,2,3,4,5,6,7,8,9"], "forget set equals the whole"),
+    (["--data-dir", "/nonexistent/dir"], "data directory '/nonexistent/dir' does not exist"),
+    (["--hp", "not_a_hyperparameter=3"], "bad hyperparameters for method 'finetune'"),
+    (["--set", "num_models=abc"], "num_models must be an integer"),
+])
+def test_bad_input_is_one_line_error_without_results(tmp_path, runs, args, message):
+  out_dir = str(tmp_path / "out")
+  _, stderr = _evaluate([*args, "--cache-dir", runs["cache"], "--output-dir", out_dir], expect_rc=2)
+  assert message in _one_line_error(stderr)
+  assert not os.path.exists(os.path.join(out_dir, "results.json"))
+
+
+def _diverging_make(model, rate: float = 0.3):
+  """A test-only method: the original model, made NaN on seeds whose key draws bernoulli(rate)."""
+  del model
+
+  def unlearn(original, data, key):
+    del data
+    bad = jax.random.bernoulli(key, rate)
+    params = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), original.params)
+    return UnlearnResult(ModelState(params, original.batch_stats), {})
+
+  return UnlearningMethod("diverging", unlearn, lambda sizes: 0.0, "test", {"rate": rate})
+
+
+def test_diverged_seeds_are_listed_and_fail_unless_dropped(tmp_path, runs, monkeypatch):
+  monkeypatch.setitem(METHODS, "diverging", _diverging_make)
+  n = 16
+  # seed i of the unlearning stage uses fold_in(fold_in(key(seed), UNLEARN), i)
+  root = jax.random.fold_in(jax.random.key(0), pipeline.STREAM_UNLEARN)
+  expected = [i for i in range(n) if bool(jax.random.bernoulli(jax.random.fold_in(root, i), 0.3))]
+  assert 0 < len(expected) < n - 2
+  common = ["--method", "diverging", "--num-models", str(n), "--cache-dir", runs["cache"]]
+  _, stderr = _evaluate([*common, "--output-dir", str(tmp_path / "a")], expect_rc=2)
+  line = _one_line_error(stderr)
+  assert f"diverged (non-finite outputs) on {len(expected)} of {n} seeds: {expected}" in line
+  assert "--allow-nan-drop" in line
+  assert not os.path.exists(tmp_path / "a" / "results.json")
+  _evaluate([*common, "--output-dir", str(tmp_path / "b"), "--allow-nan-drop"])
+  r = _results(tmp_path / "b")
+  assert r["dropped_seeds"] == expected and r["num_models_scored"] == n - len(expected)
+  assert len(r["retrained"]["test_accuracy"]["per_model"]) == n - len(expected)
+
+
+def test_corrupt_cache_entry_is_rebuilt_and_reported(tmp_path, runs):
+  cache = str(tmp_path / "cache")
+  shutil.copytree(runs["cache"], cache)
+  retrained_dir = [d for d in os.listdir(cache) if d.startswith("retrained-")][0]
+  chunk = os.path.join(cache, retrained_dir, "chunk-000008-000016.npz")
+  raw = bytearray(pathlib.Path(chunk).read_bytes())
+  raw[len(raw) // 2] ^= 0x55
+  pathlib.Path(chunk).write_bytes(bytes(raw))
+  _, stderr = _evaluate(["--method", "none", "--num-models", "16", "--cache-dir", cache,
+                         "--output-dir", str(tmp_path / "o")])
+  assert "corrupt cache entry rebuilt" in stderr and "chunk-000008-000016" in stderr
+  assert "[retrained] models 16/16" in stderr  # the damaged chunk (seeds 8-15) was recomputed
+  rebuilt = _results(tmp_path / "o")["retrained"]["test_accuracy"]["per_model"]
+  assert rebuilt == runs["none"]["results"]["retrained"]["test_accuracy"]["per_model"][:16]

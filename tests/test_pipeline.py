@@ -1,0 +1,130 @@
+"""Library pieces of the evaluation pipeline: atomic checkpoints, cache keys, chunk plans, configs, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from unlearn_jax import checkpoint, configs, pipeline, report
+from unlearn_jax.data import SplitSpec
+from unlearn_jax.training import digits_recipe
+
+
+def test_save_load_roundtrip_and_tree_flattening(tmp_path):
+  tree = {"params": {"fc1": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3), "bias": np.ones(3)}},
+          "out": {"acc": np.float32(0.5)}}
+  path = str(tmp_path / "entry.npz")
+  checkpoint.save_arrays(path, checkpoint.flatten_tree(tree), {"note": "x"})
+  arrays, meta = checkpoint.load_arrays(path)
+  assert meta == {"note": "x"}
+  back = checkpoint.unflatten_tree(arrays)
+  np.testing.assert_array_equal(back["params"]["fc1"]["kernel"], tree["params"]["fc1"]["kernel"])
+  assert back["params"]["fc1"]["bias"].dtype == np.float64
+  assert float(back["out"]["acc"]) == 0.5
+  assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
+def test_corrupt_entries_are_detected_deleted_and_reported(tmp_path, damage):
+  store = checkpoint.ChunkStore(str(tmp_path / "store"))
+  store.save(0, 4, {"out/x": np.arange(4000, dtype=np.float32)})
+  path = store.path(0, 4)
+  raw = bytearray(pathlib.Path(path).read_bytes())
+  if damage == "flip":
+    # the array payload starts after the zip member header; flip a byte in the middle of the data
+    raw[len(raw) // 3] ^= 0xFF
+  elif damage == "truncate":
+    raw = raw[: len(raw) // 2]
+  else:
+    raw = bytearray(b"not a zip file at all")
+  pathlib.Path(path).write_bytes(bytes(raw))
+  with pytest.raises(checkpoint.CorruptEntry):
+    checkpoint.load_arrays(path)
+  assert store.load(0, 4) is None
+  assert not os.path.exists(path)
+  assert len(store.rebuilt) == 1 and "chunk-000000-000004" in store.rebuilt[0]
+
+
+def test_cache_key_is_stable_and_sensitive():
+  parts = dict(kind="retrained", split=SplitSpec(), recipe=digits_recipe(), seed=0)
+  assert checkpoint.cache_key(parts) == checkpoint.cache_key(dict(parts))
+  assert checkpoint.cache_key(parts) != checkpoint.cache_key(dict(parts, recipe=digits_recipe(epochs=3)))
+  assert checkpoint.cache_key(parts) != checkpoint.cache_key(dict(parts, split=SplitSpec(fraction=0.2)))
+  assert checkpoint.cache_key(parts) != checkpoint.cache_key(dict(parts, seed=1))
+  assert json.loads(checkpoint.describe(parts))["recipe"]["epochs"] == 20
+
+
+def test_chunk_plan_reuses_existing_chunks_and_splits_gaps(tmp_path):
+  store = checkpoint.ChunkStore(str(tmp_path))
+  assert pipeline._plan(store, 10, 4) == ([], [(0, 4), (4, 8), (8, 10)])
+  for lo, hi in [(0, 4), (8, 12)]:
+    store.save(lo, hi, {"x": np.zeros(hi - lo)})
+  # [8, 12) lies outside N = 10, so it is not used; the gap [4, 10) is recomputed in chunks of 4
+  assert pipeline._plan(store, 10, 4) == ([(0, 4)], [(4, 8), (8, 10)])
+  # a larger N reuses both files
+  assert pipeline._plan(store, 16, 4) == ([(0, 4), (8, 12)], [(4, 8), (12, 16)])
+
+
+def test_nonfinite_seeds_lists_rows_with_any_bad_value():
+  out = {name: np.zeros((5, 3)) for name in pipeline.OUTPUT_NAMES}
+  for name in ("retain_accuracy", "forget_accuracy", "test_accuracy"):
+    out[name] = np.zeros(5)
+  out["forget_confidence"][1, 2] = np.nan
+  out["test_loss"][3, 0] = np.inf
+  assert pipeline.nonfinite_seeds(out).tolist() == [1, 3]
+
+
+def test_resolve_recipe_overrides_and_rejects_unknown_fields():
+  r = pipeline.resolve_recipe("digits", (("epochs", 3),))
+  assert (r.epochs, r.min_save_epoch) == (3, 2)
+  with pytest.raises(ValueError, match="unknown recipe field"):
+    pipeline.resolve_recipe("digits", (("epoch", 3),))
+  with pytest.raises(ValueError, match="unknown recipe"):
+    pipeline.resolve_recipe("nope")
+
+
+def test_configs_tiny_file_and_set_overrides(tmp_path):
+  tiny = configs.load_config("tiny")
+  assert tiny["num_models"] == 8 and tiny["recipe_overrides"]["epochs"] == 3
+  cfg = configs.apply_overrides(tiny, ["num_models=32", "hp.lr=0.01", "method=none", "plots=false"])
+  assert (cfg["num_models"], cfg["hp"], cfg["method"], cfg["plots"]) == (32, {"lr": 0.01}, "none", False)
+  with pytest.raises(ValueError, match="unknown config key"):
+    configs.apply_overrides(tiny, ["num_model=3"])
+  (tmp_path / "c.json").write_text(json.dumps({"num_models": 16, "method": "retrain"}))
+  (tmp_path / "c.yaml").write_text("num_models: 24\nhp: {lr: 0.5}\n")
+  (tmp_path / "c.py").write_text("def get_config():\n  return {'seed': 7}\n")
+  assert configs.load_config(str(tmp_path / "c.json"))["num_models"] == 16
+  assert configs.load_config(str(tmp_path / "c.yaml"))["hp"] == {"lr": 0.5}
+  assert configs.load_config(str(tmp_path / "c.py"))["seed"] == 7
+  (tmp_path / "bad.json").write_text("{nope")
+  with pytest.raises(ValueError, match="not valid JSON"):
+    configs.load_config(str(tmp_path / "bad.json"))
+
+
+def _fake_results(tmp_path, name, fq, final):
+  d = tmp_path / name
+  d.mkdir()
+  res = {"method": name, "dataset": "digits", "num_models": 4, "num_models_scored": 4, "forgetting_quality": fq,
+         "final_score": final, "unlearned": {"retain_accuracy": {"mean": 0.9}, "test_accuracy": {"mean": 0.8},
+                                             "forget_accuracy": {"mean": 0.85}},
+         "retrained": {"retain_accuracy": {"mean": 0.95}, "test_accuracy": {"mean": 0.85}},
+         "mia": {"unlearned": 0.5}, "cost": {"relative_to_retrain": 0.25}}
+  report.write_results(res, str(d))
+  return str(d)
+
+
+def test_leaderboard_ranks_by_final_score_markdown_and_csv(tmp_path):
+  dirs = [_fake_results(tmp_path, "a", 0.10, 0.09), _fake_results(tmp_path, "b", 0.18, 0.17),
+          _fake_results(tmp_path, "c", 0.0, 0.0)]
+  rows = report.leaderboard_rows(dirs)
+  assert [r["method"] for r in rows] == ["b", "a", "c"] and [r["rank"] for r in rows] == [1, 2, 3]
+  md = report.leaderboard_table(rows).splitlines()
+  assert md[0].startswith("| rank") and md[2].startswith("| 1") and "| b " in md[2]
+  csv_lines = report.leaderboard_table(rows, "csv").splitlines()
+  assert csv_lines[0].split(",")[:2] == ["rank", "method"] and csv_lines[1].split(",")[1] == "b"
+  with pytest.raises(ValueError, match="no results file"):
+    report.leaderboard_rows([str(tmp_path / "missing")])
