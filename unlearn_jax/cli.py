@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 from unlearn_jax.commands import evaluate as evaluate_cmd
 from unlearn_jax.commands import leaderboard as leaderboard_cmd
 from unlearn_jax.commands import methods as methods_cmd
+from unlearn_jax.commands import score as score_cmd
 from unlearn_jax.commands import train as train_cmd
 
 COMMANDS = {
@@ -23,6 +24,7 @@ COMMANDS = {
     "evaluate": evaluate_cmd,
     "leaderboard": leaderboard_cmd,
     "methods": methods_cmd,
+    "score": score_cmd,
 }
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError, OSError)

@@ -1,0 +1,87 @@
+"""``unlearn-jax score``: the forgetting quality of saved unlearned vs retrained outputs.
+
+Each ``.npz`` holds either ``confs`` ``[N, E]`` (logit-scaled confidences of E forget
+examples under N models) or ``logits`` ``[N, E, C]`` with ``labels`` ``[E]``, from which
+the confidences are computed. Prints the forgetting quality; ``--output`` writes JSON
+with ``forgetting_quality``, ``per_example_epsilons``, ``num_models``, ``num_examples``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from unlearn_jax.metrics import forgetting_metric, logit_scaled_confidence
+
+
+def add_parser(sub) -> None:
+  p = sub.add_parser("score", help="forgetting quality of unlearned vs retrained confidences (.npz)",
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--unlearned", required=True, help=".npz with confs [N,E] or logits [N,E,C] + labels [E]")
+  p.add_argument("--retrained", required=True, help=".npz of the retrained models, same layout")
+  p.add_argument("--output", default=None, help="write results as JSON to this path")
+
+
+def load_confs(path: str, name: str) -> np.ndarray:
+  """``[N, E]`` float64 confidences from an ``.npz`` (``confs``, or ``logits`` + ``labels``)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{name}: no such file {path!r}")
+  try:
+    data = np.load(path, allow_pickle=False)
+  except Exception as err:  # np.load raises several types for non-npz input
+    raise ValueError(f"{name}: cannot read {path!r} as .npz ({type(err).__name__})") from None
+  with data:
+    keys = set(data.files)
+    if "confs" in keys:
+      confs = np.asarray(data["confs"])
+      if confs.ndim != 2:
+        raise ValueError(f"{name}: array 'confs' must have shape [N, E], got {confs.shape}")
+      if not np.issubdtype(confs.dtype, np.number):
+        raise ValueError(f"{name}: array 'confs' must be numeric, got dtype {confs.dtype}")
+      out = confs.astype(np.float64)
+      if not np.all(np.isfinite(out)):
+        raise ValueError(f"{name}: array 'confs' {confs.shape} has {int(np.sum(~np.isfinite(out)))} non-finite values")
+      return out
+    if "logits" not in keys or "labels" not in keys:
+      raise ValueError(f"{name}: {path!r} must hold 'confs' [N, E] or 'logits' [N, E, C] and 'labels' [E]; "
+                       f"found {sorted(keys)}")
+    logits = np.asarray(data["logits"])
+    labels = np.asarray(data["labels"])
+  if logits.ndim != 3:
+    raise ValueError(f"{name}: array 'logits' must have shape [N, E, C], got {logits.shape}")
+  if labels.shape != (logits.shape[1],):
+    raise ValueError(f"{name}: array 'labels' must have shape [E] = ({logits.shape[1]},) to match 'logits' "
+                     f"{logits.shape}, got {labels.shape}")
+  if not np.issubdtype(labels.dtype, np.integer) or labels.size and (labels.min() < 0 or labels.max() >= logits.shape[2]):
+    raise ValueError(f"{name}: array 'labels' must be integers in [0, {logits.shape[2]}), got dtype {labels.dtype}")
+  if not np.issubdtype(logits.dtype, np.number) or not np.all(np.isfinite(logits)):
+    raise ValueError(f"{name}: array 'logits' {logits.shape} must be finite numbers")
+  confs = logit_scaled_confidence(logits.astype(np.float32), labels[None, :])
+  return np.asarray(confs, np.float64)
+
+
+def run(args) -> int:
+  u = load_confs(args.unlearned, "--unlearned")
+  r = load_confs(args.retrained, "--retrained")
+  if u.shape != r.shape:
+    raise ValueError(f"--unlearned confidences {u.shape} and --retrained confidences {r.shape} must have the "
+                     f"same shape [N, E]")
+  if u.shape[0] < 2:
+    raise ValueError(f"need N >= 2 models per kind, got confidences of shape {u.shape}")
+  result = forgetting_metric(u, r)
+  print(f"forgetting quality: {result.forgetting_quality:.6f} "
+        f"(N = {result.num_models} models, E = {result.num_examples} forget examples)")
+  if args.output:
+    payload = {
+        "forgetting_quality": result.forgetting_quality,
+        "per_example_epsilons": [float(e) for e in result.epsilons],
+        "num_models": result.num_models,
+        "num_examples": result.num_examples,
+    }
+    with open(args.output, "w") as f:
+      json.dump(payload, f, indent=1)
+    print(f"wrote {args.output}")
+  return 0
