@@ -6,6 +6,7 @@ import argparse
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from unlearn_jax import seeds
@@ -15,6 +16,8 @@ from unlearn_jax.training import RECIPES, accuracy, make_predict_fn, make_train_
 
 DEFAULT_MODEL = {"digits": "mlp"}
 DEFAULT_RECIPE = {"digits": "digits"}
+# Compute dtypes: bfloat16 is mixed precision (float32 parameters, bfloat16 activations and matmuls).
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
 def add_parser(sub) -> None:
@@ -32,6 +35,8 @@ def add_parser(sub) -> None:
   p.add_argument("--chunk-size", type=int, default=None, help="seeds per program for chunked/shard")
   p.add_argument("--conv-impl", default="gemm", choices=["xla", "gemm"], help="convolution lowering")
   p.add_argument("--seed", type=int, default=0, help="root seed")
+  p.add_argument("--dtype", default="float32", choices=sorted(COMPUTE_DTYPES),
+                 help="compute dtype; parameters, BatchNorm statistics and the loss stay float32")
 
 
 def run(args) -> int:
@@ -40,7 +45,7 @@ def run(args) -> int:
   dataset = load_dataset(args.dataset, args.data_dir)
   _, data = make_splits(dataset, SplitSpec(seed=args.seed))
   model_name = args.model or DEFAULT_MODEL.get(args.dataset, "resnet18")
-  model = get_model(model_name, data.num_classes, conv_impl=args.conv_impl)
+  model = get_model(model_name, data.num_classes, conv_impl=args.conv_impl, dtype=COMPUTE_DTYPES[args.dtype])
   recipe = RECIPES[args.recipe or DEFAULT_RECIPE.get(args.dataset, "competition")]()
   if args.epochs is not None:
     recipe = recipe.replace(epochs=args.epochs, min_save_epoch=min(recipe.min_save_epoch, args.epochs - 1))
@@ -49,7 +54,7 @@ def run(args) -> int:
   keys = seeds.seed_keys(jax.random.key(args.seed), args.num_models)
   predict = jax.jit(jax.vmap(make_predict_fn(model), in_axes=(0, 0, None, None)))
   print(f"training {args.num_models} x {model_name} on {args.dataset} ({args.split}: "
-        f"{data.split(args.split).shape[0]} examples, {recipe.epochs} epochs) strategy={runner.strategy}")
+        f"{data.split(args.split).shape[0]} examples, {recipe.epochs} epochs) strategy={runner.strategy} dtype={args.dtype}")
   t0 = time.perf_counter()
   done, accs = 0, {"train": [], "test": []}
   for lo, hi, result in runner.iter_chunks(keys, data):

@@ -6,9 +6,10 @@ mode ``mutable=['batch_stats']`` returns the updated BatchNorm statistics.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import flax.linen as nn
+import jax
 
 from unlearn_jax.models.layers import BatchNorm
 from unlearn_jax.models.layers import CONV_IMPLS
@@ -39,3 +40,18 @@ def get_model(name: str, num_classes: int, conv_impl: str = "xla", dtype=None) -
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f"unknown conv impl {conv_impl!r}; expected one of {list(CONV_IMPLS)}")
   return MODELS[name](num_classes, conv_impl=conv_impl, dtype=dtype)
+
+
+# Measured on CPU (benchmarks/README.md, "Training throughput"): the im2col GEMM
+# convolution trains ~10x faster than XLA's convolution, alone and under vmap.
+# GPU/TPU are unmeasured here: a vmap over per-seed kernels turns XLA's
+# convolution into a grouped convolution whose backward pass is reported slow
+# on CUDA (jax issue #13800), while the GEMM form becomes batched matmuls, so
+# 'gemm' is the untested default there too; benchmark with
+# ``benchmarks/bench_train_throughput.py --conv-impls xla,gemm`` to revisit.
+DEFAULT_CONV_IMPL = {"cpu": "gemm", "gpu": "gemm", "tpu": "gemm"}
+
+
+def default_conv_impl(backend: Optional[str] = None) -> str:
+  """The convolution lowering to use on ``backend`` (default: JAX's default backend)."""
+  return DEFAULT_CONV_IMPL.get(backend or jax.default_backend(), "gemm")
