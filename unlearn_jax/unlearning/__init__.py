@@ -14,6 +14,15 @@ from unlearn_jax.unlearning import salun
 from unlearn_jax.unlearning import scrub
 from unlearn_jax.unlearning import scrub_noise
 # --- competition-entry imports (one per line, alphabetical) ---
+from unlearn_jax.unlearning import amnesiacs
+from unlearn_jax.unlearning import conv_transpose
+from unlearn_jax.unlearning import fanchuan
+from unlearn_jax.unlearning import forget_cycles
+from unlearn_jax.unlearning import kookmin
+from unlearn_jax.unlearning import oleszko
+from unlearn_jax.unlearning import random_mask
+from unlearn_jax.unlearning import seif
+from unlearn_jax.unlearning import sun
 from unlearn_jax.unlearning.base import ModelState
 from unlearn_jax.unlearning.base import SetSizes
 from unlearn_jax.unlearning.base import UnlearningMethod
@@ -34,6 +43,15 @@ METHODS = {
     "salun": salun.make,
     "fisher": fisher.make,
     # --- competition entries ---
+    "fanchuan": fanchuan.make,
+    "kookmin": kookmin.make,
+    "seif": seif.make,
+    "oleszko": oleszko.make,
+    "conv_transpose": conv_transpose.make,
+    "amnesiacs": amnesiacs.make,
+    "sun": sun.make,
+    "forget_cycles": forget_cycles.make,
+    "random_mask": random_mask.make,
 }
 
 

@@ -241,3 +241,161 @@ def epoch_table_lr(lrs, epoch_starts):
   lrs = jnp.asarray(lrs, jnp.float32)
   starts = jnp.asarray(epoch_starts, jnp.int32)
   return lambda count: lrs[jnp.clip(jnp.searchsorted(starts, count, side="right") - 1, 0, lrs.shape[0] - 1)]
+
+
+# ---------------------------------------------------------------- layer roles, gates, step budgets
+# (used by the competition entries; generic over the model registry)
+
+
+def module_path(path) -> str:
+  """The owning module of a leaf: ``'layer1_0/conv1'`` for ``'layer1_0/conv1/kernel'``."""
+  return path_str(path).rsplit("/", 1)[0]
+
+
+def head_module(params) -> str:
+  """The output layer's module: top-level ``fc`` (ResNet) or ``head`` (small models).
+
+  Falls back to the module of the last 2-D kernel in tree order.
+  """
+  dense = [module_path(p) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
+           if is_dense_kernel(p, x)]
+  for name in ("fc", "head"):
+    if name in dense:
+      return name
+  if not dense:
+    raise ValueError("params has no Dense kernel, so no output layer to find")
+  return dense[-1]
+
+
+def stem_module(params) -> str:
+  """The stem layer's module: the first conv kernel in tree order (ResNet ``conv1``).
+
+  For a model without convolutions (MLP) it is the first Dense layer that is not the head.
+  """
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  convs = [module_path(p) for p, x in flat if is_conv_kernel(p, x)]
+  if convs:
+    return convs[0]
+  head = head_module(params)
+  dense = [module_path(p) for p, x in flat if is_dense_kernel(p, x) and module_path(p) != head]
+  if not dense:
+    raise ValueError("params has neither a conv kernel nor a hidden Dense layer to act as the stem")
+  return dense[0]
+
+
+def reinit_leaf(key: jax.Array, leaf: jax.Array, module_fan_in: int, law: str = "torch_default") -> jax.Array:
+  """A fresh draw of one weight/bias leaf of a conv or Dense layer.
+
+  Kernels (ndim >= 2) use ``law``: ``'torch_default'`` (U(±1/√fan_in), torch's
+  ``reset_parameters``) or ``'torchvision'`` (kaiming normal, fan_out, the
+  torchvision conv init). 1-D leaves are biases and use U(±1/√module_fan_in).
+  """
+  if leaf.ndim == 1:
+    return bias_reinit(key, leaf, module_fan_in)
+  if law == "torch_default":
+    return torch_default_reinit(key, leaf)
+  if law == "torchvision":
+    return torchvision_reinit(key, leaf)
+  raise ValueError(f"unknown re-init law {law!r}; expected 'torch_default' or 'torchvision'")
+
+
+def module_fan_ins(params) -> dict[str, int]:
+  """``module -> fan_in`` of every module with a conv/Dense kernel."""
+  return {module_path(p): fan_in(x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
+          if is_conv_kernel(p, x) or is_dense_kernel(p, x)}
+
+
+def reinit_modules(key: jax.Array, params, modules, law: str = "torch_default", gates=None):
+  """Re-draws every leaf (kernel and bias) of the conv/Dense ``modules``.
+
+  ``gates`` (optional) maps a module to a scalar 0/1 (traced is fine): the
+  module is replaced only where its gate is 1, so a random subset of a static
+  module list can be re-initialised under ``jit``/``vmap``. Leaf ``i`` draws
+  from ``fold_in(key, i)``.
+  """
+  fans = module_fan_ins(params)
+  modules = list(modules)
+  missing = [m for m in modules if m not in fans]
+  if missing:
+    raise ValueError(f"modules {missing} have no conv/Dense kernel; expected some of {sorted(fans)}")
+  keys = keys_like(key, params)
+
+  def one(path, leaf, k):
+    mod = module_path(path)
+    if mod not in modules:
+      return leaf
+    fresh = reinit_leaf(k, leaf, fans[mod], law)
+    if gates is None:
+      return fresh
+    return jnp.where(jnp.asarray(gates[mod]) > 0, fresh, leaf)
+
+  return jax.tree_util.tree_map_with_path(one, params, keys)
+
+
+def gates_from_choice(chosen: jax.Array, n: int) -> jax.Array:
+  """``[n]`` float 0/1 vector with 1 at the (possibly repeated) indices ``chosen``."""
+  return jnp.zeros((n,), jnp.float32).at[chosen].set(1.0)
+
+
+def epoch_table_schedule(table, steps_in_epoch: int):
+  """``count -> table[count // steps_in_epoch]`` (clamped to the last entry): a per-epoch lr table."""
+  table = jnp.asarray(table, jnp.float32)
+  return lambda count: table[jnp.minimum(count // steps_in_epoch, table.shape[0] - 1)]
+
+
+def run_steps(step, state: TrainState, data, indices: jax.Array, batch_size: int, n_steps: int,
+              key: jax.Array):
+  """Exactly ``n_steps`` steps over shuffled epochs of ``indices``, stopping mid-epoch.
+
+  Full epochs run as :func:`run_epochs` (same orders, remainder batch kept);
+  the last, partial epoch takes the first batches of its own order, which are
+  all full batches. Returns ``(state, [ceil(n_steps / batches_per_epoch)] losses)``
+  (mean loss per epoch; the partial one over its own steps).
+  """
+  from unlearn_jax.training.recipes import steps_per_epoch
+  per_epoch = steps_per_epoch(indices.shape[0], batch_size)
+  full, rest = divmod(n_steps, per_epoch)
+  state, losses = run_epochs(step, state, data, indices, batch_size, full, key)
+  if rest:
+    epoch_key = jax.random.fold_in(key, full)
+    order = indices[jax.random.permutation(jax.random.fold_in(epoch_key, 0), indices.shape[0])]
+    step_keys = jax.random.split(jax.random.fold_in(epoch_key, 1), per_epoch + 1)[:rest]
+
+    def body(state, xs):
+      idx, k = xs
+      state, metrics = step(state, data.gather(idx), k)
+      return state, metrics["loss"]
+
+    state, part = jax.lax.scan(body, state, (order[: rest * batch_size].reshape(rest, batch_size), step_keys))
+    losses = jnp.concatenate([losses, part.mean()[None]])
+  return state, losses
+
+
+def sum_gradients(loss_fn: LossFn, params, batch_stats, data, indices: jax.Array, batch_size: int,
+                  key: jax.Array):
+  """Σ over the batches of ``indices`` (in order, remainder kept) of ``∇loss_fn``.
+
+  BatchNorm statistics are threaded through the passes, as repeated torch
+  train-mode forwards do. Returns ``(grads, batch_stats)``.
+  """
+  n = indices.shape[0]
+  nb, rem = divmod(n, batch_size)
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+
+  def body(carry, idx):
+    acc, stats = carry
+    g, (stats, _) = grad_fn(params, stats, data.gather(idx), key)
+    return (jax.tree.map(jnp.add, acc, g), stats), None
+
+  carry = (jax.tree.map(jnp.zeros_like, params), batch_stats)
+  if nb:
+    carry, _ = jax.lax.scan(body, carry, indices[: nb * batch_size].reshape(nb, batch_size))
+  if rem:
+    carry, _ = body(carry, indices[nb * batch_size:])
+  return carry
+
+
+def fp16_round_trip(tree):
+  """Every floating leaf cast to float16 and back (a torch ``.half()`` round trip)."""
+  return jax.tree.map(lambda x: x.astype(jnp.float16).astype(x.dtype)
+                      if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)

@@ -1,0 +1,89 @@
+"""``seif``: Seif Achour's entry (3rd prize, LB #4).
+
+Heavy Gaussian noise on conv weights, a fine-tune whose loss is scaled by the
+batch's mean class weight (1 for class 0, 0.05 otherwise), and a small second
+noise draw before the last epoch (algorithms spec §6.13):
+
+1. θ_conv += N(0, σ₁²), σ₁ = 0.6;
+2. fine-tune ``epochs`` (4) on D_r with loss CE × mean_i w[y_i], SGD lr 7e-4,
+   momentum 0.9, wd 5e-4, per-epoch cosine T_max = epochs, bs 64;
+3. before the last epoch, θ_conv += N(0, σ₂²), σ₂ = 0.005 (same optimiser).
+
+``noise_scope``: ``'stem'`` (default, as the Deep Unlearn port, which noises
+only top-level modules named ``conv…``, i.e. ResNet's stem ``conv1``; for the
+small models the first conv in tree order, for an MLP its first hidden Dense
+layer) or ``'all'`` (every conv kernel, the write-up's wording). Only kernels
+are noised (registry convs have no bias).
+
+Sources: Kaggle write-up 459334; Deep Unlearn port ``kgltop3.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from unlearn_jax.training import losses as losses_lib
+from unlearn_jax.training import steps
+from unlearn_jax.training.recipes import per_epoch_cosine, steps_per_epoch, torch_optimizer
+from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+
+NOISE1_STREAM, NOISE2_STREAM, DATA_STREAM = 0, 1, 2
+NOISE_SCOPES = ("stem", "all")
+
+
+def noise_mask(params, scope: str):
+  """Bool pytree: the kernels that receive noise under ``scope``."""
+  if scope == "stem":
+    stem = _common.stem_module(params)
+    return _common.leaf_mask(params, lambda p, x: _common.module_path(p) == stem and x.ndim >= 2)
+  return _common.leaf_mask(params, _common.is_conv_kernel)
+
+
+def add_noise(params, mask, key: jax.Array, std: float):
+  """``params`` plus N(0, std²) on the leaves where ``mask`` is True."""
+  keys = _common.keys_like(key, params)
+  return jax.tree.map(lambda x, m, k: x + std * jax.random.normal(k, x.shape, x.dtype) if m else x,
+                      params, mask, keys)
+
+
+def make(model, epochs: int = 4, lr: float = 7e-4, momentum: float = 0.9, weight_decay: float = 5e-4,
+         batch_size: int = 64, noise_std: float = 0.6, last_noise_std: float = 0.005,
+         noise_scope: str = "stem", class0_weight: float = 1.0, other_weight: float = 0.05) -> UnlearningMethod:
+  """Seif's noise + weighted fine-tune; see the module docstring."""
+  if noise_scope not in NOISE_SCOPES:
+    raise ValueError(f"seif noise_scope must be one of {NOISE_SCOPES}, got {noise_scope!r}")
+  if epochs < 1:
+    raise ValueError(f"seif epochs must be >= 1, got {epochs}")
+  hp = dict(epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
+            noise_std=noise_std, last_noise_std=last_noise_std, noise_scope=noise_scope,
+            class0_weight=class0_weight, other_weight=other_weight)
+
+  def loss_fn(params, batch_stats, batch, key):
+    del key
+    x, y = batch
+    logits, new_stats = steps.apply_train(model, params, batch_stats, x)
+    w = jnp.where(y == 0, class0_weight, other_weight)
+    return losses_lib.cross_entropy(logits, y) * w.mean(), (new_stats, {})
+
+  def unlearn(original: ModelState, data, key) -> UnlearnResult:
+    mask = noise_mask(original.params, noise_scope)
+    params = add_noise(original.params, mask, jax.random.fold_in(key, NOISE1_STREAM), noise_std)
+    n_steps = steps_per_epoch(data.retain.shape[0], batch_size)
+    epoch_lr = per_epoch_cosine(lr, epochs)
+    tx = torch_optimizer("sgd", lambda count: epoch_lr(count // n_steps), momentum, weight_decay)
+    step = _common.make_step(loss_fn, tx)
+    data_key = jax.random.fold_in(key, DATA_STREAM)
+    state = _common.start(ModelState(params, original.batch_stats), tx)
+    state, first = _common.run_epochs(step, state, data, data.retain, batch_size, epochs - 1, data_key)
+    state = state.replace(params=add_noise(state.params, mask, jax.random.fold_in(key, NOISE2_STREAM),
+                                           last_noise_std))
+    state, last = _common.run_epochs(step, state, data, data.retain, batch_size, 1, data_key,
+                                     epoch_offset=epochs - 1)
+    return UnlearnResult(_common.finish(state), {"loss": jnp.concatenate([first, last])})
+
+  return UnlearningMethod("seif", unlearn, lambda sizes: float(epochs),
+                          "Kaggle 459334 (Seif Achour, 3rd prize); Deep Unlearn kgltop3.py", hp)
