@@ -311,3 +311,45 @@ def test_fisher_matches_per_example_computation_and_noise_scales_with_inverse_fi
     z.append(((np.asarray(new, np.float64) - np.asarray(old)) / np.sqrt(expected[name])).ravel())
   z = np.concatenate(z)
   assert abs(z.mean()) < 0.02 and abs(z.std() - 1.0) < 0.03
+
+
+def test_fisher_batched_option_weights_batch_mean_gradients_by_mean_probability(data, mlp):
+  model, original = mlp
+  idx = np.asarray(data.retain[:10])
+  batches = [idx[0:4], idx[4:8], idx[8:10]]  # fisher_batch 4: the last batch is short
+  grad_fn = jax.jit(jax.grad(lambda p, x, y: _ce(steps.apply_eval(model, p, original.batch_stats, x), y)))
+  total = jax.tree.map(jnp.zeros_like, original.params)
+  for b in batches:
+    x, _ = data.gather(jnp.asarray(b))
+    p_mean = jax.nn.softmax(steps.apply_eval(model, original.params, original.batch_stats, x)).mean(0)
+    for y in range(10):
+      g = grad_fn(original.params, x, jnp.full((len(b),), y, jnp.int32))
+      total = jax.tree.map(lambda t, gi: t + p_mean[y] * gi ** 2, total, g)
+  expected = jax.tree.map(lambda t: t / len(batches), total)
+  got = jax.jit(lambda o: fisher.fisher_diagonal(model, o, data, jnp.asarray(idx), fisher_batch=4, chunk=2))(
+      original)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-3, atol=1e-9)
+
+
+def test_random_label_bad_teacher_variant_trains_the_union_on_fixed_other_class_labels(data, mlp):
+  model, original = mlp
+  # lr 0 and one batch holding D_f ∪ D_r: the loss is the CE of θ₀ on the union with the forget
+  # labels replaced once, by labels that are never the true one.
+  method = get_method("random_label", model, variant="bad-teacher-repo", lr=0.0, epochs=2, batch_size=128)
+  assert method.hyperparameters["optimizer"] == "adam" and method.hyperparameters["relabel"] == "others"
+  got = np.asarray(jax.jit(method.unlearn)(original, data, jax.random.key(3)).metrics["loss"])
+  x_f, y_f = data.gather(data.forget)
+  x_r, y_r = data.gather(data.retain)
+  logits_f = steps.apply_eval(model, original.params, original.batch_stats, x_f)
+  logits_r = steps.apply_eval(model, original.params, original.batch_stats, x_r)
+  ce_r = -np.asarray(jnp.take_along_axis(jax.nn.log_softmax(logits_r), y_r[:, None], 1)).sum()
+  logp_f = np.asarray(jax.nn.log_softmax(logits_f))
+  wrong = [np.delete(logp_f[i], int(y_f[i])) for i in range(len(y_f))]
+  # Each forget term is the CE against one of the other classes: between their min and max.
+  lo = (ce_r - sum(w.max() for w in wrong)) / 80
+  hi = (ce_r - sum(w.min() for w in wrong)) / 80
+  assert got[0] == pytest.approx(got[1], rel=1e-6)  # labels drawn once: both epochs see the same ones
+  assert lo - 1e-6 <= got[0] <= hi + 1e-6
+  true_loss = (ce_r - sum(logp_f[i, int(y_f[i])] for i in range(len(y_f)))) / 80
+  assert abs(got[0] - true_loss) > 1e-4
