@@ -42,6 +42,8 @@ from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnRes
 
 RESET_STREAM, WARMUP_STREAM, FINETUNE_STREAM = 0, 1, 2
 
+# Tiny-run settings for the registry contract test (see base.small_overrides).
+SMALL_OVERRIDES = dict(warmup_epochs=1, epochs=1, batch_size=16)
 
 def _kl_per_example(p_logits, q_logits, temperature):
   logp = jax.nn.log_softmax(p_logits.astype(jnp.float32) / temperature, axis=-1)

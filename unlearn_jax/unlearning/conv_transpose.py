@@ -23,6 +23,8 @@ from unlearn_jax.training.recipes import per_epoch_cosine, steps_per_epoch, torc
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 
+# Tiny-run settings for the registry contract test (see base.small_overrides).
+SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
 
 def transpose_conv_kernels(params):
   """``params`` with every conv kernel's spatial axes swapped (square kernels only)."""

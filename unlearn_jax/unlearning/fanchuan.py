@@ -41,6 +41,8 @@ from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnRes
 STAGE1_STREAM, STAGE2_STREAM, RETAIN_STREAM = 0, 1, 2
 FORGET_ORDER, PAIR_ORDER = 0, 1
 
+# Tiny-run settings for the registry contract test (see base.small_overrides).
+SMALL_OVERRIDES = dict(epochs=1, batch_size=8, retain_batch_size=16)
 
 def contrastive_loss(z_f: jax.Array, z_r: jax.Array, temperature: float) -> jax.Array:
   """mean_ij[−log_softmax_j(⟨z_f,i, z_r,j⟩ / t)] = mean_i[logsumexp_j s_ij − mean_j s_ij]."""

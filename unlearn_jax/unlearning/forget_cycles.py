@@ -39,6 +39,8 @@ from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnRes
 
 REINIT_STREAM, DATA_STREAM, NOISE_STREAM, REDRAW_STREAM = 0, 1, 2, 3
 
+# Tiny-run settings for the registry contract test (see base.small_overrides).
+SMALL_OVERRIDES = dict(cycle_epochs=(1, 1), batch_size=16)
 
 def variant_tables(variant: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
   """``(cycle_epochs, per-epoch lrs)`` of variant A or B."""

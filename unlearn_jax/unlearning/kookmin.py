@@ -38,6 +38,8 @@ from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnRes
 SUBSET_STREAM, FORGET_ORDER_STREAM, REINIT_STREAM, DATA_STREAM = 0, 1, 2, 3
 MASK_SCOPES = ("layer", "global")
 
+# Tiny-run settings for the registry contract test (see base.small_overrides).
+SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
 
 def lr_factors(epochs: int) -> list[float]:
   """Warm-up then linear decay: ``min(e+1, E-e) / ceil(E/2)``; [1/3, 2/3, 1, 2/3, 1/3] for E = 5."""

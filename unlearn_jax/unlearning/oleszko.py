@@ -35,6 +35,8 @@ from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnRes
 
 REINIT_STREAM, DATA_STREAM = 0, 1
 
+# Tiny-run settings for the registry contract test (see base.small_overrides).
+SMALL_OVERRIDES = dict(batch_size=16, num_steps=5)
 
 def prunable_mask(params):
   """Bool pytree: conv/Dense kernels and the output layer's bias."""

@@ -29,6 +29,8 @@ from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnRes
 MASK_STREAM, DATA_STREAM = 0, 1
 POOLS = ("torch_name", "no_bn")
 
+# Tiny-run settings for the registry contract test (see base.small_overrides).
+SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
 
 def pool_mask(params, pool: str):
   """Bool pytree of the leaves a name-based pool selects (shared by Sun's and this entry's rules)."""

@@ -34,6 +34,8 @@ from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnRes
 NOISE1_STREAM, NOISE2_STREAM, DATA_STREAM = 0, 1, 2
 NOISE_SCOPES = ("stem", "all")
 
+# Tiny-run settings for the registry contract test (see base.small_overrides).
+SMALL_OVERRIDES = dict(epochs=2, batch_size=16)
 
 def noise_mask(params, scope: str):
   """Bool pytree: the kernels that receive noise under ``scope``."""

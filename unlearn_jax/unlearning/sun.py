@@ -47,6 +47,8 @@ from unlearn_jax.unlearning.random_mask import POOLS, pool_mask
 RESET_STREAM, PICK_STREAM, NOISE_PICK_STREAM, NOISE_STREAM, DATA_STREAM = 0, 1, 2, 3, 4
 REFERENCE_LRS = (2e-4,) * 5 + (2e-4, 2e-4, 2e-4, 1e-3)
 
+# Tiny-run settings for the registry contract test (see base.small_overrides).
+SMALL_OVERRIDES = dict(lrs=(2e-4, 2e-4, 1e-3), select_epochs=2, batch_size=16)
 
 def make(model, lrs: Sequence[float] = REFERENCE_LRS, select_epochs: int = 5, reset_epochs: int = 1,
          k: int = 9, noise_fraction: float = 0.7, noise_std: float = 0.04,
