@@ -353,3 +353,24 @@ def test_random_label_bad_teacher_variant_trains_the_union_on_fixed_other_class_
   assert lo - 1e-6 <= got[0] <= hi + 1e-6
   true_loss = (ce_r - sum(logp_f[i, int(y_f[i])] for i in range(len(y_f)))) / 80
   assert abs(got[0] - true_loss) > 1e-4
+
+
+def test_scrub_noise_relative_scale_and_reinjection_before_the_last_epoch(data, cnn):
+  model, original = cnn
+  gates = scrub_noise.noise_gates(original.params, "non_bn", 0, jax.random.key(0))
+  noised = scrub_noise.add_noise(original.params, gates, 0.5, True, jax.random.key(1))
+  kernel, new = np.asarray(original.params["head"]["kernel"]), np.asarray(noised["head"]["kernel"])
+  assert np.std(new - kernel) == pytest.approx(0.5 * np.std(kernel), rel=0.15)
+  np.testing.assert_array_equal(np.asarray(noised["bn1"]["scale"]), np.asarray(original.params["bn1"]["scale"]))
+  # lr 0: the output is the start plus the second draw, which lands on the same set S (the stem)
+  # only when reinject_sigma > 0.
+  kw = dict(noise_scope="stem", sigma=0.2, lr=0.0, epochs=2, msteps=1, batch_size=64, forget_batch_size=16)
+  key = jax.random.key(8)
+  once = jax.jit(get_method("scrub_noise", model, **kw).unlearn)(original, data, key).state.params
+  twice = jax.jit(get_method("scrub_noise", model, reinject_sigma=0.05, **kw).unlearn)(original, data, key).state.params
+  for name, a, b in zip(_common.leaf_names(once), jax.tree.leaves(once), jax.tree.leaves(twice)):
+    extra = np.asarray(b) - np.asarray(a)
+    if name == "conv1/kernel":
+      assert np.std(extra) == pytest.approx(0.05, rel=0.3)
+    else:
+      assert not np.any(extra), name
