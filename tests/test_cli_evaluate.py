@@ -159,7 +159,7 @@ def test_diverged_seeds_are_listed_and_fail_unless_dropped(tmp_path, runs, monke
   root = jax.random.fold_in(jax.random.key(0), pipeline.STREAM_UNLEARN)
   expected = [i for i in range(n) if bool(jax.random.bernoulli(jax.random.fold_in(root, i), 0.3))]
   assert 0 < len(expected) < n - 2
-  common = ["--method", "diverging", "--num-models", str(n), "--cache-dir", runs["cache"]]
+  common = ["--method", "diverging", "--num-models", str(n), "--cache-dir", runs["cache"], "--quiet"]
   _, stderr = _evaluate([*common, "--output-dir", str(tmp_path / "a")], expect_rc=2)
   line = _one_line_error(stderr)
   assert f"diverged (non-finite outputs) on {len(expected)} of {n} seeds: {expected}" in line
