@@ -158,10 +158,22 @@ def epsilon_points(epsilons: Any, num_models: int) -> np.ndarray:
 # The jitted kernel.
 
 
+def _rounded(p):
+  """``p`` itself, but opaque to the compiler, so ``_rounded(a * b) + c`` is never contracted into an FMA.
+
+  XLA's CPU backend contracts a fused ``a * b + c`` into one fused multiply-add, which
+  skips the rounding of the product and moves numpy's grid points by an ulp. An OR
+  with ``isnan(p)`` (zero unless ``p`` is NaN) on the bit pattern forces the rounding.
+  """
+  ity = jnp.int64 if p.dtype == jnp.float64 else jnp.int32
+  bits = jax.lax.bitcast_convert_type(p, ity) | (p != p).astype(ity)
+  return jax.lax.bitcast_convert_type(bits, p.dtype)
+
+
 def _linspace_at(idx, start, stop, num):
   """numpy's ``linspace(start, stop, num)[idx]``: ``idx * ((stop - start) / (num - 1)) + start``, last = stop."""
   step = (stop - start) / jnp.maximum(num - 1, 1).astype(start.dtype)
-  return jnp.where(idx == num - 1, stop, idx.astype(start.dtype) * step + start)
+  return jnp.where(idx == num - 1, stop, _rounded(idx.astype(start.dtype) * step) + start)
 
 
 def _count_below_rows(x, start, stop):
@@ -180,7 +192,7 @@ def _count_below_rows(x, start, stop):
   g = jnp.clip(guess, -1, last).astype(jnp.int32)
 
   def grid(j):
-    return jnp.where(j == last, stop, j.astype(start.dtype) * step + start)
+    return jnp.where(j == last, stop, _rounded(j.astype(start.dtype) * step) + start)
 
   below = (g >= 0) & (grid(g) > xs)
   above = (g + 1 <= last) & (grid(g + 1) <= xs)
