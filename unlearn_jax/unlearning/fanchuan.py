@@ -33,7 +33,7 @@ import optax
 
 from unlearn_jax.training import engine
 from unlearn_jax.training import steps
-from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
+from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.training.state import TrainState
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult

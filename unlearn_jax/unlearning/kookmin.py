@@ -29,8 +29,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from unlearn_jax.training import losses as losses_lib
-from unlearn_jax.training import steps
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
@@ -123,9 +121,8 @@ def make(model, ratio: float = 0.3, epochs: int = 5, lr: float = 1e-3, momentum:
     step = _common.make_step(_common.ce_loss(model), tx, grad_scale=grad_scale)
     state, losses = _common.run_epochs(step, _common.start(ModelState(params, stats), tx), data, data.retain,
                                        batch_size, epochs, jax.random.fold_in(key, DATA_STREAM))
-    fraction = jnp.stack([m.mean() for m in jax.tree.leaves(masks)
-                          if m.ndim == 4]) if any(m.ndim == 4 for m in jax.tree.leaves(masks)) \
-        else jnp.zeros((0,), jnp.float32)
+    conv_masks = [m for m in jax.tree.leaves(masks) if m.ndim == 4]
+    fraction = (jnp.stack([m.mean() for m in conv_masks]) if conv_masks else jnp.zeros((0,), jnp.float32))
     return UnlearnResult(_common.finish(state), {"loss": losses, "reinit_fraction": fraction})
 
   def cost(sizes) -> float:

@@ -19,7 +19,6 @@ public 0.0795, private 0.0937).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer

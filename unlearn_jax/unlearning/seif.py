@@ -20,8 +20,6 @@ Sources: Kaggle write-up 459334; Deep Unlearn port ``kgltop3.py``.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import jax
 import jax.numpy as jnp
 
