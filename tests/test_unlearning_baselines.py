@@ -397,3 +397,17 @@ def test_finetune_scrub_repo_preset_uses_eval_mode_bn_and_l2_to_init(data, cnn):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-7)
   for a, b in zip(jax.tree.leaves(out.batch_stats), jax.tree.leaves(original.batch_stats)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_scrub_shares_one_optimizer_state_between_max_and_min_steps_by_default(data, mlp):
+  model, original = mlp
+  kw = dict(epochs=2, msteps=2, lr=0.05, batch_size=32, forget_batch_size=16, weight_decay=0.0)
+  key = jax.random.key(6)
+  run = lambda **extra: jax.jit(get_method("scrub", model, **kw, **extra).unlearn)(original, data, key).state
+  # Without momentum the optimiser carries nothing across steps: sharing it or not is the same run.
+  same_a, same_b = run(momentum=0.0), run(momentum=0.0, separate_optimizers=True)
+  for a, b in zip(jax.tree.leaves(same_a), jax.tree.leaves(same_b)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  # With momentum the shared buffer carries min-step velocity into the max steps and back.
+  shared, separate = run(momentum=0.9), run(momentum=0.9, separate_optimizers=True)
+  assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(shared), jax.tree.leaves(separate))) > 1e-4

@@ -14,6 +14,9 @@ on the forget-validation set (validation examples whose class occurs in D_f,
 selected with a fixed-shape mask); the snapshot closest to the target is
 returned. This keeps E snapshots per seed.
 
+``separate_optimizers=True`` gives the max steps an optimiser state of their
+own (each with the per-epoch rate table); the reference shares one.
+
 Presets (``preset``, every field overridable):
 
 * ``MIA`` (default): γ 1, α 0.5, T 4, E 5, msteps 3, η₀ 5e-4, decay [3,5,9],
@@ -97,12 +100,14 @@ def forget_validation_mask(data) -> jax.Array:
   return present[data.labels[data.validation]].astype(jnp.float32)
 
 
-def build_unlearn(model, hp: dict, rewind: bool,
+def build_unlearn(model, hp: dict, rewind: bool, separate_optimizers: bool = False,
                   perturb: Optional[Callable[[ModelState, jax.Array], ModelState]] = None,
                   reinject: Optional[Callable[[object, jax.Array], object]] = None):
   """The SCRUB loop as ``unlearn(original, data, key)``.
 
   Args:
+    separate_optimizers: give the max steps an optimiser state of their own (the
+      reference shares one, so momentum carries across max and min steps).
     perturb: optional ``(original, key) -> student start`` (the teacher stays at ``original``).
     reinject: optional ``(params, key) -> params`` applied before the last epoch.
   """
@@ -127,11 +132,19 @@ def build_unlearn(model, hp: dict, rewind: bool,
       return loss, (stats, {})
 
     n_r, n_f = data.retain.shape[0], data.forget.shape[0]
-    lr = _common.epoch_table_lr(epoch_lrs(hp), epoch_starts(hp, n_r, n_f))
-    tx = torch_optimizer(hp["optimizer"], lr, hp["momentum"], hp["weight_decay"])
-    max_step, min_step = _common.make_step(max_loss, tx), _common.make_step(min_loss, tx)
+    lrs = epoch_lrs(hp)
+    if separate_optimizers:
+      nr, nf = math.ceil(n_r / hp["batch_size"]), math.ceil(n_f / hp["forget_batch_size"])
+      min_lr = _common.epoch_table_lr(lrs, [e * nr for e in range(hp["epochs"])])
+      max_lr = _common.epoch_table_lr(lrs, [e * nf for e in range(hp["epochs"])])
+    else:
+      min_lr = max_lr = _common.epoch_table_lr(lrs, epoch_starts(hp, n_r, n_f))
+    tx = torch_optimizer(hp["optimizer"], min_lr, hp["momentum"], hp["weight_decay"])
+    max_tx = torch_optimizer(hp["optimizer"], max_lr, hp["momentum"], hp["weight_decay"])
+    max_step, min_step = _common.make_step(max_loss, max_tx), _common.make_step(min_loss, tx)
     start = original if perturb is None else perturb(original, jax.random.fold_in(key, 2))
     state = _common.start(start, tx)
+    max_opt = max_tx.init(start.params) if separate_optimizers else None
     max_key, min_key = jax.random.fold_in(key, MAX_STREAM), jax.random.fold_in(key, MIN_STREAM)
     reinject_key = jax.random.fold_in(key, 3)
     E, msteps = hp["epochs"], min(hp["msteps"], hp["epochs"])
@@ -140,27 +153,33 @@ def build_unlearn(model, hp: dict, rewind: bool,
       logits = predict(state.params, state.batch_stats, data, data.forget)
       return 1.0 - steps.accuracy(logits, data.labels[data.forget])
 
-    def epoch(state, e, with_max: bool):
+    def epoch(carry, e, with_max: bool):
+      state, max_opt = carry
       if reinject is not None:
         noisy = reinject(state.params, reinject_key)
         params = jax.tree.map(lambda a, b: jnp.where(e == E, a, b), noisy, state.params)
         state = state.replace(params=params)
       max_l = jnp.zeros((), jnp.float32)
       if with_max:
+        if separate_optimizers:
+          min_opt, state = state.opt_state, state.replace(opt_state=max_opt)
         state, max_l = engine.run_epoch(max_step, state, data, data.forget, hp["forget_batch_size"], max_key, e)
+        if separate_optimizers:
+          max_opt, state = state.opt_state, state.replace(opt_state=min_opt)
       state, min_l = engine.run_epoch(min_step, state, data, data.retain, hp["batch_size"], min_key, e)
       out = dict(max_loss=max_l, min_loss=min_l)
       if rewind:
         out.update(forget_error=forget_error(state), snapshot=_common.finish(state))
-      return state, out
+      return (state, max_opt), out
 
-    outs = []
+    outs, carry = [], (state, max_opt)
     if msteps:
-      state, o = jax.lax.scan(lambda s, e: epoch(s, e, True), state, jnp.arange(1, msteps + 1))
+      carry, o = jax.lax.scan(lambda c, e: epoch(c, e, True), carry, jnp.arange(1, msteps + 1))
       outs.append(o)
     if E > msteps:
-      state, o = jax.lax.scan(lambda s, e: epoch(s, e, False), state, jnp.arange(msteps + 1, E + 1))
+      carry, o = jax.lax.scan(lambda c, e: epoch(c, e, False), carry, jnp.arange(msteps + 1, E + 1))
       outs.append(o)
+    state = carry[0]
     per_epoch = jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
     metrics = {"loss": per_epoch["min_loss"], "max_loss": per_epoch["max_loss"]}
     result = _common.finish(state)
@@ -183,17 +202,21 @@ def cost(hp: dict, sizes: SetSizes) -> float:
   return passes * (1.0 + 1.0 / 3.0)
 
 
-def make(model, preset: str = "MIA", rewind: bool = False, gamma: Optional[float] = None,
-         alpha: Optional[float] = None, temperature: Optional[float] = None, epochs: Optional[int] = None,
-         msteps: Optional[int] = None, lr: Optional[float] = None,
+def make(model, preset: str = "MIA", rewind: bool = False, separate_optimizers: bool = False,
+         gamma: Optional[float] = None, alpha: Optional[float] = None, temperature: Optional[float] = None,
+         epochs: Optional[int] = None, msteps: Optional[int] = None, lr: Optional[float] = None,
          decay_epochs: Optional[Sequence[int]] = None, optimizer: Optional[str] = None,
          momentum: Optional[float] = None, weight_decay: Optional[float] = None,
          batch_size: Optional[int] = None, forget_batch_size: Optional[int] = None) -> UnlearningMethod:
-  """SCRUB (``rewind=True``: SCRUB+R); ``None`` fields take the preset's value."""
+  """SCRUB (``rewind=True``: SCRUB+R); ``None`` fields take the preset's value.
+
+  ``separate_optimizers=True`` gives the max steps their own optimiser state
+  (the reference shares one between max and min steps).
+  """
   hp = resolve(preset, dict(gamma=gamma, alpha=alpha, temperature=temperature, epochs=epochs, msteps=msteps,
                             lr=lr, decay_epochs=decay_epochs, optimizer=optimizer, momentum=momentum,
                             weight_decay=weight_decay, batch_size=batch_size,
                             forget_batch_size=forget_batch_size))
-  return UnlearningMethod("scrub", build_unlearn(model, hp, rewind), lambda sizes: cost(hp, sizes),
-                          "Kurmanji et al. arXiv 2302.09880, meghdadk/SCRUB",
-                          dict(preset=preset, rewind=rewind, **hp))
+  return UnlearningMethod("scrub", build_unlearn(model, hp, rewind, separate_optimizers),
+                          lambda sizes: cost(hp, sizes), "Kurmanji et al. arXiv 2302.09880, meghdadk/SCRUB",
+                          dict(preset=preset, rewind=rewind, separate_optimizers=separate_optimizers, **hp))
