@@ -434,3 +434,36 @@ def test_resnet18_kookmin_and_sun_follow_the_torch_layer_rules(data):
   assert picked.shape == (2, 28) and (picked.sum(1) == 9).all()
   noised = np.asarray(out.metrics["noised"])
   assert noised[0].sum() == 0 and 0 < noised[1].sum() <= 6
+
+
+# ---------------------------------------------------------------- documented options
+
+
+@pytest.mark.parametrize("name, options", [
+    ("kookmin", dict(mask_scope="global", grad_bn_mode="eval")),
+    ("seif", dict(noise_scope="all")),
+    ("oleszko", dict(reinit_law="torchvision", fp16=False, amount=0.5)),
+    ("amnesiacs", dict(final_kl="symmetric", warmup_classes=(0, 1))),
+    ("sun", dict(pool="no_bn", skip_previously_selected=False)),
+    ("forget_cycles", dict(variant="B", input_noise=0.0, reinit_law="torch_default")),
+    ("random_mask", dict(optimizer="sgd", keep_prob=0.8, pool="no_bn")),
+    ("fanchuan", dict(temperature=2.0, retain_batch_size=32)),
+])
+def test_documented_options_trace_to_the_model_structure(name, options, tiny, trained, data):
+  """Each documented option builds and traces (no compile) to a same-structure model."""
+  method = METHODS[name](tiny, **options)
+  out = jax.eval_shape(method.unlearn, trained, data, jax.random.key(0))
+  assert jax.tree.structure(out.state) == jax.tree.structure(trained)
+  for got, want in zip(jax.tree.leaves(out.state), jax.tree.leaves(trained)):
+    assert got.shape == want.shape and got.dtype == want.dtype
+
+
+@pytest.mark.parametrize("name, options", [
+    ("kookmin", dict(mask_scope="everywhere")), ("seif", dict(noise_scope="body")),
+    ("amnesiacs", dict(final_kl="reverse")), ("sun", dict(pool="bn")), ("forget_cycles", dict(variant="C")),
+    ("random_mask", dict(optimizer="rmsprop")), ("oleszko", dict(amount=1.5)),
+    ("kookmin", dict(lr_factor_table=(1.0,), epochs=3)),
+])
+def test_bad_options_raise_value_errors_naming_the_argument(name, options, tiny):
+  with pytest.raises(ValueError, match=next(iter(options))):
+    METHODS[name](tiny, **options)
