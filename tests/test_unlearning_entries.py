@@ -400,6 +400,29 @@ def test_fanchuan_stage1_moves_forget_outputs_toward_uniform(tiny, trained, data
   assert result.metrics["stage1_loss"].shape == (1,) and result.metrics["loss"].shape == (0,)
 
 
+def test_fanchuan_forget_round_detaches_retain_logits_and_threads_batch_norm(tiny, trained, data):
+  x_f, _ = data.gather(data.forget[:8])
+  x_r, _ = data.gather(data.retain[:16])
+  loss_fn = fanchuan.forget_round_loss(tiny, 1.15)
+  (loss, (stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      trained.params, trained.batch_stats, (x_f, x_r), None)
+  z_r, _ = steps.apply_train(tiny, trained.params, trained.batch_stats, x_r)  # a constant below
+
+  def naive(params):
+    z_f, _ = steps.apply_train(tiny, params, trained.batch_stats, x_f)
+    s = np.float32(1 / 1.15) * z_f @ z_r.T
+    return jnp.mean(jax.scipy.special.logsumexp(s, axis=1) - s.mean(axis=1))
+
+  assert float(loss) == pytest.approx(float(naive(trained.params)), rel=1e-5)
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(jax.grad(naive)(trained.params))):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  # Both train-mode passes update the running statistics, forget batch first.
+  _, after_f = steps.apply_train(tiny, trained.params, trained.batch_stats, x_f)
+  _, after_r = steps.apply_train(tiny, trained.params, after_f, x_r)
+  for got, want in zip(jax.tree.leaves(stats), jax.tree.leaves(after_r)):
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_fanchuan_stage2_runs_forget_and_retain_rounds(tiny, trained, data):
   method = fanchuan.make(tiny, epochs=2, retain_batch_size=32)
   result = run(method, trained, data)

@@ -57,6 +57,19 @@ def uniform_kl(logits: jax.Array) -> jax.Array:
   return (-jnp.log(c) - logp).mean(-1).mean()
 
 
+def forget_round_loss(model, temperature: float):
+  """The forget-round loss on ``batch = (x_f, x_r)``: forget pass, then the detached retain pass (train mode)."""
+
+  def loss_fn(params, batch_stats, batch, key):
+    del key
+    x_f, x_r = batch
+    z_f, stats = steps.apply_train(model, params, batch_stats, x_f)
+    z_r, stats = steps.apply_train(model, params, stats, x_r)
+    return contrastive_loss(z_f, jax.lax.stop_gradient(z_r), temperature), (stats, {})
+
+  return loss_fn
+
+
 def make(model, epochs: int = 8, temperature: float = 1.15, batch_size: int = 64,
          retain_batch_size: int = 256, stage1_lr: float = 5e-3, forget_lr: float = 3e-4,
          forget_eta_min: float = 1e-6, retain_lr: float = 1e-3 * 256 / 64, retain_weight_decay: float = 1e-2,
@@ -73,12 +86,7 @@ def make(model, epochs: int = 8, temperature: float = 1.15, batch_size: int = 64
     logits, stats = steps.apply_train(model, params, batch_stats, batch[0])
     return uniform_kl(logits), (stats, {})
 
-  def forget_loss(params, batch_stats, batch, key):
-    del key
-    x_f, x_r = batch
-    z_f, stats = steps.apply_train(model, params, batch_stats, x_f)
-    z_r, stats = steps.apply_train(model, params, stats, x_r)
-    return contrastive_loss(z_f, jax.lax.stop_gradient(z_r), temperature), (stats, {})
+  forget_loss = forget_round_loss(model, temperature)
 
   def pairs(n_forget: int, n_retain: int) -> tuple[int, int, int]:
     """(full forget batches paired, remainder size paired (0 if none), retain batch size)."""
