@@ -90,7 +90,7 @@ def test_linspace_matches_numpy_bitwise():
     np.testing.assert_array_equal(row[:n], np.linspace(a, b, n))
 
 
-def test_crowded_cells_rerun_with_more_candidates():
+def test_crowded_cells_get_more_candidates():
   # 8 models share one confidence value: a lattice cell holds 8 points, beyond the default K = 4.
   rng = np.random.default_rng(5)
   u, r = rng.normal(size=(16, 4)), rng.normal(size=(16, 4)) + 0.2

@@ -1,0 +1,95 @@
+"""Forgetting-quality metric speed: the jitted kernel vs the brute-force NumPy oracle.
+
+Command (CPU, well under a minute)::
+
+  python benchmarks/bench_metric_speed.py --quick
+
+Full run (adds the 512 x 512 x 5,000 scoring time; about a minute on a 2-core CPU)::
+
+  python benchmarks/bench_metric_speed.py
+
+Both paths see the same inputs in the same process: N = 512 unlearned and 512
+retrained models, confidences drawn as retrained ~ normal(0, 1), unlearned ~
+normal(0.3, 1.1). The oracle (:mod:`unlearn_jax.metrics.reference`, every threshold
+against every model, one example at a time) is timed on a few examples; the fast path
+on ``--examples`` (steady state, compile time reported apart). Expected: the fast path
+a few ms per example and >1000x the oracle; epsilons identical on the shared examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._timing import device_description, print_table, record, time_fn  # noqa: E402
+from unlearn_jax.metrics import forgetting_metric  # noqa: E402
+from unlearn_jax.metrics.reference import reference_example  # noqa: E402
+
+
+def _inputs(n: int, e: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  retrained = rng.normal(0.0, 1.0, size=(n, e))
+  unlearned = rng.normal(0.3, 1.1, size=(n, e))
+  return unlearned, retrained
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="small sizes; skips the 5,000-example scoring")
+  parser.add_argument("--num-models", type=int, default=512)
+  parser.add_argument("--examples", type=int, default=None, help="examples for the fast path (default 128, quick 64)")
+  parser.add_argument("--reference-examples", type=int, default=None, help="examples for the oracle (default 4, quick 2)")
+  parser.add_argument("--score-examples", type=int, default=5000, help="examples of the full scoring run")
+  parser.add_argument("--chunk-size", type=int, default=16)
+  args = parser.parse_args(argv)
+  n = args.num_models
+  e_fast = args.examples or (64 if args.quick else 128)
+  e_ref = args.reference_examples or (2 if args.quick else 4)
+  u, r = _inputs(n, max(e_fast, e_ref))
+
+  fast = lambda: forgetting_metric(u[:, :e_fast], r[:, :e_fast], chunk_size=args.chunk_size).epsilons
+  t_fast = time_fn(fast, repeats=2 if args.quick else 3)
+  cpu0 = time.process_time()
+  eps_fast = fast()
+  cpu_fast = (time.process_time() - cpu0) / e_fast
+
+  t0 = time.perf_counter()
+  eps_ref = [reference_example(u[:, s], r[:, s])["epsilon"] for s in range(e_ref)]
+  t_ref = (time.perf_counter() - t0) / e_ref
+  agree = bool(np.array_equal(np.asarray(eps_ref), eps_fast[:e_ref]))
+
+  per_fast = t_fast["median_s"] / e_fast
+  rows = [
+      ["fast (jit, bucketed counts)", n, e_fast, f"{per_fast * 1e3:.2f}", f"{cpu_fast * 1e3:.2f}",
+       f"{t_fast['first_s']:.1f}", ""],
+      ["naive reference (NumPy)", n, e_ref, f"{t_ref * 1e3:.1f}", "", "", ""],
+      ["speed-up", "", "", f"{t_ref / per_fast:.0f}x", "", "", f"eps equal: {agree}"],
+  ]
+  results = {"fast_ms_per_example": per_fast * 1e3, "fast_cpu_ms_per_example": cpu_fast * 1e3,
+             "fast_first_call_s": t_fast["first_s"], "reference_ms_per_example": t_ref * 1e3,
+             "speedup": t_ref / per_fast, "epsilons_equal": agree}
+
+  if not args.quick:
+    us, rs = _inputs(n, args.score_examples, seed=1)
+    t_score = time_fn(lambda: forgetting_metric(us, rs, chunk_size=args.chunk_size).forgetting_quality, repeats=1)
+    rows.append([f"score {n} x {n} x {args.score_examples}", n, args.score_examples,
+                 f"{t_score['median_s'] / args.score_examples * 1e3:.2f}", "", f"{t_score['first_s']:.1f}",
+                 f"total {t_score['median_s']:.1f} s"])
+    results["score_total_s"] = t_score["median_s"]
+    results["score_examples"] = args.score_examples
+
+  print(f"device: {device_description()}")
+  print_table(["path", "N", "examples", "ms / example (wall)", "CPU ms / example", "first call s", "note"], rows)
+  record("metric_speed", {"num_models": n, "examples": e_fast, "reference_examples": e_ref,
+                          "chunk_size": args.chunk_size, "quick": args.quick}, results)
+  return 0 if agree else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
