@@ -169,6 +169,7 @@ def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int
   """Times every strategy for one (model, conv_impl, dtype); returns one row per strategy."""
   dtype = jnp.bfloat16 if dtype_name == "bfloat16" else None
   init, steps_fn, _ = build(model_name, conv_impl, dtype, steps)
+  has_conv = "mlp" not in model_name
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(num_seeds, dtype=jnp.uint32))
   states = jax.jit(jax.vmap(init, in_axes=(0, None)))(keys, data)
   jax.block_until_ready(states)
@@ -196,7 +197,7 @@ def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int
       prog = jax.jit(jax.vmap(steps_fn, in_axes=(0, 0, None)), in_shardings=(seeds_sh, seeds_sh, repl),
                      out_shardings=seeds_sh)
       calls = [(jax.device_put(states, seeds_sh), jax.device_put(keys, seeds_sh), jax.device_put(data, repl))]
-      per_call = num_seeds
+      per_call = num_seeds // len(devices)  # memory analysis is per device
     else:
       raise ValueError(f"unknown strategy {strategy!r}; expected loop, vmap, chunk<k> or shard")
     t0 = time.perf_counter()
@@ -220,7 +221,8 @@ def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int
     median_s = statistics.median(times[strategy])
     rate = num_seeds * steps / median_s / STEPS_PER_EPOCH
     achieved = model_flops * num_seeds * steps / median_s
-    rows.append(dict(model=model_name, conv_impl=conv_impl, dtype=dtype_name, strategy=strategy,
+    rows.append(dict(model=model_name, conv_impl=conv_impl if has_conv else "-", dtype=dtype_name,
+                     strategy=strategy,
                      seeds=num_seeds, steps=steps, compile_s=compile_s, first_s=first_s,
                      median_s=median_s, min_s=min(times[strategy]), times_s=times[strategy],
                      model_epochs_per_s=rate, flops_per_step=model_flops, achieved_flops=achieved,

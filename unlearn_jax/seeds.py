@@ -32,18 +32,35 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 STRATEGIES = ("auto", "vmap", "chunked", "loop", "shard")
 
-# (backend, model family) -> (strategy, chunk size). Measured on a 2-core CPU with
-# conv_impl="gemm" (benchmarks/README.md): the vmapped GEMM convolution runs about
-# as fast as a loop and the MLP likewise, so chunked vmap (bounded memory, one
-# compile) is the default; on GPU/TPU the vmapped program fills the device.
+# (backend, model family) -> (strategy, chunk size). Families: "conv" (ResNet-18 and
+# any other convolutional network), "small_conv" (cnn, tiny_cnn), "dense" (MLPs); a
+# family missing for a backend falls back to that backend's "conv" entry.
+# CPU values are measured, conv_impl="gemm", with benchmarks/bench_train_throughput.py
+# on a shared 2-core CPU (medians of interleaved repeats; tables in benchmarks/README.md,
+# "Training throughput", raw lines in benchmarks/results.jsonl). There a vmap over all
+# ResNet-18 seeds is ~1.6x slower than a per-seed loop and chunks of 2 are within 5% of
+# it, so the loop is the default; the small CNN runs alike as a loop, full vmap or
+# chunks of 4-8; the MLP is fastest in chunks of 4 and slows down with larger vmaps.
+# GPU/TPU values are unmeasured (no accelerator was available): a chunked vmap that
+# keeps the device busy while bounding memory.
 DEFAULT_STRATEGY = {
-    ("cpu", "conv"): ("chunked", 8),
-    ("cpu", "dense"): ("chunked", 64),
+    ("cpu", "conv"): ("loop", 1),
+    ("cpu", "small_conv"): ("chunked", 8),
+    ("cpu", "dense"): ("chunked", 4),
     ("gpu", "conv"): ("chunked", 64),
     ("gpu", "dense"): ("chunked", 512),
     ("tpu", "conv"): ("chunked", 64),
     ("tpu", "dense"): ("chunked", 512),
 }
+
+
+def model_family(model_name: str) -> str:
+  """The :data:`DEFAULT_STRATEGY` family of a model name: ``dense``, ``small_conv`` or ``conv``."""
+  if "mlp" in model_name:
+    return "dense"
+  if model_name in ("cnn", "tiny_cnn"):
+    return "small_conv"
+  return "conv"
 
 
 def seed_keys(root: jax.Array, num_seeds: int, start: int = 0) -> jax.Array:
@@ -54,8 +71,10 @@ def seed_keys(root: jax.Array, num_seeds: int, start: int = 0) -> jax.Array:
 def default_strategy(model_name: str, backend: Optional[str] = None) -> tuple[str, int]:
   """``(strategy, chunk_size)`` from :data:`DEFAULT_STRATEGY` for a model on a backend."""
   backend = backend or jax.default_backend()
-  family = "dense" if "mlp" in model_name else "conv"
-  return DEFAULT_STRATEGY.get((backend, family), ("chunked", 8))
+  family = model_family(model_name)
+  if (backend, family) in DEFAULT_STRATEGY:
+    return DEFAULT_STRATEGY[(backend, family)]
+  return DEFAULT_STRATEGY.get((backend, "conv"), ("chunked", 8))
 
 
 def _pad_keys(keys: jax.Array, size: int) -> jax.Array:
