@@ -567,8 +567,12 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
     retrained = {k: v[keep] for k, v in retrained.items()}
 
   t0 = time.perf_counter()
+  n_scored = len(unlearned["retain_accuracy"])
+  progress.line(f"[metric] scoring {n_scored} unlearned vs {n_scored} retrained models on {sizes.forget} "
+                f"forget examples")
   scores = score(unlearned, retrained)
   walls["metric"] = time.perf_counter() - t0
+  progress.line(f"[metric] done in {walls['metric']:.1f} s")
   walls["total"] = time.perf_counter() - t_all
   eps = scores["per_example_epsilons"]
   cost = method.cost(sizes)
