@@ -23,7 +23,7 @@ from unlearn_jax import _validate
 from unlearn_jax.training import engine, losses, steps
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.unlearning import _common
-from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 
 SMALL_OVERRIDES = dict(epochs=2, batch_size=16)
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from unlearn_jax import _validate
 from unlearn_jax.training import losses, steps
-from unlearn_jax.unlearning import _common, random_label
+from unlearn_jax.unlearning import random_label
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod
 
 SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
