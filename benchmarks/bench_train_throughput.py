@@ -11,6 +11,7 @@ in a ``lax.scan``; the strategies are built exactly as
 * ``loop``: ``jit(steps)`` called once per seed;
 * ``vmap``: ``jit(vmap(steps))`` over all seeds in one call;
 * ``chunk<k>``: the same vmapped program over chunks of ``k`` seeds;
+* ``auto``: whichever of these ``seeds.default_strategy`` picks for the model;
 * ``shard``: the vmapped program with the seed axis sharded over all local
   devices (one device on CPU unless run under
   ``XLA_FLAGS=--xla_force_host_platform_device_count=N``).
@@ -60,6 +61,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _timing  # noqa: E402
 
+from unlearn_jax import seeds  # noqa: E402
 from unlearn_jax.data import Dataset, to_device  # noqa: E402
 from unlearn_jax.models import get_model  # noqa: E402
 from unlearn_jax.training import (TrainState, class_weights_for, competition_recipe, init_variables,  # noqa: E402
@@ -163,6 +165,14 @@ def _slice(tree, lo, hi):
   return jax.tree.map(lambda x: x[lo:hi], tree)
 
 
+def resolve_auto(model_name: str, num_seeds: int) -> str:
+  """The benchmark strategy that ``SeedRunner(strategy="auto")`` runs for ``model_name`` here."""
+  strategy, chunk = seeds.default_strategy(model_name)
+  if strategy == "chunked" and chunk and chunk < num_seeds:
+    return f"chunk{chunk}"
+  return "vmap" if strategy == "chunked" else strategy
+
+
 def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int, steps: int,
                 strategies: list[str], repeats: int, data, model_flops: float, peak: float,
                 capacity: float) -> list[dict[str, Any]]:
@@ -176,7 +186,8 @@ def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int
   data_bytes = sum(x.nbytes for x in jax.tree.leaves(data))
   vmapped = jax.jit(jax.vmap(steps_fn, in_axes=(0, 0, None)))
   prepared = []
-  for strategy in strategies:
+  for label in strategies:
+    strategy = resolve_auto(model_name, num_seeds) if label == "auto" else label
     if strategy == "loop":
       prog = jax.jit(steps_fn)
       calls = [(jax.tree.map(lambda x: x[i], states), keys[i], data) for i in range(num_seeds)]
@@ -208,7 +219,7 @@ def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int
     t0 = time.perf_counter()
     jax.block_until_ready(call())
     first_s = time.perf_counter() - t0
-    prepared.append((strategy, call, compile_s, first_s, per_seed_bytes))
+    prepared.append((label if label != "auto" else f"auto={strategy}", call, compile_s, first_s, per_seed_bytes))
   # Repeats interleave the strategies, so a change in background load hits all of them alike.
   times = {strategy: [] for strategy, *_ in prepared}
   for _ in range(repeats):
@@ -252,7 +263,8 @@ def main(argv=None) -> int:
   p.add_argument("--seeds", type=int, default=None, help="seeds per configuration (default 64; quick 4)")
   p.add_argument("--steps", type=int, default=None, help="training steps per timed call (default 20; quick 2)")
   p.add_argument("--chunks", default=None, help="chunk sizes k (default 8,16,32; quick 2)")
-  p.add_argument("--strategies", default="loop,vmap,chunked,shard")
+  p.add_argument("--strategies", default="loop,vmap,chunked,shard,auto",
+                 help="comma list of loop, vmap, chunked (one per --chunks k), shard, auto (the engine's default)")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--no-record", action="store_true", help="do not append to results.jsonl")
   args = p.parse_args(argv)

@@ -37,14 +37,16 @@ STRATEGIES = ("auto", "vmap", "chunked", "loop", "shard")
 # family missing for a backend falls back to that backend's "conv" entry.
 # CPU values are measured, conv_impl="gemm", with benchmarks/bench_train_throughput.py
 # on a shared 2-core CPU (medians of interleaved repeats; tables in benchmarks/README.md,
-# "Training throughput", raw lines in benchmarks/results.jsonl). There a vmap over all
-# ResNet-18 seeds is ~1.6x slower than a per-seed loop and chunks of 2 are within 5% of
-# it, so the loop is the default; the small CNN runs alike as a loop, full vmap or
-# chunks of 4-8; the MLP is fastest in chunks of 4 and slows down with larger vmaps.
+# "Training throughput"; each run also appends JSON lines to benchmarks/results.jsonl).
+# The load made identical programs differ by up to ~35% between runs, so each entry is
+# the setting that stayed within 10% of the best strategy in every run: ResNet-18 in
+# chunks of 2 (within 6% of a per-seed loop at 4 and 8 seeds, best at 2; a full vmap of
+# 8 seeds was 1.6x slower than the loop), the small CNN in chunks of 8 (within 3%), the
+# MLP in chunks of 4 (best once, 7% behind the loop once; larger vmaps were 20-60% slower).
 # GPU/TPU values are unmeasured (no accelerator was available): a chunked vmap that
 # keeps the device busy while bounding memory.
 DEFAULT_STRATEGY = {
-    ("cpu", "conv"): ("loop", 1),
+    ("cpu", "conv"): ("chunked", 2),
     ("cpu", "small_conv"): ("chunked", 8),
     ("cpu", "dense"): ("chunked", 4),
     ("gpu", "conv"): ("chunked", 64),
