@@ -66,7 +66,7 @@ def main(argv=None) -> int:
 
   per_fast = t_fast["median_s"] / e_fast
   rows = [
-      ["fast (jit, bucketed counts)", n, e_fast, f"{per_fast * 1e3:.2f}", f"{cpu_fast * 1e3:.2f}",
+      ["fast (jit, lattice counts)", n, e_fast, f"{per_fast * 1e3:.2f}", f"{cpu_fast * 1e3:.2f}",
        f"{t_fast['first_s']:.1f}", ""],
       ["naive reference (NumPy)", n, e_ref, f"{t_ref * 1e3:.1f}", "", "", ""],
       ["speed-up", "", "", f"{t_ref / per_fast:.0f}x", "", "", f"eps equal: {agree}"],

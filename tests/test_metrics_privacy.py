@@ -90,12 +90,12 @@ def test_linspace_matches_numpy_bitwise():
     np.testing.assert_array_equal(row[:n], np.linspace(a, b, n))
 
 
-def test_crowded_cells_get_more_candidates():
+def test_bucket_method_crowded_cells_get_more_candidates():
   # 8 models share one confidence value: a lattice cell holds 8 points, beyond the default K = 4.
   rng = np.random.default_rng(5)
   u, r = rng.normal(size=(16, 4)), rng.normal(size=(16, 4)) + 0.2
   u[:8] = 0.123
-  res = forgetting_metric(u, r, chunk_size=4)
+  res = forgetting_metric(u, r, chunk_size=4, count_method="bucket")
   want = [reference_example(u[:, s], r[:, s])["epsilon"] for s in range(4)]
   np.testing.assert_array_equal(res.epsilons, want)
 

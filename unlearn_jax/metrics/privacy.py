@@ -8,7 +8,8 @@ reproduced exactly (same per-example epsilons, same score) but jitted and vector
 Design notes (what runs where):
 
 * Host (NumPy): input validation, the float32 epsilon table, the static size of the
-  single-threshold grid of each chunk of examples, the score buckets.
+  single-threshold grid of each chunk of examples, the score buckets (and, for the
+  ``"bucket"`` method only, the chunk's cell occupancy from a small jitted pre-pass).
 * Device (one jitted kernel, x64 scoped with ``jax.enable_x64`` around the call, never
   global): everything per example, vmapped over a fixed-size chunk of examples. The
   example axis is padded to the chunk size, so a new number of examples never retraces;
@@ -28,20 +29,24 @@ attack, +inf perfect separation), and every attack becomes one gather.
   ``count(l <= x <= r) = max(0, #(x <= r) - #(x < l))`` on sorted columns; the
   ``max`` handles the empty intervals (``l > r``) that occur when ``w < 2``.
   ``#(x <= r)`` is a binary search over 401 points. ``#(x < l)`` for the 160,000 left
-  edges (count_method ``"bucket"``, the default) uses a uniform lattice of 8,192 cells
-  over the span of the left edges (always about 8 wide): the cell index
-  ``floor((v - lo) * M / span)`` is monotone in ``v``, so points in lower cells are
-  below ``l`` and points in higher cells above it. Per query that is one gather of
-  "points in lower cells" plus one comparison with each of the at most K points
-  sharing its cell (K, the largest occupancy, is static: rounded up to even up to 8,
-  then to a power of two;
-  a cheap jitted pre-pass measures it per chunk; about 3 to 5 for N = 512).
-  Two exact alternatives are kept for cross-checks: ``"lattice"`` (each row's left
-  edges are an arithmetic progression, so every data point's rank among them is
-  ``floor((x - start) / step) + 1`` fixed up against the exactly recomputed grid, then a
-  histogram and cumulative sum per row) and ``"search"`` (a binary search per left
-  edge). Measured on the 2-core CPU (see ``benchmarks/README.md``), bucket was about
-  1.4x faster than lattice and 2.5x faster than search.
+  edges (count_method ``"lattice"``, the default) is not searched: each right edge's
+  left edges are an arithmetic progression (numpy's ``linspace``: ``j * step + start``,
+  last point ``stop``), so each data point's number of left edges ``<= x`` is
+  ``floor((x - start) / step) + 1``, corrected by one exact comparison on each side
+  against the grid value recomputed bit for bit as numpy does it. A histogram of those
+  ranks per right edge and a cumulative sum give ``#(x < l_j)`` for all 400 left edges
+  of the row: O(N + 400) per right edge, no data-dependent sizes. The correction is
+  exact while the estimate is off by at most one rank, which holds for ``|c| <= 1e6``
+  (rank errors ~1e-8 there; inputs beyond are rejected).
+  Two exact alternatives are kept and tested: ``"bucket"`` (a uniform lattice of 8,192
+  cells over the ~8-wide span of all left edges; the cell index ``floor((v - lo) * M /
+  span)`` is monotone, so only the K points sharing a query's cell are compared, K the
+  largest occupancy, measured by a jitted pre-pass and rounded up) and ``"search"`` (a
+  binary search per left edge). Measured on the shared 2-core CPU (N = 512, CPU ms per
+  example): lattice ~8-9, bucket ~14 (K = 4), search ~15-18.
+
+XLA's CPU backend contracts ``a * b + c`` into a fused multiply-add; the grids would then
+differ from numpy's by an ulp, so products are passed through :func:`_rounded` first.
 
 The grids are float64 where the organizers' are, and the single-threshold grid is the
 float64 linspace rounded to float32 and compared with float64 data, as theirs is.
@@ -201,7 +206,8 @@ def _count_below_rows(x, start, stop):
   rows = start.shape[0]
   hist = jnp.zeros((rows, NUM_LEFT + 1), jnp.int32)
   hist = hist.at[jnp.arange(rows)[:, None], num_le].add(1)
-  return jnp.cumsum(hist, axis=1)[:, :NUM_LEFT]
+  # XLA's CPU cumsum is slower here than a log-depth scan.
+  return jax.lax.associative_scan(jnp.add, hist, axis=1)[:, :NUM_LEFT]
 
 
 NUM_CELLS = 8192
@@ -379,7 +385,7 @@ def _example(unlearned, retrained, table, *, threshold_pad: int, occupancy_pad: 
 
 @functools.partial(jax.jit, static_argnames=("threshold_pad", "occupancy_pad", "count_method"))
 def _chunk_kernel(unlearned, retrained, table, *, threshold_pad: int, occupancy_pad: int = 4,
-                  count_method: str = "bucket"):
+                  count_method: str = "lattice"):
   """vmapped :func:`_example` over ``[C, N]`` example-major float64 chunks."""
   fn = functools.partial(_example, threshold_pad=threshold_pad, occupancy_pad=occupancy_pad,
                          count_method=count_method)
@@ -461,7 +467,7 @@ def _run_kernel(u: np.ndarray, r: np.ndarray, chunk_size: int, count_method: str
 
 
 def forgetting_metric(unlearned_confs: Any, retrained_confs: Any, *, chunk_size: int = 16,
-                      count_method: str = "bucket") -> MetricResult:
+                      count_method: str = "lattice") -> MetricResult:
   """The full forgetting-quality computation with per-example details.
 
   Args:
@@ -470,8 +476,9 @@ def forgetting_metric(unlearned_confs: Any, retrained_confs: Any, *, chunk_size:
     retrained_confs: ``[N, E]`` the same under N retrained-from-scratch models.
     chunk_size: examples per kernel call (rounded up to a power of two); bounds memory
       at about 10 MB per example for N = 512.
-    count_method: ``"lattice"`` (default, arithmetic inverse of the left-edge grids) or
-      ``"search"`` (binary search per left edge); both are exact.
+    count_method: ``"lattice"`` (default, arithmetic inverse of the left-edge grids),
+      ``"bucket"`` (uniform cell lattice) or ``"search"`` (binary search per left
+      edge); all three are exact.
 
   Returns:
     A :class:`MetricResult`.
