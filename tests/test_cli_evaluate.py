@@ -185,3 +185,17 @@ def test_corrupt_cache_entry_is_rebuilt_and_reported(tmp_path, runs):
   assert "[retrained] models 16/16" in stderr  # the damaged chunk (seeds 8-15) was recomputed
   rebuilt = _results(tmp_path / "o")["retrained"]["test_accuracy"]["per_model"]
   assert rebuilt == runs["none"]["results"]["retrained"]["test_accuracy"]["per_model"][:16]
+
+
+@pytest.mark.slow
+def test_forgetting_quality_levels_at_n128(tmp_path):
+  """The larger version of the ordering test: at N = 128 retrain sits at the perfect-unlearner level."""
+  cache = str(tmp_path / "cache")
+  fq = {}
+  for method in ("retrain", "none", "finetune"):
+    _evaluate(["--method", method, "--num-models", "128", "--cache-dir", cache, "--output-dir",
+               str(tmp_path / method), "--quiet"])
+    fq[method] = _results(tmp_path / method)["forgetting_quality"]
+  assert 0.14 < fq["retrain"] < 0.23, fq
+  assert fq["none"] == 0.0, fq
+  assert 0.0 < fq["finetune"] < fq["retrain"] - 0.05, fq

@@ -25,7 +25,11 @@ Multi-process: every process runs the same call; the chunks still to compute
 are dealt round-robin (chunk ``j`` to process ``j % P``), each process writes
 its chunks into the shared cache, waits until all exist, and process 0 scores
 and writes the results. Nothing crosses processes except files, so results
-equal a single-process run chunk for chunk.
+equal a single-process run chunk for chunk. ``jax.distributed.initialize`` is
+used only for process identity and start-up rendezvous: no cross-process
+collective runs, so the protocol does not depend on JAX's CPU multi-process
+collectives (tested with two local CPU processes). The cache directory must be
+shared by all processes (one host, or a network file system).
 
 Host/device split: training, unlearning and per-model measurements run under
 JAX (one program per chunk); cache I/O, the NaN check, scoring orchestration
