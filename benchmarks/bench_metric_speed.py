@@ -46,7 +46,7 @@ def main(argv=None) -> int:
   parser.add_argument("--examples", type=int, default=None, help="examples for the fast path (default 128, quick 64)")
   parser.add_argument("--reference-examples", type=int, default=None, help="examples for the oracle (default 4, quick 2)")
   parser.add_argument("--score-examples", type=int, default=5000, help="examples of the full scoring run")
-  parser.add_argument("--chunk-size", type=int, default=16)
+  parser.add_argument("--chunk-size", type=int, default=4)
   args = parser.parse_args(argv)
   n = args.num_models
   e_fast = args.examples or (64 if args.quick else 128)
