@@ -176,15 +176,22 @@ def test_corrupt_cache_entry_is_rebuilt_and_reported(tmp_path, runs):
   shutil.copytree(runs["cache"], cache)
   retrained_dir = [d for d in os.listdir(cache) if d.startswith("retrained-")][0]
   chunk = os.path.join(cache, retrained_dir, "chunk-000008-000016.npz")
-  raw = bytearray(pathlib.Path(chunk).read_bytes())
-  raw[len(raw) // 2] ^= 0x55
-  pathlib.Path(chunk).write_bytes(bytes(raw))
+  original = os.path.join(cache, [d for d in os.listdir(cache) if d.startswith("original-")][0], "model.npz")
+  for path in (chunk, original):
+    raw = bytearray(pathlib.Path(path).read_bytes())
+    raw[len(raw) // 2] ^= 0x55
+    pathlib.Path(path).write_bytes(bytes(raw))
   _, stderr = _evaluate(["--method", "none", "--num-models", "16", "--cache-dir", cache,
                          "--output-dir", str(tmp_path / "o")])
   assert "corrupt cache entry rebuilt" in stderr and "chunk-000008-000016" in stderr
   assert "[retrained] models 16/16" in stderr  # the damaged chunk (seeds 8-15) was recomputed
-  rebuilt = _results(tmp_path / "o")["retrained"]["test_accuracy"]["per_model"]
-  assert rebuilt == runs["none"]["results"]["retrained"]["test_accuracy"]["per_model"][:16]
+  assert "[original] trained" in stderr and "model.npz" in stderr  # the damaged original was retrained
+  res = _results(tmp_path / "o")
+  assert len(res["cache"]["rebuilt"]) == 2
+  assert res["retrained"]["test_accuracy"]["per_model"] == \
+      runs["none"]["results"]["retrained"]["test_accuracy"]["per_model"][:16]
+  # none returns the original: the rebuilt original equals the first one
+  assert res["original"] == runs["none"]["results"]["original"]
 
 
 @pytest.mark.slow

@@ -388,7 +388,7 @@ def make_runner(fn, config: EvalConfig) -> seeds.SeedRunner:
 
 
 def original_model(ctx: Context, root: jax.Array, cache_root: str, progress: Progress):
-  """The original model (cached): ``(ModelState, outputs dict of host arrays, cache dir, was_cached)``."""
+  """The original model (cached): ``(ModelState, outputs, cache dir, was_cached, rebuilt entries)``."""
   parts = ctx.key_parts("original")
   store = checkpoint.ChunkStore(os.path.join(cache_root, f"original-{checkpoint.cache_key(parts)}"),
                                 checkpoint.describe(parts))
@@ -415,7 +415,7 @@ def original_model(ctx: Context, root: jax.Array, cache_root: str, progress: Pro
     progress.line(f"[original] from cache {store.directory}")
   state = ModelState(jax.tree.map(jnp.asarray, checkpoint.unflatten_tree(arrays, "params/")),
                      jax.tree.map(jnp.asarray, checkpoint.unflatten_tree(arrays, "batch_stats/")))
-  return state, _split_outputs(arrays), store.directory, cached
+  return state, _split_outputs(arrays), store.directory, cached, list(store.rebuilt)
 
 
 def retrained_models(ctx: Context, root: jax.Array, cache_root: str, progress: Progress):
@@ -535,7 +535,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
 
   t0 = time.perf_counter()
   original_key = checkpoint.cache_key(ctx.key_parts("original"))
-  original, original_out, original_dir, original_cached = original_model(
+  original, original_out, original_dir, original_cached, rebuilt_o = original_model(
       ctx, jax.random.fold_in(root, STREAM_ORIGINAL), config.cache_dir, progress)
   walls["original"] = time.perf_counter() - t0
 
@@ -607,7 +607,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       "jax": jax.__version__,
       "strategy": make_runner(lambda k: k, config).strategy,
       "cache": {"original": original_dir, "original_reused": original_cached, "retrained": retrained_dir,
-                "unlearned": unlearned_dir, "rebuilt": rebuilt_r + rebuilt_u},
+                "unlearned": unlearned_dir, "rebuilt": rebuilt_o + rebuilt_r + rebuilt_u},
   }
   results["_arrays"] = {"unlearned_confidence": unlearned["forget_confidence"],
                         "retrained_confidence": retrained["forget_confidence"], "epsilons": eps}
