@@ -9,8 +9,8 @@ Expected result (N = 512, MLP, ``digits`` recipe; measured): retrained models re
 retain / 97.3% test accuracy; ``finetune`` (starting-kit preset, SGD 0.1 / 0.9 / 5e-4,
 5 epochs, cost 0.25 x retraining) keeps 99.1% / 97.5% but scores forgetting quality
 F = 0.0007 (median per-example epsilon 5.8: its confidences stay separable from the
-retrained models'), final score 0.0007. ``retrain`` as the method scores F ~ 0.18 (the
-perfect-unlearner level; 0.153 measured at N = 32), ``none`` scores F = 0.
+retrained models'), final score 0.0007. ``retrain`` as the method scores F = 0.1855 (the
+perfect-unlearner level; 108 s on the warm cache), ``none`` scores F = 0.
 
 Finetune's learning rate on digits: the kit's 0.1 was checked on the MLP and is not too
 high: it does not diverge and keeps accuracy (retain 99.0%, test 97.3% at N = 16), and
