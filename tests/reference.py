@@ -1,7 +1,7 @@
 """Slow, obviously-correct NumPy references for the metric tests.
 
 The oracle lives in :mod:`unlearn_jax.metrics.reference` so the speed benchmark can
-import it too; it is written from ``/work/shared/spec/metric.md``, one example at a
+import it too; it is written from the competition metric specification, one example at a
 time, every threshold compared with every model.
 """
 

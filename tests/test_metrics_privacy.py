@@ -10,15 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.helpers import VECTORS_DIR
 from tests.reference import reference_example, reference_points
 from unlearn_jax.metrics import (epsilon_points, epsilon_table, forgetting_metric, forgetting_quality, num_buckets,
                                  per_example_epsilons)
 from unlearn_jax.metrics import privacy
 
-VECTORS = sorted(glob.glob("/work/shared/vectors/*.npz"))
+VECTORS = sorted(glob.glob(str(VECTORS_DIR / "*.npz")))
 
 
-@pytest.mark.skipif(not VECTORS, reason="conformance vectors not present on this machine")
 @pytest.mark.parametrize("path", VECTORS, ids=os.path.basename)
 def test_conformance_vectors(path):
   d = np.load(path)

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from tests.helpers import VECTORS_DIR
 from unlearn_jax.cli import main
 
-VECTOR = "/work/shared/vectors/small_n16.npz"
+VECTOR = str(VECTORS_DIR / "small_n16.npz")
 
 
 @pytest.fixture

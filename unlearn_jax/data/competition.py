@@ -2,8 +2,7 @@
 
 The competition notebook reads ``retain.csv``, ``forget.csv`` and
 ``validation.csv`` from its input folder; each row is one face image with
-columns ``image_id, person_id, age, age_group`` (``shared/spec/algorithms.md``
-§2.2). Images are 32×32 RGB PNGs under ``images/``.
+columns ``image_id, person_id, age, age_group``. Images are 32×32 RGB PNGs under ``images/``.
 
 Image file of a row (the first rule that applies):
 

@@ -1,7 +1,7 @@
 """Logit-scaled confidence of the true label, as scored by the NeurIPS 2023 unlearning competition.
 
 ``c = log(p_y + 1e-45) - log(sum_{k != y} p_k + 1e-45)`` with ``p = softmax(logits)``
-(``/work/shared/spec/metric.md``; the LiRA score of Carlini et al., arXiv 2112.03570,
+(the competition metric specification; the LiRA score of Carlini et al., arXiv 2112.03570,
 as the organizers' ``metric.py`` computes it). The organizers take NumPy float32 ``exp``
 of max-shifted logits, then normalise in float64, so ``c`` saturates at
 ``-log(1e-45) = +-103.6163`` and, beyond about +-87, the float32 terms are subnormal:

@@ -1,7 +1,7 @@
 """Slow, obviously-correct NumPy oracle for the forgetting-quality metric.
 
 This module is the yardstick the fast kernel in :mod:`unlearn_jax.metrics.privacy` is
-tested and benchmarked against. It follows ``/work/shared/spec/metric.md`` (the scoring
+tested and benchmarked against. It follows the competition metric specification (the scoring
 rule of the NeurIPS 2023 Machine Unlearning Competition, arXiv 2406.09073) literally:
 one forget example at a time, every threshold of both attack families compared with
 every model's confidence, rates as float32 ``count / N``, the epsilon formula in float32,

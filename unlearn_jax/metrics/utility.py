@@ -1,4 +1,4 @@
-"""Accuracy helpers and the competition's final score (``/work/shared/spec/metric.md``, "Score")."""
+"""Accuracy helpers and the competition's final score (its "Score" rule)."""
 
 from __future__ import annotations
 
