@@ -195,8 +195,8 @@ class ChunkStore:
   def save(self, lo: int, hi: int, arrays: Mapping[str, Any], meta: Optional[Mapping[str, Any]] = None) -> None:
     save_arrays(self.path(lo, hi), arrays, dict(meta or {}, lo=lo, hi=hi))
 
-  def load(self, lo: int, hi: int) -> Optional[dict[str, np.ndarray]]:
-    path = self.path(lo, hi)
+  def _load_path(self, path: str) -> Optional[dict[str, np.ndarray]]:
+    """Arrays at ``path``; ``None`` when absent, or when corrupt (then removed and reported)."""
     try:
       arrays, _ = load_arrays(path)
     except FileNotFoundError:
@@ -207,18 +207,12 @@ class ChunkStore:
       return None
     return arrays
 
+  def load(self, lo: int, hi: int) -> Optional[dict[str, np.ndarray]]:
+    return self._load_path(self.path(lo, hi))
+
   def load_entry(self, name: str) -> Optional[dict[str, np.ndarray]]:
     """Like :meth:`load` for a named (non-chunk) entry ``<name>.npz``."""
-    path = os.path.join(self.directory, f"{name}.npz")
-    try:
-      arrays, _ = load_arrays(path)
-    except FileNotFoundError:
-      return None
-    except CorruptEntry as err:
-      self.rebuilt.append(str(err))
-      os.unlink(path)
-      return None
-    return arrays
+    return self._load_path(os.path.join(self.directory, f"{name}.npz"))
 
   def save_entry(self, name: str, arrays: Mapping[str, Any]) -> None:
     save_arrays(os.path.join(self.directory, f"{name}.npz"), arrays, {"name": name})

@@ -399,3 +399,19 @@ def fp16_round_trip(tree):
   """Every floating leaf cast to float16 and back (a torch ``.half()`` round trip)."""
   return jax.tree.map(lambda x: x.astype(jnp.float16).astype(x.dtype)
                       if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def split_joint(joint: jax.Array, leaves, flags, fill=False) -> list:
+  """Cuts a flat array over the flagged ``leaves`` (concatenated in order) back into leaf shapes.
+
+  Unflagged leaves get an array of ``fill`` of their shape. The inverse of
+  ``jnp.concatenate([x.reshape(-1) for x, f in zip(leaves, flags) if f])``.
+  """
+  out, offset = [], 0
+  for x, f in zip(leaves, flags):
+    if f:
+      out.append(joint[offset: offset + x.size].reshape(x.shape))
+      offset += x.size
+    else:
+      out.append(jnp.full(x.shape, fill, joint.dtype))
+  return out

@@ -64,14 +64,8 @@ def reinit_masks(grads, ratio: float, scope: str):
   else:
     convs = [jnp.abs(g).reshape(-1) for (p, g), c in zip(flat, is_conv) if c]
     total = sum(int(c.size) for c in convs)
-    joint = smallest_mask(jnp.concatenate(convs), int(round(ratio * total))) if convs else None
-    masks, offset = [], 0
-    for (p, g), c in zip(flat, is_conv):
-      if c:
-        masks.append(joint[offset: offset + g.size].reshape(g.shape))
-        offset += g.size
-      else:
-        masks.append(jnp.zeros(g.shape, bool))
+    joint = smallest_mask(jnp.concatenate(convs), int(round(ratio * total))) if convs else jnp.zeros((0,), bool)
+    masks = _common.split_joint(joint, [g for _, g in flat], is_conv)
   return jax.tree.unflatten(treedef, masks)
 
 

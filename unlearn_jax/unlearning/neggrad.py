@@ -12,7 +12,6 @@ the name is from Golatkar et al., arXiv 1911.04933.
 from __future__ import annotations
 
 from unlearn_jax import _validate
-from unlearn_jax.training import losses, steps
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
@@ -33,15 +32,11 @@ def make(model, lr: float = 1e-4, epochs: int = 5, batch_size: int = 256, moment
   _validate.check_positive_int("epochs", epochs)
   _validate.check_positive_int("batch_size", batch_size)
 
+  forget_ce = _common.ce_loss(model, bn_train=bn_train)
+
   def loss_fn(params, batch_stats, batch, key):
-    del key
-    x, y = batch
-    if bn_train:
-      logits, new_stats = steps.apply_train(model, params, batch_stats, x)
-    else:
-      logits, new_stats = steps.apply_eval(model, params, batch_stats, x), batch_stats
-    ce = losses.cross_entropy(logits, y)
-    return -ce, (new_stats, {})
+    ce, aux = forget_ce(params, batch_stats, batch, key)
+    return -ce, aux
 
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     tx = torch_optimizer("sgd", lr, momentum, weight_decay)

@@ -60,14 +60,7 @@ def global_prune_masks(params, prunable, amount: float):
     pruned = jnp.ones(joint.shape, bool).at[idx].set(False)
   else:
     pruned = jnp.ones(joint.shape, bool)
-  out, offset = [], 0
-  for x, f in zip(leaves, flags):
-    if f:
-      out.append(pruned[offset: offset + x.size].reshape(x.shape))
-      offset += x.size
-    else:
-      out.append(jnp.zeros(x.shape, bool))
-  return jax.tree.unflatten(treedef, out)
+  return jax.tree.unflatten(treedef, _common.split_joint(pruned, leaves, flags))
 
 
 def entropy(logits: jax.Array) -> jax.Array:

@@ -1,0 +1,14 @@
+"""unlearn_jax: machine-unlearning evaluation with the NeurIPS 2023 competition protocol, in JAX.
+
+Subpackages: ``data``, ``models``, ``training``, ``unlearning``, ``metrics``; modules
+``seeds`` (the seed axis), ``pipeline`` (the evaluation protocol), ``cli``.
+"""
+
+from unlearn_jax import data
+from unlearn_jax import metrics
+from unlearn_jax import models
+from unlearn_jax import seeds
+from unlearn_jax import training
+from unlearn_jax import unlearning
+
+__version__ = "0.1.0"
