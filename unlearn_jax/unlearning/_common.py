@@ -68,6 +68,16 @@ def ce_loss(model, class_weights=None, bn_train: bool = True) -> LossFn:
   return loss_fn
 
 
+def negated(loss_fn: LossFn) -> LossFn:
+  """``loss_fn`` with its loss negated (gradient ascent), aux unchanged."""
+
+  def neg(params, batch_stats, batch, key):
+    loss, aux = loss_fn(params, batch_stats, batch, key)
+    return -loss, aux
+
+  return neg
+
+
 def run_epochs(step, state: TrainState, data, indices: jax.Array, batch_size: int, epochs: int,
                key: jax.Array, epoch_offset: int = 0):
   """``epochs`` shuffled passes of ``step`` over ``indices``; returns ``(state, [epochs] losses)``.

@@ -86,10 +86,7 @@ def make(model, ratio: float = 0.3, epochs: int = 5, lr: float = 1e-3, momentum:
             batch_size=batch_size, kept_grad_scale=kept_grad_scale, mask_scope=mask_scope,
             grad_bn_mode=grad_bn_mode, lr_factors=tuple(factors))
   retain_ce = _common.ce_loss(model, bn_train=grad_bn_mode == "train")
-
-  def forget_neg_ce(params, batch_stats, batch, key):
-    loss, aux = retain_ce(params, batch_stats, batch, key)
-    return -loss, aux
+  forget_neg_ce = _common.negated(retain_ce)
 
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     n_sub = min(data.forget.shape[0], data.retain.shape[0])

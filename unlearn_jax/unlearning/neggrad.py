@@ -32,11 +32,7 @@ def make(model, lr: float = 1e-4, epochs: int = 5, batch_size: int = 256, moment
   _validate.check_positive_int("epochs", epochs)
   _validate.check_positive_int("batch_size", batch_size)
 
-  forget_ce = _common.ce_loss(model, bn_train=bn_train)
-
-  def loss_fn(params, batch_stats, batch, key):
-    ce, aux = forget_ce(params, batch_stats, batch, key)
-    return -ce, aux
+  loss_fn = _common.negated(_common.ce_loss(model, bn_train=bn_train))
 
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     tx = torch_optimizer("sgd", lr, momentum, weight_decay)

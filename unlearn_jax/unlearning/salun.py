@@ -25,8 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from unlearn_jax import _validate
-from unlearn_jax.training import losses, steps
-from unlearn_jax.unlearning import random_label
+from unlearn_jax.unlearning import _common, random_label
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod
 
 SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
@@ -34,22 +33,10 @@ SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
 
 def forget_gradient(model, original: ModelState, data, batch_size: int):
   """Σ over D_f's batches (data order, remainder kept) of the batch-mean ∇[−CE] at θ₀, eval mode."""
-
-  def grad_of(idx):
-    x, y = data.gather(idx)
-    return jax.grad(lambda p: -losses.cross_entropy(steps.apply_eval(model, p, original.batch_stats, x), y))(
-        original.params)
-
-  n = data.forget.shape[0]
-  nb, rem = divmod(n, batch_size)
-  total = jax.tree.map(jnp.zeros_like, original.params)
-  if nb:
-    def body(acc, idx):
-      return jax.tree.map(jnp.add, acc, grad_of(idx)), None
-    total, _ = jax.lax.scan(body, total, data.forget[: nb * batch_size].reshape(nb, batch_size))
-  if rem:
-    total = jax.tree.map(jnp.add, total, grad_of(data.forget[nb * batch_size:]))
-  return total
+  neg_ce = _common.negated(_common.ce_loss(model, bn_train=False))
+  grads, _ = _common.sum_gradients(neg_ce, original.params, original.batch_stats, data, data.forget, batch_size,
+                                   key=None)
+  return grads
 
 
 def top_fraction_mask(values: jax.Array, rho: float) -> jax.Array:
@@ -66,11 +53,7 @@ def saliency_mask(grads, rho: float, scope: str = "global"):
   leaves, treedef = jax.tree.flatten(grads)
   flat = jnp.concatenate([jnp.abs(g).ravel() for g in leaves])
   mask = top_fraction_mask(flat, rho)
-  out, offset = [], 0
-  for g in leaves:
-    out.append(mask[offset: offset + g.size].reshape(g.shape))
-    offset += g.size
-  return jax.tree.unflatten(treedef, out)
+  return jax.tree.unflatten(treedef, _common.split_joint(mask, leaves, [True] * len(leaves)))
 
 
 def make(model, rho: float = 0.5, mask_scope: str = "global", mask_target: str = "update",
