@@ -347,10 +347,11 @@ def gates_from_choice(chosen: jax.Array, n: int) -> jax.Array:
   return jnp.zeros((n,), jnp.float32).at[chosen].set(1.0)
 
 
-def epoch_table_schedule(table, steps_in_epoch: int):
-  """``count -> table[count // steps_in_epoch]`` (clamped to the last entry): a per-epoch lr table."""
-  table = jnp.asarray(table, jnp.float32)
-  return lambda count: table[jnp.minimum(count // steps_in_epoch, table.shape[0] - 1)]
+def epoch_cosine_schedule(lr: float, epochs: int, steps_in_epoch: int):
+  """``count -> lr`` of torch ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch of ``steps_in_epoch`` steps."""
+  from unlearn_jax.training.recipes import per_epoch_cosine
+  epoch_lr = per_epoch_cosine(lr, epochs)
+  return lambda count: epoch_lr(count // steps_in_epoch)
 
 
 def run_steps(step, state: TrainState, data, indices: jax.Array, batch_size: int, n_steps: int,

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from unlearn_jax.training import losses as losses_lib
 from unlearn_jax.training import steps
-from unlearn_jax.training.recipes import per_epoch_cosine, steps_per_epoch, torch_optimizer
+from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.training.state import TrainState
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
@@ -105,8 +105,7 @@ def make(model, temperature: float = 5.0, warmup_epochs: int = 3, warmup_lr: flo
                                             data, data.validation, batch_size, warmup_epochs,
                                             jax.random.fold_in(key, WARMUP_STREAM))
     n_steps = steps_per_epoch(data.retain.shape[0], batch_size)
-    epoch_lr = per_epoch_cosine(lr, epochs)
-    tx = torch_optimizer("sgd", lambda count: epoch_lr(count // n_steps), momentum, weight_decay)
+    tx = torch_optimizer("sgd", _common.epoch_cosine_schedule(lr, epochs, n_steps), momentum, weight_decay)
     state, losses = _common.run_epochs(_common.make_step(finetune_loss, tx), _common.start(_common.finish(state), tx),
                                        data, data.retain, batch_size, epochs, jax.random.fold_in(key, FINETUNE_STREAM))
     return UnlearnResult(_common.finish(state), {"warmup_loss": warm_losses, "loss": losses})

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from unlearn_jax.training.recipes import per_epoch_cosine, steps_per_epoch, torch_optimizer
+from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 
@@ -50,8 +50,7 @@ def make(model, epochs: int = 3, lr: float = 1e-3, momentum: float = 0.9, weight
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     start = ModelState(transpose_conv_kernels(original.params), original.batch_stats)
     n_steps = steps_per_epoch(data.retain.shape[0], batch_size)
-    epoch_lr = per_epoch_cosine(lr, epochs)
-    tx = torch_optimizer("sgd", lambda count: epoch_lr(count // n_steps), momentum, weight_decay)
+    tx = torch_optimizer("sgd", _common.epoch_cosine_schedule(lr, epochs, n_steps), momentum, weight_decay)
     step = _common.make_step(_common.ce_loss(model), tx)
     state, losses = _common.run_epochs(step, _common.start(start, tx), data, data.retain, batch_size,
                                        epochs, key)

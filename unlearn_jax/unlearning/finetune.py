@@ -22,7 +22,7 @@ from typing import Optional
 
 import jax
 
-from unlearn_jax.training.recipes import per_epoch_cosine, steps_per_epoch, torch_optimizer
+from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 
@@ -61,8 +61,7 @@ def make(model, preset: str = "kit", lr: Optional[float] = None, epochs: Optiona
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     n_steps = steps_per_epoch(data.retain.shape[0], hp["batch_size"])
     if hp["schedule"] == "cosine_epoch":
-      epoch_lr = per_epoch_cosine(hp["lr"], hp["epochs"])
-      lr = lambda count: epoch_lr(count // n_steps)
+      lr = _common.epoch_cosine_schedule(hp["lr"], hp["epochs"], n_steps)
     else:
       lr = hp["lr"]
     tx = torch_optimizer("sgd", lr, hp["momentum"], hp["weight_decay"])

@@ -107,7 +107,8 @@ def make(model, ratio: float = 0.3, epochs: int = 5, lr: float = 1e-3, momentum:
         lambda p, s, x: s if _common.is_conv_kernel(p, x) else jnp.ones((), jnp.float32),
         grad_scale, params)
     n_steps = steps_per_epoch(data.retain.shape[0], batch_size)
-    tx = torch_optimizer("sgd", _common.epoch_table_schedule([lr * f for f in factors], n_steps),
+    tx = torch_optimizer("sgd", _common.epoch_table_lr([lr * f for f in factors],
+                                                                [e * n_steps for e in range(epochs)]),
                          momentum, weight_decay)
     step = _common.make_step(_common.ce_loss(model), tx, grad_scale=grad_scale)
     state, losses = _common.run_epochs(step, _common.start(ModelState(params, stats), tx), data, data.retain,

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from unlearn_jax.training import losses as losses_lib
 from unlearn_jax.training import steps
-from unlearn_jax.training.recipes import per_epoch_cosine, steps_per_epoch, torch_optimizer
+from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 
@@ -73,8 +73,7 @@ def make(model, epochs: int = 4, lr: float = 7e-4, momentum: float = 0.9, weight
     mask = noise_mask(original.params, noise_scope)
     params = add_noise(original.params, mask, jax.random.fold_in(key, NOISE1_STREAM), noise_std)
     n_steps = steps_per_epoch(data.retain.shape[0], batch_size)
-    epoch_lr = per_epoch_cosine(lr, epochs)
-    tx = torch_optimizer("sgd", lambda count: epoch_lr(count // n_steps), momentum, weight_decay)
+    tx = torch_optimizer("sgd", _common.epoch_cosine_schedule(lr, epochs, n_steps), momentum, weight_decay)
     step = _common.make_step(loss_fn, tx)
     data_key = jax.random.fold_in(key, DATA_STREAM)
     state = _common.start(ModelState(params, original.batch_stats), tx)
