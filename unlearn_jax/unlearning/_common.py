@@ -52,6 +52,13 @@ def make_step(loss_fn: LossFn, tx: optax.GradientTransformation, update_mask: An
   return step
 
 
+def forward(model, params, batch_stats, x, bn_train: bool):
+  """``(logits, batch_stats)``: a train-mode pass (stats updated) or an eval-mode one (stats unchanged)."""
+  if bn_train:
+    return steps.apply_train(model, params, batch_stats, x)
+  return steps.apply_eval(model, params, batch_stats, x), batch_stats
+
+
 def ce_loss(model, class_weights=None, bn_train: bool = True) -> LossFn:
   """Plain (or class-weighted) cross-entropy on ``batch = (x, y)``."""
   from unlearn_jax.training import losses
@@ -59,10 +66,7 @@ def ce_loss(model, class_weights=None, bn_train: bool = True) -> LossFn:
   def loss_fn(params, batch_stats, batch, key):
     del key
     x, y = batch
-    if bn_train:
-      logits, new_stats = steps.apply_train(model, params, batch_stats, x)
-    else:
-      logits, new_stats = steps.apply_eval(model, params, batch_stats, x), batch_stats
+    logits, new_stats = forward(model, params, batch_stats, x, bn_train)
     return losses.cross_entropy(logits, y, class_weights), (new_stats, {})
 
   return loss_fn

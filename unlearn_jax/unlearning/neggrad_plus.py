@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from unlearn_jax import _validate
-from unlearn_jax.training import losses, steps
+from unlearn_jax.training import losses
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
@@ -50,13 +50,6 @@ PRESETS = {
 SMALL_OVERRIDES = dict(epochs=1, batch_size=16, forget_batch_size=8)
 
 RETAIN_STREAM, FORGET_STREAM = 0, 1
-
-
-def forward(model, params, batch_stats, x, bn_train: bool):
-  """``(logits, batch_stats)``: a train-mode pass (stats updated) or an eval-mode one."""
-  if bn_train:
-    return steps.apply_train(model, params, batch_stats, x)
-  return steps.apply_eval(model, params, batch_stats, x), batch_stats
 
 
 def make(model, preset: str = "small-scale", beta: Optional[float] = None, epochs: Optional[int] = None,
@@ -89,8 +82,8 @@ def make(model, preset: str = "small-scale", beta: Optional[float] = None, epoch
     def loss_fn(params, batch_stats, batch, key):
       del key
       (xr, yr), (xf, yf) = batch
-      logits_r, stats = forward(model, params, batch_stats, xr, hp["bn_train"])
-      logits_f, stats = forward(model, params, stats, xf, hp["bn_train"])
+      logits_r, stats = _common.forward(model, params, batch_stats, xr, hp["bn_train"])
+      logits_f, stats = _common.forward(model, params, stats, xf, hp["bn_train"])
       ce_r = losses.cross_entropy(logits_r, yr)
       ce_f = losses.cross_entropy(logits_f, yf)
       retain_term = ce_r
