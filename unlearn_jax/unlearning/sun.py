@@ -69,7 +69,7 @@ def make(model, lrs: Sequence[float] = REFERENCE_LRS, select_epochs: int = 5, re
 
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     in_pool = jax.tree.leaves(pool_mask(original.params, pool))
-    leaves, treedef = jax.tree.flatten(original.params)
+    treedef = jax.tree.structure(original.params)
     pool_idx = [i for i, f in enumerate(in_pool) if f]
     n_pool = len(pool_idx)
     k_eff = min(k, n_pool)
@@ -112,7 +112,6 @@ def make(model, lrs: Sequence[float] = REFERENCE_LRS, select_epochs: int = 5, re
     carry = (params, original.batch_stats, jnp.zeros((n_pool,), jnp.float32))
     (params, stats, _), (losses, picked, noised) = jax.lax.scan(
         epoch_fn, carry, (jnp.arange(n_epochs, dtype=jnp.int32), jnp.asarray(lrs, jnp.float32)))
-    del leaves
     return UnlearnResult(ModelState(params, stats), {"loss": losses, "picked": picked, "noised": noised})
 
   return UnlearningMethod("sun", unlearn, lambda sizes: float(n_epochs),
