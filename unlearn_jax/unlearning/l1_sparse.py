@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from unlearn_jax import _validate
-from unlearn_jax.training import engine, losses, steps
+from unlearn_jax.training import engine
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
@@ -59,23 +59,23 @@ def make(model, gamma: float = 1e-4, no_l1_epochs: int = 0, l1_scope: str = "all
     raise ValueError(f"no_l1_epochs must lie in [0, {epochs}], got {no_l1_epochs}")
   gammas = gamma_schedule(gamma, epochs, no_l1_epochs)
 
+  ce = _common.ce_loss(model)
+
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     tx = torch_optimizer("sgd", lr, momentum, weight_decay)
+    gamma_table = jnp.asarray(gammas, jnp.float32)
 
     def epoch(state, xs):
       e, g = xs
 
       def loss_fn(params, batch_stats, batch, k):
-        del k
-        x, y = batch
-        logits, stats = steps.apply_train(model, params, batch_stats, x)
-        return losses.cross_entropy(logits, y) + g * l1_norm(params, l1_scope), (stats, {})
+        loss, aux = ce(params, batch_stats, batch, k)
+        return loss + g * l1_norm(params, l1_scope), aux
 
       return engine.run_epoch(_common.make_step(loss_fn, tx), state, data, data.retain, batch_size, key, e)
 
-    state, epoch_losses = jax.lax.scan(epoch, _common.start(original, tx),
-                                       (jnp.arange(epochs), jnp.asarray(gammas, jnp.float32)))
-    return UnlearnResult(_common.finish(state), {"loss": epoch_losses, "gamma": jnp.asarray(gammas, jnp.float32)})
+    state, epoch_losses = jax.lax.scan(epoch, _common.start(original, tx), (jnp.arange(epochs), gamma_table))
+    return UnlearnResult(_common.finish(state), {"loss": epoch_losses, "gamma": gamma_table})
 
   return UnlearningMethod("l1_sparse", unlearn, lambda sizes: float(epochs),
                           "Jia et al. NeurIPS 2023 arXiv 2304.04934, OPTML-Group/Unlearn-Sparse unlearn/FT.py",
