@@ -281,6 +281,13 @@ def head_module(params) -> str:
   return dense[-1]
 
 
+def hidden_dense_modules(params) -> list[str]:
+  """Modules of the Dense kernels other than the output layer, in tree order."""
+  head = head_module(params)
+  return [module_path(p) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
+          if is_dense_kernel(p, x) and module_path(p) != head]
+
+
 def stem_module(params) -> str:
   """The stem layer's module: the first conv kernel in tree order (ResNet ``conv1``).
 
@@ -290,8 +297,7 @@ def stem_module(params) -> str:
   convs = [module_path(p) for p, x in flat if is_conv_kernel(p, x)]
   if convs:
     return convs[0]
-  head = head_module(params)
-  dense = [module_path(p) for p, x in flat if is_dense_kernel(p, x) and module_path(p) != head]
+  dense = hidden_dense_modules(params)
   if not dense:
     raise ValueError("params has neither a conv kernel nor a hidden Dense layer to act as the stem")
   return dense[0]

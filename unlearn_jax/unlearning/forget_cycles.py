@@ -58,10 +58,7 @@ def layer_pool(params) -> list[str]:
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   convs = [_common.module_path(p) for p, x in flat
            if _common.is_conv_kernel(p, x) and "downsample" not in _common.path_str(p)]
-  if convs:
-    return convs
-  head = _common.head_module(params)
-  return [_common.module_path(p) for p, x in flat if _common.is_dense_kernel(p, x) and _common.module_path(p) != head]
+  return convs or _common.hidden_dense_modules(params)
 
 
 def make(model, variant: str = "A", n_layers: int = 6, input_noise: float = 0.1, momentum: float = 0.9,
