@@ -102,10 +102,9 @@ def make(model, ratio: float = 0.3, epochs: int = 5, lr: float = 1e-3, momentum:
     keys = _common.keys_like(jax.random.fold_in(key, REINIT_STREAM), original.params)
     params = jax.tree.map(lambda x, m, k: jnp.where(m, _common.torchvision_reinit(k, x), x) if x.ndim == 4 else x,
                           original.params, masks, keys)
-    grad_scale = jax.tree.map(lambda m: jnp.where(m, 1.0, kept_grad_scale), masks)
     grad_scale = jax.tree_util.tree_map_with_path(
-        lambda p, s, x: s if _common.is_conv_kernel(p, x) else jnp.ones((), jnp.float32),
-        grad_scale, params)
+        lambda p, m, x: jnp.where(m, 1.0, kept_grad_scale) if _common.is_conv_kernel(p, x)
+        else jnp.ones((), jnp.float32), masks, params)
     n_steps = steps_per_epoch(data.retain.shape[0], batch_size)
     tx = torch_optimizer("sgd", _common.epoch_table_lr([lr * f for f in factors],
                                                                 [e * n_steps for e in range(epochs)]),
