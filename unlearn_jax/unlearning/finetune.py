@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import jax
-
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
