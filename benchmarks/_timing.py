@@ -2,8 +2,9 @@
 
 ``time_fn`` separates the first call (trace + compile + run) from steady-state
 calls, blocks until results are ready, and reports the median of repeats.
-``record`` appends one JSON line per measurement with the device, the jax
-version and the configuration, to ``benchmarks/results.jsonl`` by default.
+``record`` appends one JSON line per measurement with the device (described as
+the evaluation describes it), the jax version and the configuration, to
+``benchmarks/results.jsonl`` by default.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import statistics
 import time
 from typing import Any, Callable
 
 import jax
+
+from unlearn_jax.pipeline import device_description  # noqa: F401  (re-exported for the scripts)
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results.jsonl")
 
@@ -32,14 +34,6 @@ def time_fn(fn: Callable[[], Any], repeats: int = 3) -> dict[str, float]:
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - t0)
   return {"first_s": first, "median_s": statistics.median(times), "min_s": min(times)}
-
-
-def device_description() -> str:
-  """E.g. ``"cpu: 2 cores (x86_64)"`` or ``"gpu: NVIDIA H100 80GB HBM3 x1"``."""
-  devices = jax.devices()
-  if devices[0].platform == "cpu":
-    return f"cpu: {os.cpu_count()} cores ({platform.machine()}), {len(devices)} device(s)"
-  return f"{devices[0].platform}: {devices[0].device_kind} x{len(devices)}"
 
 
 def record(benchmark: str, config: dict, results: dict, path: str = RESULTS) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 
@@ -25,3 +26,9 @@ def small_digits(n_retain: int = 64, n_forget: int = 16, n_val: int = 16, n_test
   held = rng.permutation(ds.test_idx)
   return to_device(ds, retain=np.sort(train[:n_retain]), forget=np.sort(train[n_retain:n_retain + n_forget]),
                    validation=np.sort(held[:n_val]), test=np.sort(held[n_val:n_val + n_test]))
+
+
+def load_results(output_dir) -> dict:
+  """The ``results.json`` an evaluation wrote to ``output_dir``."""
+  with open(os.path.join(output_dir, "results.json")) as f:
+    return json.load(f)

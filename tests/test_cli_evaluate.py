@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import pathlib
 import shutil
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.helpers import load_results
 from unlearn_jax import cli, pipeline
 from unlearn_jax.unlearning import METHODS, ModelState, UnlearningMethod, UnlearnResult
 
@@ -36,11 +36,6 @@ def _evaluate(args, expect_rc=0):
   return out.getvalue(), err.getvalue()
 
 
-def _results(out_dir):
-  with open(os.path.join(out_dir, "results.json")) as f:
-    return json.load(f)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   base = tmp_path_factory.mktemp("evaluate")
@@ -51,7 +46,7 @@ def runs(tmp_path_factory):
     extra = ["--set", "plots=true"] if method == "finetune" else []
     stdout, stderr = _evaluate(["--method", method, "--num-models", str(N), "--cache-dir", cache,
                                 "--output-dir", d, *extra])
-    out[method] = dict(dir=d, results=_results(d), stdout=stdout, stderr=stderr)
+    out[method] = dict(dir=d, results=load_results(d), stdout=stdout, stderr=stderr)
   out["cache"] = cache
   out["base"] = base
   return out
@@ -132,7 +127,7 @@ def _one_line_error(stderr):
     (["--hp", "not_a_hyperparameter=3"], "bad hyperparameters for method 'finetune'"),
     (["--set", "num_models=abc"], "num_models must be an integer"),
 ])
-def test_bad_input_is_one_line_error_without_results(tmp_path, runs, args, message):
+def test_bad_input_is_one_line_error_withoutload_results(tmp_path, runs, args, message):
   out_dir = str(tmp_path / "out")
   _, stderr = _evaluate([*args, "--cache-dir", runs["cache"], "--output-dir", out_dir], expect_rc=2)
   assert message in _one_line_error(stderr)
@@ -166,7 +161,7 @@ def test_diverged_seeds_are_listed_and_fail_unless_dropped(tmp_path, runs, monke
   assert "--allow-nan-drop" in line
   assert not os.path.exists(tmp_path / "a" / "results.json")
   _evaluate([*common, "--output-dir", str(tmp_path / "b"), "--allow-nan-drop"])
-  r = _results(tmp_path / "b")
+  r = load_results(tmp_path / "b")
   assert r["dropped_seeds"] == expected and r["num_models_scored"] == n - len(expected)
   assert len(r["retrained"]["test_accuracy"]["per_model"]) == n - len(expected)
 
@@ -186,7 +181,7 @@ def test_corrupt_cache_entry_is_rebuilt_and_reported(tmp_path, runs):
   assert "corrupt cache entry rebuilt" in stderr and "chunk-000008-000016" in stderr
   assert "[retrained] models 16/16" in stderr  # the damaged chunk (seeds 8-15) was recomputed
   assert "[original] trained" in stderr and "model.npz" in stderr  # the damaged original was retrained
-  res = _results(tmp_path / "o")
+  res = load_results(tmp_path / "o")
   assert len(res["cache"]["rebuilt"]) == 2
   assert res["retrained"]["test_accuracy"]["per_model"] == \
       runs["none"]["results"]["retrained"]["test_accuracy"]["per_model"][:16]
@@ -202,7 +197,7 @@ def test_forgetting_quality_levels_at_n128(tmp_path):
   for method in ("retrain", "none", "finetune"):
     _evaluate(["--method", method, "--num-models", "128", "--cache-dir", cache, "--output-dir",
                str(tmp_path / method), "--quiet"])
-    fq[method] = _results(tmp_path / method)["forgetting_quality"]
+    fq[method] = load_results(tmp_path / method)["forgetting_quality"]
   assert 0.14 < fq["retrain"] < 0.23, fq
   assert fq["none"] == 0.0, fq
   assert 0.0 < fq["finetune"] < fq["retrain"] - 0.05, fq

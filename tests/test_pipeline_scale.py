@@ -10,7 +10,6 @@ All use the tiny config with N = 8 in chunks of 4, so every stage has two chunks
 from __future__ import annotations
 
 import glob
-import json
 import os
 import signal
 import socket
@@ -20,6 +19,8 @@ import time
 
 import numpy as np
 import pytest
+
+from tests.helpers import load_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUMBERS = ("forgetting_quality", "final_score", "per_example_epsilons", "unlearned", "retrained", "original",
@@ -47,16 +48,11 @@ def _run(cmd, env):
   return proc
 
 
-def _load(out):
-  with open(os.path.join(out, "results.json")) as f:
-    return json.load(f)
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
   base = tmp_path_factory.mktemp("scale")
   _run(_command(base / "cache", base / "out"), _env(base / "xla"))
-  ref = _load(base / "out")
+  ref = load_results(base / "out")
   assert ref["strategy"] == "chunked" and "1 local device(s), 1 process(es)" in ref["device"]
   return dict(base=base, results=ref)
 
@@ -83,7 +79,7 @@ def test_sigkill_after_first_chunk_then_resume_equals_uninterrupted(tmp_path, re
   computed = [line for line in resumed.stderr.splitlines() if line.startswith("[retrained] models")]
   assert computed == [computed[0]] and computed[0].startswith("[retrained] models 8/8"), resumed.stderr
   assert "[original] from cache" in resumed.stderr
-  got = _load(out)
+  got = load_results(out)
   for key in NUMBERS:
     assert got[key] == reference["results"][key], key
 
@@ -92,7 +88,7 @@ def test_seed_axis_sharded_over_four_devices_matches_single_device(tmp_path, ref
   ref = reference["results"]
   _run(_command(tmp_path / "cache", tmp_path / "out"),
        _env(reference["base"] / "xla4", XLA_FLAGS="--xla_force_host_platform_device_count=4"))
-  shard = _load(tmp_path / "out")
+  shard = load_results(tmp_path / "out")
   assert shard["strategy"] == "shard" and "4 local device(s)" in shard["device"], shard["device"]
   # batched and sharded programs may reassociate float sums: compare with a tolerance
   for pop in ("unlearned", "retrained"):
@@ -140,7 +136,7 @@ def test_two_processes_match_single_process(tmp_path, reference):
   for _, err in text:
     assert "[retrained] models 4/8" in err and "[unlearn] models 4/8" in err, err
   assert "results:" in text[0][0] and text[1][0] == ""  # only process 0 scores and writes
-  mp = _load(out)
+  mp = load_results(out)
   assert "2 process(es)" in mp["device"]
   for key in NUMBERS:
     assert mp[key] == reference["results"][key], key

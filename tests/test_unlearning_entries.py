@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers import small_digits
 from unlearn_jax.models import get_model
-from unlearn_jax.training import engine, steps
+from unlearn_jax.training import steps
 from unlearn_jax.training.state import TrainState, init_variables
 from unlearn_jax.unlearning import METHODS, ModelState, SetSizes, _common
 from unlearn_jax.unlearning import (amnesiacs, conv_transpose, fanchuan, forget_cycles, kookmin, oleszko,

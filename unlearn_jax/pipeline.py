@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import os
 import platform
 import sys
@@ -494,6 +493,7 @@ def score(unlearned: Mapping[str, np.ndarray], retrained: Mapping[str, np.ndarra
 
 
 def device_description() -> str:
+  """E.g. ``"cpu: 2 cores (x86_64), 1 local device(s), 1 process(es)"`` or ``"gpu: NVIDIA H100 x1"``."""
   devices = jax.devices()
   if devices[0].platform == "cpu":
     return f"cpu: {os.cpu_count()} cores ({platform.machine()}), {len(jax.local_devices())} local device(s), " \

@@ -22,7 +22,6 @@ together, the chunk size, the device count or a resume point.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax

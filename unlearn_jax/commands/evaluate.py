@@ -7,7 +7,6 @@ stages, caching, resuming and multi-process behaviour.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Any

@@ -15,7 +15,6 @@ to the archive it becomes the source-defined forget set
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import tarfile

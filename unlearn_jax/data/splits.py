@@ -18,7 +18,7 @@ validation split is used as is; otherwise the held-out pool is split by
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 

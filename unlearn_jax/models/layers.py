@@ -7,7 +7,6 @@ axis, so a ``vmap`` over seeds gives each seed its own BatchNorm statistics.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import flax.linen as nn
 import jax
