@@ -11,7 +11,9 @@ in a ``lax.scan``; the strategies are built exactly as
 * ``loop``: ``jit(steps)`` called once per seed;
 * ``vmap``: ``jit(vmap(steps))`` over all seeds in one call;
 * ``chunk<k>``: the same vmapped program over chunks of ``k`` seeds;
-* ``auto``: whichever of these ``seeds.default_strategy`` picks for the model;
+* ``auto``: whichever of these ``seeds.resolve_strategy`` picks for the model
+  (the measured table, or on a backend without a row the chunk size that
+  :mod:`unlearn_jax.autotune` measures for this workload, stored per machine);
 * ``shard``: the vmapped program with the seed axis sharded over all local
   devices (one device on CPU unless run under
   ``XLA_FLAGS=--xla_force_host_platform_device_count=N``).
@@ -61,17 +63,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _timing  # noqa: E402
 
-from unlearn_jax import seeds  # noqa: E402
-from unlearn_jax.data import Dataset, to_device  # noqa: E402
-from unlearn_jax.models import get_model  # noqa: E402
-from unlearn_jax.training import (TrainState, class_weights_for, competition_recipe, init_variables,  # noqa: E402
-                                  make_optimizer, make_train_step, run_epoch, steps_per_epoch)
+from unlearn_jax import autotune, seeds  # noqa: E402
+from unlearn_jax.models import COMPUTE_DTYPES, get_model  # noqa: E402
+from unlearn_jax.training import competition_recipe, steps_per_epoch  # noqa: E402
 
 EPOCH_EXAMPLES = 5000
 BATCH = 64
 STEPS_PER_EPOCH = steps_per_epoch(EPOCH_EXAMPLES, BATCH)  # 79
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 # Dense peak FLOP/s by device kind substring: (bf16, fp32). Datasheet numbers (SXM parts).
 PEAK_FLOPS = {
@@ -84,39 +82,10 @@ PEAK_FLOPS = {
 }
 
 
-def random_cifar(num_examples: int, seed: int = 0):
-  """Device-resident random CIFAR-shaped data: ``retain`` is every example."""
-  rng = np.random.default_rng(seed)
-  images = rng.integers(0, 256, (num_examples, 32, 32, 3), dtype=np.uint8)
-  labels = rng.integers(0, 10, num_examples).astype(np.int64)
-  labels[:10] = np.arange(10)
-  idx = np.arange(num_examples)
-  ds = Dataset(name="random_cifar", images=images, labels=labels, groups=np.full(num_examples, -1),
-               num_classes=10, train_idx=idx, test_idx=idx[:BATCH], scale=1 / 255.0, mean=CIFAR_MEAN,
-               std=CIFAR_STD)
-  return to_device(ds, idx, idx[:0], idx[:BATCH], idx[:BATCH])
-
-
-def build(model_name: str, conv_impl: str, dtype, steps: int):
-  """``(init(key, data) -> TrainState, steps_fn(state, key, data) -> (state, loss), step1)``."""
-  model = get_model(model_name, 10, conv_impl=conv_impl, dtype=dtype)
-  recipe = competition_recipe()
-  tx = make_optimizer(recipe, STEPS_PER_EPOCH)
-
-  def init(key, data):
-    params, batch_stats = init_variables(model, jax.random.fold_in(key, 0), data.image_shape)
-    return TrainState.create(params, batch_stats, tx)
-
-  def steps_fn(state, key, data):
-    step = make_train_step(model, tx, class_weights_for(data, "retain"), recipe.augment)
-    return run_epoch(step, state, data, data.retain, BATCH, jax.random.fold_in(key, 1),
-                     state.step // STEPS_PER_EPOCH)
-
-  def one_step(state, key, data):
-    step = make_train_step(model, tx, class_weights_for(data, "retain"), recipe.augment)
-    return step(state, data.gather(data.retain[:BATCH]), key)
-
-  return init, steps_fn, one_step
+def build(model_name: str, conv_impl: str, dtype_name: str):
+  """``(init, steps_fn, one_step)`` of the competition recipe (see ``autotune.step_programs``)."""
+  model = get_model(model_name, 10, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[dtype_name])
+  return autotune.step_programs(model, competition_recipe(), BATCH, STEPS_PER_EPOCH)
 
 
 def _flops(compiled) -> float:
@@ -124,25 +93,6 @@ def _flops(compiled) -> float:
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
   return float((cost or {}).get("flops", float("nan")))
-
-
-def _memory_bytes(compiled) -> float:
-  try:
-    m = compiled.memory_analysis()
-    return float(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-                 - getattr(m, "alias_size_in_bytes", 0))
-  except Exception:  # some backends do not implement it
-    return float("nan")
-
-
-def device_capacity() -> tuple[float, str]:
-  """``(bytes, label)``: the accelerator's memory limit, or host memory on CPU."""
-  dev = jax.devices()[0]
-  if dev.platform != "cpu":
-    stats = dev.memory_stats() or {}
-    if "bytes_limit" in stats:
-      return float(stats["bytes_limit"]), "device memory"
-  return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "host memory"
 
 
 def peak_flops(dtype_name: str) -> tuple[float, str]:
@@ -165,9 +115,11 @@ def _slice(tree, lo, hi):
   return jax.tree.map(lambda x: x[lo:hi], tree)
 
 
-def resolve_auto(model_name: str, num_seeds: int) -> str:
-  """The benchmark strategy that ``SeedRunner(strategy="auto")`` runs for ``model_name`` here."""
-  strategy, chunk = seeds.default_strategy(model_name)
+def resolve_auto(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int) -> str:
+  """The benchmark strategy that ``SeedRunner(strategy="auto")`` runs for this workload here."""
+  workload = autotune.Workload(model=model_name, num_classes=10, image_shape=(32, 32, 3), recipe="competition",
+                               batch_size=BATCH, conv_impl=conv_impl, dtype=dtype_name)
+  strategy, chunk, _ = seeds.resolve_strategy("auto", None, model_name, workload, max_chunk=num_seeds)
   if strategy == "chunked" and chunk and chunk < num_seeds:
     return f"chunk{chunk}"
   return "vmap" if strategy == "chunked" else strategy
@@ -177,8 +129,7 @@ def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int
                 strategies: list[str], repeats: int, data, model_flops: float, peak: float,
                 capacity: float) -> list[dict[str, Any]]:
   """Times every strategy for one (model, conv_impl, dtype); returns one row per strategy."""
-  dtype = jnp.bfloat16 if dtype_name == "bfloat16" else None
-  init, steps_fn, _ = build(model_name, conv_impl, dtype, steps)
+  init, steps_fn, _ = build(model_name, conv_impl, dtype_name)
   has_conv = "mlp" not in model_name
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(num_seeds, dtype=jnp.uint32))
   states = jax.jit(jax.vmap(init, in_axes=(0, None)))(keys, data)
@@ -187,7 +138,7 @@ def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int
   vmapped = jax.jit(jax.vmap(steps_fn, in_axes=(0, 0, None)))
   prepared = []
   for label in strategies:
-    strategy = resolve_auto(model_name, num_seeds) if label == "auto" else label
+    strategy = resolve_auto(model_name, conv_impl, dtype_name, num_seeds) if label == "auto" else label
     if strategy == "loop":
       prog = jax.jit(steps_fn)
       calls = [(jax.tree.map(lambda x: x[i], states), keys[i], data) for i in range(num_seeds)]
@@ -215,7 +166,7 @@ def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int
     compiled = prog.lower(*calls[0]).compile()
     compile_s = time.perf_counter() - t0
     call = lambda compiled=compiled, calls=calls: [compiled(*c) for c in calls]
-    per_seed_bytes = (_memory_bytes(compiled) - data_bytes) / per_call
+    per_seed_bytes = (autotune.memory_bytes(compiled) - data_bytes) / per_call
     t0 = time.perf_counter()
     jax.block_until_ready(call())
     first_s = time.perf_counter() - t0
@@ -247,8 +198,7 @@ def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int
 
 def model_step_flops(model_name: str, dtype_name: str, data) -> float:
   """FLOPs of one training step of one seed (``conv_impl='xla'``), from XLA's cost analysis."""
-  dtype = jnp.bfloat16 if dtype_name == "bfloat16" else None
-  init, _, one_step = build(model_name, "xla", dtype, 1)
+  init, _, one_step = build(model_name, "xla", dtype_name)
   key = jax.random.key(0)
   state = jax.eval_shape(init, key, data)
   return _flops(jax.jit(one_step).lower(state, key, data).compile())
@@ -278,8 +228,8 @@ def main(argv=None) -> int:
   strategies = []
   for s in args.strategies.split(","):
     strategies += [f"chunk{k}" for k in chunks.split(",") if k] if s == "chunked" else [s]
-  data = random_cifar(steps * BATCH)
-  capacity, cap_label = device_capacity()
+  data = autotune.random_split_data((32, 32, 3), 10, steps * BATCH)
+  capacity, cap_label = autotune.device_capacity()
   rows = []
   for dtype_name in args.dtypes.split(","):
     peak, peak_src = peak_flops(dtype_name)

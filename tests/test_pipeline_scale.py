@@ -53,7 +53,7 @@ def reference(tmp_path_factory):
   base = tmp_path_factory.mktemp("scale")
   _run(_command(base / "cache", base / "out"), _env(base / "xla"))
   ref = load_results(base / "out")
-  assert ref["strategy"] == "chunked" and "1 local device(s), 1 process(es)" in ref["device"]
+  assert ref["strategy"]["strategy"] == "chunked" and "1 local device(s), 1 process(es)" in ref["device"]
   return dict(base=base, results=ref)
 
 
@@ -89,7 +89,7 @@ def test_seed_axis_sharded_over_four_devices_matches_single_device(tmp_path, ref
   _run(_command(tmp_path / "cache", tmp_path / "out"),
        _env(reference["base"] / "xla4", XLA_FLAGS="--xla_force_host_platform_device_count=4"))
   shard = load_results(tmp_path / "out")
-  assert shard["strategy"] == "shard" and "4 local device(s)" in shard["device"], shard["device"]
+  assert shard["strategy"]["strategy"] == "shard" and "4 local device(s)" in shard["device"], shard["device"]
   # batched and sharded programs may reassociate float sums: compare with a tolerance
   for pop in ("unlearned", "retrained"):
     for name in ("retain_accuracy", "forget_accuracy", "test_accuracy"):

@@ -141,3 +141,17 @@ def test_methods_command_lists_every_method(capsys):
   assert float(rows["neggrad"][1]) == pytest.approx(5 * 0.025, abs=0.006)
   assert float(rows["l1_sparse"][1]) == pytest.approx(10.0)
   assert float(rows["random_label"][1]) == pytest.approx(10 * 1.025, abs=0.006)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_method_runs_in_mixed_precision(name, setup):
+  """With bfloat16 compute the method keeps float32 parameters and statistics and stays finite."""
+  _, data, original = setup
+  model = get_model("tiny_mlp", data.num_classes, dtype=jnp.bfloat16)
+  method = get_method(name, model, **small_overrides(METHODS[name]))
+  result = jax.jit(method.unlearn)(original, data, jax.random.key(5))
+  for x, y in zip(jax.tree.leaves(result.state), jax.tree.leaves(original), strict=True):
+    assert x.dtype == y.dtype == jnp.float32 and x.shape == y.shape
+    assert bool(jnp.all(jnp.isfinite(x)))
+  if name != "none":
+    assert _max_abs_diff(result.state.params, original.params) > 0  # it did update the model

@@ -17,6 +17,7 @@ from unlearn_jax.commands import leaderboard as leaderboard_cmd
 from unlearn_jax.commands import methods as methods_cmd
 from unlearn_jax.commands import score as score_cmd
 from unlearn_jax.commands import train as train_cmd
+from unlearn_jax.commands import tune as tune_cmd
 
 COMMANDS = {
     "train": train_cmd,
@@ -25,6 +26,7 @@ COMMANDS = {
     "leaderboard": leaderboard_cmd,
     "methods": methods_cmd,
     "score": score_cmd,
+    "tune": tune_cmd,
 }
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError, OSError)

@@ -50,9 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import checkpoint, seeds
+from unlearn_jax import autotune, checkpoint, seeds
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
-from unlearn_jax.models import get_model
+from unlearn_jax.models import COMPUTE_DTYPES, get_model
 from unlearn_jax.training import RECIPES, Recipe, accuracy, make_predict_fn, make_train_fn
 from unlearn_jax.training.losses import per_example_cross_entropy
 from unlearn_jax.unlearning import METHODS, ModelState, SetSizes, get_method
@@ -79,8 +79,12 @@ class EvalConfig:
       override its reference values.
     num_models: N, the number of retrained and of unlearned models.
     seed: root seed of every key in the run.
-    strategy, chunk_size: how :class:`~unlearn_jax.seeds.SeedRunner` runs the seed axis.
+    strategy, chunk_size: how :class:`~unlearn_jax.seeds.SeedRunner` runs the seed axis
+      (``auto``: the measured table, or a measurement on this device where the table has
+      no row; ``tune``: always measure; see :mod:`unlearn_jax.autotune`).
     conv_impl: convolution lowering (``gemm`` is fastest on CPU).
+    dtype: compute dtype, ``float32`` or ``bfloat16`` (mixed precision: parameters,
+      BatchNorm statistics and losses stay float32).
     cache_dir: root of the model cache; output_dir: where results go.
     cache_params: also store the retrained models' parameters.
     allow_nan_drop: drop seeds whose unlearned model is not finite instead of failing.
@@ -100,6 +104,7 @@ class EvalConfig:
   strategy: str = "auto"
   chunk_size: Optional[int] = None
   conv_impl: str = "gemm"
+  dtype: str = "float32"
   cache_dir: str = "unlearn_cache"
   output_dir: str = "results"
   cache_params: bool = True
@@ -122,11 +127,15 @@ class Context:
   model: Any
   recipe: Recipe
   fingerprint: str
+  seed_plan: Optional["SeedPlan"] = None  # filled by plan_seeds on first use
 
   def key_parts(self, kind: str) -> dict[str, Any]:
     c = self.config
-    return dict(kind=kind, version=CACHE_VERSION, dataset=c.dataset, data=self.fingerprint, split=c.split,
-                model=c.model, conv_impl=c.conv_impl, recipe=self.recipe, seed=c.seed)
+    parts = dict(kind=kind, version=CACHE_VERSION, dataset=c.dataset, data=self.fingerprint, split=c.split,
+                 model=c.model, conv_impl=c.conv_impl, recipe=self.recipe, seed=c.seed)
+    if c.dtype != "float32":  # float32 keys stay as they were before the option existed
+      parts["dtype"] = c.dtype
+    return parts
 
 
 def resolve_recipe(name: str, overrides: Sequence[tuple[str, Any]] = ()) -> Recipe:
@@ -196,6 +205,8 @@ def validate(config: EvalConfig) -> None:
     raise ValueError(f"unknown seed strategy {config.strategy!r}; expected one of {list(seeds.STRATEGIES)}")
   if config.chunk_size is not None and config.chunk_size < 1:
     raise ValueError(f"--chunk-size must be >= 1, got {config.chunk_size}")
+  if config.dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"unknown compute dtype {config.dtype!r}; expected one of {sorted(COMPUTE_DTYPES)}")
   if not 0 <= config.process_index < config.process_count:
     raise ValueError(f"process index must lie in [0, {config.process_count}), got {config.process_index}")
   if config.data_dir is not None and not os.path.isdir(config.data_dir):
@@ -210,7 +221,7 @@ def build_context(config: EvalConfig) -> Context:
   validate(config)
   dataset = load_data(config.dataset, config.data_dir)
   indices, data = make_splits(dataset, config.split)
-  model = get_model(config.model, data.num_classes, conv_impl=config.conv_impl)
+  model = get_model(config.model, data.num_classes, conv_impl=config.conv_impl, dtype=COMPUTE_DTYPES[config.dtype])
   recipe = resolve_recipe(config.recipe, config.recipe_overrides)
   return Context(config, data, indices, model, recipe, _fingerprint(dataset))
 
@@ -373,14 +384,42 @@ def _split_outputs(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {k[len("out/"):]: v for k, v in flat.items() if k.startswith("out/")}
 
 
-def make_runner(fn, config: EvalConfig) -> seeds.SeedRunner:
-  """A :class:`SeedRunner` for ``fn``; ``auto`` shards over local devices when there are several."""
-  strategy, chunk = config.strategy, config.chunk_size
-  if strategy == "auto":
-    auto_strategy, auto_chunk = seeds.default_strategy(config.model)
-    chunk = chunk or auto_chunk
-    strategy = "shard" if len(jax.local_devices()) > 1 else auto_strategy
-  return seeds.SeedRunner(fn, strategy, chunk, model_name=config.model)
+@dataclasses.dataclass(frozen=True)
+class SeedPlan:
+  """How the seed axis runs: a concrete strategy, its chunk size and where the choice came from."""
+
+  strategy: str
+  chunk_size: Optional[int]
+  source: str
+
+
+def plan_seeds(ctx: Context) -> SeedPlan:
+  """Resolves ``auto``/``tune`` once per context (measuring on this device if needed).
+
+  With several local devices, ``auto``/``tune`` shard the seed axis over them; the
+  table's or the measurement's chunk is then per device (the user's ``chunk_size``
+  stays the total seeds per program).
+  """
+  if ctx.seed_plan is None:
+    c = ctx.config
+    ndev = len(jax.local_devices())
+    workload = autotune.Workload(model=c.model, num_classes=int(ctx.data.num_classes),
+                                 image_shape=tuple(int(d) for d in ctx.data.image_shape),
+                                 recipe=c.recipe, batch_size=ctx.recipe.batch_size, conv_impl=c.conv_impl,
+                                 dtype=c.dtype)
+    strategy, chunk, source = seeds.resolve_strategy(c.strategy, c.chunk_size, c.model, workload,
+                                                     max_chunk=-(-c.num_models // ndev))
+    if c.strategy in ("auto", "tune") and ndev > 1:
+      strategy = "shard"
+      chunk = c.chunk_size or (chunk or 1) * ndev
+    ctx.seed_plan = SeedPlan(strategy, chunk, source)
+  return ctx.seed_plan
+
+
+def make_runner(fn, ctx: Context) -> seeds.SeedRunner:
+  """A :class:`SeedRunner` for ``fn`` following :func:`plan_seeds`."""
+  plan = plan_seeds(ctx)
+  return seeds.SeedRunner(fn, plan.strategy, plan.chunk_size, model_name=ctx.config.model)
 
 
 # ------------------------------------------------------------------ stages
@@ -433,7 +472,7 @@ def retrained_models(ctx: Context, root: jax.Array, cache_root: str, progress: P
       out.update(params=res.params, batch_stats=res.batch_stats)
     return out
 
-  runner = make_runner(fn, ctx.config)
+  runner = make_runner(fn, ctx)
   flat = run_chunked("retrained", runner, root, ctx.config.num_models, (ctx.data,), store,
                      checkpoint.flatten_tree, ctx.config, progress)
   return _split_outputs(flat), store.directory, list(store.rebuilt)
@@ -453,7 +492,7 @@ def unlearned_models(ctx: Context, method, original: ModelState, root: jax.Array
     res = method.unlearn(original, data, key)
     return dict(out=measure(res.state.params, res.state.batch_stats, data))
 
-  runner = make_runner(fn, ctx.config)
+  runner = make_runner(fn, ctx)
   flat = run_chunked("unlearn", runner, root, ctx.config.num_models, (original, ctx.data), store,
                      checkpoint.flatten_tree, ctx.config, progress)
   return _split_outputs(flat), store.directory, list(store.rebuilt)
@@ -605,7 +644,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       "wall_s": walls,
       "device": device_description(),
       "jax": jax.__version__,
-      "strategy": make_runner(lambda k: k, config).strategy,
+      "strategy": dataclasses.asdict(plan_seeds(ctx)),
       "cache": {"original": original_dir, "original_reused": original_cached, "retrained": retrained_dir,
                 "unlearned": unlearned_dir, "rebuilt": rebuilt_o + rebuilt_r + rebuilt_u},
   }

@@ -17,7 +17,10 @@ reassociation; the tests state the tolerance). Seed ``i`` always gets the key
 together, the chunk size, the device count or a resume point.
 
 ``"auto"`` picks a strategy from :data:`DEFAULT_STRATEGY`, a table measured by
-``benchmarks/bench_train_throughput.py`` (see ``benchmarks/README.md``).
+``benchmarks/bench_train_throughput.py`` (see ``benchmarks/README.md``), where the
+table has a row for the backend; elsewhere, and always with ``"tune"``, the chunk
+size is measured on the device for the workload (:mod:`unlearn_jax.autotune`) and
+remembered. :func:`resolve_strategy` makes that choice.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-STRATEGIES = ("auto", "vmap", "chunked", "loop", "shard")
+STRATEGIES = ("auto", "tune", "vmap", "chunked", "loop", "shard")
 
 # (backend, model family) -> (strategy, chunk size). Families: "conv" (ResNet-18 and
 # any other convolutional network), "small_conv" (cnn, tiny_cnn), "dense" (MLPs); a
@@ -42,17 +45,15 @@ STRATEGIES = ("auto", "vmap", "chunked", "loop", "shard")
 # chunks of 2 (within 6% of a per-seed loop at 4 and 8 seeds, best at 2; a full vmap of
 # 8 seeds was 1.6x slower than the loop), the small CNN in chunks of 8 (within 3%), the
 # MLP in chunks of 4 (best once, 7% behind the loop once; larger vmaps were 20-60% slower).
-# GPU/TPU values are unmeasured (no accelerator was available): a chunked vmap that
-# keeps the device busy while bounding memory.
+# Only measured rows belong here: on a backend without a row, "auto" measures the
+# chunk size on the device itself (unlearn_jax/autotune.py) instead of guessing.
 DEFAULT_STRATEGY = {
     ("cpu", "conv"): ("chunked", 2),
     ("cpu", "small_conv"): ("chunked", 8),
     ("cpu", "dense"): ("chunked", 4),
-    ("gpu", "conv"): ("chunked", 64),
-    ("gpu", "dense"): ("chunked", 512),
-    ("tpu", "conv"): ("chunked", 64),
-    ("tpu", "dense"): ("chunked", 512),
 }
+# Used by "auto" on a backend without a measured row when no workload is given to tune on.
+FALLBACK_STRATEGY = ("chunked", 8)
 
 
 def model_family(model_name: str) -> str:
@@ -69,13 +70,50 @@ def seed_keys(root: jax.Array, num_seeds: int, start: int = 0) -> jax.Array:
   return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(start, start + num_seeds, dtype=jnp.uint32))
 
 
-def default_strategy(model_name: str, backend: Optional[str] = None) -> tuple[str, int]:
-  """``(strategy, chunk_size)`` from :data:`DEFAULT_STRATEGY` for a model on a backend."""
+def default_strategy(model_name: str, backend: Optional[str] = None) -> Optional[tuple[str, int]]:
+  """``(strategy, chunk_size)`` from :data:`DEFAULT_STRATEGY`, or ``None`` where the backend has no row."""
   backend = backend or jax.default_backend()
   family = model_family(model_name)
   if (backend, family) in DEFAULT_STRATEGY:
     return DEFAULT_STRATEGY[(backend, family)]
-  return DEFAULT_STRATEGY.get((backend, "conv"), ("chunked", 8))
+  return DEFAULT_STRATEGY.get((backend, "conv"))
+
+
+def resolve_strategy(strategy: str, chunk_size: Optional[int] = None, model_name: str = "",
+                     workload=None, max_chunk: int = 512) -> tuple[str, Optional[int], str]:
+  """Turns ``auto``/``tune`` into a concrete ``(strategy, chunk_size, source)``.
+
+  ``source`` says where the choice came from: ``"given"``, ``"measured table (<backend>)"``,
+  ``"tuned on this device"`` or ``"fallback (unmeasured backend)"``.
+
+  Args:
+    strategy: an entry of :data:`STRATEGIES`.
+    chunk_size: a chunk size fixed by the caller (kept as given).
+    model_name: the model, for the :data:`DEFAULT_STRATEGY` lookup.
+    workload: an :class:`unlearn_jax.autotune.Workload` to measure on when the
+      table has no row for this backend (and always for ``"tune"``).
+    max_chunk: the largest chunk worth measuring (e.g. the number of models).
+  """
+  if strategy not in STRATEGIES:
+    raise ValueError(f"unknown seed strategy {strategy!r}; expected one of {list(STRATEGIES)}")
+  if chunk_size is not None and int(chunk_size) < 1:
+    raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+  if strategy not in ("auto", "tune"):
+    return strategy, chunk_size, "given"
+  table = default_strategy(model_name) if strategy == "auto" else None
+  if table is not None:
+    source = f"measured table ({jax.default_backend()})" + (", chunk size given" if chunk_size else "")
+    return table[0], chunk_size or table[1], source
+  if chunk_size is not None:
+    return "chunked", chunk_size, "given"
+  if workload is None:
+    if strategy == "tune":
+      raise ValueError("strategy 'tune' needs a workload (model, data shape, recipe) to measure")
+    return FALLBACK_STRATEGY[0], FALLBACK_STRATEGY[1], "fallback (unmeasured backend)"
+  from unlearn_jax import autotune  # the tuner trains models; seeds stays import-light
+
+  chunk = autotune.tuned_chunk(workload, max(1, max_chunk))
+  return ("loop", 1, "tuned on this device") if chunk == 1 else ("chunked", chunk, "tuned on this device")
 
 
 def _pad_keys(keys: jax.Array, size: int) -> jax.Array:
@@ -97,21 +135,20 @@ class SeedRunner:
 
   Args:
     fn: the per-seed function.
-    strategy: one of :data:`STRATEGIES` (``"auto"`` needs ``model_name``).
+    strategy: one of :data:`STRATEGIES`; ``"auto"``/``"tune"`` are resolved by
+      :func:`resolve_strategy` (``"auto"`` needs ``model_name``, ``"tune"`` a ``workload``).
     chunk_size: seeds per program for ``chunked`` and ``shard``.
     model_name: used by ``"auto"`` to look up :data:`DEFAULT_STRATEGY`.
     devices: devices for ``"shard"`` (default: all local devices).
+    workload: an :class:`unlearn_jax.autotune.Workload` to measure the chunk size on
+      where the table has no row for this backend.
+    max_chunk: the largest chunk the measurement tries.
   """
 
   def __init__(self, fn: Callable[..., Any], strategy: str = "auto", chunk_size: Optional[int] = None,
-               model_name: str = "", devices: Optional[Sequence[jax.Device]] = None):
-    if strategy not in STRATEGIES:
-      raise ValueError(f"unknown seed strategy {strategy!r}; expected one of {list(STRATEGIES)}")
-    if strategy == "auto":
-      strategy, auto_chunk = default_strategy(model_name)
-      chunk_size = chunk_size or auto_chunk
-    if chunk_size is not None and int(chunk_size) < 1:
-      raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+               model_name: str = "", devices: Optional[Sequence[jax.Device]] = None, workload=None,
+               max_chunk: int = 512):
+    strategy, chunk_size, self.source = resolve_strategy(strategy, chunk_size, model_name, workload, max_chunk)
     self.fn = fn
     self.strategy = strategy
     self.chunk_size = chunk_size
@@ -175,6 +212,7 @@ class SeedRunner:
 
 
 def run_seeds(fn: Callable[..., Any], keys: jax.Array, *shared, strategy: str = "auto",
-              chunk_size: Optional[int] = None, model_name: str = "") -> Any:
+              chunk_size: Optional[int] = None, model_name: str = "", workload=None) -> Any:
   """Runs ``fn(key, *shared)`` for every key and stacks the results on a leading seed axis."""
-  return SeedRunner(fn, strategy, chunk_size, model_name)(keys, *shared)
+  return SeedRunner(fn, strategy, chunk_size, model_name, workload=workload,
+                    max_chunk=int(keys.shape[0]))(keys, *shared)

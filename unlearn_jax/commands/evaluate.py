@@ -18,7 +18,7 @@ FLAG_KEYS = {
     "dataset": "dataset", "data_dir": "data_dir", "model": "model", "recipe": "recipe", "method": "method",
     "num_models": "num_models", "forget_mode": "forget_mode", "forget_fraction": "forget_fraction",
     "forget_groups": "forget_groups", "split_seed": "split_seed", "strategy": "strategy",
-    "chunk_size": "chunk_size", "conv_impl": "conv_impl", "seed": "seed", "output_dir": "output_dir",
+    "chunk_size": "chunk_size", "conv_impl": "conv_impl", "dtype": "dtype", "seed": "seed", "output_dir": "output_dir",
     "cache_dir": "cache_dir", "allow_nan_drop": "allow_nan_drop", "plots": "plots",
 }
 
@@ -44,9 +44,13 @@ def add_parser(sub) -> None:
   p.add_argument("--forget-groups", type=int, help="number of groups for --forget-mode groups")
   p.add_argument("--forget-classes", help="comma-separated classes for --forget-mode classes")
   p.add_argument("--split-seed", type=int, help="seed of the forget/validation split (default 0)")
-  p.add_argument("--strategy", choices=list(seeds.STRATEGIES), help="seed-axis strategy (default auto)")
+  p.add_argument("--strategy", choices=list(seeds.STRATEGIES),
+                 help="seed-axis strategy (default auto: measured table, else measured on this device; "
+                      "tune: always measure)")
   p.add_argument("--chunk-size", type=int, help="seeds per program (and per saved chunk)")
   p.add_argument("--conv-impl", choices=["xla", "gemm"], help="convolution lowering (default gemm)")
+  p.add_argument("--dtype", choices=["float32", "bfloat16"],
+                 help="compute dtype (default float32; bfloat16 keeps float32 parameters, statistics and losses)")
   p.add_argument("--seed", type=int, help="root seed of all model keys (default 0)")
   p.add_argument("--output-dir", help="directory for results.json, plots and resumable chunks")
   p.add_argument("--cache-dir", help="model cache directory (default ./unlearn_cache)")
@@ -123,7 +127,7 @@ def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: i
       recipe_overrides=tuple(sorted((cfg.get("recipe_overrides") or {}).items())), split=split,
       method=cfg["method"], hyperparameters=tuple(sorted(hp.items())), num_models=cfg["num_models"],
       seed=cfg["seed"], strategy=cfg["strategy"], chunk_size=cfg.get("chunk_size"), conv_impl=cfg["conv_impl"],
-      cache_dir=cfg["cache_dir"], output_dir=cfg["output_dir"], cache_params=bool(cfg.get("cache_params", True)),
+      dtype=str(cfg.get("dtype") or "float32"), cache_dir=cfg["cache_dir"], output_dir=cfg["output_dir"], cache_params=bool(cfg.get("cache_params", True)),
       allow_nan_drop=bool(cfg.get("allow_nan_drop")), process_index=process_index, process_count=process_count)
 
 

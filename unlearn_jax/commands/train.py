@@ -6,24 +6,22 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import seeds
-from unlearn_jax.data import SplitSpec, load_dataset, make_splits
-from unlearn_jax.models import get_model
+from unlearn_jax import autotune, seeds
+from unlearn_jax.data import SplitSpec, make_splits
+from unlearn_jax.models import COMPUTE_DTYPES, get_model
+from unlearn_jax.pipeline import load_data
 from unlearn_jax.training import RECIPES, accuracy, make_predict_fn, make_train_fn
 
 DEFAULT_MODEL = {"digits": "mlp"}
 DEFAULT_RECIPE = {"digits": "digits"}
-# Compute dtypes: bfloat16 is mixed precision (float32 parameters, bfloat16 activations and matmuls).
-COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
 def add_parser(sub) -> None:
   p = sub.add_parser("train", help="train N models (original recipe) and print their accuracies",
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--dataset", default="digits", help="dataset name")
+  p.add_argument("--dataset", default="digits", help="dataset name (random_cifar10: random CIFAR-shaped data)")
   p.add_argument("--data-dir", default=None, help="directory of the dataset's files (if it needs any)")
   p.add_argument("--model", default=None, help="model name (default: per dataset; mlp on digits, resnet18 otherwise)")
   p.add_argument("--recipe", default=None, choices=sorted(RECIPES), help="training recipe (default: per dataset)")
@@ -42,19 +40,25 @@ def add_parser(sub) -> None:
 def run(args) -> int:
   if args.num_models < 1:
     raise ValueError(f"--num-models must be >= 1, got {args.num_models}")
-  dataset = load_dataset(args.dataset, args.data_dir)
+  dataset = load_data(args.dataset, args.data_dir)
   _, data = make_splits(dataset, SplitSpec(seed=args.seed))
   model_name = args.model or DEFAULT_MODEL.get(args.dataset, "resnet18")
   model = get_model(model_name, data.num_classes, conv_impl=args.conv_impl, dtype=COMPUTE_DTYPES[args.dtype])
   recipe = RECIPES[args.recipe or DEFAULT_RECIPE.get(args.dataset, "competition")]()
   if args.epochs is not None:
     recipe = recipe.replace(epochs=args.epochs, min_save_epoch=min(recipe.min_save_epoch, args.epochs - 1))
+  workload = autotune.Workload(model=model_name, num_classes=data.num_classes,
+                               image_shape=tuple(int(d) for d in data.image_shape),
+                               recipe=args.recipe or DEFAULT_RECIPE.get(args.dataset, "competition"),
+                               batch_size=recipe.batch_size, conv_impl=args.conv_impl, dtype=args.dtype)
   runner = seeds.SeedRunner(make_train_fn(model, recipe, split=args.split), args.strategy, args.chunk_size,
-                            model_name=model_name)
+                            model_name=model_name, workload=workload, max_chunk=args.num_models)
   keys = seeds.seed_keys(jax.random.key(args.seed), args.num_models)
   predict = jax.jit(jax.vmap(make_predict_fn(model), in_axes=(0, 0, None, None)))
   print(f"training {args.num_models} x {model_name} on {args.dataset} ({args.split}: "
-        f"{data.split(args.split).shape[0]} examples, {recipe.epochs} epochs) strategy={runner.strategy} dtype={args.dtype}")
+        f"{data.split(args.split).shape[0]} examples, {recipe.epochs} epochs) strategy={runner.strategy}"
+        f"{f' x{runner.chunk_size}' if runner.strategy in ('chunked', 'shard') and runner.chunk_size else ''} "
+        f"({runner.source}) dtype={args.dtype}")
   t0 = time.perf_counter()
   done, accs = 0, {"train": [], "test": []}
   for lo, hi, result in runner.iter_chunks(keys, data):

@@ -6,6 +6,13 @@ the real files)::
 
   unlearn-jax evaluate --config cifar10_random --method finetune --output-dir runs/cifar_random
 
+The seed axis is left to ``strategy=auto``: on a backend without a measured row it
+times chunk sizes of this very workload on the device first (about a minute per rung,
+once per machine; the choice is stored, see :mod:`unlearn_jax.autotune`; ``unlearn-jax
+tune --model resnet18 --recipe starting_kit`` measures it ahead of time). Convolutions
+use the default ``gemm`` lowering (``--conv-impl xla`` for XLA's own); add ``--dtype
+bfloat16`` for mixed precision.
+
 Expected: a throughput and memory check only. Labels are random, so accuracies sit near
 10% on test and the forgetting quality says nothing about the method. Retrained
 parameters are not cached (512 ResNet-18s are ~22 GB); their outputs are.
@@ -18,6 +25,6 @@ from unlearn_jax.configs import default
 
 def get_config():
   config = default.get_config()
-  config.update(dataset="random_cifar10", model="resnet18", recipe="starting_kit", chunk_size=64,
-                cache_params=False, conv_impl="xla")
+  config.update(dataset="random_cifar10", model="resnet18", recipe="starting_kit",
+                cache_params=False)
   return config

@@ -28,9 +28,12 @@ Keys:
   method_defaults: per dataset, per method hyperparameters applied before ``hp``.
   num_models: N, retrained and unlearned models each.
   seed: root seed of all model keys.
-  strategy, chunk_size: seed-axis strategy (``auto`` shards over local devices when
-    there are several) and seeds per program.
+  strategy, chunk_size: seed-axis strategy (``auto`` takes the measured table's choice,
+    or measures the chunk size on this device where the table has no row, and shards
+    over local devices when there are several; ``tune`` always measures) and seeds per
+    program.
   conv_impl: ``gemm`` (fast on CPU) or ``xla``.
+  dtype: compute dtype, ``float32`` or ``bfloat16`` (mixed precision).
   cache_dir: where original/retrained models and outputs are cached.
   output_dir: where results.json, the plots and the resumable unlearning chunks go.
   cache_params: also cache retrained parameters (turn off for ResNet-18 at N = 512: ~22 GB).
@@ -63,6 +66,7 @@ def get_config() -> dict[str, Any]:
       "strategy": "auto",
       "chunk_size": None,
       "conv_impl": "gemm",
+      "dtype": "float32",
       "cache_dir": "unlearn_cache",
       "output_dir": "results",
       "cache_params": True,

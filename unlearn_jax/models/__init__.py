@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from unlearn_jax.models.layers import BatchNorm
 from unlearn_jax.models.layers import CONV_IMPLS
@@ -31,6 +32,10 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": lambda num_classes, conv_impl="xla", dtype=None: MLP(num_classes, dtype=dtype),
     "tiny_mlp": lambda num_classes, conv_impl="xla", dtype=None: MLP(num_classes, hidden=(16,), dtype=dtype),
 }
+
+# Compute dtypes by name: bfloat16 is mixed precision (float32 parameters, BatchNorm
+# statistics and losses; bfloat16 activations and matmuls).
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
 def get_model(name: str, num_classes: int, conv_impl: str = "xla", dtype=None) -> nn.Module:

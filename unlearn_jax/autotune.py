@@ -1,0 +1,313 @@
+"""Choosing the seed-axis chunk size by measuring it on the machine at hand.
+
+:data:`unlearn_jax.seeds.DEFAULT_STRATEGY` holds choices benchmarked ahead of
+time for some backends. Anywhere else (or with ``strategy="tune"``) the engine
+measures instead of guessing: it times a few training steps of the real
+workload (model, recipe, batch size, image shape, compute dtype, convolution
+lowering) as a per-seed loop (chunk 1) and as vmapped chunks of 2, 4, 8, ...
+seeds. The ladder stops when a larger chunk no longer speeds a seed-step up by
+``min_gain``, when its compiled program would not fit in ``memory_fraction`` of
+the device's memory, or when the device runs out of memory. The choice is the
+smallest chunk whose time per seed-step is within ``tolerance`` of the fastest
+(smaller chunks hold less memory and lose less work to an interruption).
+
+A choice is stored in a JSON file (``$UNLEARN_JAX_TUNE_FILE``, default
+``$XDG_CACHE_HOME/unlearn_jax/strategies.json``) under a key naming the device
+kind, the jax version and the workload, so each machine measures a workload once.
+``unlearn-jax tune`` runs the measurement and prints every rung.
+
+The chunk size never changes results (see :mod:`unlearn_jax.seeds`): seed ``i``
+always gets the key ``fold_in(root, i)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unlearn_jax.models import COMPUTE_DTYPES
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  """What is trained per seed: the inputs of the measurement and of its cache key."""
+
+  model: str
+  num_classes: int
+  image_shape: tuple[int, ...]
+  recipe: str = "competition"
+  batch_size: Optional[int] = None  # None: the recipe's
+  conv_impl: str = "gemm"
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"unknown compute dtype {self.dtype!r}; expected one of {sorted(COMPUTE_DTYPES)}")
+
+  def cache_key(self) -> str:
+    dev = jax.local_devices()[0]
+    shape = "x".join(str(d) for d in self.image_shape)
+    return (f"{dev.platform}|{dev.device_kind}|jax {jax.__version__}|{self.model}|{self.num_classes} classes|"
+            f"{shape}|{self.recipe}|batch {self.batch_size or 'default'}|{self.conv_impl}|{self.dtype}")
+
+
+@dataclasses.dataclass
+class Trial:
+  """One rung of the ladder: ``chunk`` seeds per program (1 = the per-seed loop)."""
+
+  chunk: int
+  seed_step_s: float = float("nan")  # median call time / (chunk * steps)
+  bytes_per_seed: float = float("nan")
+  compile_s: float = float("nan")
+  note: str = ""  # "", "exceeds memory" or "out of memory"
+
+  @property
+  def ran(self) -> bool:
+    return math.isfinite(self.seed_step_s)
+
+
+def random_split_data(image_shape: tuple[int, ...], num_classes: int, num_examples: int, seed: int = 0):
+  """Device-resident random uint8 images with every example in ``retain`` (for timing only)."""
+  from unlearn_jax.data import Dataset, to_device
+
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (num_examples, *image_shape), dtype=np.uint8)
+  labels = rng.integers(0, num_classes, num_examples).astype(np.int64)
+  labels[:num_classes] = np.arange(num_classes)[:num_examples]
+  idx = np.arange(num_examples)
+  channels = image_shape[-1]
+  ds = Dataset(name="random", images=images, labels=labels, groups=np.full(num_examples, -1),
+               num_classes=num_classes, train_idx=idx, test_idx=idx, scale=1 / 255.0,
+               mean=(0.5,) * channels, std=(0.25,) * channels)
+  return to_device(ds, idx, idx[:0], idx[:0], idx)
+
+
+def step_programs(model, recipe, batch_size: int, epoch_steps: int):
+  """``(init, steps_fn, one_step)`` of the training recipe for timing.
+
+  ``init(key, data) -> TrainState``; ``steps_fn(state, key, data) -> (state, loss)``
+  runs one pass of ``run_epoch`` over ``data.retain`` (so ``len(retain) / batch_size``
+  steps); ``one_step(state, key, data)`` is a single step on the first batch.
+  ``epoch_steps`` sets the learning-rate schedule's epoch length.
+  """
+  from unlearn_jax.training import (TrainState, class_weights_for, init_variables, make_optimizer,
+                                    make_train_step, run_epoch)
+
+  tx = make_optimizer(recipe, epoch_steps)
+
+  def init(key, data):
+    params, batch_stats = init_variables(model, jax.random.fold_in(key, 0), data.image_shape)
+    return TrainState.create(params, batch_stats, tx)
+
+  def make_step(data):
+    return make_train_step(model, tx, class_weights_for(data, "retain"), recipe.augment)
+
+  def steps_fn(state, key, data):
+    return run_epoch(make_step(data), state, data, data.retain, batch_size, jax.random.fold_in(key, 1),
+                     state.step // epoch_steps)
+
+  def one_step(state, key, data):
+    return make_step(data)(state, data.gather(data.retain[:batch_size]), key)
+
+  return init, steps_fn, one_step
+
+
+def memory_bytes(compiled) -> float:
+  """Argument + output + temporary bytes of a compiled program (NaN where unsupported)."""
+  try:
+    m = compiled.memory_analysis()
+    return float(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                 - getattr(m, "alias_size_in_bytes", 0))
+  except Exception:  # some backends do not implement it
+    return float("nan")
+
+
+def device_capacity() -> tuple[float, str]:
+  """``(bytes, label)``: the accelerator's memory limit, or host memory on CPU."""
+  dev = jax.local_devices()[0]
+  if dev.platform != "cpu":
+    stats = dev.memory_stats() or {}
+    if "bytes_limit" in stats:
+      return float(stats["bytes_limit"]), "device memory"
+  return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "host memory"
+
+
+def _is_oom(err: Exception) -> bool:
+  text = str(err)
+  return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
+def measure(workload: Workload, max_chunk: int, *, steps: int = 3, repeats: int = 3, min_gain: float = 0.05,
+            memory_fraction: float = 0.5, capacity: Optional[float] = None, min_call_s: float = 0.05,
+            log: Optional[Callable[[str], None]] = None) -> list[Trial]:
+  """Times the per-seed loop and vmapped chunks of 2, 4, ... up to ``max_chunk`` seeds.
+
+  Args:
+    workload: what to train.
+    max_chunk: the largest chunk worth trying (e.g. the number of models).
+    steps: training steps per timed call (one ``run_epoch`` over ``steps`` batches).
+    repeats: timed measurements per rung (after two untimed calls); the median is used.
+    min_gain: stop once a rung is not this fraction faster per seed-step than the best so far.
+    memory_fraction: skip chunks whose compiled program needs more than this fraction of
+      ``capacity``; the margin covers what the real per-seed run holds beyond a training step
+      (a best-validation copy of the parameters, evaluation activations).
+    capacity: device memory in bytes (default: :func:`device_capacity`).
+    min_call_s: calls shorter than this are timed in back-to-back groups lasting about
+      this long, so that dispatch jitter does not decide the choice.
+    log: called with one line per rung.
+
+  Returns:
+    One :class:`Trial` per rung tried, in order.
+  """
+  from unlearn_jax.models import get_model
+  from unlearn_jax.training import RECIPES
+
+  if max_chunk < 1:
+    raise ValueError(f"max_chunk must be >= 1, got {max_chunk}")
+  if workload.recipe not in RECIPES:
+    raise ValueError(f"unknown recipe {workload.recipe!r}; expected one of {sorted(RECIPES)}")
+  recipe = RECIPES[workload.recipe]()
+  if workload.batch_size:
+    recipe = recipe.replace(batch_size=int(workload.batch_size))
+  batch = recipe.batch_size
+  model = get_model(workload.model, workload.num_classes, conv_impl=workload.conv_impl,
+                    dtype=COMPUTE_DTYPES[workload.dtype])
+  data = random_split_data(tuple(workload.image_shape), workload.num_classes, steps * batch)
+  init, steps_fn, _ = step_programs(model, recipe, batch, epoch_steps=max(steps, 1) * 100)
+  capacity = capacity if capacity is not None else device_capacity()[0]
+  data_bytes = sum(x.nbytes for x in jax.tree.leaves(data) if hasattr(x, "nbytes"))
+  root = jax.random.key(0)
+  init_many = jax.jit(jax.vmap(init, in_axes=(0, None)))
+  single, vmapped = jax.jit(steps_fn), jax.jit(jax.vmap(steps_fn, in_axes=(0, 0, None)))
+
+  rungs = [1]
+  while rungs[-1] * 2 <= max_chunk:
+    rungs.append(rungs[-1] * 2)
+  trials: list[Trial] = []
+  best = math.inf
+  for k in rungs:
+    trial = Trial(chunk=k)
+    trials.append(trial)
+    try:
+      keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(k, dtype=jnp.uint32))
+      states = init_many(keys, data)
+      if k == 1:
+        args = (jax.tree.map(lambda x: x[0], states), keys[0], data)
+        program = single
+      else:
+        args, program = (states, keys, data), vmapped
+      t0 = time.perf_counter()
+      compiled = program.lower(*args).compile()
+      trial.compile_s = time.perf_counter() - t0
+      trial.bytes_per_seed = (memory_bytes(compiled) - data_bytes) / k
+      if trial.bytes_per_seed * k > memory_fraction * capacity:
+        trial.note = "exceeds memory"
+      else:
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        once = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        once = min(once, time.perf_counter() - t0)
+        calls = max(1, math.ceil(min_call_s / max(once, 1e-9)))  # short calls are timed in groups
+        times = []
+        for _ in range(repeats):
+          t0 = time.perf_counter()
+          for _ in range(calls):
+            out = compiled(*args)
+          jax.block_until_ready(out)
+          times.append((time.perf_counter() - t0) / calls)
+        trial.seed_step_s = statistics.median(times) / (k * steps)
+      del states, args
+    except Exception as err:  # noqa: BLE001 - only running out of memory ends the ladder quietly
+      if not _is_oom(err):
+        raise
+      trial.note = "out of memory"
+    if log:
+      log(f"chunk {k:4d}: " + (f"{1e3 * trial.seed_step_s:.3f} ms per seed-step" if trial.ran else trial.note)
+          + (f", {trial.bytes_per_seed / 2**20:.0f} MB/seed" if math.isfinite(trial.bytes_per_seed) else ""))
+    if not trial.ran or trial.seed_step_s > (1 - min_gain) * best:
+      break
+    best = trial.seed_step_s
+  return trials
+
+
+def choose(trials: list[Trial], tolerance: float = 0.05) -> int:
+  """The smallest chunk whose time per seed-step is within ``tolerance`` of the fastest."""
+  ran = [t for t in trials if t.ran]
+  if not ran:
+    raise ValueError("no chunk size could be measured (even one seed exceeds the memory budget)")
+  fastest = min(t.seed_step_s for t in ran)
+  return min(t.chunk for t in ran if t.seed_step_s <= (1 + tolerance) * fastest)
+
+
+def cache_file() -> str:
+  """Where tuned choices are stored."""
+  if os.environ.get("UNLEARN_JAX_TUNE_FILE"):
+    return os.environ["UNLEARN_JAX_TUNE_FILE"]
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "unlearn_jax", "strategies.json")
+
+
+def load_choices(path: str) -> dict[str, Any]:
+  """The stored choices (empty if the file is missing or unreadable)."""
+  try:
+    with open(path) as f:
+      table = json.load(f)
+    return table if isinstance(table, dict) else {}
+  except (OSError, ValueError):
+    return {}
+
+
+def _store_choice(path: str, key: str, entry: dict[str, Any]) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  table = load_choices(path)
+  table[key] = entry
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".strategies-")
+  with os.fdopen(fd, "w") as f:
+    json.dump(table, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
+
+
+_MEMO: dict[tuple[str, str, int], int] = {}
+
+
+def tuned_chunk(workload: Workload, max_chunk: int = 512, *, path: Optional[str] = None, retune: bool = False,
+                log: Optional[Callable[[str], None]] = None, **measure_kwargs) -> int:
+  """The chunk size for ``workload`` on this device: stored, or measured now and stored.
+
+  A stored choice is reused when it was measured with a ladder reaching at least
+  ``min(max_chunk, its own limit)``; ``retune`` measures again regardless.
+  """
+  path = path or cache_file()
+  key = workload.cache_key()
+  if not retune and (path, key, max_chunk) in _MEMO:
+    return _MEMO[(path, key, max_chunk)]
+  entry = load_choices(path).get(key)
+  if not retune and isinstance(entry, dict) and isinstance(entry.get("chunk"), int):
+    if entry.get("stopped_early") or entry.get("max_chunk", 0) >= max_chunk:
+      chunk = min(entry["chunk"], max_chunk)
+      _MEMO[(path, key, max_chunk)] = chunk
+      return chunk
+  log = log or (lambda line: print(f"[tune] {line}", file=sys.stderr, flush=True))
+  log(f"measuring seed-axis chunk sizes for {workload.model} ({workload.dtype}, {workload.conv_impl}) on "
+      f"{jax.local_devices()[0].device_kind}, up to {max_chunk} seeds per program")
+  trials = measure(workload, max_chunk, log=log, **measure_kwargs)
+  chunk = choose(trials)
+  stopped_early = trials[-1].chunk < max_chunk or not trials[-1].ran
+  _store_choice(path, key, {"chunk": chunk, "max_chunk": max_chunk, "stopped_early": stopped_early,
+                            "trials": [dataclasses.asdict(t) for t in trials]})
+  log(f"chose chunks of {chunk} (stored in {path})")
+  _MEMO[(path, key, max_chunk)] = chunk
+  return chunk
