@@ -153,3 +153,30 @@ def test_tune_command_prints_the_ladder_and_stores_the_choice(tmp_path, monkeypa
                        (["--max-chunk", "0"], "--max-chunk must be >= 1")):
     assert cli.main(["tune", *bad]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_conv_impl_auto_uses_the_table_or_times_both_lowerings(tmp_path, monkeypatch):
+  from unlearn_jax import models
+
+  path = tmp_path / "strategies.json"
+  monkeypatch.setenv("UNLEARN_JAX_TUNE_FILE", str(path))
+  autotune._MEMO.clear()
+  conv = dataclasses.replace(WORKLOAD, model="tiny_cnn")
+  assert autotune.resolve_conv_impl("auto", conv) == ("gemm", "measured table (cpu)")
+  assert autotune.resolve_conv_impl("xla", conv) == ("xla", "given")
+  with pytest.raises(ValueError, match="unknown conv impl 'cudnn'"):
+    autotune.resolve_conv_impl("cudnn", conv)
+  monkeypatch.setattr(models, "DEFAULT_CONV_IMPL", {})
+  assert autotune.resolve_conv_impl("auto", WORKLOAD) == ("gemm", "no convolutions")  # an MLP: nothing to time
+  impl, source = autotune.resolve_conv_impl("auto", conv, max_chunk=2)
+  assert source == "tuned on this device"
+  stored = _read(path)
+  entry = stored[dataclasses.replace(conv, conv_impl="auto").cache_key()]
+  times = entry["seed_step_s"]
+  assert entry["conv_impl"] == impl and all(0 < t < 1 for t in times.values())
+  assert impl == ("xla" if times["xla"] < 0.95 * times["gemm"] else "gemm")
+  gemm_ladder = stored[dataclasses.replace(conv, conv_impl="gemm").cache_key()]
+  assert entry["chunk"] == gemm_ladder["chunk"]  # XLA's lowering was timed at the GEMM ladder's choice
+  with open(path, "w") as f:  # a stored choice is reused without measuring
+    json.dump({dataclasses.replace(conv, conv_impl="auto").cache_key(): {"conv_impl": "xla"}}, f)
+  assert autotune.resolve_conv_impl("auto", conv, max_chunk=2) == ("xla", "tuned on this device")

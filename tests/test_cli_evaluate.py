@@ -70,6 +70,7 @@ def test_results_file_has_the_protocol_fields(runs):
   assert r["cost"] == {"r_ep": 1.0, "recipe_epochs": 3, "relative_to_retrain": pytest.approx(1 / 3)}
   assert set(r["wall_s"]) >= {"original", "retrained", "unlearn", "metric", "total"}
   assert r["device"].startswith("cpu")
+  assert r["conv_impl"] == {"impl": "gemm", "source": "no convolutions"}  # the MLP; conv_impl=auto by default
   ra = lambda pop: np.mean(r[pop]["retain_accuracy"]["per_model"])
   ta = lambda pop: np.mean(r[pop]["test_accuracy"]["per_model"])
   assert r["final_score"] == pytest.approx(r["forgetting_quality"] * ra("unlearned") / ra("retrained")

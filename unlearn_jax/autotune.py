@@ -30,13 +30,13 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax.models import COMPUTE_DTYPES
+from unlearn_jax.models import COMPUTE_DTYPES, default_conv_impl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +150,7 @@ def _is_oom(err: Exception) -> bool:
 
 def measure(workload: Workload, max_chunk: int, *, steps: int = 3, repeats: int = 3, min_gain: float = 0.05,
             memory_fraction: float = 0.5, capacity: Optional[float] = None, min_call_s: float = 0.05,
-            log: Optional[Callable[[str], None]] = None) -> list[Trial]:
+            chunks: Optional[Sequence[int]] = None, log: Optional[Callable[[str], None]] = None) -> list[Trial]:
   """Times the per-seed loop and vmapped chunks of 2, 4, ... up to ``max_chunk`` seeds.
 
   Args:
@@ -165,6 +165,8 @@ def measure(workload: Workload, max_chunk: int, *, steps: int = 3, repeats: int 
     capacity: device memory in bytes (default: :func:`device_capacity`).
     min_call_s: calls shorter than this are timed in back-to-back groups lasting about
       this long, so that dispatch jitter does not decide the choice.
+    chunks: measure exactly these chunk sizes instead of the ladder (no gain rule; the
+      memory rules still end the list).
     log: called with one line per rung.
 
   Returns:
@@ -194,6 +196,8 @@ def measure(workload: Workload, max_chunk: int, *, steps: int = 3, repeats: int 
   rungs = [1]
   while rungs[-1] * 2 <= max_chunk:
     rungs.append(rungs[-1] * 2)
+  if chunks is not None:
+    rungs, min_gain = [int(k) for k in chunks], -math.inf
   trials: list[Trial] = []
   best = math.inf
   for k in rungs:
@@ -239,7 +243,7 @@ def measure(workload: Workload, max_chunk: int, *, steps: int = 3, repeats: int 
           + (f", {trial.bytes_per_seed / 2**20:.0f} MB/seed" if math.isfinite(trial.bytes_per_seed) else ""))
     if not trial.ran or trial.seed_step_s > (1 - min_gain) * best:
       break
-    best = trial.seed_step_s
+    best = min(best, trial.seed_step_s)
   return trials
 
 
@@ -311,3 +315,54 @@ def tuned_chunk(workload: Workload, max_chunk: int = 512, *, path: Optional[str]
   log(f"chose chunks of {chunk} (stored in {path})")
   _MEMO[(path, key, max_chunk)] = chunk
   return chunk
+
+
+def tuned_conv_impl(workload: Workload, max_chunk: int = 512, *, path: Optional[str] = None, retune: bool = False,
+                    tolerance: float = 0.05, log: Optional[Callable[[str], None]] = None, **measure_kwargs) -> str:
+  """``"gemm"`` or ``"xla"`` for ``workload`` on this device: stored, or measured now and stored.
+
+  The GEMM lowering's chunk size is tuned first (:func:`tuned_chunk`); XLA's convolution
+  is then timed at that chunk. XLA's is chosen only if it is more than ``tolerance``
+  faster per seed-step; running out of memory counts as slower.
+  """
+  path = path or cache_file()
+  key = dataclasses.replace(workload, conv_impl="auto").cache_key()
+  entry = load_choices(path).get(key)
+  if not retune and isinstance(entry, dict) and entry.get("conv_impl") in ("gemm", "xla"):
+    return entry["conv_impl"]
+  log = log or (lambda line: print(f"[tune] {line}", file=sys.stderr, flush=True))
+  gemm = dataclasses.replace(workload, conv_impl="gemm")
+  chunk = tuned_chunk(gemm, max_chunk, path=path, retune=retune, log=log, **measure_kwargs)
+  trials = load_choices(path).get(gemm.cache_key(), {}).get("trials", [])
+  t_gemm = next((t["seed_step_s"] for t in trials if t["chunk"] == chunk), float("nan"))
+  if not math.isfinite(t_gemm):  # the stored ladder lacks that rung: time it again
+    t_gemm = measure(gemm, chunk, chunks=[chunk], **measure_kwargs)[0].seed_step_s
+  log(f"timing XLA's convolution at chunks of {chunk}")
+  xla = measure(dataclasses.replace(workload, conv_impl="xla"), chunk, chunks=[chunk], log=log, **measure_kwargs)[0]
+  choice = "xla" if xla.ran and xla.seed_step_s < (1 - tolerance) * t_gemm else "gemm"
+  _store_choice(path, key, {"conv_impl": choice, "chunk": chunk,
+                            "seed_step_s": {"gemm": t_gemm, "xla": xla.seed_step_s}, "xla_note": xla.note})
+  log(f"chose conv_impl={choice} (gemm {1e3 * t_gemm:.3f} ms, xla "
+      + (f"{1e3 * xla.seed_step_s:.3f} ms" if xla.ran else xla.note) + " per seed-step)")
+  return choice
+
+
+def resolve_conv_impl(conv_impl: str, workload: Workload, max_chunk: int = 512) -> tuple[str, str]:
+  """Turns ``"auto"`` into ``("gemm" | "xla", source)``; a concrete lowering is returned as given.
+
+  ``auto``: models without convolutions take ``gemm`` (it does not matter); a backend
+  with a measured default takes it; elsewhere both lowerings are timed on the device.
+  """
+  from unlearn_jax.models import CONV_IMPLS
+  from unlearn_jax.seeds import model_family
+
+  if conv_impl != "auto":
+    if conv_impl not in CONV_IMPLS:
+      raise ValueError(f"unknown conv impl {conv_impl!r}; expected one of {list(CONV_IMPLS) + ['auto']}")
+    return conv_impl, "given"
+  if model_family(workload.model) == "dense":
+    return "gemm", "no convolutions"
+  measured = default_conv_impl()
+  if measured is not None:
+    return measured, f"measured table ({jax.default_backend()})"
+  return tuned_conv_impl(workload, max_chunk), "tuned on this device"

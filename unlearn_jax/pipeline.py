@@ -52,7 +52,7 @@ import numpy as np
 
 from unlearn_jax import autotune, checkpoint, seeds
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
-from unlearn_jax.models import COMPUTE_DTYPES, get_model
+from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPLS, get_model
 from unlearn_jax.training import RECIPES, Recipe, accuracy, make_predict_fn, make_train_fn
 from unlearn_jax.training.losses import per_example_cross_entropy
 from unlearn_jax.unlearning import METHODS, ModelState, SetSizes, get_method
@@ -82,7 +82,8 @@ class EvalConfig:
     strategy, chunk_size: how :class:`~unlearn_jax.seeds.SeedRunner` runs the seed axis
       (``auto``: the measured table, or a measurement on this device where the table has
       no row; ``tune``: always measure; see :mod:`unlearn_jax.autotune`).
-    conv_impl: convolution lowering (``gemm`` is fastest on CPU).
+    conv_impl: convolution lowering: ``gemm``, ``xla`` or ``auto`` (the measured default of
+      this backend, or both timed on the device where there is none).
     dtype: compute dtype, ``float32`` or ``bfloat16`` (mixed precision: parameters,
       BatchNorm statistics and losses stay float32).
     cache_dir: root of the model cache; output_dir: where results go.
@@ -103,7 +104,7 @@ class EvalConfig:
   seed: int = 0
   strategy: str = "auto"
   chunk_size: Optional[int] = None
-  conv_impl: str = "gemm"
+  conv_impl: str = "auto"
   dtype: str = "float32"
   cache_dir: str = "unlearn_cache"
   output_dir: str = "results"
@@ -128,6 +129,7 @@ class Context:
   recipe: Recipe
   fingerprint: str
   seed_plan: Optional["SeedPlan"] = None  # filled by plan_seeds on first use
+  conv_impl_source: str = "given"
 
   def key_parts(self, kind: str) -> dict[str, Any]:
     c = self.config
@@ -205,6 +207,8 @@ def validate(config: EvalConfig) -> None:
     raise ValueError(f"unknown seed strategy {config.strategy!r}; expected one of {list(seeds.STRATEGIES)}")
   if config.chunk_size is not None and config.chunk_size < 1:
     raise ValueError(f"--chunk-size must be >= 1, got {config.chunk_size}")
+  if config.conv_impl not in (*CONV_IMPLS, "auto"):
+    raise ValueError(f"unknown conv impl {config.conv_impl!r}; expected one of {list(CONV_IMPLS) + ['auto']}")
   if config.dtype not in COMPUTE_DTYPES:
     raise ValueError(f"unknown compute dtype {config.dtype!r}; expected one of {sorted(COMPUTE_DTYPES)}")
   if not 0 <= config.process_index < config.process_count:
@@ -221,9 +225,19 @@ def build_context(config: EvalConfig) -> Context:
   validate(config)
   dataset = load_data(config.dataset, config.data_dir)
   indices, data = make_splits(dataset, config.split)
-  model = get_model(config.model, data.num_classes, conv_impl=config.conv_impl, dtype=COMPUTE_DTYPES[config.dtype])
   recipe = resolve_recipe(config.recipe, config.recipe_overrides)
-  return Context(config, data, indices, model, recipe, _fingerprint(dataset))
+  conv_impl, conv_source = autotune.resolve_conv_impl(config.conv_impl, workload_of(config, data, recipe),
+                                                      max_chunk=config.num_models)
+  config = dataclasses.replace(config, conv_impl=conv_impl)  # cache keys name the concrete lowering
+  model = get_model(config.model, data.num_classes, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[config.dtype])
+  return Context(config, data, indices, model, recipe, _fingerprint(dataset), conv_impl_source=conv_source)
+
+
+def workload_of(config: EvalConfig, data, recipe: Recipe) -> autotune.Workload:
+  """What one seed trains, as :mod:`unlearn_jax.autotune` measures it."""
+  return autotune.Workload(model=config.model, num_classes=int(data.num_classes),
+                           image_shape=tuple(int(d) for d in data.image_shape), recipe=config.recipe,
+                           batch_size=recipe.batch_size, conv_impl=config.conv_impl, dtype=config.dtype)
 
 
 def build_method(ctx: Context):
@@ -403,11 +417,8 @@ def plan_seeds(ctx: Context) -> SeedPlan:
   if ctx.seed_plan is None:
     c = ctx.config
     ndev = len(jax.local_devices())
-    workload = autotune.Workload(model=c.model, num_classes=int(ctx.data.num_classes),
-                                 image_shape=tuple(int(d) for d in ctx.data.image_shape),
-                                 recipe=c.recipe, batch_size=ctx.recipe.batch_size, conv_impl=c.conv_impl,
-                                 dtype=c.dtype)
-    strategy, chunk, source = seeds.resolve_strategy(c.strategy, c.chunk_size, c.model, workload,
+    strategy, chunk, source = seeds.resolve_strategy(c.strategy, c.chunk_size, c.model,
+                                                     workload_of(c, ctx.data, ctx.recipe),
                                                      max_chunk=-(-c.num_models // ndev))
     if c.strategy in ("auto", "tune") and ndev > 1:
       strategy = "shard"
@@ -645,6 +656,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       "device": device_description(),
       "jax": jax.__version__,
       "strategy": dataclasses.asdict(plan_seeds(ctx)),
+      "conv_impl": {"impl": ctx.config.conv_impl, "source": ctx.conv_impl_source},
       "cache": {"original": original_dir, "original_reused": original_cached, "retrained": retrained_dir,
                 "unlearned": unlearned_dir, "rebuilt": rebuilt_o + rebuilt_r + rebuilt_u},
   }

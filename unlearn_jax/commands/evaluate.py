@@ -48,7 +48,8 @@ def add_parser(sub) -> None:
                  help="seed-axis strategy (default auto: measured table, else measured on this device; "
                       "tune: always measure)")
   p.add_argument("--chunk-size", type=int, help="seeds per program (and per saved chunk)")
-  p.add_argument("--conv-impl", choices=["xla", "gemm"], help="convolution lowering (default gemm)")
+  p.add_argument("--conv-impl", choices=["auto", "xla", "gemm"],
+                 help="convolution lowering (default auto: measured default, else timed on this device)")
   p.add_argument("--dtype", choices=["float32", "bfloat16"],
                  help="compute dtype (default float32; bfloat16 keeps float32 parameters, statistics and losses)")
   p.add_argument("--seed", type=int, help="root seed of all model keys (default 0)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import jax
@@ -31,7 +32,8 @@ def add_parser(sub) -> None:
                  help="train on the full training set (original) or on retain (retrained models)")
   p.add_argument("--strategy", default="auto", choices=list(seeds.STRATEGIES), help="seed-parallel strategy")
   p.add_argument("--chunk-size", type=int, default=None, help="seeds per program for chunked/shard")
-  p.add_argument("--conv-impl", default="gemm", choices=["xla", "gemm"], help="convolution lowering")
+  p.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "gemm"],
+                 help="convolution lowering (auto: the measured default, else timed on this device)")
   p.add_argument("--seed", type=int, default=0, help="root seed")
   p.add_argument("--dtype", default="float32", choices=sorted(COMPUTE_DTYPES),
                  help="compute dtype; parameters, BatchNorm statistics and the loss stay float32")
@@ -43,14 +45,16 @@ def run(args) -> int:
   dataset = load_data(args.dataset, args.data_dir)
   _, data = make_splits(dataset, SplitSpec(seed=args.seed))
   model_name = args.model or DEFAULT_MODEL.get(args.dataset, "resnet18")
-  model = get_model(model_name, data.num_classes, conv_impl=args.conv_impl, dtype=COMPUTE_DTYPES[args.dtype])
-  recipe = RECIPES[args.recipe or DEFAULT_RECIPE.get(args.dataset, "competition")]()
+  recipe_name = args.recipe or DEFAULT_RECIPE.get(args.dataset, "competition")
+  recipe = RECIPES[recipe_name]()
   if args.epochs is not None:
     recipe = recipe.replace(epochs=args.epochs, min_save_epoch=min(recipe.min_save_epoch, args.epochs - 1))
   workload = autotune.Workload(model=model_name, num_classes=data.num_classes,
-                               image_shape=tuple(int(d) for d in data.image_shape),
-                               recipe=args.recipe or DEFAULT_RECIPE.get(args.dataset, "competition"),
+                               image_shape=tuple(int(d) for d in data.image_shape), recipe=recipe_name,
                                batch_size=recipe.batch_size, conv_impl=args.conv_impl, dtype=args.dtype)
+  conv_impl, conv_source = autotune.resolve_conv_impl(args.conv_impl, workload, max_chunk=args.num_models)
+  workload = dataclasses.replace(workload, conv_impl=conv_impl)
+  model = get_model(model_name, data.num_classes, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[args.dtype])
   runner = seeds.SeedRunner(make_train_fn(model, recipe, split=args.split), args.strategy, args.chunk_size,
                             model_name=model_name, workload=workload, max_chunk=args.num_models)
   keys = seeds.seed_keys(jax.random.key(args.seed), args.num_models)
@@ -58,7 +62,7 @@ def run(args) -> int:
   print(f"training {args.num_models} x {model_name} on {args.dataset} ({args.split}: "
         f"{data.split(args.split).shape[0]} examples, {recipe.epochs} epochs) strategy={runner.strategy}"
         f"{f' x{runner.chunk_size}' if runner.strategy in ('chunked', 'shard') and runner.chunk_size else ''} "
-        f"({runner.source}) dtype={args.dtype}")
+        f"({runner.source}) conv_impl={conv_impl} ({conv_source}) dtype={args.dtype}")
   t0 = time.perf_counter()
   done, accs = 0, {"train": [], "test": []}
   for lo, hi, result in runner.iter_chunks(keys, data):

@@ -10,6 +10,7 @@ classes, image shape, recipe (batch size), convolution lowering and compute dtyp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 import jax
@@ -27,7 +28,8 @@ def add_parser(sub) -> None:
   p.add_argument("--image-shape", default="32,32,3", help="H,W,C of one image (digits: 8,8,1)")
   p.add_argument("--recipe", default="competition", help="training recipe (sets optimizer and batch size)")
   p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
-  p.add_argument("--conv-impl", default="gemm", choices=["xla", "gemm"])
+  p.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "gemm"],
+                 help="convolution lowering (auto: the backend's measured default, else both are timed)")
   p.add_argument("--dtype", default="float32", choices=sorted(COMPUTE_DTYPES))
   p.add_argument("--max-chunk", type=int, default=512, help="largest chunk to try (e.g. the number of models)")
   p.add_argument("--steps", type=int, default=3, help="training steps per timed call")
@@ -54,7 +56,14 @@ def run(args) -> int:
   workload = autotune.Workload(model=args.model, num_classes=args.num_classes, image_shape=shape,
                                recipe=args.recipe, batch_size=batch, conv_impl=args.conv_impl, dtype=args.dtype)
   path = autotune.cache_file()
-  chunk = autotune.tuned_chunk(workload, args.max_chunk, path=path, retune=args.retune, steps=args.steps)
+  if args.conv_impl == "auto" and args.retune:
+    autotune.tuned_conv_impl(workload, args.max_chunk, path=path, retune=True, steps=args.steps)
+  conv_impl, conv_source = autotune.resolve_conv_impl(args.conv_impl, workload, args.max_chunk)
+  workload = dataclasses.replace(workload, conv_impl=conv_impl)
+  print(f"conv_impl: {conv_impl} ({conv_source})")
+  fresh = args.conv_impl == "auto" and args.retune and conv_impl == "gemm"  # its ladder was just measured
+  chunk = autotune.tuned_chunk(workload, args.max_chunk, path=path, retune=args.retune and not fresh,
+                               steps=args.steps)
   entry = autotune.load_choices(path).get(workload.cache_key(), {})
   print(f"device: {jax.local_devices()[0].device_kind} ({jax.default_backend()}); workload: {workload.cache_key()}")
   print("| chunk | ms per seed-step | models·epochs/s (50,000 examples) | MB/seed | compile s | note |")

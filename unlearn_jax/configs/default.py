@@ -32,7 +32,8 @@ Keys:
     or measures the chunk size on this device where the table has no row, and shards
     over local devices when there are several; ``tune`` always measures) and seeds per
     program.
-  conv_impl: ``gemm`` (fast on CPU) or ``xla``.
+  conv_impl: ``auto`` (the backend's measured default, ``gemm`` on CPU; on a backend
+    without one both lowerings are timed on the device), ``gemm`` or ``xla``.
   dtype: compute dtype, ``float32`` or ``bfloat16`` (mixed precision).
   cache_dir: where original/retrained models and outputs are cached.
   output_dir: where results.json, the plots and the resumable unlearning chunks go.
@@ -65,7 +66,7 @@ def get_config() -> dict[str, Any]:
       "seed": 0,
       "strategy": "auto",
       "chunk_size": None,
-      "conv_impl": "gemm",
+      "conv_impl": "auto",
       "dtype": "float32",
       "cache_dir": "unlearn_cache",
       "output_dir": "results",

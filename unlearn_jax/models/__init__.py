@@ -47,16 +47,15 @@ def get_model(name: str, num_classes: int, conv_impl: str = "xla", dtype=None) -
   return MODELS[name](num_classes, conv_impl=conv_impl, dtype=dtype)
 
 
-# Measured on CPU (benchmarks/README.md, "Training throughput"): the im2col GEMM
-# convolution trains ~10x faster than XLA's convolution, alone and under vmap.
-# GPU/TPU are unmeasured here: a vmap over per-seed kernels turns XLA's
-# convolution into a grouped convolution whose backward pass is reported slow
-# on CUDA (jax issue #13800), while the GEMM form becomes batched matmuls, so
-# 'gemm' is the untested default there too; benchmark with
-# ``benchmarks/bench_train_throughput.py --conv-impls xla,gemm`` to revisit.
-DEFAULT_CONV_IMPL = {"cpu": "gemm", "gpu": "gemm", "tpu": "gemm"}
+# Measured (benchmarks/README.md, "Training throughput"): on CPU the im2col GEMM
+# convolution trains ~10x faster than XLA's convolution, alone and under vmap. Only
+# measured backends belong here; elsewhere ``conv_impl="auto"`` times both lowerings on
+# the device (unlearn_jax/autotune.py). Background for GPUs: a vmap over per-seed
+# kernels turns XLA's convolution into a grouped convolution whose backward pass is
+# reported slow on CUDA (jax issue #13800), while the GEMM form becomes batched matmuls.
+DEFAULT_CONV_IMPL = {"cpu": "gemm"}
 
 
-def default_conv_impl(backend: Optional[str] = None) -> str:
-  """The convolution lowering to use on ``backend`` (default: JAX's default backend)."""
-  return DEFAULT_CONV_IMPL.get(backend or jax.default_backend(), "gemm")
+def default_conv_impl(backend: Optional[str] = None) -> Optional[str]:
+  """The measured convolution lowering for ``backend`` (default: JAX's), or ``None`` if unmeasured."""
+  return DEFAULT_CONV_IMPL.get(backend or jax.default_backend())
