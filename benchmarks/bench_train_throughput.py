@@ -14,6 +14,8 @@ in a ``lax.scan``; the strategies are built exactly as
 * ``auto``: whichever of these ``seeds.resolve_strategy`` picks for the model
   (the measured table, or on a backend without a row the chunk size that
   :mod:`unlearn_jax.autotune` measures for this workload, stored per machine);
+* ``tune``: the chunk size :mod:`unlearn_jax.autotune` measures for this
+  workload (on any backend), timed here like the others;
 * ``shard``: the vmapped program with the seed axis sharded over all local
   devices (one device on CPU unless run under
   ``XLA_FLAGS=--xla_force_host_platform_device_count=N``).
@@ -115,11 +117,11 @@ def _slice(tree, lo, hi):
   return jax.tree.map(lambda x: x[lo:hi], tree)
 
 
-def resolve_auto(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int) -> str:
-  """The benchmark strategy that ``SeedRunner(strategy="auto")`` runs for this workload here."""
+def resolve_engine(label: str, model_name: str, conv_impl: str, dtype_name: str, num_seeds: int) -> str:
+  """The benchmark strategy that ``SeedRunner(strategy=label)`` (``auto`` or ``tune``) runs for this workload."""
   workload = autotune.Workload(model=model_name, num_classes=10, image_shape=(32, 32, 3), recipe="competition",
                                batch_size=BATCH, conv_impl=conv_impl, dtype=dtype_name)
-  strategy, chunk, _ = seeds.resolve_strategy("auto", None, model_name, workload, max_chunk=num_seeds)
+  strategy, chunk, _ = seeds.resolve_strategy(label, None, model_name, workload, max_chunk=num_seeds)
   if strategy == "chunked" and chunk and chunk < num_seeds:
     return f"chunk{chunk}"
   return "vmap" if strategy == "chunked" else strategy
@@ -138,7 +140,8 @@ def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int
   vmapped = jax.jit(jax.vmap(steps_fn, in_axes=(0, 0, None)))
   prepared = []
   for label in strategies:
-    strategy = resolve_auto(model_name, conv_impl, dtype_name, num_seeds) if label == "auto" else label
+    engine = label in ("auto", "tune")
+    strategy = resolve_engine(label, model_name, conv_impl, dtype_name, num_seeds) if engine else label
     if strategy == "loop":
       prog = jax.jit(steps_fn)
       calls = [(jax.tree.map(lambda x: x[i], states), keys[i], data) for i in range(num_seeds)]
@@ -170,7 +173,7 @@ def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int
     t0 = time.perf_counter()
     jax.block_until_ready(call())
     first_s = time.perf_counter() - t0
-    prepared.append((label if label != "auto" else f"auto={strategy}", call, compile_s, first_s, per_seed_bytes))
+    prepared.append((f"{label}={strategy}" if engine else label, call, compile_s, first_s, per_seed_bytes))
   # Repeats interleave the strategies, so a change in background load hits all of them alike.
   times = {strategy: [] for strategy, *_ in prepared}
   for _ in range(repeats):
@@ -214,7 +217,8 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, default=None, help="training steps per timed call (default 20; quick 2)")
   p.add_argument("--chunks", default=None, help="chunk sizes k (default 8,16,32; quick 2)")
   p.add_argument("--strategies", default="loop,vmap,chunked,shard,auto",
-                 help="comma list of loop, vmap, chunked (one per --chunks k), shard, auto (the engine's default)")
+                 help="comma list of loop, vmap, chunked (one per --chunks k), shard, auto (the engine's default), "
+                      "tune (the chunk autotune measures for this workload; stored per machine)")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--no-record", action="store_true", help="do not append to results.jsonl")
   args = p.parse_args(argv)
