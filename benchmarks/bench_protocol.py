@@ -12,7 +12,7 @@ Usage::
   python benchmarks/bench_protocol.py --quick
   python benchmarks/bench_protocol.py                     # N = 512, the performance bar (< 5 min on 2 CPU cores)
   python benchmarks/bench_protocol.py --dataset random_cifar10 --model resnet18 --recipe starting_kit \\
-      --num-models 512 --chunk-size 64 --no-cache-params  # on a GPU
+      --num-models 512 --no-cache-params --dtype bfloat16  # on a GPU (chunk size measured first)
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ def main() -> None:
   p.add_argument("--num-models", type=int, default=None)
   p.add_argument("--chunk-size", type=int, default=None)
   p.add_argument("--epochs", type=int, default=None)
+  p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="compute dtype (default float32)")
+  p.add_argument("--strategy", default=None, help="seed-axis strategy (default auto)")
+  p.add_argument("--conv-impl", default=None, choices=["auto", "gemm", "xla"], help="default auto")
   p.add_argument("--no-cache-params", action="store_true")
   p.add_argument("--no-record", action="store_true", help="do not append to benchmarks/results.jsonl")
   args = p.parse_args()
@@ -49,7 +52,7 @@ def main() -> None:
   cfg = configs.load_config(None)
   cfg.update(dataset=args.dataset, method=args.method, plots=False)
   cfg["num_models"] = args.num_models or (64 if args.quick else 512)
-  for key in ("model", "recipe", "chunk_size"):
+  for key in ("model", "recipe", "chunk_size", "dtype", "strategy", "conv_impl"):
     if getattr(args, key) is not None:
       cfg[key] = getattr(args, key)
   if args.epochs is not None:
@@ -74,7 +77,7 @@ def main() -> None:
       if not args.no_record:
         _timing.record("protocol", dict(dataset=config.dataset, model=config.model, recipe=config.recipe,
                                         method=method, num_models=config.num_models, strategy=res["strategy"],
-                                        cache=label),
+                                        conv_impl=res["conv_impl"], dtype=config.dtype, cache=label),
                        dict(process_total_s=total, **{f"{k}_s": v for k, v in w.items()},
                             forgetting_quality=res["forgetting_quality"], final_score=res["final_score"],
                             load_average_before=load_before, load_average_after=os.getloadavg()[0]))
