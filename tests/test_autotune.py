@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 
 import jax
 import numpy as np
@@ -180,3 +181,34 @@ def test_conv_impl_auto_uses_the_table_or_times_both_lowerings(tmp_path, monkeyp
   with open(path, "w") as f:  # a stored choice is reused without measuring
     json.dump({dataclasses.replace(conv, conv_impl="auto").cache_key(): {"conv_impl": "xla"}}, f)
   assert autotune.resolve_conv_impl("auto", conv, max_chunk=2) == ("xla", "tuned on this device")
+
+
+def test_other_processes_wait_for_the_measuring_process_choice(tmp_path):
+  import threading
+
+  from unlearn_jax import pipeline
+
+  path = str(tmp_path / "shared.json")
+  autotune._MEMO.clear()
+  with pytest.raises(TimeoutError, match="no tuned choice"):
+    autotune.tuned_chunk(WORKLOAD, 8, path=path, measure_here=False, wait_s=0.3, log=lambda line: None)
+  conv_key = dataclasses.replace(WORKLOAD, conv_impl="auto").cache_key()
+
+  def measuring_process():  # stores its choices a moment later, as process 0 does after measuring
+    time.sleep(0.5)
+    autotune._store_choice(path, WORKLOAD.cache_key(), {"chunk": 16, "max_chunk": 8, "stopped_early": True})
+    autotune._store_choice(path, conv_key, {"conv_impl": "xla"})
+
+  thread = threading.Thread(target=measuring_process)
+  thread.start()
+  try:
+    assert autotune.tuned_chunk(WORKLOAD, 8, path=path, measure_here=False, wait_s=30, log=lambda line: None) == 8
+    assert autotune.tuned_conv_impl(WORKLOAD, 8, path=path, measure_here=False, wait_s=30) == "xla"
+  finally:
+    thread.join()
+  single = pipeline.EvalConfig(cache_dir=str(tmp_path))
+  assert pipeline.tune_options(single) == {}
+  for index in (0, 1):
+    opts = pipeline.tune_options(dataclasses.replace(single, process_index=index, process_count=2))
+    assert opts == dict(path=str(tmp_path / "tuned-strategies.json"), measure_here=index == 0,
+                        wait_s=single.wait_timeout_s)

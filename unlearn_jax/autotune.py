@@ -287,12 +287,31 @@ def _store_choice(path: str, key: str, entry: dict[str, Any]) -> None:
 _MEMO: dict[tuple[str, str, int], int] = {}
 
 
+def wait_for_choice(path: str, key: str, valid: Callable[[dict], bool], wait_s: float,
+                    log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+  """Polls ``path`` until ``key`` holds an entry that ``valid`` accepts (another process measures it)."""
+  if log:
+    log(f"waiting for another process to store the choice for {key} in {path}")
+  deadline = time.monotonic() + wait_s
+  while True:
+    entry = load_choices(path).get(key)
+    if isinstance(entry, dict) and valid(entry):
+      return entry
+    if time.monotonic() > deadline:
+      raise TimeoutError(f"no tuned choice for {key} appeared in {path} within {wait_s:.0f} s")
+    time.sleep(0.2)
+
+
 def tuned_chunk(workload: Workload, max_chunk: int = 512, *, path: Optional[str] = None, retune: bool = False,
-                log: Optional[Callable[[str], None]] = None, **measure_kwargs) -> int:
+                log: Optional[Callable[[str], None]] = None, measure_here: bool = True, wait_s: float = 3600.0,
+                **measure_kwargs) -> int:
   """The chunk size for ``workload`` on this device: stored, or measured now and stored.
 
   A stored choice is reused when it was measured with a ladder reaching at least
-  ``min(max_chunk, its own limit)``; ``retune`` measures again regardless.
+  ``min(max_chunk, its own limit)``; ``retune`` measures again regardless. With
+  ``measure_here=False`` (the other processes of a multi-process run, which must all
+  use the same chunks) nothing is measured: the call waits up to ``wait_s`` for the
+  measuring process to store its choice in ``path``.
   """
   path = path or cache_file()
   key = workload.cache_key()
@@ -305,6 +324,9 @@ def tuned_chunk(workload: Workload, max_chunk: int = 512, *, path: Optional[str]
       _MEMO[(path, key, max_chunk)] = chunk
       return chunk
   log = log or (lambda line: print(f"[tune] {line}", file=sys.stderr, flush=True))
+  if not measure_here:
+    entry = wait_for_choice(path, key, lambda e: isinstance(e.get("chunk"), int), wait_s, log)
+    return min(entry["chunk"], max_chunk)
   log(f"measuring seed-axis chunk sizes for {workload.model} ({workload.dtype}, {workload.conv_impl}) on "
       f"{jax.local_devices()[0].device_kind}, up to {max_chunk} seeds per program")
   trials = measure(workload, max_chunk, log=log, **measure_kwargs)
@@ -318,12 +340,14 @@ def tuned_chunk(workload: Workload, max_chunk: int = 512, *, path: Optional[str]
 
 
 def tuned_conv_impl(workload: Workload, max_chunk: int = 512, *, path: Optional[str] = None, retune: bool = False,
-                    tolerance: float = 0.05, log: Optional[Callable[[str], None]] = None, **measure_kwargs) -> str:
+                    tolerance: float = 0.05, log: Optional[Callable[[str], None]] = None, measure_here: bool = True,
+                    wait_s: float = 3600.0, **measure_kwargs) -> str:
   """``"gemm"`` or ``"xla"`` for ``workload`` on this device: stored, or measured now and stored.
 
   The GEMM lowering's chunk size is tuned first (:func:`tuned_chunk`); XLA's convolution
   is then timed at that chunk. XLA's is chosen only if it is more than ``tolerance``
-  faster per seed-step; running out of memory counts as slower.
+  faster per seed-step; running out of memory counts as slower. ``measure_here`` and
+  ``wait_s`` as in :func:`tuned_chunk`.
   """
   path = path or cache_file()
   key = dataclasses.replace(workload, conv_impl="auto").cache_key()
@@ -331,6 +355,8 @@ def tuned_conv_impl(workload: Workload, max_chunk: int = 512, *, path: Optional[
   if not retune and isinstance(entry, dict) and entry.get("conv_impl") in ("gemm", "xla"):
     return entry["conv_impl"]
   log = log or (lambda line: print(f"[tune] {line}", file=sys.stderr, flush=True))
+  if not measure_here:
+    return wait_for_choice(path, key, lambda e: e.get("conv_impl") in ("gemm", "xla"), wait_s, log)["conv_impl"]
   gemm = dataclasses.replace(workload, conv_impl="gemm")
   chunk = tuned_chunk(gemm, max_chunk, path=path, retune=retune, log=log, **measure_kwargs)
   trials = load_choices(path).get(gemm.cache_key(), {}).get("trials", [])
@@ -347,11 +373,12 @@ def tuned_conv_impl(workload: Workload, max_chunk: int = 512, *, path: Optional[
   return choice
 
 
-def resolve_conv_impl(conv_impl: str, workload: Workload, max_chunk: int = 512) -> tuple[str, str]:
+def resolve_conv_impl(conv_impl: str, workload: Workload, max_chunk: int = 512, **tune_kwargs) -> tuple[str, str]:
   """Turns ``"auto"`` into ``("gemm" | "xla", source)``; a concrete lowering is returned as given.
 
   ``auto``: models without convolutions take ``gemm`` (it does not matter); a backend
-  with a measured default takes it; elsewhere both lowerings are timed on the device.
+  with a measured default takes it; elsewhere both lowerings are timed on the device
+  (:func:`tuned_conv_impl`, given ``tune_kwargs``).
   """
   from unlearn_jax.models import CONV_IMPLS
   from unlearn_jax.seeds import model_family
@@ -365,4 +392,4 @@ def resolve_conv_impl(conv_impl: str, workload: Workload, max_chunk: int = 512) 
   measured = default_conv_impl()
   if measured is not None:
     return measured, f"measured table ({jax.default_backend()})"
-  return tuned_conv_impl(workload, max_chunk), "tuned on this device"
+  return tuned_conv_impl(workload, max_chunk, **tune_kwargs), "tuned on this device"

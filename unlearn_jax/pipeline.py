@@ -227,10 +227,25 @@ def build_context(config: EvalConfig) -> Context:
   indices, data = make_splits(dataset, config.split)
   recipe = resolve_recipe(config.recipe, config.recipe_overrides)
   conv_impl, conv_source = autotune.resolve_conv_impl(config.conv_impl, workload_of(config, data, recipe),
-                                                      max_chunk=config.num_models)
+                                                      max_chunk=-(-config.num_models // len(jax.local_devices())),
+                                                      **tune_options(config))
   config = dataclasses.replace(config, conv_impl=conv_impl)  # cache keys name the concrete lowering
   model = get_model(config.model, data.num_classes, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[config.dtype])
   return Context(config, data, indices, model, recipe, _fingerprint(dataset), conv_impl_source=conv_source)
+
+
+def tune_options(config: EvalConfig) -> dict[str, Any]:
+  """Where measured choices live and who measures them.
+
+  A single process uses the per-user file. In a multi-process run every process
+  must use the same chunks (the cache entries are per chunk) and the same
+  convolution lowering (it keys the cache), so process 0 measures and stores its
+  choice in the shared cache directory and the others wait for it there.
+  """
+  if config.process_count == 1:
+    return {}
+  return dict(path=os.path.join(config.cache_dir, "tuned-strategies.json"), measure_here=config.process_index == 0,
+              wait_s=config.wait_timeout_s)
 
 
 def workload_of(config: EvalConfig, data, recipe: Recipe) -> autotune.Workload:
@@ -419,7 +434,8 @@ def plan_seeds(ctx: Context) -> SeedPlan:
     ndev = len(jax.local_devices())
     strategy, chunk, source = seeds.resolve_strategy(c.strategy, c.chunk_size, c.model,
                                                      workload_of(c, ctx.data, ctx.recipe),
-                                                     max_chunk=-(-c.num_models // ndev))
+                                                     max_chunk=-(-c.num_models // ndev),
+                                                     tune_kwargs=tune_options(c))
     if c.strategy in ("auto", "tune") and ndev > 1:
       strategy = "shard"
       chunk = c.chunk_size or (chunk or 1) * ndev

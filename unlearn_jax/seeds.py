@@ -80,7 +80,8 @@ def default_strategy(model_name: str, backend: Optional[str] = None) -> Optional
 
 
 def resolve_strategy(strategy: str, chunk_size: Optional[int] = None, model_name: str = "",
-                     workload=None, max_chunk: int = 512) -> tuple[str, Optional[int], str]:
+                     workload=None, max_chunk: int = 512,
+                     tune_kwargs: Optional[dict] = None) -> tuple[str, Optional[int], str]:
   """Turns ``auto``/``tune`` into a concrete ``(strategy, chunk_size, source)``.
 
   ``source`` says where the choice came from: ``"given"``, ``"measured table (<backend>)"``,
@@ -93,6 +94,8 @@ def resolve_strategy(strategy: str, chunk_size: Optional[int] = None, model_name
     workload: an :class:`unlearn_jax.autotune.Workload` to measure on when the
       table has no row for this backend (and always for ``"tune"``).
     max_chunk: the largest chunk worth measuring (e.g. the number of models).
+    tune_kwargs: passed to :func:`unlearn_jax.autotune.tuned_chunk` (where the choice is
+      stored; whether this process measures or waits for another's choice).
   """
   if strategy not in STRATEGIES:
     raise ValueError(f"unknown seed strategy {strategy!r}; expected one of {list(STRATEGIES)}")
@@ -112,7 +115,7 @@ def resolve_strategy(strategy: str, chunk_size: Optional[int] = None, model_name
     return FALLBACK_STRATEGY[0], FALLBACK_STRATEGY[1], "fallback (unmeasured backend)"
   from unlearn_jax import autotune  # the tuner trains models; seeds stays import-light
 
-  chunk = autotune.tuned_chunk(workload, max(1, max_chunk))
+  chunk = autotune.tuned_chunk(workload, max(1, max_chunk), **(tune_kwargs or {}))
   return ("loop", 1, "tuned on this device") if chunk == 1 else ("chunked", chunk, "tuned on this device")
 
 
