@@ -190,7 +190,7 @@ def measure(workload: Workload, max_chunk: int, *, steps: int = 3, repeats: int 
   capacity = capacity if capacity is not None else device_capacity()[0]
   data_bytes = sum(x.nbytes for x in jax.tree.leaves(data) if hasattr(x, "nbytes"))
   root = jax.random.key(0)
-  init_many = jax.jit(jax.vmap(init, in_axes=(0, None)))
+  init_one, init_many = jax.jit(init), jax.jit(jax.vmap(init, in_axes=(0, None)))
   single, vmapped = jax.jit(steps_fn), jax.jit(jax.vmap(steps_fn, in_axes=(0, 0, None)))
 
   rungs = [1]
@@ -205,19 +205,19 @@ def measure(workload: Workload, max_chunk: int, *, steps: int = 3, repeats: int 
     trials.append(trial)
     try:
       keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(k, dtype=jnp.uint32))
-      states = init_many(keys, data)
+      # Compiled from shapes first, so a chunk that does not fit is never allocated.
       if k == 1:
-        args = (jax.tree.map(lambda x: x[0], states), keys[0], data)
-        program = single
+        program, make_state, seed_keys = single, init_one, keys[0]
       else:
-        args, program = (states, keys, data), vmapped
+        program, make_state, seed_keys = vmapped, init_many, keys
       t0 = time.perf_counter()
-      compiled = program.lower(*args).compile()
+      compiled = program.lower(jax.eval_shape(make_state, seed_keys, data), seed_keys, data).compile()
       trial.compile_s = time.perf_counter() - t0
       trial.bytes_per_seed = (memory_bytes(compiled) - data_bytes) / k
       if trial.bytes_per_seed * k > memory_fraction * capacity:
         trial.note = "exceeds memory"
       else:
+        args = (make_state(seed_keys, data), seed_keys, data)
         t0 = time.perf_counter()
         jax.block_until_ready(compiled(*args))
         once = time.perf_counter() - t0
@@ -233,7 +233,7 @@ def measure(workload: Workload, max_chunk: int, *, steps: int = 3, repeats: int 
           jax.block_until_ready(out)
           times.append((time.perf_counter() - t0) / calls)
         trial.seed_step_s = statistics.median(times) / (k * steps)
-      del states, args
+        del args, out
     except Exception as err:  # noqa: BLE001 - only running out of memory ends the ladder quietly
       if not _is_oom(err):
         raise
