@@ -130,7 +130,7 @@ def test_tuned_runner_gives_the_models_of_the_loop(tmp_path, monkeypatch):
                   loss="ce", best_val=False)
   fn = make_train_fn(get_model("tiny_mlp", 10), recipe, split="retain")
   keys = seeds.seed_keys(jax.random.key(3), 5)
-  tuned = seeds.SeedRunner(fn, "auto", model_name="tiny_mlp", workload=WORKLOAD, max_chunk=4)
+  tuned = seeds.SeedRunner(fn, "auto", model_name="tiny_mlp", workload=WORKLOAD, num_seeds=4)
   assert tuned.source == "tuned on this device"
   out, ref = tuned(keys, data), seeds.SeedRunner(fn, "loop")(keys, data)
   for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref), strict=True):
@@ -212,3 +212,12 @@ def test_other_processes_wait_for_the_measuring_process_choice(tmp_path):
     opts = pipeline.tune_options(dataclasses.replace(single, process_index=index, process_count=2))
     assert opts == dict(path=str(tmp_path / "tuned-strategies.json"), measure_here=index == 0,
                         wait_s=single.wait_timeout_s)
+
+
+def test_plan_strategy_shards_auto_over_several_devices():
+  table = seeds.DEFAULT_STRATEGY[("cpu", "dense")]
+  assert seeds.plan_strategy("auto", None, "mlp", num_seeds=64, num_devices=1) == (*table, "measured table (cpu)")
+  assert seeds.plan_strategy("auto", None, "mlp", num_seeds=64, num_devices=4) == (
+      "shard", 4 * table[1], "measured table (cpu); sharded over 4 devices")
+  assert seeds.plan_strategy("auto", 10, "mlp", num_seeds=64, num_devices=4)[:2] == ("shard", 10)  # total given
+  assert seeds.plan_strategy("loop", None, "mlp", num_seeds=64, num_devices=4) == ("loop", None, "given")

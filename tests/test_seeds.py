@@ -117,6 +117,11 @@ SHARD_SCRIPT = textwrap.dedent("""
     looped = seeds.SeedRunner(fn, "loop")(keys, data)
     for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(looped)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    auto = seeds.SeedRunner(fn, "auto", model_name="tiny_cnn")  # several devices: auto shards over them
+    per_device = seeds.DEFAULT_STRATEGY[("cpu", "small_conv")][1]
+    assert (auto.strategy, auto.chunk_size) == ("shard", 4 * per_device), (auto.strategy, auto.chunk_size)
+    for a, b in zip(jax.tree.leaves(auto(keys, data)), jax.tree.leaves(looped)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     print("OK", jax.device_count())
 """)
 

@@ -423,23 +423,12 @@ class SeedPlan:
 
 
 def plan_seeds(ctx: Context) -> SeedPlan:
-  """Resolves ``auto``/``tune`` once per context (measuring on this device if needed).
-
-  With several local devices, ``auto``/``tune`` shard the seed axis over them; the
-  table's or the measurement's chunk is then per device (the user's ``chunk_size``
-  stays the total seeds per program).
-  """
+  """Resolves ``auto``/``tune`` once per context (measuring on this device if needed;
+  sharding over the local devices when there are several, see :func:`seeds.plan_strategy`)."""
   if ctx.seed_plan is None:
     c = ctx.config
-    ndev = len(jax.local_devices())
-    strategy, chunk, source = seeds.resolve_strategy(c.strategy, c.chunk_size, c.model,
-                                                     workload_of(c, ctx.data, ctx.recipe),
-                                                     max_chunk=-(-c.num_models // ndev),
-                                                     tune_kwargs=tune_options(c))
-    if c.strategy in ("auto", "tune") and ndev > 1:
-      strategy = "shard"
-      chunk = c.chunk_size or (chunk or 1) * ndev
-    ctx.seed_plan = SeedPlan(strategy, chunk, source)
+    ctx.seed_plan = SeedPlan(*seeds.plan_strategy(c.strategy, c.chunk_size, c.model, workload_of(c, ctx.data, ctx.recipe),
+                                                  c.num_models, len(jax.local_devices()), tune_options(c)))
   return ctx.seed_plan
 
 

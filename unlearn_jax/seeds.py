@@ -119,6 +119,22 @@ def resolve_strategy(strategy: str, chunk_size: Optional[int] = None, model_name
   return ("loop", 1, "tuned on this device") if chunk == 1 else ("chunked", chunk, "tuned on this device")
 
 
+def plan_strategy(strategy: str, chunk_size: Optional[int] = None, model_name: str = "", workload=None,
+                  num_seeds: int = 512, num_devices: int = 1,
+                  tune_kwargs: Optional[dict] = None) -> tuple[str, Optional[int], str]:
+  """:func:`resolve_strategy` for ``num_seeds`` seeds on ``num_devices`` local devices.
+
+  With several devices ``auto``/``tune`` shard the seed axis over them: the table's
+  or the measurement's chunk is per device and multiplied by the device count (a
+  given ``chunk_size`` stays the total seeds per program).
+  """
+  per_device = -(-max(1, num_seeds) // num_devices)
+  concrete, chunk, source = resolve_strategy(strategy, chunk_size, model_name, workload, per_device, tune_kwargs)
+  if strategy in ("auto", "tune") and num_devices > 1:
+    return "shard", chunk_size or (chunk or 1) * num_devices, f"{source}; sharded over {num_devices} devices"
+  return concrete, chunk, source
+
+
 def _pad_keys(keys: jax.Array, size: int) -> jax.Array:
   n = keys.shape[0]
   if n == size:
@@ -145,17 +161,20 @@ class SeedRunner:
     devices: devices for ``"shard"`` (default: all local devices).
     workload: an :class:`unlearn_jax.autotune.Workload` to measure the chunk size on
       where the table has no row for this backend.
-    max_chunk: the largest chunk the measurement tries.
+    num_seeds: how many seeds will run (bounds the chunk sizes measured).
+
+  With several devices, ``auto``/``tune`` shard over them (see :func:`plan_strategy`).
   """
 
   def __init__(self, fn: Callable[..., Any], strategy: str = "auto", chunk_size: Optional[int] = None,
                model_name: str = "", devices: Optional[Sequence[jax.Device]] = None, workload=None,
-               max_chunk: int = 512):
-    strategy, chunk_size, self.source = resolve_strategy(strategy, chunk_size, model_name, workload, max_chunk)
+               num_seeds: int = 512):
+    self.devices = list(devices) if devices is not None else jax.local_devices()
+    strategy, chunk_size, self.source = plan_strategy(strategy, chunk_size, model_name, workload, num_seeds,
+                                                      len(self.devices))
     self.fn = fn
     self.strategy = strategy
     self.chunk_size = chunk_size
-    self.devices = list(devices) if devices is not None else jax.local_devices()
     self._single = jax.jit(fn)
     self._programs: dict[Any, Callable] = {}
 
@@ -218,4 +237,4 @@ def run_seeds(fn: Callable[..., Any], keys: jax.Array, *shared, strategy: str = 
               chunk_size: Optional[int] = None, model_name: str = "", workload=None) -> Any:
   """Runs ``fn(key, *shared)`` for every key and stacks the results on a leading seed axis."""
   return SeedRunner(fn, strategy, chunk_size, model_name, workload=workload,
-                    max_chunk=int(keys.shape[0]))(keys, *shared)
+                    num_seeds=int(keys.shape[0]))(keys, *shared)

@@ -52,11 +52,12 @@ def run(args) -> int:
   workload = autotune.Workload(model=model_name, num_classes=data.num_classes,
                                image_shape=tuple(int(d) for d in data.image_shape), recipe=recipe_name,
                                batch_size=recipe.batch_size, conv_impl=args.conv_impl, dtype=args.dtype)
-  conv_impl, conv_source = autotune.resolve_conv_impl(args.conv_impl, workload, max_chunk=args.num_models)
+  conv_impl, conv_source = autotune.resolve_conv_impl(args.conv_impl, workload,
+                                                      max_chunk=-(-args.num_models // len(jax.local_devices())))
   workload = dataclasses.replace(workload, conv_impl=conv_impl)
   model = get_model(model_name, data.num_classes, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[args.dtype])
   runner = seeds.SeedRunner(make_train_fn(model, recipe, split=args.split), args.strategy, args.chunk_size,
-                            model_name=model_name, workload=workload, max_chunk=args.num_models)
+                            model_name=model_name, workload=workload, num_seeds=args.num_models)
   keys = seeds.seed_keys(jax.random.key(args.seed), args.num_models)
   predict = jax.jit(jax.vmap(make_predict_fn(model), in_axes=(0, 0, None, None)))
   print(f"training {args.num_models} x {model_name} on {args.dataset} ({args.split}: "
