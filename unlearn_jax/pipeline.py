@@ -130,6 +130,7 @@ class Context:
   fingerprint: str
   seed_plan: Optional["SeedPlan"] = None  # filled by plan_seeds on first use
   conv_impl_source: str = "given"
+  progress: Optional["Progress"] = None
 
   def key_parts(self, kind: str) -> dict[str, Any]:
     c = self.config
@@ -220,32 +221,36 @@ def validate(config: EvalConfig) -> None:
   resolve_recipe(config.recipe, config.recipe_overrides)
 
 
-def build_context(config: EvalConfig) -> Context:
-  """Loads the dataset, makes the split, builds the model and recipe."""
+def build_context(config: EvalConfig, progress: Optional["Progress"] = None) -> Context:
+  """Loads the dataset, makes the split, builds the model and recipe (``progress``: tuning lines)."""
   validate(config)
   dataset = load_data(config.dataset, config.data_dir)
   indices, data = make_splits(dataset, config.split)
   recipe = resolve_recipe(config.recipe, config.recipe_overrides)
   conv_impl, conv_source = autotune.resolve_conv_impl(config.conv_impl, workload_of(config, data, recipe),
                                                       max_chunk=-(-config.num_models // len(jax.local_devices())),
-                                                      **tune_options(config))
+                                                      **tune_options(config, progress))
   config = dataclasses.replace(config, conv_impl=conv_impl)  # cache keys name the concrete lowering
   model = get_model(config.model, data.num_classes, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[config.dtype])
-  return Context(config, data, indices, model, recipe, _fingerprint(dataset), conv_impl_source=conv_source)
+  return Context(config, data, indices, model, recipe, _fingerprint(dataset), conv_impl_source=conv_source,
+                 progress=progress)
 
 
-def tune_options(config: EvalConfig) -> dict[str, Any]:
-  """Where measured choices live and who measures them.
+def tune_options(config: EvalConfig, progress: Optional["Progress"] = None) -> dict[str, Any]:
+  """Where measured choices live, who measures them, and where the measurement's lines go.
 
   A single process uses the per-user file. In a multi-process run every process
   must use the same chunks (the cache entries are per chunk) and the same
   convolution lowering (it keys the cache), so process 0 measures and stores its
   choice in the shared cache directory and the others wait for it there.
   """
-  if config.process_count == 1:
-    return {}
-  return dict(path=os.path.join(config.cache_dir, "tuned-strategies.json"), measure_here=config.process_index == 0,
-              wait_s=config.wait_timeout_s)
+  opts: dict[str, Any] = {}
+  if progress is not None:
+    opts["log"] = lambda line: progress.line(f"[tune] {line}")
+  if config.process_count > 1:
+    opts.update(path=os.path.join(config.cache_dir, "tuned-strategies.json"),
+                measure_here=config.process_index == 0, wait_s=config.wait_timeout_s)
+  return opts
 
 
 def workload_of(config: EvalConfig, data, recipe: Recipe) -> autotune.Workload:
@@ -428,7 +433,8 @@ def plan_seeds(ctx: Context) -> SeedPlan:
   if ctx.seed_plan is None:
     c = ctx.config
     ctx.seed_plan = SeedPlan(*seeds.plan_strategy(c.strategy, c.chunk_size, c.model, workload_of(c, ctx.data, ctx.recipe),
-                                                  c.num_models, len(jax.local_devices()), tune_options(c)))
+                                                  c.num_models, len(jax.local_devices()),
+                                                  tune_options(c, ctx.progress)))
   return ctx.seed_plan
 
 
@@ -579,7 +585,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   walls: dict[str, float] = {}
   t_all = time.perf_counter()
   t0 = time.perf_counter()
-  ctx = build_context(config)
+  ctx = build_context(config, progress)
   method = build_method(ctx)
   sizes = SetSizes(int(ctx.data.retain.shape[0]), int(ctx.data.forget.shape[0]), int(ctx.data.validation.shape[0]))
   walls["load"] = time.perf_counter() - t0
