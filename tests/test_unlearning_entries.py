@@ -17,6 +17,7 @@ import pytest
 from tests.helpers import small_digits
 from unlearn_jax.models import get_model
 from unlearn_jax.training import steps
+from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.training.state import TrainState, init_variables
 from unlearn_jax.unlearning import METHODS, ModelState, SetSizes, _common
 from unlearn_jax.unlearning import (amnesiacs, conv_transpose, fanchuan, forget_cycles, kookmin, oleszko,
@@ -254,6 +255,55 @@ def test_amnesiacs_resets_stem_and_head_only(tiny, trained, data):
   for a, b in zip(jax.tree.leaves(still.state.params), jax.tree.leaves(result.state.params)):
     np.testing.assert_array_equal(a, b)
   assert np.asarray(still.metrics["warmup_loss"]).shape == (3,)
+
+
+def _filtered_warmup_reference(model, original, data, key, cls, batch_size, epochs, temperature=5.0):
+  """Amnesiacs' reset and class-filtered warm-up written as a plain loader: a Python loop over
+  the shuffled validation examples of class ``cls`` in batches (no padding, no masks)."""
+  stem, head = _common.stem_module(original.params), _common.head_module(original.params)
+  params = _common.reinit_modules(jax.random.fold_in(key, amnesiacs.RESET_STREAM), original.params, [stem, head],
+                                  "torch_default")
+
+  def loss(params, batch_stats, batch, key):
+    x, _ = batch
+    t = jax.nn.log_softmax(steps.apply_eval(model, original.params, original.batch_stats, x) / temperature, -1)
+    logits, stats = steps.apply_train(model, params, batch_stats, x)
+    s = jax.nn.log_softmax(logits / temperature, -1)
+    return (jnp.exp(t) * (t - s)).sum(-1).mean(), (stats, {})
+
+  tx = torch_optimizer("sgd", 9e-4, 0.9, 5e-4)
+  step = jax.jit(_common.make_step(loss, tx))
+  state = _common.start(ModelState(params, original.batch_stats), tx)
+  warm_key = jax.random.fold_in(key, amnesiacs.WARMUP_STREAM)
+  val, labels = np.asarray(data.validation), np.asarray(data.labels)
+  for e in range(epochs):
+    epoch_key = jax.random.fold_in(warm_key, e)
+    order = val[np.asarray(jax.random.permutation(jax.random.fold_in(epoch_key, 0), len(val)))]
+    chosen = order[labels[order] == cls]
+    for j in range(0, len(chosen), batch_size):
+      state, _ = step(state, data.gather(jnp.asarray(chosen[j:j + batch_size])), jax.random.key(0))
+  return state
+
+
+def test_amnesiacs_class_filtered_warmup_equals_a_filtered_loader(tiny, trained, data):
+  labels = np.asarray(data.labels[data.validation])
+  cls = int(np.bincount(labels).argmax())
+  n_cls = int((labels == cls).sum())
+  batch = n_cls // 2 if n_cls % 2 == 0 else n_cls  # whole batches only: batch norm sees exactly the subset
+  assert n_cls >= 2 and n_cls % batch == 0
+  method = amnesiacs.make(tiny, warmup_epochs=2, epochs=0, batch_size=batch, warmup_classes=(cls,))
+  got = run(method, trained, data, seed=4)
+  ref = _filtered_warmup_reference(tiny, trained, data, jax.random.key(4), cls, batch, epochs=2)
+  assert int(ref.step) == 2 * (n_cls // batch)
+  for a, b in zip(jax.tree.leaves(got.state), jax.tree.leaves((ref.params, ref.batch_stats)), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  # the filter is real: with every class the warm-up ends elsewhere
+  everything = run(amnesiacs.make(tiny, warmup_epochs=2, epochs=0, batch_size=batch), trained, data, seed=4)
+  assert _max_abs(everything.state.params, got.state.params) > 1e-4
+
+
+def _max_abs(a, b) -> float:
+  return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def test_amnesiacs_resnet_roles(resnet_params):

@@ -15,11 +15,15 @@ set (algorithms spec §6.16). Teacher θ₀ in eval mode, student in train mode.
    made symmetric, KL(t‖s) + KL(s‖t) (``'symmetric'``, the findings paper's wording).
 
 T = 5. ``warmup_classes``: ``None`` (all of D_v, the port) or a tuple of
-classes (the write-up digest's {0, 1}): under ``jit`` the subset has no static
-size, so the warm-up visits all of D_v in the same batches, weights the loss
-per example by class membership (mean over selected examples) and skips
-updates of batches with no selected example; batch-norm statistics still see
-the whole batch (a documented deviation from filtering the loader).
+classes (the write-up digest's {0, 1}), i.e. a loader over the filtered
+subset. Under ``jit`` the subset has no static size, so each epoch shuffles
+D_v, moves the selected examples to the front (keeping their shuffled order)
+and runs ``ceil(|D_v| / bs)`` batch slots of which only the first
+``ceil(n_selected / bs)`` update the model: every full batch is exactly the
+filtered loader's batch. The one partial batch is filled up to the batch size
+with other examples of D_v that carry zero loss weight, but batch-norm
+statistics of that step still see them (the only deviation from filtering;
+none when ``n_selected`` is a multiple of the batch size).
 
 Sources: Kaggle write-up 458740 (via a third-party digest); euclid.ee.duth.gr;
 Deep Unlearn port ``kgltop6.py`` (adapted from the Kaggle notebook
@@ -51,6 +55,47 @@ def _kl_per_example(p_logits, q_logits, temperature):
   return (jnp.exp(logp) * (logp - logq)).sum(-1)
 
 
+def filtered_epochs(step, state: TrainState, data, indices: jax.Array, classes: Sequence[int], batch_size: int,
+                    epochs: int, key: jax.Array):
+  """``epochs`` passes of ``step`` over the examples of ``indices`` whose label is in ``classes``.
+
+  ``step(state, (x, y, w), key)`` gets per-example weights ``w`` (0 on padding).
+  Epoch ``e`` shuffles with ``permutation(fold_in(fold_in(key, e), 0))`` (as
+  :func:`_common.run_epochs`), keeps the selected examples in that order and
+  cuts them into batches; slots past the last selected example do not update.
+  Returns ``(state, [epochs] mean losses over the selected examples)``.
+  """
+  n = indices.shape[0]
+  if epochs == 0 or n == 0:
+    return state, jnp.zeros((epochs,), jnp.float32)
+  slots = -(-n // batch_size)
+  wanted = jnp.isin(data.labels[indices], jnp.asarray(classes))
+  n_sel = wanted.sum()
+  positions = jnp.arange(slots * batch_size).reshape(slots, batch_size)
+
+  def epoch(state, e):
+    epoch_key = jax.random.fold_in(key, e)
+    perm = jax.random.permutation(jax.random.fold_in(epoch_key, 0), n)
+    front = jnp.argsort(~wanted[perm], stable=True)  # selected first, shuffled order kept
+    order = indices[perm][front]
+    order = order[jnp.arange(slots * batch_size) % n].reshape(slots, batch_size)  # pad by wrapping around
+    step_keys = jax.random.split(jax.random.fold_in(epoch_key, 1), slots)
+
+    def body(state, xs):
+      idx, pos, k = xs
+      w = (pos < n_sel).astype(jnp.float32)
+      x, y = data.gather(idx)
+      new, metrics = step(state, (x, y, w), k)
+      active = pos[0] < n_sel
+      state = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state)
+      return state, jnp.where(active, metrics["loss"] * w.sum(), 0.0)
+
+    state, losses = jax.lax.scan(body, state, (order, positions, step_keys))
+    return state, losses.sum() / jnp.maximum(n_sel, 1)
+
+  return jax.lax.scan(epoch, state, jnp.arange(epochs, dtype=jnp.int32))
+
+
 def make(model, temperature: float = 5.0, warmup_epochs: int = 3, warmup_lr: float = 9e-4, epochs: int = 3,
          lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 64,
          final_kl: str = "forward", warmup_classes: Optional[Sequence[int]] = None) -> UnlearningMethod:
@@ -70,13 +115,12 @@ def make(model, temperature: float = 5.0, warmup_epochs: int = 3, warmup_lr: flo
 
     def warmup_loss(params, batch_stats, batch, key):
       del key
-      x, y = batch
+      x, _, w = batch if len(batch) == 3 else (*batch, None)
       logits, stats = steps.apply_train(model, params, batch_stats, x)
       kl = _kl_per_example(teacher(x), logits, temperature)
-      if classes is None:
+      if w is None:
         return kl.mean(), (stats, {})
-      w = jnp.isin(y, jnp.asarray(classes)).astype(jnp.float32)
-      return (w * kl).sum() / jnp.maximum(w.sum(), 1.0), (stats, {"any": w.sum() > 0})
+      return (w * kl).sum() / jnp.maximum(w.sum(), 1.0), (stats, {})
 
     def finetune_loss(params, batch_stats, batch, key):
       del key
@@ -93,17 +137,13 @@ def make(model, temperature: float = 5.0, warmup_epochs: int = 3, warmup_lr: flo
 
     tx_w = torch_optimizer("sgd", warmup_lr, momentum, weight_decay)
     warm_step = _common.make_step(warmup_loss, tx_w)
-    if classes is not None:
-      inner = warm_step
-
-      def warm_step(state: TrainState, batch, key):
-        new, metrics = inner(state, batch, key)
-        keep = metrics["any"]
-        return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, state), metrics
-
-    state, warm_losses = _common.run_epochs(warm_step, _common.start(ModelState(params, original.batch_stats), tx_w),
-                                            data, data.validation, batch_size, warmup_epochs,
-                                            jax.random.fold_in(key, WARMUP_STREAM))
+    warm_start = _common.start(ModelState(params, original.batch_stats), tx_w)
+    if classes is None:
+      state, warm_losses = _common.run_epochs(warm_step, warm_start, data, data.validation, batch_size,
+                                              warmup_epochs, jax.random.fold_in(key, WARMUP_STREAM))
+    else:
+      state, warm_losses = filtered_epochs(warm_step, warm_start, data, data.validation, classes, batch_size,
+                                           warmup_epochs, jax.random.fold_in(key, WARMUP_STREAM))
     n_steps = steps_per_epoch(data.retain.shape[0], batch_size)
     tx = torch_optimizer("sgd", _common.epoch_cosine_schedule(lr, epochs, n_steps), momentum, weight_decay)
     state, losses = _common.run_epochs(_common.make_step(finetune_loss, tx), _common.start(_common.finish(state), tx),
