@@ -29,6 +29,7 @@ from benchmarks import _timing  # noqa: E402
 from unlearn_jax import pipeline  # noqa: E402
 from unlearn_jax.commands import evaluate as evaluate_cmd  # noqa: E402
 from unlearn_jax import configs  # noqa: E402
+from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES  # noqa: E402
 
 
 def main() -> None:
@@ -42,9 +43,9 @@ def main() -> None:
   p.add_argument("--num-models", type=int, default=None)
   p.add_argument("--chunk-size", type=int, default=None)
   p.add_argument("--epochs", type=int, default=None)
-  p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="compute dtype (default float32)")
+  p.add_argument("--dtype", default=None, choices=sorted(COMPUTE_DTYPES), help="compute dtype (default float32)")
   p.add_argument("--strategy", default=None, help="seed-axis strategy (default auto)")
-  p.add_argument("--conv-impl", default=None, choices=["auto", "gemm", "xla"], help="default auto")
+  p.add_argument("--conv-impl", default=None, choices=CONV_IMPL_CHOICES, help="default auto")
   p.add_argument("--no-cache-params", action="store_true")
   p.add_argument("--no-record", action="store_true", help="do not append to benchmarks/results.jsonl")
   args = p.parse_args()

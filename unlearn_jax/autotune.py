@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax.models import COMPUTE_DTYPES, default_conv_impl
+from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, CONV_IMPLS, default_conv_impl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +54,12 @@ class Workload:
   def __post_init__(self):
     if self.dtype not in COMPUTE_DTYPES:
       raise ValueError(f"unknown compute dtype {self.dtype!r}; expected one of {sorted(COMPUTE_DTYPES)}")
+
+  @classmethod
+  def of_run(cls, model: str, data, recipe_name: str, recipe, conv_impl: str, dtype: str) -> "Workload":
+    """The workload of a run training ``model`` on device data ``data`` with a resolved ``recipe``."""
+    return cls(model=model, num_classes=int(data.num_classes), image_shape=tuple(int(d) for d in data.image_shape),
+               recipe=recipe_name, batch_size=recipe.batch_size, conv_impl=conv_impl, dtype=dtype)
 
   def cache_key(self) -> str:
     dev = jax.local_devices()[0]
@@ -287,7 +293,7 @@ def _store_choice(path: str, key: str, entry: dict[str, Any]) -> None:
 _MEMO: dict[tuple[str, str, int], int] = {}
 
 
-def wait_for_choice(path: str, key: str, valid: Callable[[dict], bool], wait_s: float,
+def wait_for_choice(path: str, key: str, valid: Callable[[Any], bool], wait_s: float,
                     log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
   """Polls ``path`` until ``key`` holds an entry that ``valid`` accepts (another process measures it)."""
   if log:
@@ -295,7 +301,7 @@ def wait_for_choice(path: str, key: str, valid: Callable[[dict], bool], wait_s: 
   deadline = time.monotonic() + wait_s
   while True:
     entry = load_choices(path).get(key)
-    if isinstance(entry, dict) and valid(entry):
+    if valid(entry):
       return entry
     if time.monotonic() > deadline:
       raise TimeoutError(f"no tuned choice for {key} appeared in {path} within {wait_s:.0f} s")
@@ -318,14 +324,15 @@ def tuned_chunk(workload: Workload, max_chunk: int = 512, *, path: Optional[str]
   if not retune and (path, key, max_chunk) in _MEMO:
     return _MEMO[(path, key, max_chunk)]
   entry = load_choices(path).get(key)
-  if not retune and isinstance(entry, dict) and isinstance(entry.get("chunk"), int):
+  has_chunk = lambda e: isinstance(e, dict) and isinstance(e.get("chunk"), int)
+  if not retune and has_chunk(entry):
     if entry.get("stopped_early") or entry.get("max_chunk", 0) >= max_chunk:
       chunk = min(entry["chunk"], max_chunk)
       _MEMO[(path, key, max_chunk)] = chunk
       return chunk
   log = log or (lambda line: print(f"[tune] {line}", file=sys.stderr, flush=True))
   if not measure_here:
-    entry = wait_for_choice(path, key, lambda e: isinstance(e.get("chunk"), int), wait_s, log)
+    entry = wait_for_choice(path, key, has_chunk, wait_s, log)
     return min(entry["chunk"], max_chunk)
   log(f"measuring seed-axis chunk sizes for {workload.model} ({workload.dtype}, {workload.conv_impl}) on "
       f"{jax.local_devices()[0].device_kind}, up to {max_chunk} seeds per program")
@@ -351,12 +358,13 @@ def tuned_conv_impl(workload: Workload, max_chunk: int = 512, *, path: Optional[
   """
   path = path or cache_file()
   key = dataclasses.replace(workload, conv_impl="auto").cache_key()
+  has_impl = lambda e: isinstance(e, dict) and e.get("conv_impl") in CONV_IMPLS
   entry = load_choices(path).get(key)
-  if not retune and isinstance(entry, dict) and entry.get("conv_impl") in ("gemm", "xla"):
+  if not retune and has_impl(entry):
     return entry["conv_impl"]
   log = log or (lambda line: print(f"[tune] {line}", file=sys.stderr, flush=True))
   if not measure_here:
-    return wait_for_choice(path, key, lambda e: e.get("conv_impl") in ("gemm", "xla"), wait_s, log)["conv_impl"]
+    return wait_for_choice(path, key, has_impl, wait_s, log)["conv_impl"]
   gemm = dataclasses.replace(workload, conv_impl="gemm")
   chunk = tuned_chunk(gemm, max_chunk, path=path, retune=retune, log=log, **measure_kwargs)
   trials = load_choices(path).get(gemm.cache_key(), {}).get("trials", [])
@@ -380,12 +388,11 @@ def resolve_conv_impl(conv_impl: str, workload: Workload, max_chunk: int = 512, 
   with a measured default takes it; elsewhere both lowerings are timed on the device
   (:func:`tuned_conv_impl`, given ``tune_kwargs``).
   """
-  from unlearn_jax.models import CONV_IMPLS
   from unlearn_jax.seeds import model_family
 
+  if conv_impl not in CONV_IMPL_CHOICES:
+    raise ValueError(f"unknown conv impl {conv_impl!r}; expected one of {list(CONV_IMPL_CHOICES)}")
   if conv_impl != "auto":
-    if conv_impl not in CONV_IMPLS:
-      raise ValueError(f"unknown conv impl {conv_impl!r}; expected one of {list(CONV_IMPLS) + ['auto']}")
     return conv_impl, "given"
   if model_family(workload.model) == "dense":
     return "gemm", "no convolutions"

@@ -52,7 +52,7 @@ import numpy as np
 
 from unlearn_jax import autotune, checkpoint, seeds
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
-from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPLS, get_model
+from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
 from unlearn_jax.training import RECIPES, Recipe, accuracy, make_predict_fn, make_train_fn
 from unlearn_jax.training.losses import per_example_cross_entropy
 from unlearn_jax.unlearning import METHODS, ModelState, SetSizes, get_method
@@ -208,8 +208,8 @@ def validate(config: EvalConfig) -> None:
     raise ValueError(f"unknown seed strategy {config.strategy!r}; expected one of {list(seeds.STRATEGIES)}")
   if config.chunk_size is not None and config.chunk_size < 1:
     raise ValueError(f"--chunk-size must be >= 1, got {config.chunk_size}")
-  if config.conv_impl not in (*CONV_IMPLS, "auto"):
-    raise ValueError(f"unknown conv impl {config.conv_impl!r}; expected one of {list(CONV_IMPLS) + ['auto']}")
+  if config.conv_impl not in CONV_IMPL_CHOICES:
+    raise ValueError(f"unknown conv impl {config.conv_impl!r}; expected one of {list(CONV_IMPL_CHOICES)}")
   if config.dtype not in COMPUTE_DTYPES:
     raise ValueError(f"unknown compute dtype {config.dtype!r}; expected one of {sorted(COMPUTE_DTYPES)}")
   if not 0 <= config.process_index < config.process_count:
@@ -228,7 +228,7 @@ def build_context(config: EvalConfig, progress: Optional["Progress"] = None) -> 
   indices, data = make_splits(dataset, config.split)
   recipe = resolve_recipe(config.recipe, config.recipe_overrides)
   conv_impl, conv_source = autotune.resolve_conv_impl(config.conv_impl, workload_of(config, data, recipe),
-                                                      max_chunk=-(-config.num_models // len(jax.local_devices())),
+                                                      max_chunk=seeds.seeds_per_device(config.num_models),
                                                       **tune_options(config, progress))
   config = dataclasses.replace(config, conv_impl=conv_impl)  # cache keys name the concrete lowering
   model = get_model(config.model, data.num_classes, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[config.dtype])
@@ -255,9 +255,7 @@ def tune_options(config: EvalConfig, progress: Optional["Progress"] = None) -> d
 
 def workload_of(config: EvalConfig, data, recipe: Recipe) -> autotune.Workload:
   """What one seed trains, as :mod:`unlearn_jax.autotune` measures it."""
-  return autotune.Workload(model=config.model, num_classes=int(data.num_classes),
-                           image_shape=tuple(int(d) for d in data.image_shape), recipe=config.recipe,
-                           batch_size=recipe.batch_size, conv_impl=config.conv_impl, dtype=config.dtype)
+  return autotune.Workload.of_run(config.model, data, config.recipe, recipe, config.conv_impl, config.dtype)
 
 
 def build_method(ctx: Context):

@@ -119,6 +119,11 @@ def resolve_strategy(strategy: str, chunk_size: Optional[int] = None, model_name
   return ("loop", 1, "tuned on this device") if chunk == 1 else ("chunked", chunk, "tuned on this device")
 
 
+def seeds_per_device(num_seeds: int, num_devices: Optional[int] = None) -> int:
+  """Seeds each local device runs (at least 1): ``ceil(num_seeds / num_devices)``."""
+  return -(-max(1, num_seeds) // (num_devices or len(jax.local_devices())))
+
+
 def plan_strategy(strategy: str, chunk_size: Optional[int] = None, model_name: str = "", workload=None,
                   num_seeds: int = 512, num_devices: int = 1,
                   tune_kwargs: Optional[dict] = None) -> tuple[str, Optional[int], str]:
@@ -128,8 +133,8 @@ def plan_strategy(strategy: str, chunk_size: Optional[int] = None, model_name: s
   or the measurement's chunk is per device and multiplied by the device count (a
   given ``chunk_size`` stays the total seeds per program).
   """
-  per_device = -(-max(1, num_seeds) // num_devices)
-  concrete, chunk, source = resolve_strategy(strategy, chunk_size, model_name, workload, per_device, tune_kwargs)
+  concrete, chunk, source = resolve_strategy(strategy, chunk_size, model_name, workload,
+                                             seeds_per_device(num_seeds, num_devices), tune_kwargs)
   if strategy in ("auto", "tune") and num_devices > 1:
     return "shard", chunk_size or (chunk or 1) * num_devices, f"{source}; sharded over {num_devices} devices"
   return concrete, chunk, source

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from unlearn_jax import configs, seeds
+from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES
 
 # flag dest -> config key (flags default to None so that only given flags override the config)
 FLAG_KEYS = {
@@ -48,9 +49,9 @@ def add_parser(sub) -> None:
                  help="seed-axis strategy (default auto: measured table, else measured on this device; "
                       "tune: always measure)")
   p.add_argument("--chunk-size", type=int, help="seeds per program (and per saved chunk)")
-  p.add_argument("--conv-impl", choices=["auto", "xla", "gemm"],
+  p.add_argument("--conv-impl", choices=CONV_IMPL_CHOICES,
                  help="convolution lowering (default auto: measured default, else timed on this device)")
-  p.add_argument("--dtype", choices=["float32", "bfloat16"],
+  p.add_argument("--dtype", choices=sorted(COMPUTE_DTYPES),
                  help="compute dtype (default float32; bfloat16 keeps float32 parameters, statistics and losses)")
   p.add_argument("--seed", type=int, help="root seed of all model keys (default 0)")
   p.add_argument("--output-dir", help="directory for results.json, plots and resumable chunks")

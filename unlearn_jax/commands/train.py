@@ -11,7 +11,7 @@ import numpy as np
 
 from unlearn_jax import autotune, seeds
 from unlearn_jax.data import SplitSpec, make_splits
-from unlearn_jax.models import COMPUTE_DTYPES, get_model
+from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
 from unlearn_jax.pipeline import load_data
 from unlearn_jax.training import RECIPES, accuracy, make_predict_fn, make_train_fn
 
@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
                  help="train on the full training set (original) or on retain (retrained models)")
   p.add_argument("--strategy", default="auto", choices=list(seeds.STRATEGIES), help="seed-parallel strategy")
   p.add_argument("--chunk-size", type=int, default=None, help="seeds per program for chunked/shard")
-  p.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "gemm"],
+  p.add_argument("--conv-impl", default="auto", choices=CONV_IMPL_CHOICES,
                  help="convolution lowering (auto: the measured default, else timed on this device)")
   p.add_argument("--seed", type=int, default=0, help="root seed")
   p.add_argument("--dtype", default="float32", choices=sorted(COMPUTE_DTYPES),
@@ -49,11 +49,9 @@ def run(args) -> int:
   recipe = RECIPES[recipe_name]()
   if args.epochs is not None:
     recipe = recipe.replace(epochs=args.epochs, min_save_epoch=min(recipe.min_save_epoch, args.epochs - 1))
-  workload = autotune.Workload(model=model_name, num_classes=data.num_classes,
-                               image_shape=tuple(int(d) for d in data.image_shape), recipe=recipe_name,
-                               batch_size=recipe.batch_size, conv_impl=args.conv_impl, dtype=args.dtype)
+  workload = autotune.Workload.of_run(model_name, data, recipe_name, recipe, args.conv_impl, args.dtype)
   conv_impl, conv_source = autotune.resolve_conv_impl(args.conv_impl, workload,
-                                                      max_chunk=-(-args.num_models // len(jax.local_devices())))
+                                                      max_chunk=seeds.seeds_per_device(args.num_models))
   workload = dataclasses.replace(workload, conv_impl=conv_impl)
   model = get_model(model_name, data.num_classes, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[args.dtype])
   runner = seeds.SeedRunner(make_train_fn(model, recipe, split=args.split), args.strategy, args.chunk_size,

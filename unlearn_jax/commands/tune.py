@@ -16,7 +16,7 @@ import math
 import jax
 
 from unlearn_jax import autotune
-from unlearn_jax.models import COMPUTE_DTYPES, MODELS
+from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, MODELS
 from unlearn_jax.training import RECIPES
 
 
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
   p.add_argument("--image-shape", default="32,32,3", help="H,W,C of one image (digits: 8,8,1)")
   p.add_argument("--recipe", default="competition", help="training recipe (sets optimizer and batch size)")
   p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
-  p.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "gemm"],
+  p.add_argument("--conv-impl", default="auto", choices=CONV_IMPL_CHOICES,
                  help="convolution lowering (auto: the backend's measured default, else both are timed)")
   p.add_argument("--dtype", default="float32", choices=sorted(COMPUTE_DTYPES))
   p.add_argument("--max-chunk", type=int, default=512, help="largest chunk to try (e.g. the number of models)")
@@ -56,12 +56,12 @@ def run(args) -> int:
   workload = autotune.Workload(model=args.model, num_classes=args.num_classes, image_shape=shape,
                                recipe=args.recipe, batch_size=batch, conv_impl=args.conv_impl, dtype=args.dtype)
   path = autotune.cache_file()
-  if args.conv_impl == "auto" and args.retune:
-    autotune.tuned_conv_impl(workload, args.max_chunk, path=path, retune=True, steps=args.steps)
-  conv_impl, conv_source = autotune.resolve_conv_impl(args.conv_impl, workload, args.max_chunk)
+  conv_impl, conv_source = autotune.resolve_conv_impl(args.conv_impl, workload, args.max_chunk, path=path,
+                                                      retune=args.retune, steps=args.steps)
   workload = dataclasses.replace(workload, conv_impl=conv_impl)
   print(f"conv_impl: {conv_impl} ({conv_source})")
-  fresh = args.conv_impl == "auto" and args.retune and conv_impl == "gemm"  # its ladder was just measured
+  # Timing the lowerings measured the gemm ladder afresh just now: no need to measure it twice.
+  fresh = args.retune and conv_source == "tuned on this device" and conv_impl == "gemm"
   chunk = autotune.tuned_chunk(workload, args.max_chunk, path=path, retune=args.retune and not fresh,
                                steps=args.steps)
   entry = autotune.load_choices(path).get(workload.cache_key(), {})
@@ -69,13 +69,12 @@ def run(args) -> int:
   print("| chunk | ms per seed-step | models·epochs/s (50,000 examples) | MB/seed | compile s | note |")
   print("|-------|------------------|-----------------------------------|---------|-----------|------|")
   steps_per_epoch = math.ceil(50_000 / batch)
-  for t in entry.get("trials", []):
-    ran = t["seed_step_s"] is not None and math.isfinite(t["seed_step_s"])
-    rate = f"{1 / (t['seed_step_s'] * steps_per_epoch):.3g}" if ran else "-"
-    ms = f"{1e3 * t['seed_step_s']:.3f}" if ran else "-"
-    mb = f"{t['bytes_per_seed'] / 2**20:.0f}" if math.isfinite(t["bytes_per_seed"]) else "-"
-    cs = f"{t['compile_s']:.1f}" if math.isfinite(t["compile_s"]) else "-"
-    mark = " (chosen)" if t["chunk"] == chunk else ""
-    print(f"| {t['chunk']}{mark} | {ms} | {rate} | {mb} | {cs} | {t['note']} |")
+  for t in (autotune.Trial(**row) for row in entry.get("trials", [])):
+    rate = f"{1 / (t.seed_step_s * steps_per_epoch):.3g}" if t.ran else "-"
+    ms = f"{1e3 * t.seed_step_s:.3f}" if t.ran else "-"
+    mb = f"{t.bytes_per_seed / 2**20:.0f}" if math.isfinite(t.bytes_per_seed) else "-"
+    cs = f"{t.compile_s:.1f}" if math.isfinite(t.compile_s) else "-"
+    mark = " (chosen)" if t.chunk == chunk else ""
+    print(f"| {t.chunk}{mark} | {ms} | {rate} | {mb} | {cs} | {t.note} |")
   print(f"chunk size {chunk} stored in {path}")
   return 0

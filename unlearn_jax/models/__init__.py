@@ -33,6 +33,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "tiny_mlp": lambda num_classes, conv_impl="xla", dtype=None: MLP(num_classes, hidden=(16,), dtype=dtype),
 }
 
+# What a caller may ask for: a lowering, or "auto" (measured default or timed on the device).
+CONV_IMPL_CHOICES = ("auto", *CONV_IMPLS)
+
 # Compute dtypes by name: bfloat16 is mixed precision (float32 parameters, BatchNorm
 # statistics and losses; bfloat16 activations and matmuls).
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
