@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import autotune, checkpoint, seeds
+from unlearn_jax import autotune, checkpoint, seeds, setups
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
 from unlearn_jax.training import RECIPES, Recipe, accuracy, make_predict_fn, make_train_fn
@@ -639,16 +639,21 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   walls["total"] = time.perf_counter() - t_all
   eps = scores["per_example_epsilons"]
   cost = method.cost(sizes)
+  results_recipe = {"name": config.recipe, **_jsonable(dataclasses.asdict(ctx.recipe))}
+  results_split = _jsonable(dataclasses.asdict(config.split))
   results = {
       "method": method.name,
       "hyperparameters": {k: _jsonable(v) for k, v in dict(method.hyperparameters).items()},
       "source": method.source,
       "dataset": config.dataset,
       "model": config.model,
-      "recipe": {"name": config.recipe, **_jsonable(dataclasses.asdict(ctx.recipe))},
-      "split": _jsonable(dataclasses.asdict(config.split)),
+      "recipe": results_recipe,
+      "split": results_split,
       "set_sizes": dataclasses.asdict(sizes) | {"test": int(ctx.data.test.shape[0])},
       "num_models": config.num_models,
+      "setup": setups.make_setup(dataset=config.dataset, data_fingerprint=ctx.fingerprint, model=config.model,
+                                 recipe=results_recipe, split=results_split, dtype=config.dtype,
+                                 num_models=n_scored),
       "num_models_scored": int(len(unlearned["retain_accuracy"])),
       "dropped_seeds": dropped,
       "seed": config.seed,

@@ -1,0 +1,81 @@
+"""Which results may be compared: the *setup* of an evaluation.
+
+Two results are comparable when they scored their methods against the same
+reference: the same data (source and contents), forget/validation split, model,
+training recipe, compute dtype and number of models N. Every command that reads
+several results (``leaderboard``, ``compare``, ``stability``, ``sweep``) goes
+through this module, so "same setup" means one thing everywhere.
+
+``results.json`` written since the ``setup`` field existed carries it directly
+(:func:`setup_of` returns it); older files are described from their other fields.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Sequence
+
+SETUP_FIELDS = ("dataset", "data", "model", "recipe", "split", "dtype", "num_models")
+
+
+def make_setup(*, dataset: str, data_fingerprint: str, model: str, recipe: Mapping[str, Any],
+               split: Mapping[str, Any], dtype: str, num_models: int) -> dict[str, Any]:
+  """The setup record stored in ``results.json`` under ``"setup"`` (JSON values only)."""
+  return {"dataset": dataset, "data": data_fingerprint, "model": model, "recipe": dict(recipe),
+          "split": dict(split), "dtype": dtype, "num_models": int(num_models)}
+
+
+def setup_of(results: Mapping[str, Any]) -> dict[str, Any]:
+  """The setup of one results dict (the recorded one, or one derived from older fields)."""
+  recorded = results.get("setup")
+  if isinstance(recorded, Mapping):
+    return {k: recorded.get(k) for k in SETUP_FIELDS}
+  return {"dataset": results.get("dataset"), "data": None, "model": results.get("model"),
+          "recipe": results.get("recipe"), "split": results.get("split"), "dtype": results.get("dtype", "float32"),
+          "num_models": results.get("num_models_scored", results.get("num_models"))}
+
+
+def setup_key(results: Mapping[str, Any]) -> str:
+  """A canonical string of the setup: equal strings, comparable results."""
+  return json.dumps(setup_of(results), sort_keys=True, default=repr)
+
+
+def describe(setup: Mapping[str, Any]) -> str:
+  """A short human description, e.g. ``digits / mlp / recipe digits / random 0.1 / N=128``."""
+  recipe = setup.get("recipe") or {}
+  split = setup.get("split") or {}
+  name = recipe.get("name", "?") if isinstance(recipe, Mapping) else recipe
+  forget = split.get("forget", "?") if isinstance(split, Mapping) else split
+  text = f"{setup.get('dataset')} / {setup.get('model')} / recipe {name} / forget {forget} / N={setup.get('num_models')}"
+  if setup.get("dtype") not in (None, "float32"):
+    text += f" / {setup['dtype']}"
+  return text
+
+
+def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+  """The setup fields on which results ``a`` and ``b`` differ (empty when comparable)."""
+  sa, sb = setup_of(a), setup_of(b)
+  return [k for k in SETUP_FIELDS if json.dumps(sa[k], sort_keys=True, default=repr)
+          != json.dumps(sb[k], sort_keys=True, default=repr)]
+
+
+def require_same_setup(results: Sequence[Mapping[str, Any]], names: Sequence[str]) -> None:
+  """Raises a one-line ``ValueError`` naming the first result whose setup differs from the first one's."""
+  for r, name in zip(results[1:], names[1:]):
+    diff = differences(results[0], r)
+    if diff:
+      fields = ", ".join(f"{k} ({_short(setup_of(results[0])[k])} vs {_short(setup_of(r)[k])})" for k in diff)
+      raise ValueError(f"{name} was evaluated on a different setup than {names[0]}: {fields}")
+
+
+def group_by_setup(results: Sequence[Mapping[str, Any]]) -> list[list[int]]:
+  """Indices of ``results`` grouped by setup, groups in order of first appearance."""
+  groups: dict[str, list[int]] = {}
+  for i, r in enumerate(results):
+    groups.setdefault(setup_key(r), []).append(i)
+  return list(groups.values())
+
+
+def _short(value: Any, limit: int = 40) -> str:
+  text = json.dumps(value, sort_keys=True, default=repr) if not isinstance(value, str) else value
+  return text if len(text) <= limit else text[:limit - 3] + "..."
