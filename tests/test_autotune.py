@@ -127,7 +127,7 @@ def test_tuned_runner_gives_the_models_of_the_loop(tmp_path, monkeypatch):
   autotune._MEMO.clear()
   data = small_digits(n_retain=48, n_forget=8, n_val=8)
   recipe = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, epochs=2, batch_size=16, schedule="constant",
-                  loss="ce", best_val=False)
+                  loss="ce")
   fn = make_train_fn(get_model("tiny_mlp", 10), recipe, split="retain")
   keys = seeds.seed_keys(jax.random.key(3), 5)
   tuned = seeds.SeedRunner(fn, "auto", model_name="tiny_mlp", workload=WORKLOAD, num_seeds=4)

@@ -79,6 +79,16 @@ def test_results_file_has_the_protocol_fields(runs):
     with open(os.path.join(runs["finetune"]["dir"], png), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert "[unlearn] models 32/32" in runs["finetune"]["stderr"] and "models/s" in runs["finetune"]["stderr"]
+  # how the models were trained: training-split class weights for both roles, the organizers' checkpoint rules
+  train_counts = r["training"]["original"]["class_counts"]
+  assert sum(train_counts) == r["set_sizes"]["retain"] + r["set_sizes"]["forget"]
+  assert r["training"]["retrained"] == {"split": "retain", "checkpoint": "last", "min_save_epoch": 2,
+                                        "class_weights_from": "train", "class_counts": train_counts}
+  assert r["training"]["original"]["checkpoint"] == "best_val" and r["original"]["kept_epoch"] in (0, 1, 2)
+  assert "[method] finetune on digits: dataset defaults epochs=1" in runs["finetune"]["stderr"]
+  ran = next(line for line in runs["finetune"]["stderr"].splitlines() if line.startswith("[method] finetune: "))
+  assert "preset=kit" in ran and " lr=0.1 " in ran and " epochs=1 " in ran, ran
+  assert r["method_defaults"] == {"epochs": 1} and r["hyperparameters"]["epochs"] == 1
 
 
 def test_forgetting_quality_orders_retrain_finetune_none(runs):
@@ -89,6 +99,25 @@ def test_forgetting_quality_orders_retrain_finetune_none(runs):
   # none returns the original model: its accuracies are the original's on every seed
   none = runs["none"]["results"]
   assert np.all(np.asarray(none["unlearned"]["test_accuracy"]["per_model"]) == none["original"]["test_accuracy"])
+
+
+def test_no_op_methods_are_flagged_and_working_ones_are_not(runs, tmp_path):
+  none = runs["none"]["results"]["degenerate"]
+  assert none["flagged"] is True and none["reasons"] == ["identical runs", "original unchanged"]
+  assert none["spread_unlearned"] == 0.0 and none["max_change"] == 0.0 and none["spread_retrained"] > 0
+  assert "[check] WARNING: none looks like a no-op" in runs["none"]["stderr"]
+  assert "no-op: identical runs, original unchanged" in runs["none"]["stdout"]
+  for method in ("finetune", "retrain"):
+    check = runs[method]["results"]["degenerate"]
+    assert check["flagged"] is False and check["spread_ratio"] > 0.1 and check["change_ratio"] > 0.1, check
+    assert "WARNING" not in runs[method]["stderr"]
+  # NegGrad at a learning rate far too small for the forget set leaves the original as it was
+  out = str(tmp_path / "neggrad")
+  _, stderr = _evaluate(["--method", "neggrad", "--hp", "lr=1e-9", "--num-models", "8", "--cache-dir",
+                         runs["cache"], "--output-dir", out])
+  check = load_results(out)["degenerate"]
+  assert check["flagged"] is True and "original unchanged" in check["reasons"], check
+  assert "[check] WARNING: neggrad looks like a no-op" in stderr
 
 
 def test_second_method_reuses_original_and_retrained_models(runs):
@@ -106,6 +135,7 @@ def test_leaderboard_ranks_runs(runs, capsys):
   assert cli.main(["leaderboard", *dirs]) == 0
   lines = capsys.readouterr().out.splitlines()
   assert [line.split("|")[2].strip() for line in lines[2:]] == ["retrain", "finetune", "none"]
+  assert [line.split("|")[-2].strip() for line in lines[2:]] == ["", "", "no-op (identical runs, original unchanged)"]
   assert cli.main(["leaderboard", "--format", "csv", *dirs]) == 0
   rows = capsys.readouterr().out.splitlines()
   assert rows[0].startswith("rank,method") and rows[1].startswith("1,retrain,digits,32,")

@@ -80,7 +80,7 @@ def test_nonfinite_seeds_lists_rows_with_any_bad_value():
 
 def test_resolve_recipe_overrides_and_rejects_unknown_fields():
   r = pipeline.resolve_recipe("digits", (("epochs", 3),))
-  assert (r.epochs, r.min_save_epoch) == (3, 2)
+  assert (r.epochs, r.min_save_epoch, r.retrain_min_save_epoch) == (3, 0, 2)
   with pytest.raises(ValueError, match="unknown recipe field"):
     pipeline.resolve_recipe("digits", (("epoch", 3),))
   with pytest.raises(ValueError, match="unknown recipe"):

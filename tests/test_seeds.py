@@ -19,7 +19,7 @@ from unlearn_jax.training import Recipe, make_train_fn
 RTOL, ATOL = 1e-4, 1e-5
 
 RECIPE = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="cosine_epoch", epochs=2,
-                batch_size=24, loss="weighted_ce", best_val=True, min_save_epoch=1)
+                batch_size=24, loss="weighted_ce", retrain_checkpoint="best_val", retrain_min_save_epoch=1)
 
 
 @pytest.fixture(scope="module")

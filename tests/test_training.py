@@ -1,4 +1,4 @@
-"""Training engine: PyTorch semantics, epochs, remainder batches, best-validation checkpoint."""
+"""Training engine: PyTorch semantics, epochs, remainder batches (checkpoint rules: test_organizers_run.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -120,22 +120,6 @@ def test_epoch_order_depends_on_epoch_and_key():
   assert orders[0] == orders[3]
   assert orders[0] != orders[1] and orders[0] != orders[2]
   assert sorted(orders[0]) == list(range(8))
-
-
-def test_best_validation_checkpoint_respects_min_save_epoch():
-  data = small_digits(n_retain=96, n_forget=16, n_val=32)
-  model = get_model("tiny_mlp", 10)
-  recipe = Recipe(optimizer="sgd", lr=0.05, weight_decay=0.0, schedule="constant", epochs=6, batch_size=32,
-                  loss="ce", best_val=True, min_save_epoch=3)
-  result = jax.jit(make_train_fn(model, recipe))(jax.random.key(0), data)
-  val = np.asarray(result.val_accuracy)
-  best = int(result.best_epoch)
-  assert best >= 3
-  assert val[best] == val[3:].max()
-  assert best == 3 + int(np.argmax(val[3:]))  # first epoch reaching the best accuracy (strict improvement)
-  # best_val=False keeps the last epoch.
-  last = jax.jit(make_train_fn(model, recipe.replace(best_val=False)))(jax.random.key(0), data)
-  assert int(last.best_epoch) == 5
 
 
 def test_training_learns_digits():

@@ -50,10 +50,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import autotune, checkpoint, seeds, setups
+from unlearn_jax import autotune, checkpoint, degenerate, seeds, setups
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
-from unlearn_jax.training import RECIPES, Recipe, accuracy, make_predict_fn, make_train_fn
+from unlearn_jax.training import RECIPES, Recipe, accuracy, describe_training, make_predict_fn, make_train_fn
 from unlearn_jax.training.losses import per_example_cross_entropy
 from unlearn_jax.unlearning import METHODS, ModelState, SetSizes, get_method
 
@@ -142,7 +142,7 @@ class Context:
 
 
 def resolve_recipe(name: str, overrides: Sequence[tuple[str, Any]] = ()) -> Recipe:
-  """Recipe ``name`` from the registry with ``overrides`` applied (``min_save_epoch`` kept below ``epochs``)."""
+  """Recipe ``name`` from the registry with ``overrides`` applied (``min_save_epoch``s kept below ``epochs``)."""
   if name not in RECIPES:
     raise ValueError(f"unknown recipe {name!r}; expected one of {sorted(RECIPES)}")
   recipe = RECIPES[name]()
@@ -150,8 +150,10 @@ def resolve_recipe(name: str, overrides: Sequence[tuple[str, Any]] = ()) -> Reci
   unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Recipe)})
   if unknown:
     raise ValueError(f"unknown recipe field(s) {unknown}; expected fields of Recipe")
-  if "epochs" in overrides and "min_save_epoch" not in overrides:
-    overrides["min_save_epoch"] = min(recipe.min_save_epoch, int(overrides["epochs"]) - 1)
+  if "epochs" in overrides:
+    clamped = recipe.with_epochs(overrides["epochs"])
+    for name in ("min_save_epoch", "retrain_min_save_epoch"):
+      overrides.setdefault(name, getattr(clamped, name))
   return recipe.replace(**overrides) if overrides else recipe
 
 
@@ -462,7 +464,8 @@ def original_model(ctx: Context, root: jax.Array, cache_root: str, progress: Pro
     @jax.jit
     def fn(key, data):
       res = train(key, data)
-      return dict(params=res.params, batch_stats=res.batch_stats, out=measure(res.params, res.batch_stats, data))
+      out = dict(measure(res.params, res.batch_stats, data), kept_epoch=res.best_epoch)
+      return dict(params=res.params, batch_stats=res.batch_stats, out=out)
 
     result = fn(jax.random.fold_in(root, 0), ctx.data)
     arrays = checkpoint.flatten_tree(result)
@@ -590,6 +593,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   progress.line(f"evaluating {method.name} on {config.dataset} ({config.model}, recipe {config.recipe}, "
                 f"N={config.num_models}; retain {sizes.retain}, forget {sizes.forget}, test "
                 f"{int(ctx.data.test.shape[0])})")
+  progress.line(f"[method] {method.name}: {_describe_hyperparameters(method.hyperparameters)}")
   root = jax.random.key(config.seed)
 
   t0 = time.perf_counter()
@@ -636,6 +640,9 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   scores = score(unlearned, retrained)
   walls["metric"] = time.perf_counter() - t0
   progress.line(f"[metric] done in {walls['metric']:.1f} s")
+  no_op = degenerate.check(unlearned["forget_confidence"], retrained["forget_confidence"],
+                           original_out["forget_confidence"])
+  progress.line(f"[check] {no_op.message(method.name)}")
   walls["total"] = time.perf_counter() - t_all
   eps = scores["per_example_epsilons"]
   cost = method.cost(sizes)
@@ -648,6 +655,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       "dataset": config.dataset,
       "model": config.model,
       "recipe": results_recipe,
+      "training": describe_training(ctx.recipe, ctx.data),
       "split": results_split,
       "set_sizes": dataclasses.asdict(sizes) | {"test": int(ctx.data.test.shape[0])},
       "num_models": config.num_models,
@@ -663,8 +671,10 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       "unlearned": _summary(unlearned),
       "retrained": _summary(retrained),
       "original": {k: float(np.asarray(original_out[k])) for k in ("retain_accuracy", "forget_accuracy",
-                                                                     "test_accuracy")},
+                                                                     "test_accuracy")}
+                  | ({"kept_epoch": int(original_out["kept_epoch"])} if "kept_epoch" in original_out else {}),
       "mia": _mia_summary(scores),
+      "degenerate": no_op.as_dict(),
       "cost": {"r_ep": cost, "recipe_epochs": ctx.recipe.epochs, "relative_to_retrain": cost / ctx.recipe.epochs},
       "wall_s": walls,
       "device": device_description(),
@@ -677,6 +687,12 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   results["_arrays"] = {"unlearned_confidence": unlearned["forget_confidence"],
                         "retrained_confidence": retrained["forget_confidence"], "epsilons": eps}
   return results
+
+
+def _describe_hyperparameters(hp: Mapping[str, Any]) -> str:
+  """``preset=kaggle lr=0.001 ...``: scalar hyperparameters as they ran (a recipe is named by the run line)."""
+  plain = (bool, int, float, str, tuple, type(None))
+  return " ".join(f"{k}={v}" for k, v in hp.items() if isinstance(v, plain)) or "-"
 
 
 def _mia_summary(scores: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from unlearn_jax import checkpoint
 
 RESULTS_FILE = "results.json"
 LEADERBOARD_COLUMNS = ("rank", "method", "dataset", "N", "final_score", "forgetting_quality", "retain_acc_U",
-                       "test_acc_U", "forget_acc_U", "retain_acc_R", "test_acc_R", "mia_U", "cost_rel", "dir")
+                       "test_acc_U", "forget_acc_U", "retain_acc_R", "test_acc_R", "mia_U", "cost_rel", "dir",
+                       "flag")
 
 
 def write_results(results: Mapping[str, Any], output_dir: str) -> str:
@@ -62,11 +63,22 @@ def leaderboard_rows(paths: Sequence[str]) -> list[dict[str, Any]]:
         "test_acc_R": mean(rt, "test_accuracy"), "mia_U": r.get("mia", {}).get("unlearned", float("nan")),
         "cost_rel": r.get("cost", {}).get("relative_to_retrain", float("nan")),
         "dir": os.path.dirname(p) if p.endswith(RESULTS_FILE) else p,
+        "flag": _flag(r.get("degenerate")),
     })
   rows.sort(key=lambda row: -row["final_score"] if math.isfinite(row["final_score"]) else math.inf)
   for i, row in enumerate(rows):
     row["rank"] = i + 1
   return rows
+
+
+def _flag(check: Any) -> str:
+  """The leaderboard's note on :mod:`unlearn_jax.degenerate`'s check: ``no-op (...)`` when flagged,
+  empty when passed, ``unchecked`` for results written before the check existed."""
+  if not isinstance(check, Mapping):
+    return "unchecked"
+  if not check.get("flagged"):
+    return ""
+  return f"no-op ({', '.join(map(str, check.get('reasons') or []))})"
 
 
 def _fmt(v: Any) -> str:

@@ -102,6 +102,11 @@ def _parse_hp(items) -> dict[str, Any]:
   return out
 
 
+def method_defaults_of(cfg: dict[str, Any]) -> dict[str, Any]:
+  """The hyperparameters ``method_defaults`` gives the config's method on its dataset (before ``hp``)."""
+  return dict(((cfg.get("method_defaults") or {}).get(cfg["dataset"]) or {}).get(cfg["method"]) or {})
+
+
 def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: int = 1):
   """The :class:`~unlearn_jax.pipeline.EvalConfig` a config dict describes."""
   from unlearn_jax import pipeline
@@ -109,7 +114,7 @@ def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: i
   ds_defaults = (cfg.get("dataset_defaults") or {}).get(cfg["dataset"], {})
   model = cfg.get("model") or ds_defaults.get("model", "resnet18")
   recipe = cfg.get("recipe") or ds_defaults.get("recipe", "competition")
-  hp = dict(((cfg.get("method_defaults") or {}).get(cfg["dataset"]) or {}).get(cfg["method"]) or {})
+  hp = method_defaults_of(cfg)
   hp.update(cfg.get("hp") or {})
   classes = cfg.get("forget_classes")
   try:
@@ -151,9 +156,14 @@ def run(args) -> int:
   process_index, process_count = _init_distributed(args)
   config = to_eval_config(cfg, process_index, process_count)
   progress = pipeline.Progress(enabled=not args.quiet)
+  defaults = method_defaults_of(cfg)
+  if defaults:
+    shown = " ".join(f"{k}={v}" for k, v in sorted(defaults.items()))
+    progress.line(f"[method] {cfg['method']} on {cfg['dataset']}: dataset defaults {shown} (override with --hp)")
   results = pipeline.evaluate(config, progress)
   if results is None:
     return 0
+  results["method_defaults"] = defaults
   os.makedirs(config.output_dir, exist_ok=True)
   path = report.write_results(results, config.output_dir)
   if cfg.get("plots", True):
@@ -169,5 +179,7 @@ def run(args) -> int:
         f"{100 * r['forget_accuracy']['mean']:.2f}%  test {100 * r['test_accuracy']['mean']:.2f}%")
   print(f"  cost {results['cost']['relative_to_retrain']:.3f} x retraining; wall "
         f"{results['wall_s']['total']:.1f} s on {results['device']}")
+  if results["degenerate"]["flagged"]:
+    print(f"  no-op: {', '.join(results['degenerate']['reasons'])} (the score does not measure forgetting)")
   print(f"  results: {path}")
   return 0

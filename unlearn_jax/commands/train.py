@@ -48,7 +48,7 @@ def run(args) -> int:
   recipe_name = args.recipe or DEFAULT_RECIPE.get(args.dataset, "competition")
   recipe = RECIPES[recipe_name]()
   if args.epochs is not None:
-    recipe = recipe.replace(epochs=args.epochs, min_save_epoch=min(recipe.min_save_epoch, args.epochs - 1))
+    recipe = recipe.with_epochs(args.epochs)
   workload = autotune.Workload.of_run(model_name, data, recipe_name, recipe, args.conv_impl, args.dtype)
   conv_impl, conv_source = autotune.resolve_conv_impl(args.conv_impl, workload,
                                                       max_chunk=seeds.seeds_per_device(args.num_models))

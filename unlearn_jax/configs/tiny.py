@@ -17,9 +17,9 @@ from unlearn_jax.configs import default
 def get_config():
   config = default.get_config()
   config.update(
-      recipe_overrides={"epochs": 3, "min_save_epoch": 1, "lr": 3e-3},
+      recipe_overrides={"epochs": 3, "lr": 3e-3},
       hp={},
-      method_defaults={"digits": {"finetune": {"epochs": 1}}},
+      method_defaults={**config["method_defaults"], "digits": {"finetune": {"epochs": 1}}},
       num_models=8,
       chunk_size=8,
       plots=False,

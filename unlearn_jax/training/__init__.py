@@ -1,13 +1,18 @@
 """Training: recipes, pure steps, and the single-seed training run."""
 
 from unlearn_jax.training.engine import TrainResult
+from unlearn_jax.training.engine import checkpoint_init
+from unlearn_jax.training.engine import checkpoint_update
+from unlearn_jax.training.engine import class_weight_source
 from unlearn_jax.training.engine import class_weights_for
+from unlearn_jax.training.engine import describe_training
 from unlearn_jax.training.engine import make_train_fn
 from unlearn_jax.training.engine import run_epoch
 from unlearn_jax.training.losses import cross_entropy
 from unlearn_jax.training.losses import kl_divergence
 from unlearn_jax.training.losses import per_example_cross_entropy
 from unlearn_jax.training.recipes import RECIPES
+from unlearn_jax.training.recipes import CheckpointRule
 from unlearn_jax.training.recipes import Recipe
 from unlearn_jax.training.recipes import competition_recipe
 from unlearn_jax.training.recipes import digits_recipe

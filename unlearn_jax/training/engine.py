@@ -8,6 +8,12 @@ many seeds run and how (vmap, chunks, loop, devices). Epochs are a
 the remainder batch (a second step of its own static shape), as a torch loader
 with ``drop_last=False`` does.
 
+Which model a run returns follows the recipe's :class:`~unlearn_jax.training.recipes.CheckpointRule`
+for its role (``original`` when trained on the train split, ``retrained`` on
+retain): the last epoch, or ``train_lib._test``'s best-validation rule with the
+best accuracy carried over all epochs (:func:`checkpoint_update`). Class weights
+come from the split the recipe names (by default the training split, for every role).
+
 Key streams: ``fold_in(key, 0)`` initialises the model, ``fold_in(key, 1)``
 drives the data: per epoch, its ``fold_in(., epoch)`` orders the split and a
 sibling branch gives each step its own key (augmentation). A new stream never
@@ -16,7 +22,7 @@ shifts the others.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import flax.struct
 import jax
@@ -34,7 +40,7 @@ class TrainResult:
   """What a training run returns.
 
   Attributes:
-    params, batch_stats: the kept model (best-validation epoch when the recipe asks for it).
+    params, batch_stats: the kept model (per the recipe's checkpoint rule for the run's role).
     best_epoch: the epoch whose model was kept (0-based).
     train_loss: ``[epochs]`` mean training loss per epoch.
     val_accuracy: ``[epochs]`` validation accuracy after each epoch.
@@ -81,11 +87,54 @@ def class_weights_for(data, split: str) -> jax.Array:
   return jnp.where(counts > 0, 1.0 / jnp.maximum(counts, 1.0), 0.0)
 
 
+def class_weight_source(recipe: recipes_lib.Recipe, split: str) -> Optional[str]:
+  """The split whose counts weight the loss of a run of ``recipe`` on ``split`` (``None``: unweighted)."""
+  if recipe.loss != "weighted_ce":
+    return None
+  return "train" if recipe.class_weight_split == "train" else split
+
+
+def default_role(split: str) -> str:
+  """``original`` for a run on the train split, ``retrained`` otherwise."""
+  return "original" if split == "train" else "retrained"
+
+
+def checkpoint_init(model_tree: Any) -> dict[str, Any]:
+  """The carry of :func:`checkpoint_update` before the first epoch (best accuracy 0, nothing kept)."""
+  return dict(model=model_tree, best_acc=jnp.zeros((), jnp.float32), epoch=jnp.asarray(-1, jnp.int32))
+
+
+def checkpoint_update(carry: dict[str, Any], model_tree: Any, val_acc: jax.Array, epoch: jax.Array,
+                      min_save_epoch: int) -> dict[str, Any]:
+  """One epoch of ``train_lib._test``'s rule: the best accuracy is carried over every epoch, and
+  the model is kept when it beats it at ``epoch >= min_save_epoch`` (``carry["epoch"]`` stays -1
+  while nothing has been kept)."""
+  improved = val_acc > carry["best_acc"]
+  keep = improved & (epoch >= min_save_epoch)
+  kept = jax.tree.map(lambda new, old: jnp.where(keep, new, old), model_tree, carry["model"])
+  return dict(model=kept, best_acc=jnp.where(improved, val_acc, carry["best_acc"]),
+              epoch=jnp.where(keep, epoch, carry["epoch"]).astype(jnp.int32))
+
+
+def describe_training(recipe: recipes_lib.Recipe, data) -> dict[str, Any]:
+  """How the original and the retrained models are trained, for ``results.json``:
+  per role, its split, checkpoint rule and the class counts its loss weights come from."""
+  out = {}
+  for role, split in (("original", "train"), ("retrained", "retain")):
+    source = class_weight_source(recipe, split)
+    rule = recipe.checkpoint_rule(role)
+    counts = None if source is None else [int(c) for c in jax.device_get(data.class_counts(source))]
+    out[role] = {"split": split, "checkpoint": rule.kind, "min_save_epoch": rule.min_save_epoch,
+                 "class_weights_from": source, "class_counts": counts}
+  return out
+
+
 def make_train_fn(
     model,
     recipe: recipes_lib.Recipe,
     split: str = "train",
     eval_batch_size: int = 512,
+    role: Optional[str] = None,
 ) -> Callable[[jax.Array, Any], TrainResult]:
   """Builds ``train(key, data) -> TrainResult`` for one seed.
 
@@ -94,8 +143,12 @@ def make_train_fn(
     recipe: the training recipe.
     split: ``"train"`` for the original model, ``"retain"`` for retraining.
     eval_batch_size: chunk size of the per-epoch validation pass.
+    role: whose checkpoint rule applies, ``original`` or ``retrained``
+      (default: :func:`default_role` of ``split``).
   """
   predict = make_predict_fn(model, eval_batch_size)
+  rule = recipe.checkpoint_rule(role or default_role(split))
+  weight_split = class_weight_source(recipe, split)
 
   def train(key: jax.Array, data) -> TrainResult:
     indices = data.split(split)
@@ -103,7 +156,7 @@ def make_train_fn(
     tx = recipes_lib.make_optimizer(recipe, n_steps)
     params, batch_stats = init_variables(model, jax.random.fold_in(key, INIT_STREAM), data.image_shape)
     state = TrainState.create(params, batch_stats, tx)
-    weights = class_weights_for(data, split) if recipe.loss == "weighted_ce" else None
+    weights = None if weight_split is None else class_weights_for(data, weight_split)
     step = make_train_step(model, tx, weights, recipe.augment)
     data_key = jax.random.fold_in(key, DATA_STREAM)
     val_idx = data.validation
@@ -112,19 +165,19 @@ def make_train_fn(
       state, best = carry
       state, loss = run_epoch(step, state, data, indices, recipe.batch_size, data_key, epoch)
       val_acc = accuracy(predict(state.params, state.batch_stats, data, val_idx), data.labels[val_idx])
-      better = (epoch >= recipe.min_save_epoch) & (val_acc > best["acc"])
-      if recipe.best_val:
-        best = jax.tree.map(lambda new, old: jnp.where(better, new, old),
-                            dict(params=state.params, batch_stats=state.batch_stats, acc=val_acc, epoch=epoch),
-                            best)
+      if rule.kind == "best_val":
+        best = checkpoint_update(best, (state.params, state.batch_stats), val_acc, epoch, rule.min_save_epoch)
       return (state, best), (loss, val_acc)
 
-    best0 = dict(params=state.params, batch_stats=state.batch_stats, acc=jnp.asarray(-1.0, jnp.float32),
-                 epoch=jnp.asarray(-1, jnp.int32))
+    best0 = checkpoint_init((state.params, state.batch_stats)) if rule.kind == "best_val" else None
     (state, best), (losses, val_accs) = jax.lax.scan(
         epoch_fn, (state, best0), jnp.arange(recipe.epochs, dtype=jnp.int32))
-    if recipe.best_val:
-      return TrainResult(best["params"], best["batch_stats"], best["epoch"], losses, val_accs)
-    return TrainResult(state.params, state.batch_stats, jnp.asarray(recipe.epochs - 1, jnp.int32), losses, val_accs)
+    last_epoch = jnp.asarray(recipe.epochs - 1, jnp.int32)
+    if rule.kind == "best_val":  # nothing kept: the last epoch, as train_or_reload_model returns it
+      found = best["epoch"] >= 0
+      params, batch_stats = jax.tree.map(lambda b, s: jnp.where(found, b, s), best["model"],
+                                         (state.params, state.batch_stats))
+      return TrainResult(params, batch_stats, jnp.where(found, best["epoch"], last_epoch), losses, val_accs)
+    return TrainResult(state.params, state.batch_stats, last_epoch, losses, val_accs)
 
   return train

@@ -24,7 +24,7 @@ Presets (``preset``, every field overridable):
 * ``large-scale``: γ 0.99, α 0.001, T 4, E 3, msteps 2, η₀ 5e-4, decay
   [3,5,9], SGD 0.9 / 5e-4, bs 256/512;
 * ``small-scale``: γ 1, α 0.5, T 2, E 10, msteps 3, η₀ 5e-4, decay [5,8,9],
-  Adam with coupled wd 0.1, bs 128/128 (batch sizes not stated by the source).
+  Adam with coupled wd 0.1, bs retain/forget 32/64 (the small-scale notebook's loaders).
 
 Source: Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023,
 arXiv 2302.09880; repository ``meghdadk/SCRUB``
@@ -54,7 +54,7 @@ PRESETS = {
                         batch_size=256, forget_batch_size=512),
     "small-scale": dict(gamma=1.0, alpha=0.5, temperature=2.0, epochs=10, msteps=3, lr=5e-4,
                         decay_epochs=(5, 8, 9), optimizer="adam", momentum=0.9, weight_decay=0.1,
-                        batch_size=128, forget_batch_size=128),
+                        batch_size=32, forget_batch_size=64),
 }
 
 SMALL_OVERRIDES = dict(epochs=2, msteps=1, batch_size=16, forget_batch_size=8)
