@@ -128,3 +128,9 @@ def test_leaderboard_ranks_by_final_score_markdown_and_csv(tmp_path):
   assert csv_lines[0].split(",")[:2] == ["rank", "method"] and csv_lines[1].split(",")[1] == "b"
   with pytest.raises(ValueError, match="no results file"):
     report.leaderboard_rows([str(tmp_path / "missing")])
+
+
+def test_parse_value_reads_exponent_floats():
+  # YAML 1.1 leaves 1e-4 (no dot) a string; --hp lr=1e-4 must be a number
+  assert [configs.parse_value(t) for t in ("1e-4", "2E5", "0.01", "kaggle", "true")] == [1e-4, 2e5, 0.01,
+                                                                                           "kaggle", True]

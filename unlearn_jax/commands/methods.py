@@ -46,10 +46,15 @@ def run(args) -> int:
     shown = " ".join(f"{k}={v}" for k, v in sorted(hp.items())) or "-"
     rows.append((name, f"{method.cost(sizes):.2f}", shown, method.source))
   width = max(len(r[0]) for r in rows)
-  hp_width = max(len("defaults"), *(len(r[2]) for r in rows))
   where = f"defaults of dataset {args.dataset!r}" if args.dataset else "reference hyperparameters"
   print(f"# cost in R-ep at |D_f|/|D_r| = {sizes.forget / sizes.retain:g}, "
         f"|D_v|/|D_r| = {sizes.validation / sizes.retain:g} ({where})")
+  if not args.dataset:  # the plain table: method, cost, source
+    print(f"{'method':<{width}}  {'R-ep':>6}  source")
+    for name, cost, _, source in rows:
+      print(f"{name:<{width}}  {cost:>6}  {source}")
+    return 0
+  hp_width = max(len("defaults"), *(len(r[2]) for r in rows))
   print(f"{'method':<{width}}  {'R-ep':>6}  {'defaults':<{hp_width}}  source")
   for name, cost, shown, source in rows:
     print(f"{name:<{width}}  {cost:>6}  {shown:<{hp_width}}  {source}")

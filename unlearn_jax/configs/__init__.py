@@ -81,12 +81,19 @@ def load_config(spec: str | None) -> dict[str, Any]:
 
 
 def parse_value(text: str) -> Any:
-  """``"0.01"`` -> 0.01, ``"true"`` -> True, ``"null"`` -> None, ``"[1,2]"`` -> [1, 2], else the string."""
+  """``"0.01"`` -> 0.01, ``"1e-4"`` -> 0.0001, ``"true"`` -> True, ``"null"`` -> None, ``"[1,2]"`` -> [1, 2],
+  else the string. (YAML 1.1 reads ``1e-4`` without a dot as a string; it is a float here.)"""
   import yaml
   try:
-    return yaml.safe_load(text)
+    value = yaml.safe_load(text)
   except yaml.YAMLError:
     return text
+  if isinstance(value, str):
+    try:
+      return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity", "+inf") else value
+    except ValueError:
+      return value
+  return value
 
 
 def apply_overrides(config: Mapping[str, Any], assignments: Iterable[str], where: str = "--set") -> dict[str, Any]:
