@@ -126,7 +126,7 @@ def _one_line_error(stderr):
     (["--forget-fraction", "1"], "--forget-fraction must lie strictly between 0 and 1"),
     (["--forget-mode", "classes", "--forget-classes", "0,1,2,3,4,5,6,7,8,9"], "forget set equals the whole"),
     (["--data-dir", "/nonexistent/dir"], "data directory '/nonexistent/dir' does not exist"),
-    (["--hp", "not_a_hyperparameter=3"], "bad hyperparameters for method 'finetune'"),
+    (["--hp", "not_a_hyperparameter=3"], "method 'finetune' has no hyperparameter 'not_a_hyperparameter'"),
     (["--set", "num_models=abc"], "num_models must be an integer"),
     (["--set", "dtype=float16"], "unknown compute dtype 'float16'"),
 ])

@@ -37,7 +37,8 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
     output_dir: where ``results.json`` (and the plots, with ``plots=True``) and the
       resumable unlearning chunks go; ``None``: nothing is written except the model cache.
     verbose: progress lines on stderr.
-    **options: any other config key (``model``, ``recipe``, ``recipe_overrides``, ``seed``,
+    **options: any other config key, merged into the config's (a mapping such as
+      ``recipe_overrides`` updates the config's entries) (``model``, ``recipe``, ``recipe_overrides``, ``seed``,
       ``cache_dir``, ``forget_mode``, ``forget_fraction``, ``strategy``, ``chunk_size``,
       ``dtype``, ``allow_nan_drop``, ...; see ``unlearn_jax/configs/default.py``).
 
@@ -57,7 +58,7 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
   if unknown:
     raise ValueError(f"unknown option(s) {unknown}; expected config keys "
                      f"{sorted(set(cfg) - set(_NOT_OPTIONS))}")
-  cfg.update(options, dataset=dataset)
+  cfg = configs.merge(cfg, dict(options, dataset=dataset), "options")  # mappings merge into the config's
   if num_models is not None:
     cfg["num_models"] = num_models
   if hp:
