@@ -11,11 +11,10 @@ import numpy as np
 from unlearn_jax.data import load_dataset, to_device
 
 
-# The project's shared specification folder sits beside the repository (``../shared``);
-# UNLEARN_JAX_SHARED overrides its location.
-SHARED_DIR = pathlib.Path(os.environ.get("UNLEARN_JAX_SHARED",
-                                         pathlib.Path(__file__).resolve().parents[1].parent / "shared"))
-VECTORS_DIR = SHARED_DIR / "vectors"
+# Test data lives inside the repository: tests read nothing outside it.
+DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
+# The organizers' conformance vectors for the forgetting-quality metric (README.md there).
+VECTORS_DIR = DATA_DIR / "vectors"
 
 
 def small_digits(n_retain: int = 64, n_forget: int = 16, n_val: int = 16, n_test: int = 16, seed: int = 0):
