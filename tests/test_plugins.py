@@ -251,6 +251,8 @@ def test_model_from_file_is_used_recorded_and_keys_the_cache(runs):
 def test_library_entry_point_checks_its_arguments(tmp_path):
   with pytest.raises(ValueError, match=r"unknown option\(s\) \['not_an_option'\]"):
     unlearn_jax.evaluate("digits", "finetune", 2, config="tiny", not_an_option=1)
+  with pytest.raises(ValueError, match="key 'seed' must be an integer"):
+    unlearn_jax.evaluate("digits", "finetune", 2, config="tiny", seed="zero")
   with pytest.raises(ValueError, match="method 'finetune': hyperparameter 'epochs'"):
     unlearn_jax.evaluate("digits", "finetune", 2, hp={"epochs": 0}, config="tiny", cache_dir=str(tmp_path / "c"))
   method = unlearn_jax.unlearning.get_method("none", None)

@@ -65,6 +65,7 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
     cfg["hp"] = dict(cfg.get("hp") or {}, **dict(hp))
   named = isinstance(method, str)
   cfg["method"] = method if named else "<object>"  # method_defaults are looked up by name
+  configs.check_types(cfg, "unlearn_jax.evaluate")
   with tempfile.TemporaryDirectory(prefix="unlearn_jax_chunks_") as scratch:
     cfg["output_dir"] = output_dir if output_dir is not None else scratch
     eval_config = to_eval_config(cfg)

@@ -33,12 +33,15 @@ def add_parser(sub) -> None:
                  help="override a config key (repeatable; dotted keys for mappings, e.g. hp.lr=0.01)")
   p.add_argument("--dataset", help="dataset (default digits)")
   p.add_argument("--data-dir", help="directory of the dataset's files, if it needs any")
-  p.add_argument("--model", help="model (default per dataset: mlp on digits)")
+  p.add_argument("--model", help="model (default per dataset: mlp on digits), or your own Flax module factory "
+                                 "path/to/file.py:make or module:make, make(num_classes, conv_impl, dtype)")
   p.add_argument("--recipe", help="training recipe for original and retrained models (default per dataset)")
   p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
-  p.add_argument("--method", help="unlearning method (default finetune)")
+  p.add_argument("--method", help="unlearning method (default finetune), or your own factory path/to/file.py:make or "
+                                  "module:make, make(model, **hp) -> UnlearningMethod")
   p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
-                 help="method hyperparameter override (repeatable), e.g. --hp lr=0.01")
+                 help="method hyperparameter override (repeatable), e.g. --hp lr=0.01; checked against the "
+                      "method's declared types and ranges (unlearn-jax methods METHOD lists them)")
   p.add_argument("--num-models", type=int, help="N, retrained and unlearned models each (default 512)")
   p.add_argument("--forget-mode", help="forget set: random, groups, classes or source (default random)")
   p.add_argument("--forget-fraction", type=float, help="forget fraction for --forget-mode random (default 0.1)")
