@@ -336,14 +336,23 @@ def table_columns(result: SweepResult) -> list[str]:
   return cols
 
 
-def _cells(result: SweepResult) -> list[dict[str, Any]]:
+def _cells(result: SweepResult, exact: bool = False) -> list[dict[str, Any]]:
+  """Table cells per row; grid values as short text (``exact``: full precision, for CSV)."""
   out = []
   for row in result.rows:
-    cell = {**row, **{k: row["values"][k] for k in result.grid}}
+    text = (lambda v: v if isinstance(v, str) else json.dumps(v)) if exact else _value_text
+    cell = {**row, **{k: text(row["values"][k]) for k in result.grid}}
     for k in ("confirm_final_score", "confirm_forgetting_quality"):
       cell.setdefault(k, "")
     out.append(cell)
   return out
+
+
+def _value_text(value: Any) -> str:
+  """A grid value as written in the tables: ``0.0001`` -> ``0.0001``, ``1e-05``, ``True``, ``kit``."""
+  if isinstance(value, float):
+    return f"{value:g}"
+  return value if isinstance(value, str) else json.dumps(value)
 
 
 def sweep_markdown(result: SweepResult, method: str) -> str:
@@ -368,8 +377,8 @@ def sweep_csv(result: SweepResult) -> str:
   w = csv.writer(buf, lineterminator="\n")
   cols = table_columns(result)
   w.writerow(cols)
-  for cell in _cells(result):
-    w.writerow([cell[c] if not isinstance(cell[c], (list, dict)) else json.dumps(cell[c]) for c in cols])
+  for cell in _cells(result, exact=True):
+    w.writerow([cell[c] for c in cols])
   return buf.getvalue()
 
 
@@ -431,6 +440,9 @@ def write_plot(result: SweepResult, path: str, method: str) -> str:
       if len(positive) == len(values) and max(positive) / min(positive) >= 10:
         top.set_xscale("log")
         bottom.set_xscale("log")
+      elif all(isinstance(v, int) for v in values):
+        for ax in (top, bottom):
+          ax.set_xticks(sorted(values))
     else:
       for ax in (top, bottom):
         ax.set_xticks(range(len(values)), [str(v) for v in values])
