@@ -164,6 +164,7 @@ def test_rerun_reuses_finished_points(run):
     (["--grid", "lr"], "--grid expects NAME=V1,V2,..."),
     (["--grid", "preset=kit,nope"], "hyperparameter 'preset' must be one of"),
     (["--method", "nope", "--grid", "lr=1"], "unknown method 'nope'"),
+    (["--method", "/nonexistent/my_method.py:make", "--grid", "lr=1"], "no such file '/nonexistent/my_method.py'"),
 ])
 def test_bad_grid_is_one_line_error_before_training(tmp_path, args, message):
   cache, out = tmp_path / "cache", tmp_path / "out"

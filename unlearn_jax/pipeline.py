@@ -50,12 +50,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import autotune, checkpoint, seeds, setups
+from unlearn_jax import autotune, checkpoint, plugins, seeds, setups
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
 from unlearn_jax.training import RECIPES, Recipe, accuracy, make_predict_fn, make_train_fn
 from unlearn_jax.training.losses import per_example_cross_entropy
-from unlearn_jax.unlearning import METHODS, ModelState, SetSizes, get_method
+from unlearn_jax.unlearning import ModelState, SetSizes, UnlearningMethod
 
 CACHE_VERSION = 1
 STREAM_ORIGINAL, STREAM_RETRAIN, STREAM_UNLEARN = 0, 1, 2
@@ -73,10 +73,12 @@ class EvalConfig:
 
   Attributes:
     dataset, data_dir: the data source and its files (if any).
-    model, recipe: registry names; ``recipe_overrides`` replaces recipe fields.
+    model, recipe: registry names (``model`` may also be a user's ``path/to/file.py:make`` or
+      ``module:make``, see :mod:`unlearn_jax.plugins`); ``recipe_overrides`` replaces recipe fields.
     split: the forget/retain/validation/test split.
-    method: an entry of :data:`unlearn_jax.unlearning.METHODS`; ``hyperparameters``
-      override its reference values.
+    method: an entry of :data:`unlearn_jax.unlearning.METHODS`, a user's ``path/to/file.py:make``
+      or ``module:make``, a factory ``make(model, **hp)``, or a built ``UnlearningMethod``;
+      ``hyperparameters`` override the factory's defaults (checked against its declarations).
     num_models: N, the number of retrained and of unlearned models.
     seed: root seed of every key in the run.
     unlearn_seed: root seed of the unlearning runs only (``None``: ``seed``); a different
@@ -101,7 +103,7 @@ class EvalConfig:
   recipe: str = "digits"
   recipe_overrides: tuple[tuple[str, Any], ...] = ()
   split: SplitSpec = SplitSpec()
-  method: str = "finetune"
+  method: str | UnlearningMethod | Callable[..., UnlearningMethod] = "finetune"
   hyperparameters: tuple[tuple[str, Any], ...] = ()
   num_models: int = 512
   seed: int = 0
@@ -135,11 +137,12 @@ class Context:
   seed_plan: Optional["SeedPlan"] = None  # filled by plan_seeds on first use
   conv_impl_source: str = "given"
   progress: Optional["Progress"] = None
+  method_origin: Optional[dict[str, Any]] = None  # a user's method: name, source file, content hash
 
   def key_parts(self, kind: str) -> dict[str, Any]:
     c = self.config
     parts = dict(kind=kind, version=CACHE_VERSION, dataset=c.dataset, data=self.fingerprint, split=c.split,
-                 model=c.model, conv_impl=c.conv_impl, recipe=self.recipe, seed=c.seed)
+                 model=plugins.model_key(c.model), conv_impl=c.conv_impl, recipe=self.recipe, seed=c.seed)
     if c.dtype != "float32":  # float32 keys stay as they were before the option existed
       parts["dtype"] = c.dtype
     return parts
@@ -201,10 +204,11 @@ def validate(config: EvalConfig) -> None:
   if config.dataset not in SOURCES and config.dataset not in SYNTHETIC and not config.dataset.startswith("tfds:"):
     raise ValueError(f"unknown dataset {config.dataset!r}; expected one of {sorted(SOURCES) + sorted(SYNTHETIC)} "
                      f"or tfds:<name>")
-  if config.method not in METHODS:
-    raise ValueError(f"unknown method {config.method!r}; expected one of {sorted(METHODS)}")
-  if config.model not in MODELS:
-    raise ValueError(f"unknown model {config.model!r}; expected one of {sorted(MODELS)}")
+  plugins.validate_method(config.method, dict(config.hyperparameters))  # before anything is trained
+  if plugins.is_spec(config.model):
+    plugins.load_factory(config.model, "model")
+  elif config.model not in MODELS:
+    raise ValueError(f"unknown model {config.model!r}; expected one of {sorted(MODELS)} or path/to/file.py:factory")
   if int(config.num_models) != config.num_models or config.num_models < 2:
     raise ValueError(f"--num-models must be an integer >= 2 (the metric compares two populations), "
                      f"got {config.num_models}")
@@ -263,15 +267,11 @@ def workload_of(config: EvalConfig, data, recipe: Recipe) -> autotune.Workload:
 
 
 def build_method(ctx: Context, hyperparameters: Optional[Mapping[str, Any]] = None):
-  """The configured method (``hyperparameters`` replace the config's), with the pipeline's recipe given to
-  ``retrain``."""
+  """The configured method (hyperparameters validated, the pipeline's recipe given to ``retrain``);
+  ``hyperparameters`` replace the config's. A user's method also sets ``ctx.method_origin``."""
   hp = dict(ctx.config.hyperparameters if hyperparameters is None else hyperparameters)
-  if ctx.config.method == "retrain" and "recipe" not in hp:
-    hp["recipe"] = ctx.recipe
-  try:
-    return get_method(ctx.config.method, ctx.model, **hp)
-  except TypeError as err:
-    raise ValueError(f"bad hyperparameters for method {ctx.config.method!r}: {err}") from None
+  method, ctx.method_origin = plugins.build_method(ctx.config.method, ctx.model, hp, recipe=ctx.recipe)
+  return method
 
 
 # ------------------------------------------------------------------ per-model measurements
@@ -510,8 +510,11 @@ def unlearned_models(ctx: Context, method, original: ModelState, root: jax.Array
                hyperparameters=dict(method.hyperparameters), num_models=None)
   if ctx.config.unlearn_seed is not None and ctx.config.unlearn_seed != ctx.config.seed:
     parts["unlearn_seed"] = ctx.config.unlearn_seed  # default-seed keys stay as they were
+  if ctx.method_origin is not None:  # a user's method: its file's contents are part of the key
+    parts["origin"] = {"name": ctx.method_origin["name"], "sha256": ctx.method_origin["sha256"]}
   key = checkpoint.cache_key(parts)
-  store = checkpoint.ChunkStore(os.path.join(ctx.config.output_dir, "chunks", f"{method.name}-{key}"),
+  folder = f"{plugins.safe_name(method.name)}-{key}"
+  store = checkpoint.ChunkStore(os.path.join(ctx.config.output_dir, "chunks", folder),
                                 checkpoint.describe(parts))
   measure = make_measure_fn(ctx.model)
 
@@ -656,6 +659,9 @@ def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None,
                     allow_nan_drop: Optional[bool] = None) -> Optional[dict[str, Any]]:
   """Runs the unlearning and scoring stages of ``method`` against ``ref``; returns the results dict.
 
+  ``method`` is built by :func:`build_method` on ``ref.ctx`` (which records a
+  user's method's file and hash there, for the cache key and ``results.json``).
+
   ``output_dir`` (where the resumable unlearning chunks go), ``unlearn_seed``
   and ``allow_nan_drop`` replace the config's for this method only. The
   ``wall_s`` record counts the shared stages of ``ref`` as they were spent
@@ -721,7 +727,8 @@ def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None,
       "split": results_split,
       "set_sizes": dataclasses.asdict(sizes) | {"test": int(ctx.data.test.shape[0])},
       "num_models": config.num_models,
-      "setup": setups.make_setup(dataset=config.dataset, data_fingerprint=ctx.fingerprint, model=config.model,
+      "setup": setups.make_setup(dataset=config.dataset, data_fingerprint=ctx.fingerprint,
+                                 model=plugins.model_key(config.model),
                                  recipe=results_recipe, split=results_split, dtype=config.dtype,
                                  num_models=n_scored),
       "num_models_scored": int(len(unlearned["retain_accuracy"])),
@@ -744,6 +751,10 @@ def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None,
       "conv_impl": {"impl": ctx.config.conv_impl, "source": ctx.conv_impl_source},
       "cache": {**ref.cache, "unlearned": unlearned_dir, "rebuilt": ref.rebuilt + rebuilt_u},
   }
+  if ctx.method_origin is not None:
+    results["method_origin"] = ctx.method_origin
+  if plugins.is_spec(config.model):
+    results["model_origin"] = plugins.model_record(config.model)
   results["_arrays"] = {"unlearned_confidence": unlearned["forget_confidence"],
                         "retrained_confidence": retrained["forget_confidence"], "epsilons": eps}
   return results

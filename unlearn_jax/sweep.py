@@ -195,6 +195,8 @@ def reusable(results: Mapping[str, Any], method, config: pipeline.EvalConfig, re
     return False
   if results.get("num_models") != config.num_models:
     return False
+  if results.get("method_origin") != ref.ctx.method_origin:  # a user's method: same file contents
+    return False
   setup = setups.setup_of(results)
   c = ref.ctx.config
   return (setup.get("data") == ref.ctx.fingerprint and setup.get("dataset") == c.dataset
@@ -237,8 +239,10 @@ def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
     config: the evaluation every point shares (its ``output_dir`` is the sweep directory,
       its ``hyperparameters`` the values the grid does not set).
     grid: ``{name: [values]}``; text values are parsed by the declared kinds.
-    factory: the method's factory (default: the registry's entry for ``config.method``).
-    build: ``(context, hyperparameters) -> UnlearningMethod`` (default :func:`pipeline.build_method`).
+    factory: the factory whose declarations check the grid (default: the one ``config.method``
+      names: a registry entry, a ``path/to/file.py:make`` or ``module:make`` plugin, or a factory).
+    build: ``(context, hyperparameters) -> UnlearningMethod`` (default :func:`pipeline.build_method`,
+      which also records a user's method's file and hash on the context).
     plots: write each point's plots and ``sweep.png``.
     confirm: evaluate the best point again with unlearning seed ``confirm_seed`` (default ``seed + 1``).
 
@@ -246,17 +250,16 @@ def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
     ValueError: a bad grid, configuration or point (before any training), one line.
     ProtocolError: a point diverged (without ``allow_nan_drop``).
   """
-  from unlearn_jax.unlearning import METHODS
+  from unlearn_jax import plugins
   progress = progress or pipeline.Progress()
   if config.process_count != 1:
     raise ValueError("sweep runs in a single process")
-  if factory is None:
-    if config.method not in METHODS:
-      raise ValueError(f"unknown method {config.method!r}; expected one of {sorted(METHODS)}")
-    factory = METHODS[config.method]
+  source = plugins.resolve_method(config.method)  # a registry name, a plugin spec or a factory
+  if source.built is not None:
+    raise ValueError(f"method {source.name!r} was given as a built UnlearningMethod; a sweep needs its factory")
   build = build or pipeline.build_method
   fixed = dict(config.hyperparameters)
-  points = check_grid(config.method, factory, grid, fixed)
+  points = check_grid(source.name, factory or source.factory, grid, fixed)
   if confirm_seed is not None and confirm_seed == config.seed:
     raise ValueError(f"--confirm-seed must differ from the sweep's seed {config.seed} (a fresh seed stream)")
   ctx = pipeline.build_context(config, progress)

@@ -39,7 +39,8 @@ SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
 
 HPARAMS = (
     HParam("preset", "str", "kit", choices=tuple(PRESETS), doc="reference setting the other fields default to"),
-    HParam("lr", "float", None, low=0, optional=True, traceable=True, doc="SGD learning rate (None: the preset's value)"),
+    HParam("lr", "float", None, low=0, optional=True, traceable=True,
+           doc="SGD learning rate (None: the preset's value)"),
     HParam("epochs", "int", None, low=1, optional=True, doc="passes over D_r (None: the preset's value)"),
     HParam("batch_size", "int", None, low=1, optional=True, doc="retain batch size (None: the preset's value)"),
     HParam("momentum", "float", None, low=0, high=1, optional=True, doc="SGD momentum (None: the preset's value)"),

@@ -54,12 +54,15 @@ RETAIN_STREAM, FORGET_STREAM = 0, 1
 
 HPARAMS = (
     HParam("preset", "str", "small-scale", choices=tuple(PRESETS), doc="reference setting the other fields default to"),
-    HParam("beta", "float", None, low=0, high=1, optional=True, doc="retain weight β; forget weight 1 − β (None: the preset's value)"),
+    HParam("beta", "float", None, low=0, high=1, optional=True,
+           doc="retain weight β; forget weight 1 − β (None: the preset's value)"),
     HParam("epochs", "int", None, low=1, optional=True, doc="passes over D_r (None: the preset's value)"),
-    HParam("lr", "float", None, low=0, optional=True, traceable=True, doc="SGD learning rate (None: the preset's value)"),
+    HParam("lr", "float", None, low=0, optional=True, traceable=True,
+           doc="SGD learning rate (None: the preset's value)"),
     HParam("momentum", "float", None, low=0, high=1, optional=True, doc="SGD momentum (None: the preset's value)"),
     HParam("weight_decay", "float", None, low=0, optional=True, doc="coupled L2 decay (None: the preset's value)"),
-    HParam("l2_init", "float", None, low=0, optional=True, doc="λ of (λ/2)‖θ − θ₀‖² in the retain term (None: the preset's value)"),
+    HParam("l2_init", "float", None, low=0, optional=True,
+           doc="λ of (λ/2)‖θ − θ₀‖² in the retain term (None: the preset's value)"),
     HParam("bn_train", "bool", None, optional=True, doc="student BatchNorm in train mode (None: the preset's value)"),
     HParam("batch_size", "int", None, low=1, optional=True, doc="retain batch size (None: the preset's value)"),
     HParam("forget_batch_size", "int", None, low=1, optional=True, doc="forget batch size (None: the preset's value)"),
