@@ -1,7 +1,8 @@
 """``unlearn-jax sweep`` end to end on the real digits data (tiny recipe, N = 2).
 
-One module-scoped sweep of three finetune learning rates with ``--confirm`` (the
-grid given by a YAML config) is shared by the tests; they check that the
+One module-scoped sweep of three learning rates of the example method
+``examples/kl_finetune.py:make`` (a user's method loaded from its file) with
+``--confirm``, the grid given by a YAML config, is shared by the tests; they check that the
 retrained population is trained once for all points, that every point equals
 a separate ``evaluate`` of the same hyperparameters, that the confirmation uses
 a fresh unlearning seed stream against the same reference, that a rerun
@@ -24,6 +25,8 @@ from tests.helpers import load_results
 
 N = 2
 LRS = (0.01, 0.03, 0.1)
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "kl_finetune.py")
+METHOD = f"{EXAMPLE}:make"
 TINY = ["--num-models", str(N), "--chunk-size", str(N), "--epochs", "3", "--set", "recipe_overrides.lr=0.003",
         "--set", "recipe_overrides.min_save_epoch=1", "--hp", "epochs=1", "--hp", "batch_size=256"]
 
@@ -47,7 +50,7 @@ def run(tmp_path_factory):
   base = tmp_path_factory.mktemp("sweep")
   cache, out = str(base / "cache"), str(base / "out")
   config = base / "sweep.yaml"
-  config.write_text("method: finetune\nplots: false\ngrid:\n  lr: [0.01, 0.03, 0.1]\nconfirm: true\n")
+  config.write_text(f"method: {json.dumps(METHOD)}\nplots: false\ngrid:\n  lr: [0.01, 0.03, 0.1]\nconfirm: true\n")
   calls = {"original": 0, "retrained": 0, "run_chunked": []}
   real_original, real_retrained, real_chunked = (pipeline.original_model, pipeline.retrained_models,
                                                  pipeline.run_chunked)
@@ -92,6 +95,7 @@ def test_three_points_share_one_retrained_population(run):
     r = load_results(os.path.join(run["out"], p))
     assert r["cache"]["retrained"] == os.path.join(run["cache"], retrained_dirs[0])
     assert r["num_models_scored"] == N and r["hyperparameters"]["epochs"] == 1
+    assert r["method"] == "kl_finetune" and r["method_origin"]["source"] == EXAMPLE
 
 
 def test_table_is_ranked_by_final_score(run):
@@ -105,20 +109,21 @@ def test_table_is_ranked_by_final_score(run):
     lines = f.read().splitlines()
   assert lines[0].startswith("rank,point,lr,final_score,forgetting_quality,confirm_final_score")
   assert lines[1].startswith(f"1,{rows[0]['point']},{rows[0]['values']['lr']},")
-  md = open(os.path.join(run["out"], "sweep.md")).read()
-  assert md.startswith("## sweep of finetune: digits / mlp / recipe digits / forget random / N=2")
+  with open(os.path.join(run["out"], "sweep.md")) as f:
+    md = f.read()
+  assert md.startswith("## sweep of kl_finetune:make: digits / mlp / recipe digits / forget random / N=2")
   assert f"best point: {rows[0]['point']}" in md and "confirmation on a fresh unlearning seed stream" in md
   assert md in run["stdout"]
 
 
 def test_a_point_equals_a_separate_evaluate(run, tmp_path):
   point = run["summary"]["rows"][1]
-  _cli(["evaluate", *TINY, "--method", "finetune", "--set", "plots=false", "--hp", f"lr={point['values']['lr']}",
+  _cli(["evaluate", *TINY, "--method", METHOD, "--set", "plots=false", "--hp", f"lr={point['values']['lr']}",
         "--cache-dir", run["cache"], "--output-dir", str(tmp_path / "eval")])
   alone = load_results(tmp_path / "eval")
   swept = load_results(os.path.join(run["out"], point["point"]))
   for key in ("final_score", "forgetting_quality", "per_example_epsilons", "unlearned", "retrained",
-              "hyperparameters", "setup"):
+              "hyperparameters", "setup", "method_origin"):
     assert alone[key] == swept[key], key
 
 
@@ -144,7 +149,7 @@ def test_confirm_seed_must_differ_from_the_sweep_seed(run, tmp_path):
 
 def test_rerun_reuses_finished_points(run):
   # the same points given by flags instead of the config: nothing is unlearned again
-  _, stderr = _cli(["sweep", "--method", "finetune", "--set", "plots=false", *TINY, "--grid", "lr=0.01,0.03,0.1",
+  _, stderr = _cli(["sweep", "--method", METHOD, "--set", "plots=false", *TINY, "--grid", "lr=0.01,0.03,0.1",
                     "--confirm", "--cache-dir", run["cache"], "--output-dir", run["out"]])
   assert stderr.count("finished earlier, results reused") == 4
   assert "[unlearn] models" not in stderr and "[retrained] models" not in stderr.replace("models from cache", "")
@@ -196,9 +201,9 @@ def test_plot_has_one_column_per_swept_hyperparameter(tmp_path):
     for preset in ("kit", "kaggle"):
       rows.append({"point": f"{lr}-{preset}", "values": {"lr": lr, "preset": preset}, "final_score": lr,
                    "forgetting_quality": lr, "retain_acc_U": 0.9, "test_acc_U": 0.8})
-  result = sweep.SweepResult(rows, {"lr": [0.01, 0.1], "preset": ["kit", "kaggle"]}, rows[0], None,
+  result = sweep.SweepResult("finetune", rows, {"lr": [0.01, 0.1], "preset": ["kit", "kaggle"]}, rows[0], None,
                              {"setup": "digits / mlp", "retain_acc_R": 0.95, "test_acc_R": 0.9, "seed": 0}, {})
-  path = sweep.write_plot(result, str(tmp_path / "sweep.png"), "finetune")
+  path = sweep.write_plot(result, str(tmp_path / "sweep.png"))
   import matplotlib.image
   image = matplotlib.image.imread(path)
   assert image.shape[1] == 900 and image.shape[0] == 650  # 2 columns x 4.5 in, 6.5 in at 100 dpi

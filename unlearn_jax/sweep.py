@@ -175,6 +175,7 @@ def point_name(values: Sequence[tuple[str, Any]]) -> str:
 class SweepResult:
   """What :func:`run_sweep` returns: ranked rows, the best point and the confirmation (if any)."""
 
+  method: str
   rows: list[dict[str, Any]]
   grid: dict[str, list[Any]]
   best: dict[str, Any]
@@ -293,8 +294,8 @@ def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
   reference = {"setup": setups.describe(setup),
                "retain_acc_R": rows[0]["retain_acc_R"], "test_acc_R": rows[0]["test_acc_R"],
                "seed": config.seed, "cache": dict(ref.cache), "wall_s": dict(ref.walls)}
-  result = SweepResult(rows, _axes(points), best_row, confirm_info, reference, {})
-  result.paths = write_outputs(result, out_dir, config.method, plots)
+  result = SweepResult(source.name, rows, _axes(points), best_row, confirm_info, reference, {})
+  result.paths = write_outputs(result, out_dir, plots)
   return result
 
 
@@ -358,10 +359,10 @@ def _value_text(value: Any) -> str:
   return value if isinstance(value, str) else json.dumps(value)
 
 
-def sweep_markdown(result: SweepResult, method: str) -> str:
+def sweep_markdown(result: SweepResult) -> str:
   """The ranked table with a heading naming the setup, and the best point (and its confirmation)."""
   best = result.best
-  lines = [f"## sweep of {method}: {result.reference['setup']}", "",
+  lines = [f"## sweep of {result.method}: {result.reference['setup']}", "",
            f"retrained reference: retain {result.reference['retain_acc_R']:.4f}, test "
            f"{result.reference['test_acc_R']:.4f} (seed {result.reference['seed']}, shared by every point)", "",
            report.markdown_table(table_columns(result), _cells(result)).rstrip("\n"), "",
@@ -385,17 +386,17 @@ def sweep_csv(result: SweepResult) -> str:
   return buf.getvalue()
 
 
-def write_outputs(result: SweepResult, out_dir: str, method: str, plots: bool = True) -> dict[str, str]:
+def write_outputs(result: SweepResult, out_dir: str, plots: bool = True) -> dict[str, str]:
   """Writes ``sweep.md``, ``sweep.csv``, ``sweep.json`` (and ``sweep.png``) atomically; returns their paths."""
   paths = {"markdown": os.path.join(out_dir, TABLE_FILE), "csv": os.path.join(out_dir, CSV_FILE),
            "json": os.path.join(out_dir, JSON_FILE)}
-  checkpoint.atomic_write_text(paths["markdown"], sweep_markdown(result, method))
+  checkpoint.atomic_write_text(paths["markdown"], sweep_markdown(result))
   checkpoint.atomic_write_text(paths["csv"], sweep_csv(result))
-  summary = {"method": method, "grid": result.grid, "rows": result.rows, "best": result.best["point"],
+  summary = {"method": result.method, "grid": result.grid, "rows": result.rows, "best": result.best["point"],
              "confirm": result.confirm, "reference": result.reference}
   checkpoint.atomic_write_text(paths["json"], json.dumps(summary, indent=1, allow_nan=True) + "\n")
   if plots:
-    paths["plot"] = write_plot(result, os.path.join(out_dir, PLOT_FILE), method)
+    paths["plot"] = write_plot(result, os.path.join(out_dir, PLOT_FILE))
   return paths
 
 
@@ -403,7 +404,7 @@ def _numeric(values: Sequence[Any]) -> bool:
   return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def write_plot(result: SweepResult, path: str, method: str) -> str:
+def write_plot(result: SweepResult, path: str) -> str:
   """One column per swept hyperparameter: F and final score (top), retain/test accuracy (bottom).
 
   Points that share the other hyperparameters' values are joined by a line;
@@ -455,7 +456,7 @@ def write_plot(result: SweepResult, path: str, method: str) -> str:
     if len(lines) <= 6:
       top.legend(fontsize=7)
       bottom.legend(fontsize=7)
-  fig.suptitle(f"sweep of {method}: {result.reference['setup']}", fontsize=10)
+  fig.suptitle(f"sweep of {result.method}: {result.reference['setup']}", fontsize=10)
   fig.tight_layout()
   tmp = f"{path}.tmp-{os.getpid()}.png"
   fig.savefig(tmp, dpi=100)

@@ -45,7 +45,7 @@ def run(args) -> int:
   progress = pipeline.Progress(enabled=not args.quiet)
   result = sweep.run_sweep(config, grid, progress=progress, plots=bool(cfg.get("plots", True)), confirm=confirm,
                            confirm_seed=args.confirm_seed)
-  print(sweep.sweep_markdown(result, config.method), end="")
+  print(sweep.sweep_markdown(result), end="")
   print(f"  table: {result.paths['markdown']} (csv: {result.paths['csv']})")
   if "plot" in result.paths:
     print(f"  plot: {result.paths['plot']}")
