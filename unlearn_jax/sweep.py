@@ -458,8 +458,5 @@ def write_plot(result: SweepResult, path: str) -> str:
       bottom.legend(fontsize=7)
   fig.suptitle(f"sweep of {result.method}: {result.reference['setup']}", fontsize=10)
   fig.tight_layout()
-  tmp = f"{path}.tmp-{os.getpid()}.png"
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  report._save_figure(fig, path)
   return path
