@@ -82,6 +82,9 @@ class EvalConfig:
       ``hyperparameters`` override the factory's defaults (checked against its declarations).
     num_models: N, the number of retrained and of unlearned models.
     seed: root seed of every key in the run.
+    unlearn_seed: root seed of the unlearning runs only (``None``: ``seed``); a different
+      value draws a fresh stream of unlearned models against the same original and
+      retrained models (``sweep --confirm``).
     strategy, chunk_size: how :class:`~unlearn_jax.seeds.SeedRunner` runs the seed axis
       (``auto``: the measured table, or a measurement on this device where the table has
       no row; ``tune``: always measure; see :mod:`unlearn_jax.autotune`).
@@ -105,6 +108,7 @@ class EvalConfig:
   hyperparameters: tuple[tuple[str, Any], ...] = ()
   num_models: int = 512
   seed: int = 0
+  unlearn_seed: Optional[int] = None
   strategy: str = "auto"
   chunk_size: Optional[int] = None
   conv_impl: str = "auto"
@@ -207,6 +211,8 @@ def validate(config: EvalConfig) -> None:
   elif config.model not in MODELS:
     raise ValueError(f"unknown model {config.model!r}; expected one of {sorted(MODELS)} or path/to/file.py:factory")
   check_seed("--seed", config.seed)
+  if config.unlearn_seed is not None:
+    check_seed("unlearn seed", config.unlearn_seed)
   if int(config.num_models) != config.num_models or config.num_models < 2:
     raise ValueError(f"--num-models must be an integer >= 2 (the metric compares two populations), "
                      f"got {config.num_models}")
@@ -264,11 +270,11 @@ def workload_of(config: EvalConfig, data, recipe: Recipe) -> autotune.Workload:
   return autotune.Workload.of_run(config.model, data, config.recipe, recipe, config.conv_impl, config.dtype)
 
 
-def build_method(ctx: Context):
+def build_method(ctx: Context, hyperparameters: Optional[Mapping[str, Any]] = None):
   """The configured method (hyperparameters validated, the pipeline's recipe given to ``retrain``);
-  a user's method also sets ``ctx.method_origin``."""
-  method, ctx.method_origin = plugins.build_method(ctx.config.method, ctx.model, dict(ctx.config.hyperparameters),
-                                                   recipe=ctx.recipe)
+  ``hyperparameters`` replace the config's. A user's method also sets ``ctx.method_origin``."""
+  hp = dict(ctx.config.hyperparameters if hyperparameters is None else hyperparameters)
+  method, ctx.method_origin = plugins.build_method(ctx.config.method, ctx.model, hp, recipe=ctx.recipe)
   return method
 
 
@@ -508,6 +514,8 @@ def unlearned_models(ctx: Context, method, original: ModelState, root: jax.Array
   """Outputs of the N unlearning runs (stored per chunk under the output directory for resuming)."""
   parts = dict(kind="unlearned", version=CACHE_VERSION, original=original_key, method=method.name,
                hyperparameters=dict(method.hyperparameters), num_models=None)
+  if ctx.config.unlearn_seed is not None and ctx.config.unlearn_seed != ctx.config.seed:
+    parts["unlearn_seed"] = ctx.config.unlearn_seed  # default-seed keys stay as they were
   if ctx.method_origin is not None:  # a user's method: its file's contents are part of the key
     parts["origin"] = {"name": ctx.method_origin["name"], "sha256": ctx.method_origin["sha256"]}
   key = checkpoint.cache_key(parts)
@@ -576,28 +584,42 @@ def _summary(outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
   return out
 
 
-def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optional[dict[str, Any]]:
-  """Runs the protocol; returns the results dict (process 0) or ``None`` (other processes).
+@dataclasses.dataclass
+class Reference:
+  """What every method scored on one setup shares: the context, the original and the retrained models.
 
-  The dict also carries host arrays under ``"_arrays"`` (confidences and
-  epsilons) for reports; :func:`unlearn_jax.report.write_results` strips them.
+  Built once by :func:`prepare`; :func:`evaluate_method` scores any number of
+  methods (or hyperparameter points) against it without touching the original
+  or retrained stages again.
+  """
+
+  ctx: Context
+  root: jax.Array
+  original: ModelState
+  original_out: dict[str, np.ndarray]
+  original_key: str
+  retrained: dict[str, np.ndarray]
+  cache: dict[str, Any]
+  rebuilt: list[str]
+  walls: dict[str, float]
+
+
+def prepare(config: EvalConfig, progress: Optional[Progress] = None, context: Optional[Context] = None) -> Reference:
+  """Loads the data and trains (or reuses from the cache) the original and the N retrained models.
+
+  ``context``: one already built from ``config`` by :func:`build_context` (callers
+  that check their method against the model before any training pass it).
 
   Raises:
     ValueError: bad arguments or data (one-line messages).
-    ProtocolError: the method diverged on some seeds (without ``allow_nan_drop``),
-      or too few seeds remain.
+    ProtocolError: the retrained models are not finite.
   """
   progress = progress or Progress()
-  walls: dict[str, float] = {}
-  t_all = time.perf_counter()
+  walls: dict[str, float] = {"load": 0.0}
   t0 = time.perf_counter()
-  ctx = build_context(config, progress)
-  method = build_method(ctx)
-  sizes = SetSizes(int(ctx.data.retain.shape[0]), int(ctx.data.forget.shape[0]), int(ctx.data.validation.shape[0]))
+  ctx = context if context is not None else build_context(config, progress)
+  config = ctx.config
   walls["load"] = time.perf_counter() - t0
-  progress.line(f"evaluating {method.name} on {config.dataset} ({config.model}, recipe {config.recipe}, "
-                f"N={config.num_models}; retain {sizes.retain}, forget {sizes.forget}, test "
-                f"{int(ctx.data.test.shape[0])})")
   root = jax.random.key(config.seed)
 
   t0 = time.perf_counter()
@@ -613,11 +635,63 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   bad_r = nonfinite_seeds(retrained)
   if bad_r.size:
     raise ProtocolError(f"retrained models are not finite on seeds {bad_r.tolist()}; check the recipe")
+  cache = {"original": original_dir, "original_reused": original_cached, "retrained": retrained_dir}
+  return Reference(ctx, root, original, original_out, original_key, retrained, cache, rebuilt_o + rebuilt_r, walls)
+
+
+def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optional[dict[str, Any]]:
+  """Runs the protocol; returns the results dict (process 0) or ``None`` (other processes).
+
+  The dict also carries host arrays under ``"_arrays"`` (confidences and
+  epsilons) for reports; :func:`unlearn_jax.report.write_results` strips them.
+
+  Raises:
+    ValueError: bad arguments or data (one-line messages).
+    ProtocolError: the method diverged on some seeds (without ``allow_nan_drop``),
+      or too few seeds remain.
+  """
+  progress = progress or Progress()
+  t0 = time.perf_counter()
+  ctx = build_context(config, progress)
+  method = build_method(ctx)  # bad hyperparameters fail before any training
+  load = time.perf_counter() - t0
+  ref = prepare(config, progress, ctx)
+  ref.walls["load"] = load
+  return evaluate_method(ref, method, progress)
+
+
+def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None, *,
+                    output_dir: Optional[str] = None, unlearn_seed: Optional[int] = None,
+                    allow_nan_drop: Optional[bool] = None) -> Optional[dict[str, Any]]:
+  """Runs the unlearning and scoring stages of ``method`` against ``ref``; returns the results dict.
+
+  ``method`` is built by :func:`build_method` on ``ref.ctx`` (which records a
+  user's method's file and hash there, for the cache key and ``results.json``).
+
+  ``output_dir`` (where the resumable unlearning chunks go), ``unlearn_seed``
+  and ``allow_nan_drop`` replace the config's for this method only. The
+  ``wall_s`` record counts the shared stages of ``ref`` as they were spent
+  (once) plus this method's own stages.
+  """
+  progress = progress or Progress()
+  changes = {k: v for k, v in dict(output_dir=output_dir, unlearn_seed=unlearn_seed,
+                                   allow_nan_drop=allow_nan_drop).items() if v is not None}
+  ctx = dataclasses.replace(ref.ctx, config=dataclasses.replace(ref.ctx.config, **changes))
+  config = ctx.config
+  retrained = ref.retrained
+  walls = dict(ref.walls)
+  t_start = time.perf_counter()
+  sizes = SetSizes(int(ctx.data.retain.shape[0]), int(ctx.data.forget.shape[0]), int(ctx.data.validation.shape[0]))
+  progress.line(f"evaluating {method.name} on {config.dataset} ({config.model}, recipe {config.recipe}, "
+                f"N={config.num_models}; retain {sizes.retain}, forget {sizes.forget}, test "
+                f"{int(ctx.data.test.shape[0])})")
+  seed_u = config.seed if config.unlearn_seed is None else config.unlearn_seed
+  root_u = ref.root if seed_u == config.seed else jax.random.key(seed_u)
 
   t0 = time.perf_counter()
-  unlearned, unlearned_dir, rebuilt_u = unlearned_models(ctx, method, original,
-                                                         jax.random.fold_in(root, STREAM_UNLEARN), original_key,
-                                                         progress)
+  unlearned, unlearned_dir, rebuilt_u = unlearned_models(ctx, method, ref.original,
+                                                         jax.random.fold_in(root_u, STREAM_UNLEARN),
+                                                         ref.original_key, progress)
   walls["unlearn"] = time.perf_counter() - t0
   if config.process_index != 0:
     return None
@@ -644,7 +718,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   scores = score(unlearned, retrained)
   walls["metric"] = time.perf_counter() - t0
   progress.line(f"[metric] done in {walls['metric']:.1f} s")
-  walls["total"] = time.perf_counter() - t_all
+  walls["total"] = sum(ref.walls.values()) + time.perf_counter() - t_start
   eps = scores["per_example_epsilons"]
   cost = method.cost(sizes)
   results_recipe = {"name": config.recipe, **_jsonable(dataclasses.asdict(ctx.recipe))}
@@ -666,13 +740,14 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       "num_models_scored": int(len(unlearned["retain_accuracy"])),
       "dropped_seeds": dropped,
       "seed": config.seed,
+      "unlearn_seed": seed_u,
       "forgetting_quality": scores["forgetting_quality"],
       "final_score": scores["final_score"],
       "per_example_epsilons": eps.tolist(),
       "unlearned": _summary(unlearned),
       "retrained": _summary(retrained),
-      "original": {k: float(np.asarray(original_out[k])) for k in ("retain_accuracy", "forget_accuracy",
-                                                                     "test_accuracy")},
+      "original": {k: float(np.asarray(ref.original_out[k])) for k in ("retain_accuracy", "forget_accuracy",
+                                                                         "test_accuracy")},
       "mia": _mia_summary(scores),
       "cost": {"r_ep": cost, "recipe_epochs": ctx.recipe.epochs, "relative_to_retrain": cost / ctx.recipe.epochs},
       "wall_s": walls,
@@ -680,8 +755,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       "jax": jax.__version__,
       "strategy": dataclasses.asdict(plan_seeds(ctx)),
       "conv_impl": {"impl": ctx.config.conv_impl, "source": ctx.conv_impl_source},
-      "cache": {"original": original_dir, "original_reused": original_cached, "retrained": retrained_dir,
-                "unlearned": unlearned_dir, "rebuilt": rebuilt_o + rebuilt_r + rebuilt_u},
+      "cache": {**ref.cache, "unlearned": unlearned_dir, "rebuilt": ref.rebuilt + rebuilt_u},
   }
   if ctx.method_origin is not None:
     results["method_origin"] = ctx.method_origin

@@ -27,6 +27,11 @@ FLAG_KEYS = {
 def add_parser(sub) -> None:
   p = sub.add_parser("evaluate", help="score an unlearning method: N retrained vs N unlearned models",
                      description=__doc__.split("\n\n")[0])
+  add_arguments(p)
+
+
+def add_arguments(p) -> None:
+  """The config, setup, method and run flags (shared with ``sweep``)."""
   p.add_argument("--config", default=None,
                  help="config: a module of unlearn_jax/configs (e.g. tiny), a .py with get_config(), or .json/.yaml")
   p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
@@ -161,6 +166,8 @@ def _init_distributed(args) -> tuple[int, int]:
 def run(args) -> int:
   from unlearn_jax import pipeline, report
   cfg = resolve_config(args)
+  if cfg.get("grid"):
+    raise ValueError("the config has a sweep grid; run it with 'unlearn-jax sweep' (evaluate scores one point)")
   process_index, process_count = _init_distributed(args)
   config = to_eval_config(cfg, process_index, process_count)
   progress = pipeline.Progress(enabled=not args.quiet)
