@@ -13,6 +13,20 @@ import jax
 import pytest
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+  """With ``pytest -n`` (xdist, ``--dist loadgroup`` from pyproject): the tests of a module that
+  share a module-scoped fixture (trained models, a cache of runs) go to one worker, which builds
+  that fixture once; every other test is dealt out on its own."""
+  if not config.pluginmanager.hasplugin("xdist"):
+    return
+  for item in items:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    if any(d and d[-1].scope == "module" for d in defs):
+      item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture
 def key() -> jax.Array:
   """A fixed PRNG key, so every test draws the same numbers on every run."""
