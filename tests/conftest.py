@@ -9,8 +9,26 @@ pass with it, but the library's torch-semantics ``BatchNorm``
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import jax
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+  """A persistent XLA compilation cache private to this test process.
+
+  Many tests build the same programs afresh (new ``jax.jit`` wrappers around the same
+  training step, one CLI run after another); with the cache each is compiled once per
+  process and loaded afterwards. A loaded executable is the one compiled earlier, so no
+  number changes. The folder is this process's own (one per xdist worker, never shared,
+  not passed to subprocesses) and is deleted at the end of the session.
+  """
+  cache = tempfile.mkdtemp(prefix="unlearn-jax-test-xla-")
+  config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @pytest.hookimpl(tryfirst=True)
