@@ -38,6 +38,9 @@ def add_arguments(p) -> None:
                  help="override a config key (repeatable; dotted keys for mappings, e.g. hp.lr=0.01)")
   p.add_argument("--dataset", help="dataset (default digits)")
   p.add_argument("--data-dir", help="directory of the dataset's files, if it needs any")
+  p.add_argument("--download", action="store_true",
+                 help="first download and prepare a tensorflow-datasets source into --data-dir "
+                      "(needs internet and: pip install 'unlearn_jax[download]')")
   p.add_argument("--model", help="model (default per dataset: mlp on digits), or your own Flax module factory "
                                  "path/to/file.py:make or module:make, make(num_classes, conv_impl, dtype)")
   p.add_argument("--recipe", help="training recipe for original and retrained models (default per dataset)")
@@ -163,6 +166,19 @@ def _init_distributed(args) -> tuple[int, int]:
   return jax.process_index(), jax.process_count()
 
 
+def _download(config, progress) -> None:
+  """``--download``: checks every other argument, then prepares the tfds source into ``config.data_dir``."""
+  import dataclasses
+  from unlearn_jax import pipeline
+  from unlearn_jax.data import download
+  name = download.check_downloadable(config.dataset)
+  if config.process_count > 1:
+    raise ValueError("--download runs in one process: prepare the data first (the same command with one "
+                     "process), then start the multi-process run")
+  pipeline.validate(dataclasses.replace(config, data_dir=None))  # the folder may not exist yet
+  download.prepare_tfds(name, config.data_dir, progress.line)
+
+
 def run(args) -> int:
   from unlearn_jax import pipeline, report
   cfg = resolve_config(args)
@@ -171,6 +187,8 @@ def run(args) -> int:
   process_index, process_count = _init_distributed(args)
   config = to_eval_config(cfg, process_index, process_count)
   progress = pipeline.Progress(enabled=not args.quiet)
+  if args.download:
+    _download(config, progress)
   results = pipeline.evaluate(config, progress)
   if results is None:
     return 0
