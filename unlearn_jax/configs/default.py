@@ -40,6 +40,9 @@ Keys:
   cache_params: also cache retrained parameters (turn off for ResNet-18 at N = 512: ~22 GB).
   allow_nan_drop: drop diverged seeds instead of failing.
   plots: write PNG plots.
+  grid, confirm: ``unlearn-jax sweep`` only: hyperparameter name -> list of values (the
+    sweep's grid; ``evaluate`` refuses a config with one) and whether to re-evaluate the
+    best point on a fresh unlearning seed stream.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ def get_config() -> dict[str, Any]:
       "cache_params": True,
       "allow_nan_drop": False,
       "plots": True,
+      "grid": {},
+      "confirm": False,
       "dataset_defaults": {
           "digits": {"model": "mlp", "recipe": "digits"},
           "random_cifar10": {"model": "resnet18", "recipe": "starting_kit"},
