@@ -414,6 +414,7 @@ def write_plot(result: SweepResult, path: str) -> str:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   keys = list(result.grid)
   fig, axes = plt.subplots(2, len(keys), figsize=(4.5 * len(keys), 6.5), squeeze=False)
@@ -442,8 +443,10 @@ def write_plot(result: SweepResult, path: str) -> str:
     if numeric:
       positive = [float(v) for v in values if float(v) > 0]
       if len(positive) == len(values) and max(positive) / min(positive) >= 10:
-        top.set_xscale("log")
-        bottom.set_xscale("log")
+        for ax in (top, bottom):
+          ax.set_xscale("log")
+          ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+          ax.set_xticks(sorted(values), [f"{v:g}" for v in sorted(values)])
       elif all(isinstance(v, int) for v in values):
         for ax in (top, bottom):
           ax.set_xticks(sorted(values))
