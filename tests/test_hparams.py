@@ -183,3 +183,47 @@ def test_signature_derived_declarations():
   with pytest.raises(ValueError, match="valid keys: lr"):
     hparams.validate("strict", strict, {"epochs": 1})
   assert not math.isnan(hparams.validate("strict", strict, {"lr": 2})["lr"])
+
+
+def _cli(args):
+  import contextlib
+  import io
+  from unlearn_jax import cli
+  err, out = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    rc = cli.main(args)
+  return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("hp,message", [
+    ("epochs=1.5", "method 'finetune': hyperparameter 'epochs' must be an integer >= 1 (or null), got 1.5"),
+    ("epochs=-1", "method 'finetune': hyperparameter 'epochs' must be an integer >= 1 (or null), got -1"),
+    ("batch_size=0", "method 'finetune': hyperparameter 'batch_size' must be an integer >= 1 (or null), got 0"),
+    ("lr=.nan", "method 'finetune': hyperparameter 'lr' must be a finite number >= 0 (or null), got nan"),
+    ("schedule=linear", "hyperparameter 'schedule' must be one of 'constant', 'cosine_epoch'"),
+])
+def test_cli_refuses_bad_values_before_training(tmp_path, hp, message):
+  out_dir, cache = tmp_path / "out", tmp_path / "cache"
+  rc, _, err = _cli(["evaluate", "--config", "tiny", "--hp", hp, "--num-models", "2", "--output-dir", str(out_dir),
+                     "--cache-dir", str(cache)])
+  lines = err.strip().splitlines()
+  assert rc == 2 and len(lines) == 1
+  assert lines[0].startswith("unlearn-jax: error: method 'finetune': hyperparameter") and message in lines[0]
+  assert not cache.exists() and not out_dir.exists()  # nothing trained, nothing written
+
+
+def test_methods_command_lists_hyperparameters():
+  rc, out, _ = _cli(["methods", "bad_teacher"])
+  lines = out.strip().splitlines()
+  assert rc == 0 and lines[0].startswith("# bad_teacher: 7 hyperparameter(s)")
+  assert lines[1].split() == ["name", "type", "default", "valid", "values", "description"]
+  rows = {line.split()[0]: line for line in lines[2:]}
+  assert list(rows) == list(hparams.declared("bad_teacher"))
+  assert "retain_frac" in rows and "float" in rows["retain_frac"] and "0.3" in rows["retain_frac"]
+  assert "a finite number in (0, 1)" in rows["retain_frac"]
+  assert "one of 'mean', 'batchmean'" in rows["kl_reduction"]
+  rc, out, _ = _cli(["methods", "finetune"])  # null defaults show the preset's value
+  row = next(line for line in out.splitlines() if line.startswith("lr "))
+  assert "0.1 (preset)" in row and "[traceable]" in row
+  rc, _, err = _cli(["methods", "no_such_method"])
+  assert rc == 2 and err.startswith("unlearn-jax: error: unknown method 'no_such_method'")

@@ -37,7 +37,8 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
     output_dir: where ``results.json`` (and the plots, with ``plots=True``) and the
       resumable unlearning chunks go; ``None``: nothing is written except the model cache.
     verbose: progress lines on stderr.
-    **options: any other config key (``model``, ``recipe``, ``recipe_overrides``, ``seed``,
+    **options: any other config key, merged into the config's (a mapping such as
+      ``recipe_overrides`` updates the config's entries) (``model``, ``recipe``, ``recipe_overrides``, ``seed``,
       ``cache_dir``, ``forget_mode``, ``forget_fraction``, ``strategy``, ``chunk_size``,
       ``dtype``, ``allow_nan_drop``, ...; see ``unlearn_jax/configs/default.py``).
 
@@ -57,13 +58,14 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
   if unknown:
     raise ValueError(f"unknown option(s) {unknown}; expected config keys "
                      f"{sorted(set(cfg) - set(_NOT_OPTIONS))}")
-  cfg.update(options, dataset=dataset)
+  cfg = configs.merge(cfg, dict(options, dataset=dataset), "options")  # mappings merge into the config's
   if num_models is not None:
     cfg["num_models"] = num_models
   if hp:
     cfg["hp"] = dict(cfg.get("hp") or {}, **dict(hp))
   named = isinstance(method, str)
   cfg["method"] = method if named else "<object>"  # method_defaults are looked up by name
+  configs.check_types(cfg, "unlearn_jax.evaluate")
   with tempfile.TemporaryDirectory(prefix="unlearn_jax_chunks_") as scratch:
     cfg["output_dir"] = output_dir if output_dir is not None else scratch
     eval_config = to_eval_config(cfg)

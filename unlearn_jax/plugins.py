@@ -95,7 +95,7 @@ def _exec_file(path: str, content: bytes, digest: str, label: str):
   folder = os.path.dirname(path)
   sys.path.insert(0, folder)
   try:
-    exec(compile(content, path, "exec"), module.__dict__)
+    exec(compile(content, path, "exec", dont_inherit=True), module.__dict__)
   except (Exception, SystemExit) as err:
     del sys.modules[name]
     raise ValueError(f"{label}: importing {path} raised {_one_line(err)}") from None

@@ -38,12 +38,18 @@ def add_arguments(p) -> None:
                  help="override a config key (repeatable; dotted keys for mappings, e.g. hp.lr=0.01)")
   p.add_argument("--dataset", help="dataset (default digits)")
   p.add_argument("--data-dir", help="directory of the dataset's files, if it needs any")
-  p.add_argument("--model", help="model (default per dataset: mlp on digits)")
+  p.add_argument("--download", action="store_true",
+                 help="first download and prepare a tensorflow-datasets source into --data-dir "
+                      "(needs internet and: pip install 'unlearn_jax[download]')")
+  p.add_argument("--model", help="model (default per dataset: mlp on digits), or your own Flax module factory "
+                                 "path/to/file.py:make or module:make, make(num_classes, conv_impl, dtype)")
   p.add_argument("--recipe", help="training recipe for original and retrained models (default per dataset)")
   p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
-  p.add_argument("--method", help="unlearning method (default finetune)")
+  p.add_argument("--method", help="unlearning method (default finetune), or your own factory path/to/file.py:make or "
+                                  "module:make, make(model, **hp) -> UnlearningMethod")
   p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
-                 help="method hyperparameter override (repeatable), e.g. --hp lr=0.01")
+                 help="method hyperparameter override (repeatable), e.g. --hp lr=0.01; checked against the "
+                      "method's declared types and ranges (unlearn-jax methods METHOD lists them)")
   p.add_argument("--num-models", type=int, help="N, retrained and unlearned models each (default 512)")
   p.add_argument("--forget-mode", help="forget set: random, groups, classes or source (default random)")
   p.add_argument("--forget-fraction", type=float, help="forget fraction for --forget-mode random (default 0.1)")
@@ -160,6 +166,19 @@ def _init_distributed(args) -> tuple[int, int]:
   return jax.process_index(), jax.process_count()
 
 
+def _download(config, progress) -> None:
+  """``--download``: checks every other argument, then prepares the tfds source into ``config.data_dir``."""
+  import dataclasses
+  from unlearn_jax import pipeline
+  from unlearn_jax.data import download
+  name = download.check_downloadable(config.dataset)
+  if config.process_count > 1:
+    raise ValueError("--download runs in one process: prepare the data first (the same command with one "
+                     "process), then start the multi-process run")
+  pipeline.validate(dataclasses.replace(config, data_dir=None))  # the folder may not exist yet
+  download.prepare_tfds(name, config.data_dir, progress.line)
+
+
 def run(args) -> int:
   from unlearn_jax import pipeline, report
   cfg = resolve_config(args)
@@ -168,6 +187,8 @@ def run(args) -> int:
   process_index, process_count = _init_distributed(args)
   config = to_eval_config(cfg, process_index, process_count)
   progress = pipeline.Progress(enabled=not args.quiet)
+  if args.download:
+    _download(config, progress)
   results = pipeline.evaluate(config, progress)
   if results is None:
     return 0

@@ -40,11 +40,11 @@ def run(args) -> int:
     rows.append((name, f"{method.cost(sizes):.2f}", method.source))
   width = max(len(r[0]) for r in rows)
   print(f"# cost in R-ep at |D_f|/|D_r| = {sizes.forget / sizes.retain:g}, "
-        f"|D_v|/|D_r| = {sizes.validation / sizes.retain:g} (reference hyperparameters)")
+        f"|D_v|/|D_r| = {sizes.validation / sizes.retain:g} (reference hyperparameters); "
+        f"a method's hyperparameters: unlearn-jax methods METHOD")
   print(f"{'method':<{width}}  {'R-ep':>6}  source")
   for name, cost, source in rows:
     print(f"{name:<{width}}  {cost:>6}  {source}")
-  print("# hyperparameters of one method: unlearn-jax methods METHOD")
   return 0
 
 

@@ -21,7 +21,8 @@ tests with ``if``) is not traceable.
 
 A factory whose module declares no ``HPARAMS`` (e.g. a user's own method) gets
 declarations derived from its signature: kinds from annotations or defaults, no
-ranges.
+ranges. A module holding several factories attaches each one's declarations to
+the function instead (``make.HPARAMS = (...)``), which takes precedence.
 """
 
 from __future__ import annotations
