@@ -44,6 +44,7 @@ import json
 import math
 import os
 import re
+import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -263,9 +264,12 @@ def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
   points = check_grid(source.name, factory or source.factory, grid, fixed)
   if confirm_seed is not None and confirm_seed == config.seed:
     raise ValueError(f"--confirm-seed must differ from the sweep's seed {config.seed} (a fresh seed stream)")
+  t0 = time.perf_counter()
   ctx = pipeline.build_context(config, progress)
   methods = [build(ctx, {**fixed, **dict(p.values)}) for p in points]  # a factory that raises fails here
+  load = time.perf_counter() - t0
   ref = pipeline.prepare(config, progress, ctx)
+  ref.walls["load"] = load
   progress.line(f"[sweep] {len(points)} point(s) of {config.method} against one reference "
                 f"(N={config.num_models})")
   out_dir = config.output_dir
