@@ -44,6 +44,7 @@ import json
 import math
 import os
 import re
+import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -263,9 +264,12 @@ def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
   points = check_grid(source.name, factory or source.factory, grid, fixed)
   if confirm_seed is not None and confirm_seed == config.seed:
     raise ValueError(f"--confirm-seed must differ from the sweep's seed {config.seed} (a fresh seed stream)")
+  t0 = time.perf_counter()
   ctx = pipeline.build_context(config, progress)
   methods = [build(ctx, {**fixed, **dict(p.values)}) for p in points]  # a factory that raises fails here
+  load = time.perf_counter() - t0
   ref = pipeline.prepare(config, progress, ctx)
+  ref.walls["load"] = load
   progress.line(f"[sweep] {len(points)} point(s) of {config.method} against one reference "
                 f"(N={config.num_models})")
   out_dir = config.output_dir
@@ -414,6 +418,7 @@ def write_plot(result: SweepResult, path: str) -> str:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   keys = list(result.grid)
   fig, axes = plt.subplots(2, len(keys), figsize=(4.5 * len(keys), 6.5), squeeze=False)
@@ -442,8 +447,10 @@ def write_plot(result: SweepResult, path: str) -> str:
     if numeric:
       positive = [float(v) for v in values if float(v) > 0]
       if len(positive) == len(values) and max(positive) / min(positive) >= 10:
-        top.set_xscale("log")
-        bottom.set_xscale("log")
+        for ax in (top, bottom):
+          ax.set_xscale("log")
+          ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+          ax.set_xticks(sorted(values), [f"{v:g}" for v in sorted(values)])
       elif all(isinstance(v, int) for v in values):
         for ax in (top, bottom):
           ax.set_xticks(sorted(values))
