@@ -17,3 +17,16 @@ import pytest
 def key() -> jax.Array:
   """A fixed PRNG key, so every test draws the same numbers on every run."""
   return jax.random.key(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_tune_file(tmp_path_factory):
+  """Tuned choices go to a file of this test session, never to the user's ``~/.cache``.
+
+  Set in the environment, so CLI subprocesses inherit it; tests that check the file
+  itself still point ``UNLEARN_JAX_TUNE_FILE`` at their own ``tmp_path``.
+  """
+  patch = pytest.MonkeyPatch()
+  patch.setenv("UNLEARN_JAX_TUNE_FILE", str(tmp_path_factory.mktemp("tune") / "strategies.json"))
+  yield
+  patch.undo()

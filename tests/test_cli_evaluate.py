@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import load_results
+from unlearn_jax import setups
 from unlearn_jax import cli, pipeline
 from unlearn_jax.unlearning import METHODS, ModelState, UnlearningMethod, UnlearnResult
 
@@ -56,6 +57,8 @@ def runs(tmp_path_factory):
 def test_results_file_has_the_protocol_fields(runs):
   r = runs["finetune"]["results"]
   assert r["method"] == "finetune" and r["dataset"] == "digits" and r["num_models"] == N
+  assert r["setup"]["num_models"] == N and r["setup"]["recipe"] == r["recipe"] and len(r["setup"]["data"]) == 16
+  assert all(setups.differences(r, runs[m]["results"]) == [] for m in ("retrain", "none"))  # one setup for every method
   assert len(r["per_example_epsilons"]) == r["set_sizes"]["forget"] == 144
   eps = np.asarray(r["per_example_epsilons"])
   assert np.all((eps >= 0) & (eps <= 50))

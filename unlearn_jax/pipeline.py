@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unlearn_jax import autotune, checkpoint, seeds, setups
+from unlearn_jax._validate import check_seed
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
 from unlearn_jax.training import RECIPES, Recipe, accuracy, make_predict_fn, make_train_fn
@@ -201,6 +202,7 @@ def validate(config: EvalConfig) -> None:
     raise ValueError(f"unknown method {config.method!r}; expected one of {sorted(METHODS)}")
   if config.model not in MODELS:
     raise ValueError(f"unknown model {config.model!r}; expected one of {sorted(MODELS)}")
+  check_seed("--seed", config.seed)
   if int(config.num_models) != config.num_models or config.num_models < 2:
     raise ValueError(f"--num-models must be an integer >= 2 (the metric compares two populations), "
                      f"got {config.num_models}")
@@ -430,9 +432,11 @@ def plan_seeds(ctx: Context) -> SeedPlan:
   sharding over the local devices when there are several, see :func:`seeds.plan_strategy`)."""
   if ctx.seed_plan is None:
     c = ctx.config
-    ctx.seed_plan = SeedPlan(*seeds.plan_strategy(c.strategy, c.chunk_size, c.model, workload_of(c, ctx.data, ctx.recipe),
-                                                  c.num_models, len(jax.local_devices()),
-                                                  tune_options(c, ctx.progress)))
+    strategy, chunk, source = seeds.plan_strategy(c.strategy, c.chunk_size, c.model,
+                                                  workload_of(c, ctx.data, ctx.recipe), c.num_models,
+                                                  len(jax.local_devices()), tune_options(c, ctx.progress))
+    # only chunked and shard programs have a chunk size (loop runs 1 seed, vmap all of them)
+    ctx.seed_plan = SeedPlan(strategy, chunk if strategy in ("chunked", "shard") else None, source)
   return ctx.seed_plan
 
 

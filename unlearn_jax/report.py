@@ -31,20 +31,49 @@ def write_results(results: Mapping[str, Any], output_dir: str) -> str:
 
 
 def read_results(path: str) -> dict[str, Any]:
-  """Reads ``results.json`` from a file or a run directory; raises ``ValueError`` on bad input."""
+  """Reads ``results.json`` from a file or a run directory; raises ``ValueError`` on bad input.
+
+  Beyond being JSON, the file must be an object whose ``method`` is a string,
+  ``final_score`` and ``forgetting_quality`` numbers (or null), and whose
+  optional summary fields have the types ``evaluate`` writes.
+  """
   if os.path.isdir(path):
     path = os.path.join(path, RESULTS_FILE)
   if not os.path.exists(path):
     raise ValueError(f"no results file at {path!r}; run 'unlearn-jax evaluate' first")
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       data = json.load(f)
-  except (OSError, json.JSONDecodeError) as err:
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
     raise ValueError(f"cannot read results file {path!r}: {err}") from None
+  if not isinstance(data, dict):
+    raise ValueError(f"results file {path!r} must hold a JSON object, got {type(data).__name__}")
   for field in ("method", "final_score", "forgetting_quality"):
     if field not in data:
       raise ValueError(f"results file {path!r} lacks field {field!r}")
+  if not isinstance(data["method"], str):
+    raise ValueError(f"results file {path!r}: field 'method' must be a string, got {data['method']!r}")
+  for field in ("final_score", "forgetting_quality"):
+    if not _is_number(data[field], allow_null=True):
+      raise ValueError(f"results file {path!r}: field {field!r} must be a number, got {data[field]!r}")
+  for field in ("unlearned", "retrained", "mia", "cost"):
+    if not isinstance(data.get(field, {}), dict):
+      raise ValueError(f"results file {path!r}: field {field!r} must be an object, got {data[field]!r}")
+  for kind in ("unlearned", "retrained"):
+    for name, summary in data.get(kind, {}).items():
+      if not isinstance(summary, dict) or not _is_number(summary.get("mean", 0.0), allow_null=True):
+        raise ValueError(f"results file {path!r}: field {kind}.{name} must be an object with a numeric 'mean'")
+  for field, value in (("mia.unlearned", data.get("mia", {}).get("unlearned")),
+                       ("cost.relative_to_retrain", data.get("cost", {}).get("relative_to_retrain"))):
+    if not _is_number(value, allow_null=True):
+      raise ValueError(f"results file {path!r}: field {field} must be a number, got {value!r}")
   return data
+
+
+def _is_number(value: Any, allow_null: bool = False) -> bool:
+  if value is None:
+    return allow_null
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def leaderboard_rows(paths: Sequence[str]) -> list[dict[str, Any]]:
@@ -53,20 +82,25 @@ def leaderboard_rows(paths: Sequence[str]) -> list[dict[str, Any]]:
   for p in paths:
     r = read_results(p)
     u, rt = r.get("unlearned", {}), r.get("retrained", {})
-    mean = lambda d, k: d.get(k, {}).get("mean", float("nan"))
+    mean = lambda d, k: _float(d.get(k, {}).get("mean"))
     rows.append({
         "method": r["method"], "dataset": r.get("dataset", "?"), "N": r.get("num_models_scored", r.get("num_models")),
-        "final_score": float(r["final_score"]), "forgetting_quality": float(r["forgetting_quality"]),
+        "final_score": _float(r["final_score"]), "forgetting_quality": _float(r["forgetting_quality"]),
         "retain_acc_U": mean(u, "retain_accuracy"), "test_acc_U": mean(u, "test_accuracy"),
         "forget_acc_U": mean(u, "forget_accuracy"), "retain_acc_R": mean(rt, "retain_accuracy"),
-        "test_acc_R": mean(rt, "test_accuracy"), "mia_U": r.get("mia", {}).get("unlearned", float("nan")),
-        "cost_rel": r.get("cost", {}).get("relative_to_retrain", float("nan")),
+        "test_acc_R": mean(rt, "test_accuracy"), "mia_U": _float(r.get("mia", {}).get("unlearned")),
+        "cost_rel": _float(r.get("cost", {}).get("relative_to_retrain")),
         "dir": os.path.dirname(p) if p.endswith(RESULTS_FILE) else p,
     })
   rows.sort(key=lambda row: -row["final_score"] if math.isfinite(row["final_score"]) else math.inf)
   for i, row in enumerate(rows):
     row["rank"] = i + 1
   return rows
+
+
+def _float(v: Any) -> float:
+  """A checked number of a results file as float; ``None`` (absent or null) is NaN."""
+  return float("nan") if v is None else float(v)
 
 
 def _fmt(v: Any) -> str:
@@ -94,6 +128,18 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], fmt: str = "markdown") 
   return "\n".join(out) + "\n"
 
 
+def _save_figure(fig, path: str) -> None:
+  """Renders ``fig`` as PNG in memory, closes it, and writes it to ``path`` atomically."""
+  import matplotlib.pyplot as plt
+
+  buf = io.BytesIO()
+  try:
+    fig.savefig(buf, format="png", dpi=100)
+  finally:
+    plt.close(fig)
+  checkpoint.atomic_write_bytes(path, buf.getvalue())
+
+
 def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int = 3) -> list[str]:
   """Epsilon histogram and best/worst-example confidence distributions as PNGs; returns the paths."""
   import matplotlib
@@ -114,8 +160,7 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
                f"N = {results['num_models_scored']}")
   fig.tight_layout()
   paths.append(os.path.join(output_dir, "epsilons.png"))
-  fig.savefig(paths[-1], dpi=100)
-  plt.close(fig)
+  _save_figure(fig, paths[-1])
 
   order = np.argsort(eps, kind="stable")
   k = min(num_examples, len(eps))
@@ -132,6 +177,5 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
     fig.suptitle(f"{label} forget examples ({results['method']})")
     fig.tight_layout()
     paths.append(os.path.join(output_dir, f"confidences_{label}.png"))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    _save_figure(fig, paths[-1])
   return paths

@@ -62,15 +62,21 @@ def add_parser(sub) -> None:
   p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   p.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
                  help="multi-process: coordinator host:port (env JAX_COORDINATOR_ADDRESS)")
-  p.add_argument("--num-processes", type=int, default=_env_int("JAX_NUM_PROCESSES"),
+  p.add_argument("--num-processes", type=int, default=None,
                  help="multi-process: number of processes (env JAX_NUM_PROCESSES)")
-  p.add_argument("--process-id", type=int, default=_env_int("JAX_PROCESS_ID"),
+  p.add_argument("--process-id", type=int, default=None,
                  help="multi-process: this process's id (env JAX_PROCESS_ID)")
 
 
 def _env_int(name: str):
+  """The integer in environment variable ``name`` (``None`` if unset); read only where it is used."""
   value = os.environ.get(name)
-  return int(value) if value not in (None, "") else None
+  if value in (None, ""):
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
 def resolve_config(args) -> dict[str, Any]:
@@ -134,6 +140,10 @@ def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: i
 
 
 def _init_distributed(args) -> tuple[int, int]:
+  if args.num_processes is None:
+    args.num_processes = _env_int("JAX_NUM_PROCESSES")
+  if args.process_id is None:
+    args.process_id = _env_int("JAX_PROCESS_ID")
   if not args.coordinator and not args.num_processes:
     return 0, 1
   if not args.coordinator or args.num_processes is None or args.process_id is None:

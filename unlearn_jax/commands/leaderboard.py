@@ -9,12 +9,12 @@ def add_parser(sub) -> None:
   p = sub.add_parser("leaderboard", help="table of evaluate results ranked by final score")
   p.add_argument("runs", nargs="+", metavar="DIR", help="output directories of 'unlearn-jax evaluate' (or results files)")
   p.add_argument("--format", default="markdown", choices=["markdown", "csv"], help="table format")
-  p.add_argument("--output", default=None, help="also write the table to this file")
+  p.add_argument("--output", default=None, help="also write the table to this file (its folder must exist)")
 
 
 def run(args) -> int:
   table = report.leaderboard_table(report.leaderboard_rows(args.runs), args.format)
-  print(table, end="")
   if args.output:
-    checkpoint.atomic_write_text(args.output, table)
+    checkpoint.atomic_write_text(args.output, table, make_dirs=False)
+  print(table, end="")
   return 0

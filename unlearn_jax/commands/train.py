@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from unlearn_jax import autotune, seeds
+from unlearn_jax._validate import check_seed
 from unlearn_jax.data import SplitSpec, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
 from unlearn_jax.pipeline import load_data
@@ -42,6 +43,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
   if args.num_models < 1:
     raise ValueError(f"--num-models must be >= 1, got {args.num_models}")
+  check_seed("--seed", args.seed)
   dataset = load_data(args.dataset, args.data_dir)
   _, data = make_splits(dataset, SplitSpec(seed=args.seed))
   model_name = args.model or DEFAULT_MODEL.get(args.dataset, "resnet18")
