@@ -25,16 +25,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "benchmarks", "accelerator.py")
 BLOCKED = ("tensorflow_datasets", "tensorflow", "sklearn", "matplotlib", "PIL", "torch")
 
-# argv: blocked names, the script, its arguments.
+# argv: blocked names, the script, its arguments. ``sys.modules[name] = None`` is how Python
+# spells "not installed": ``import name`` raises ModuleNotFoundError and
+# ``importlib.util.find_spec(name)`` returns None (as libraries probing for optional
+# packages expect).
 _BLOCKING_RUNNER = """
-import importlib.abc, runpy, sys
-blocked = set(sys.argv[1].split(","))
-class Block(importlib.abc.MetaPathFinder):
-  def find_spec(self, name, path, target=None):
-    if name.split(".")[0] in blocked:
-      raise ModuleNotFoundError(f"No module named {name!r} (not on the accelerator machine)", name=name)
-    return None
-sys.meta_path.insert(0, Block())
+import runpy, sys
+for name in sys.argv[1].split(","):
+  sys.modules[name] = None
 sys.argv = sys.argv[2:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
