@@ -41,6 +41,9 @@ Keys:
   compile_cache: keep JAX's persistent compilation cache in ``cache_dir/jax-compilation``.
   allow_nan_drop: drop diverged seeds instead of failing.
   plots: write PNG plots.
+  grid, confirm: ``unlearn-jax sweep`` only: hyperparameter name -> list of values (the
+    sweep's grid; ``evaluate`` refuses a config with one) and whether to re-evaluate the
+    best point on a fresh unlearning seed stream.
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ def get_config() -> dict[str, Any]:
       "compile_cache": True,
       "allow_nan_drop": False,
       "plots": True,
+      "grid": {},
+      "confirm": False,
       "dataset_defaults": {
           "digits": {"model": "mlp", "recipe": "digits"},
           "random_cifar10": {"model": "resnet18", "recipe": "starting_kit"},
