@@ -18,6 +18,7 @@ See :mod:`unlearn_jax.sweep`.
 
 from __future__ import annotations
 
+from unlearn_jax import compile_cache
 from unlearn_jax.commands import evaluate as evaluate_cmd
 
 
@@ -47,8 +48,9 @@ def run(args) -> int:
   progress = pipeline.Progress(enabled=not args.quiet)
   if args.download:
     evaluate_cmd._download(config, progress)
-  result = sweep.run_sweep(config, grid, progress=progress, plots=bool(cfg.get("plots", True)), confirm=confirm,
-                           confirm_seed=args.confirm_seed)
+  with compile_cache.persistent_cache(pipeline.compile_cache_dir(config)):
+    result = sweep.run_sweep(config, grid, progress=progress, plots=bool(cfg.get("plots", True)), confirm=confirm,
+                             confirm_seed=args.confirm_seed)
   print(sweep.sweep_markdown(result), end="")
   print(f"  table: {result.paths['markdown']} (csv: {result.paths['csv']})")
   if "plot" in result.paths:
