@@ -88,7 +88,7 @@ def test_results_file_has_the_protocol_fields(runs):
   assert r["training"]["retrained"] == {"split": "retain", "checkpoint": "last", "min_save_epoch": 2,
                                         "class_weights_from": "train", "class_counts": train_counts}
   assert r["training"]["original"]["checkpoint"] == "best_val" and r["original"]["kept_epoch"] in (0, 1, 2)
-  assert "[method] finetune on digits: dataset defaults epochs=1" in runs["finetune"]["stderr"]
+  assert "method defaults of dataset digits: epochs=1" in runs["finetune"]["stdout"]
   ran = next(line for line in runs["finetune"]["stderr"].splitlines() if line.startswith("[method] finetune: "))
   assert "preset=kit" in ran and " lr=0.1 " in ran and " epochs=1 " in ran, ran
   assert r["method_defaults"] == {"epochs": 1} and r["hyperparameters"]["epochs"] == 1

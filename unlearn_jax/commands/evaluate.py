@@ -196,15 +196,12 @@ def run(args) -> int:
   process_index, process_count = _init_distributed(args)
   config = to_eval_config(cfg, process_index, process_count)
   progress = pipeline.Progress(enabled=not args.quiet)
-  defaults = method_defaults_of(cfg)
-  if defaults:
-    shown = " ".join(f"{k}={v}" for k, v in sorted(defaults.items()))
-    progress.line(f"[method] {cfg['method']} on {cfg['dataset']}: dataset defaults {shown} (override with --hp)")
   if args.download:
     _download(config, progress)
   results = pipeline.evaluate(config, progress)
   if results is None:
     return 0
+  defaults = method_defaults_of(cfg)
   results["method_defaults"] = defaults
   os.makedirs(config.output_dir, exist_ok=True)
   path = report.write_results(results, config.output_dir)
@@ -221,6 +218,9 @@ def run(args) -> int:
         f"{100 * r['forget_accuracy']['mean']:.2f}%  test {100 * r['test_accuracy']['mean']:.2f}%")
   print(f"  cost {results['cost']['relative_to_retrain']:.3f} x retraining; wall "
         f"{results['wall_s']['total']:.1f} s on {results['device']}")
+  if defaults:
+    shown = " ".join(f"{k}={v}" for k, v in sorted(defaults.items()))
+    print(f"  method defaults of dataset {cfg['dataset']}: {shown} (override with --hp)")
   if results["degenerate"]["flagged"]:
     print(f"  no-op: {', '.join(results['degenerate']['reasons'])} (the score does not measure forgetting)")
   print(f"  results: {path}")
