@@ -423,3 +423,21 @@ def test_leaderboard_output_never_creates_folders(tmp_path, capsys):
   from unlearn_jax import cli
   assert cli.main(["leaderboard", str(run), "--output", str(tmp_path / "board.md")]) == 0
   assert "| 1    | x" in (tmp_path / "board.md").read_text()
+
+
+@pytest.mark.parametrize("strategy, chunk", [("loop", None), ("vmap", None), ("chunked", 4)])
+def test_results_record_a_chunk_size_only_where_programs_have_one(strategy, chunk):
+  from tests.helpers import small_digits
+  from unlearn_jax import pipeline
+  config = pipeline.EvalConfig(strategy=strategy, chunk_size=4, num_models=8)
+  ctx = pipeline.Context(config, small_digits(), {}, None, pipeline.resolve_recipe("digits"), "")
+  assert pipeline.plan_seeds(ctx) == pipeline.SeedPlan(strategy, chunk, "given")
+
+
+def test_cifar_forget_index_file_that_is_not_integers_names_the_file(tmp_path):
+  archive, _ = _write_cifar(str(tmp_path), np.random.default_rng(0))
+  for content, message in ((np.array([1.5, 2.0]), "forget indices must be a .npy array of integers, got float64"),
+                           (np.array([[1, "a"]], dtype=object), "cannot read forget indices as a .npy integer array")):
+    np.save(tmp_path / "forget_idx.npy", content, allow_pickle=True)
+    with pytest.raises(ValueError, match="forget_idx.npy: " + message.replace(".", r"\.")):
+      load_dataset("cifar10_tarball", archive)

@@ -16,6 +16,7 @@ from unlearn_jax.commands import evaluate as evaluate_cmd
 from unlearn_jax.commands import leaderboard as leaderboard_cmd
 from unlearn_jax.commands import methods as methods_cmd
 from unlearn_jax.commands import score as score_cmd
+from unlearn_jax.commands import sweep as sweep_cmd
 from unlearn_jax.commands import train as train_cmd
 from unlearn_jax.commands import tune as tune_cmd
 
@@ -26,6 +27,7 @@ COMMANDS = {
     "leaderboard": leaderboard_cmd,
     "methods": methods_cmd,
     "score": score_cmd,
+    "sweep": sweep_cmd,
     "tune": tune_cmd,
 }
 

@@ -50,13 +50,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import autotune, checkpoint, seeds, setups
+from unlearn_jax import autotune, checkpoint, compile_cache, plugins, seeds, setups
 from unlearn_jax._validate import check_seed
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
 from unlearn_jax.training import RECIPES, Recipe, accuracy, make_predict_fn, make_train_fn
 from unlearn_jax.training.losses import per_example_cross_entropy
-from unlearn_jax.unlearning import METHODS, ModelState, SetSizes, get_method
+from unlearn_jax.unlearning import ModelState, SetSizes, UnlearningMethod
 
 CACHE_VERSION = 1
 STREAM_ORIGINAL, STREAM_RETRAIN, STREAM_UNLEARN = 0, 1, 2
@@ -74,12 +74,17 @@ class EvalConfig:
 
   Attributes:
     dataset, data_dir: the data source and its files (if any).
-    model, recipe: registry names; ``recipe_overrides`` replaces recipe fields.
+    model, recipe: registry names (``model`` may also be a user's ``path/to/file.py:make`` or
+      ``module:make``, see :mod:`unlearn_jax.plugins`); ``recipe_overrides`` replaces recipe fields.
     split: the forget/retain/validation/test split.
-    method: an entry of :data:`unlearn_jax.unlearning.METHODS`; ``hyperparameters``
-      override its reference values.
+    method: an entry of :data:`unlearn_jax.unlearning.METHODS`, a user's ``path/to/file.py:make``
+      or ``module:make``, a factory ``make(model, **hp)``, or a built ``UnlearningMethod``;
+      ``hyperparameters`` override the factory's defaults (checked against its declarations).
     num_models: N, the number of retrained and of unlearned models.
     seed: root seed of every key in the run.
+    unlearn_seed: root seed of the unlearning runs only (``None``: ``seed``); a different
+      value draws a fresh stream of unlearned models against the same original and
+      retrained models (``sweep --confirm``).
     strategy, chunk_size: how :class:`~unlearn_jax.seeds.SeedRunner` runs the seed axis
       (``auto``: the measured table, or a measurement on this device where the table has
       no row; ``tune``: always measure; see :mod:`unlearn_jax.autotune`).
@@ -91,6 +96,8 @@ class EvalConfig:
     cache_params: also store the retrained models' parameters.
     allow_nan_drop: drop seeds whose unlearned model is not finite instead of failing.
     process_index, process_count: this process among ``process_count`` running the same call.
+    compile_cache: keep JAX's persistent compilation cache under ``cache_dir/jax-compilation``
+      (:mod:`unlearn_jax.compile_cache`), so running the same evaluation again skips compilation.
   """
 
   dataset: str = "digits"
@@ -99,10 +106,11 @@ class EvalConfig:
   recipe: str = "digits"
   recipe_overrides: tuple[tuple[str, Any], ...] = ()
   split: SplitSpec = SplitSpec()
-  method: str = "finetune"
+  method: str | UnlearningMethod | Callable[..., UnlearningMethod] = "finetune"
   hyperparameters: tuple[tuple[str, Any], ...] = ()
   num_models: int = 512
   seed: int = 0
+  unlearn_seed: Optional[int] = None
   strategy: str = "auto"
   chunk_size: Optional[int] = None
   conv_impl: str = "auto"
@@ -114,6 +122,7 @@ class EvalConfig:
   process_index: int = 0
   process_count: int = 1
   wait_timeout_s: float = 3600.0
+  compile_cache: bool = True
 
 
 # ------------------------------------------------------------------ context
@@ -132,11 +141,12 @@ class Context:
   seed_plan: Optional["SeedPlan"] = None  # filled by plan_seeds on first use
   conv_impl_source: str = "given"
   progress: Optional["Progress"] = None
+  method_origin: Optional[dict[str, Any]] = None  # a user's method: name, source file, content hash
 
   def key_parts(self, kind: str) -> dict[str, Any]:
     c = self.config
     parts = dict(kind=kind, version=CACHE_VERSION, dataset=c.dataset, data=self.fingerprint, split=c.split,
-                 model=c.model, conv_impl=c.conv_impl, recipe=self.recipe, seed=c.seed)
+                 model=plugins.model_key(c.model), conv_impl=c.conv_impl, recipe=self.recipe, seed=c.seed)
     if c.dtype != "float32":  # float32 keys stay as they were before the option existed
       parts["dtype"] = c.dtype
     return parts
@@ -198,11 +208,14 @@ def validate(config: EvalConfig) -> None:
   if config.dataset not in SOURCES and config.dataset not in SYNTHETIC and not config.dataset.startswith("tfds:"):
     raise ValueError(f"unknown dataset {config.dataset!r}; expected one of {sorted(SOURCES) + sorted(SYNTHETIC)} "
                      f"or tfds:<name>")
-  if config.method not in METHODS:
-    raise ValueError(f"unknown method {config.method!r}; expected one of {sorted(METHODS)}")
-  if config.model not in MODELS:
-    raise ValueError(f"unknown model {config.model!r}; expected one of {sorted(MODELS)}")
+  plugins.validate_method(config.method, dict(config.hyperparameters))  # before anything is trained
+  if plugins.is_spec(config.model):
+    plugins.load_factory(config.model, "model")
+  elif config.model not in MODELS:
+    raise ValueError(f"unknown model {config.model!r}; expected one of {sorted(MODELS)} or path/to/file.py:factory")
   check_seed("--seed", config.seed)
+  if config.unlearn_seed is not None:
+    check_seed("unlearn seed", config.unlearn_seed)
   if int(config.num_models) != config.num_models or config.num_models < 2:
     raise ValueError(f"--num-models must be an integer >= 2 (the metric compares two populations), "
                      f"got {config.num_models}")
@@ -260,15 +273,12 @@ def workload_of(config: EvalConfig, data, recipe: Recipe) -> autotune.Workload:
   return autotune.Workload.of_run(config.model, data, config.recipe, recipe, config.conv_impl, config.dtype)
 
 
-def build_method(ctx: Context):
-  """The configured method, with the pipeline's recipe given to ``retrain``."""
-  hp = dict(ctx.config.hyperparameters)
-  if ctx.config.method == "retrain" and "recipe" not in hp:
-    hp["recipe"] = ctx.recipe
-  try:
-    return get_method(ctx.config.method, ctx.model, **hp)
-  except TypeError as err:
-    raise ValueError(f"bad hyperparameters for method {ctx.config.method!r}: {err}") from None
+def build_method(ctx: Context, hyperparameters: Optional[Mapping[str, Any]] = None):
+  """The configured method (hyperparameters validated, the pipeline's recipe given to ``retrain``);
+  ``hyperparameters`` replace the config's. A user's method also sets ``ctx.method_origin``."""
+  hp = dict(ctx.config.hyperparameters if hyperparameters is None else hyperparameters)
+  method, ctx.method_origin = plugins.build_method(ctx.config.method, ctx.model, hp, recipe=ctx.recipe)
+  return method
 
 
 # ------------------------------------------------------------------ per-model measurements
@@ -310,18 +320,42 @@ def make_measure_fn(model, eval_batch_size: int = 512) -> Callable[[Any, Any, An
 
 
 class Progress:
-  """Per-chunk progress lines on ``stream``: models done, models/s, ETA."""
+  """Per-chunk progress lines on ``stream``: models done, models/s, ETA.
 
-  def __init__(self, stream: Optional[TextIO] = None, enabled: bool = True):
+  The first chunk a stage computes includes compiling its program, so the rate and
+  the ETA come only from the chunks after it (no ETA until one has run). Lines of a
+  stage are printed at most every ``interval_s`` seconds of ``clock``; its first
+  computed chunk and its last chunk are always printed.
+  """
+
+  def __init__(self, stream: Optional[TextIO] = None, enabled: bool = True, interval_s: float = 5.0,
+               clock: Callable[[], float] = time.monotonic):
     self.stream = stream if stream is not None else sys.stderr
     self.enabled = enabled
+    self.interval_s = interval_s
+    self.clock = clock
+    self._stages: dict[str, dict[str, Any]] = {}
 
   def line(self, text: str) -> None:
     if self.enabled:
       print(text, file=self.stream, flush=True)
 
   def chunk(self, stage: str, done: int, total: int, computed: int, elapsed: float) -> None:
-    rate = computed / elapsed if elapsed > 0 and computed else float("nan")
+    """After a chunk: ``done`` of ``total`` models ready, ``computed`` of them in ``elapsed`` s by this run."""
+    state = self._stages.get(stage)
+    if state is None or computed <= state["computed"]:  # a new pass over the stage (or a retry)
+      state = self._stages[stage] = dict(first=(computed, elapsed), computed=0, printed=None)
+    state["computed"] = computed
+    c0, e0 = state["first"]
+    now = self.clock()
+    final = done >= total
+    if not final and state["printed"] is not None and now - state["printed"] < self.interval_s:
+      return
+    state["printed"] = now
+    if computed == c0:
+      self.line(f"[{stage}] models {done}/{total}  first chunk {elapsed:.1f} s (includes compilation)")
+      return
+    rate = (computed - c0) / (elapsed - e0) if elapsed > e0 else float("nan")
     eta = (total - done) / rate if rate == rate and rate > 0 else float("nan")
     eta_text = f"{eta:.0f} s" if eta == eta else "?"
     self.line(f"[{stage}] models {done}/{total}  {rate:.2f} models/s  ETA {eta_text}")
@@ -507,8 +541,13 @@ def unlearned_models(ctx: Context, method, original: ModelState, root: jax.Array
   """Outputs of the N unlearning runs (stored per chunk under the output directory for resuming)."""
   parts = dict(kind="unlearned", version=CACHE_VERSION, original=original_key, method=method.name,
                hyperparameters=dict(method.hyperparameters), num_models=None)
+  if ctx.config.unlearn_seed is not None and ctx.config.unlearn_seed != ctx.config.seed:
+    parts["unlearn_seed"] = ctx.config.unlearn_seed  # default-seed keys stay as they were
+  if ctx.method_origin is not None:  # a user's method: its file's contents are part of the key
+    parts["origin"] = {"name": ctx.method_origin["name"], "sha256": ctx.method_origin["sha256"]}
   key = checkpoint.cache_key(parts)
-  store = checkpoint.ChunkStore(os.path.join(ctx.config.output_dir, "chunks", f"{method.name}-{key}"),
+  folder = f"{plugins.safe_name(method.name)}-{key}"
+  store = checkpoint.ChunkStore(os.path.join(ctx.config.output_dir, "chunks", folder),
                                 checkpoint.describe(parts))
   measure = make_measure_fn(ctx.model)
 
@@ -572,28 +611,42 @@ def _summary(outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
   return out
 
 
-def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optional[dict[str, Any]]:
-  """Runs the protocol; returns the results dict (process 0) or ``None`` (other processes).
+@dataclasses.dataclass
+class Reference:
+  """What every method scored on one setup shares: the context, the original and the retrained models.
 
-  The dict also carries host arrays under ``"_arrays"`` (confidences and
-  epsilons) for reports; :func:`unlearn_jax.report.write_results` strips them.
+  Built once by :func:`prepare`; :func:`evaluate_method` scores any number of
+  methods (or hyperparameter points) against it without touching the original
+  or retrained stages again.
+  """
+
+  ctx: Context
+  root: jax.Array
+  original: ModelState
+  original_out: dict[str, np.ndarray]
+  original_key: str
+  retrained: dict[str, np.ndarray]
+  cache: dict[str, Any]
+  rebuilt: list[str]
+  walls: dict[str, float]
+
+
+def prepare(config: EvalConfig, progress: Optional[Progress] = None, context: Optional[Context] = None) -> Reference:
+  """Loads the data and trains (or reuses from the cache) the original and the N retrained models.
+
+  ``context``: one already built from ``config`` by :func:`build_context` (callers
+  that check their method against the model before any training pass it).
 
   Raises:
     ValueError: bad arguments or data (one-line messages).
-    ProtocolError: the method diverged on some seeds (without ``allow_nan_drop``),
-      or too few seeds remain.
+    ProtocolError: the retrained models are not finite.
   """
   progress = progress or Progress()
-  walls: dict[str, float] = {}
-  t_all = time.perf_counter()
+  walls: dict[str, float] = {"load": 0.0}
   t0 = time.perf_counter()
-  ctx = build_context(config, progress)
-  method = build_method(ctx)
-  sizes = SetSizes(int(ctx.data.retain.shape[0]), int(ctx.data.forget.shape[0]), int(ctx.data.validation.shape[0]))
+  ctx = context if context is not None else build_context(config, progress)
+  config = ctx.config
   walls["load"] = time.perf_counter() - t0
-  progress.line(f"evaluating {method.name} on {config.dataset} ({config.model}, recipe {config.recipe}, "
-                f"N={config.num_models}; retain {sizes.retain}, forget {sizes.forget}, test "
-                f"{int(ctx.data.test.shape[0])})")
   root = jax.random.key(config.seed)
 
   t0 = time.perf_counter()
@@ -609,11 +662,69 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   bad_r = nonfinite_seeds(retrained)
   if bad_r.size:
     raise ProtocolError(f"retrained models are not finite on seeds {bad_r.tolist()}; check the recipe")
+  cache = {"original": original_dir, "original_reused": original_cached, "retrained": retrained_dir}
+  return Reference(ctx, root, original, original_out, original_key, retrained, cache, rebuilt_o + rebuilt_r, walls)
+
+
+def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optional[dict[str, Any]]:
+  """Runs the protocol; returns the results dict (process 0) or ``None`` (other processes).
+
+  The dict also carries host arrays under ``"_arrays"`` (confidences and
+  epsilons) for reports; :func:`unlearn_jax.report.write_results` strips them.
+
+  Raises:
+    ValueError: bad arguments or data (one-line messages).
+    ProtocolError: the method diverged on some seeds (without ``allow_nan_drop``),
+      or too few seeds remain.
+  """
+  progress = progress or Progress()
+  with compile_cache.persistent_cache(compile_cache_dir(config)):
+    t0 = time.perf_counter()
+    ctx = build_context(config, progress)
+    method = build_method(ctx)  # bad hyperparameters fail before any training
+    load = time.perf_counter() - t0
+    ref = prepare(config, progress, ctx)
+    ref.walls["load"] = load
+    return evaluate_method(ref, method, progress)
+
+
+def compile_cache_dir(config: EvalConfig) -> Optional[str]:
+  """Where ``config``'s run keeps JAX's persistent compilation cache (``None``: off)."""
+  return compile_cache.dir_under(config.cache_dir) if config.compile_cache else None
+
+
+def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None, *,
+                    output_dir: Optional[str] = None, unlearn_seed: Optional[int] = None,
+                    allow_nan_drop: Optional[bool] = None) -> Optional[dict[str, Any]]:
+  """Runs the unlearning and scoring stages of ``method`` against ``ref``; returns the results dict.
+
+  ``method`` is built by :func:`build_method` on ``ref.ctx`` (which records a
+  user's method's file and hash there, for the cache key and ``results.json``).
+
+  ``output_dir`` (where the resumable unlearning chunks go), ``unlearn_seed``
+  and ``allow_nan_drop`` replace the config's for this method only. The
+  ``wall_s`` record counts the shared stages of ``ref`` as they were spent
+  (once) plus this method's own stages.
+  """
+  progress = progress or Progress()
+  changes = {k: v for k, v in dict(output_dir=output_dir, unlearn_seed=unlearn_seed,
+                                   allow_nan_drop=allow_nan_drop).items() if v is not None}
+  ctx = dataclasses.replace(ref.ctx, config=dataclasses.replace(ref.ctx.config, **changes))
+  config = ctx.config
+  retrained = ref.retrained
+  walls = dict(ref.walls)
+  t_start = time.perf_counter()
+  sizes = SetSizes(int(ctx.data.retain.shape[0]), int(ctx.data.forget.shape[0]), int(ctx.data.validation.shape[0]))
+  progress.line(f"evaluating {method.name} on {config.dataset} ({config.model}, recipe {config.recipe}, "
+                f"N={config.num_models}; retain {sizes.retain}, forget {sizes.forget}, test "
+                f"{int(ctx.data.test.shape[0])})")
+  seed_u = config.seed if config.unlearn_seed is None else config.unlearn_seed
+  root_u = ref.root if seed_u == config.seed else jax.random.key(seed_u)
 
   t0 = time.perf_counter()
-  unlearned, unlearned_dir, rebuilt_u = unlearned_models(ctx, method, original,
-                                                         jax.random.fold_in(root, STREAM_UNLEARN), original_key,
-                                                         progress)
+  unlearned, unlearned_dir, rebuilt_u = unlearned_models(ctx, method, ref.original,
+                                                         jax.random.fold_in(root_u, STREAM_UNLEARN),
+                                                         ref.original_key, progress)
   walls["unlearn"] = time.perf_counter() - t0
   if config.process_index != 0:
     return None
@@ -640,7 +751,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   scores = score(unlearned, retrained)
   walls["metric"] = time.perf_counter() - t0
   progress.line(f"[metric] done in {walls['metric']:.1f} s")
-  walls["total"] = time.perf_counter() - t_all
+  walls["total"] = sum(ref.walls.values()) + time.perf_counter() - t_start
   eps = scores["per_example_epsilons"]
   cost = method.cost(sizes)
   results_recipe = {"name": config.recipe, **_jsonable(dataclasses.asdict(ctx.recipe))}
@@ -655,19 +766,21 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       "split": results_split,
       "set_sizes": dataclasses.asdict(sizes) | {"test": int(ctx.data.test.shape[0])},
       "num_models": config.num_models,
-      "setup": setups.make_setup(dataset=config.dataset, data_fingerprint=ctx.fingerprint, model=config.model,
+      "setup": setups.make_setup(dataset=config.dataset, data_fingerprint=ctx.fingerprint,
+                                 model=plugins.model_key(config.model),
                                  recipe=results_recipe, split=results_split, dtype=config.dtype,
                                  num_models=n_scored),
       "num_models_scored": int(len(unlearned["retain_accuracy"])),
       "dropped_seeds": dropped,
       "seed": config.seed,
+      "unlearn_seed": seed_u,
       "forgetting_quality": scores["forgetting_quality"],
       "final_score": scores["final_score"],
       "per_example_epsilons": eps.tolist(),
       "unlearned": _summary(unlearned),
       "retrained": _summary(retrained),
-      "original": {k: float(np.asarray(original_out[k])) for k in ("retain_accuracy", "forget_accuracy",
-                                                                     "test_accuracy")},
+      "original": {k: float(np.asarray(ref.original_out[k])) for k in ("retain_accuracy", "forget_accuracy",
+                                                                         "test_accuracy")},
       "mia": _mia_summary(scores),
       "cost": {"r_ep": cost, "recipe_epochs": ctx.recipe.epochs, "relative_to_retrain": cost / ctx.recipe.epochs},
       "wall_s": walls,
@@ -675,9 +788,12 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       "jax": jax.__version__,
       "strategy": dataclasses.asdict(plan_seeds(ctx)),
       "conv_impl": {"impl": ctx.config.conv_impl, "source": ctx.conv_impl_source},
-      "cache": {"original": original_dir, "original_reused": original_cached, "retrained": retrained_dir,
-                "unlearned": unlearned_dir, "rebuilt": rebuilt_o + rebuilt_r + rebuilt_u},
+      "cache": {**ref.cache, "unlearned": unlearned_dir, "rebuilt": ref.rebuilt + rebuilt_u},
   }
+  if ctx.method_origin is not None:
+    results["method_origin"] = ctx.method_origin
+  if plugins.is_spec(config.model):
+    results["model_origin"] = plugins.model_record(config.model)
   results["_arrays"] = {"unlearned_confidence": unlearned["forget_confidence"],
                         "retrained_confidence": retrained["forget_confidence"], "epsilons": eps}
   return results

@@ -15,11 +15,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from unlearn_jax import checkpoint
+from unlearn_jax import checkpoint, setups
 
 RESULTS_FILE = "results.json"
 LEADERBOARD_COLUMNS = ("rank", "method", "dataset", "N", "final_score", "forgetting_quality", "retain_acc_U",
                        "test_acc_U", "forget_acc_U", "retain_acc_R", "test_acc_R", "mia_U", "cost_rel", "dir")
+CSV_COLUMNS = LEADERBOARD_COLUMNS + ("setup",)
 
 
 def write_results(results: Mapping[str, Any], output_dir: str) -> str:
@@ -76,26 +77,65 @@ def _is_number(value: Any, allow_null: bool = False) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def leaderboard_rows(paths: Sequence[str]) -> list[dict[str, Any]]:
-  """One row per results file, ranked by final score (best first)."""
-  rows = []
-  for p in paths:
-    r = read_results(p)
-    u, rt = r.get("unlearned", {}), r.get("retrained", {})
-    mean = lambda d, k: _float(d.get(k, {}).get("mean"))
-    rows.append({
-        "method": r["method"], "dataset": r.get("dataset", "?"), "N": r.get("num_models_scored", r.get("num_models")),
-        "final_score": _float(r["final_score"]), "forgetting_quality": _float(r["forgetting_quality"]),
-        "retain_acc_U": mean(u, "retain_accuracy"), "test_acc_U": mean(u, "test_accuracy"),
-        "forget_acc_U": mean(u, "forget_accuracy"), "retain_acc_R": mean(rt, "retain_accuracy"),
-        "test_acc_R": mean(rt, "test_accuracy"), "mia_U": _float(r.get("mia", {}).get("unlearned")),
-        "cost_rel": _float(r.get("cost", {}).get("relative_to_retrain")),
-        "dir": os.path.dirname(p) if p.endswith(RESULTS_FILE) else p,
-    })
-  rows.sort(key=lambda row: -row["final_score"] if math.isfinite(row["final_score"]) else math.inf)
-  for i, row in enumerate(rows):
-    row["rank"] = i + 1
-  return rows
+def leaderboard_rows(paths: Sequence[str], strict: bool = False) -> list[dict[str, Any]]:
+  """One row per results file, grouped by setup and ranked by final score within each group (best first).
+
+  Results are comparable only on the same setup (:mod:`unlearn_jax.setups`):
+  groups keep the order of their first result, ``rank`` counts within a group,
+  and every row carries its group's ``setup`` description. ``strict``: raise a
+  one-line ``ValueError`` instead when the setups differ.
+  """
+  results = [read_results(p) for p in paths]
+  if strict:
+    setups.require_same_setup(results, list(paths))
+  labels = setup_labels(results)
+  out = []
+  for group in setups.group_by_setup(results):
+    rows = [_row(results[i], paths[i], labels[i]) for i in group]
+    rows.sort(key=lambda row: -row["final_score"] if math.isfinite(row["final_score"]) else math.inf)
+    for i, row in enumerate(rows):
+      row["rank"] = i + 1
+    out += rows
+  return out
+
+
+def setup_labels(results: Sequence[Mapping[str, Any]]) -> list[str]:
+  """Each result's setup as :func:`setups.describe` words it, made distinct where two setups word alike.
+
+  A setup whose description equals an earlier, different setup's gets the
+  fields it differs in appended, e.g. ``... / N=8 (differs in: recipe)``.
+  """
+  labels: list[str] = []
+  first_by_key: dict[str, int] = {}
+  first_by_text: dict[str, int] = {}
+  for i, r in enumerate(results):
+    key = setups.setup_key(r)
+    if key in first_by_key:
+      labels.append(labels[first_by_key[key]])
+      continue
+    first_by_key[key] = i
+    text = setups.describe(setups.setup_of(r))
+    if text in first_by_text:
+      text += f" (differs in: {', '.join(setups.differences(results[first_by_text[text]], r))})"
+    else:
+      first_by_text[text] = i
+    labels.append(text)
+  return labels
+
+
+def _row(r: Mapping[str, Any], path: str, setup: str) -> dict[str, Any]:
+  u, rt = r.get("unlearned", {}), r.get("retrained", {})
+  mean = lambda d, k: _float(d.get(k, {}).get("mean"))
+  return {
+      "method": r["method"], "dataset": r.get("dataset", "?"), "N": r.get("num_models_scored", r.get("num_models")),
+      "final_score": _float(r["final_score"]), "forgetting_quality": _float(r["forgetting_quality"]),
+      "retain_acc_U": mean(u, "retain_accuracy"), "test_acc_U": mean(u, "test_accuracy"),
+      "forget_acc_U": mean(u, "forget_accuracy"), "retain_acc_R": mean(rt, "retain_accuracy"),
+      "test_acc_R": mean(rt, "test_accuracy"), "mia_U": _float(r.get("mia", {}).get("unlearned")),
+      "cost_rel": _float(r.get("cost", {}).get("relative_to_retrain")),
+      "dir": os.path.dirname(path) if path.endswith(RESULTS_FILE) else path,
+      "setup": setup,
+  }
 
 
 def _float(v: Any) -> float:
@@ -110,20 +150,36 @@ def _fmt(v: Any) -> str:
 
 
 def leaderboard_table(rows: Sequence[Mapping[str, Any]], fmt: str = "markdown") -> str:
-  """The leaderboard as GitHub markdown or CSV."""
+  """The leaderboard as GitHub markdown or CSV.
+
+  Markdown: one table per setup, each under a ``### setup: ...`` heading when
+  the rows span several setups (a single setup prints its table alone). CSV:
+  one table with a trailing ``setup`` column (ranks count within a setup).
+  """
   if fmt == "csv":
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(LEADERBOARD_COLUMNS)
+    w.writerow(CSV_COLUMNS)
     for row in rows:
-      w.writerow([row[c] for c in LEADERBOARD_COLUMNS])
+      w.writerow([row.get(c, "") for c in CSV_COLUMNS])
     return buf.getvalue()
   if fmt != "markdown":
     raise ValueError(f"unknown table format {fmt!r}; expected 'markdown' or 'csv'")
-  cells = [[_fmt(row[c]) for c in LEADERBOARD_COLUMNS] for row in rows]
-  widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(LEADERBOARD_COLUMNS)]
+  groups: dict[str, list[Mapping[str, Any]]] = {}
+  for row in rows:
+    groups.setdefault(row.get("setup", ""), []).append(row)
+  if len(groups) <= 1:
+    return markdown_table(LEADERBOARD_COLUMNS, rows)
+  return "\n".join(f"### setup: {setup}\n\n" + markdown_table(LEADERBOARD_COLUMNS, group)
+                   for setup, group in groups.items())
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+  """A GitHub markdown table of ``rows`` (floats to 4 decimals), columns padded to align."""
+  cells = [[_fmt(row[c]) for c in columns] for row in rows]
+  widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
   line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
-  out = [line(LEADERBOARD_COLUMNS), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+  out = [line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
   out += [line(r) for r in cells]
   return "\n".join(out) + "\n"
 

@@ -20,25 +20,36 @@ FLAG_KEYS = {
     "num_models": "num_models", "forget_mode": "forget_mode", "forget_fraction": "forget_fraction",
     "forget_groups": "forget_groups", "split_seed": "split_seed", "strategy": "strategy",
     "chunk_size": "chunk_size", "conv_impl": "conv_impl", "dtype": "dtype", "seed": "seed", "output_dir": "output_dir",
-    "cache_dir": "cache_dir", "allow_nan_drop": "allow_nan_drop", "plots": "plots",
+    "cache_dir": "cache_dir", "allow_nan_drop": "allow_nan_drop", "plots": "plots", "compile_cache": "compile_cache",
 }
 
 
 def add_parser(sub) -> None:
   p = sub.add_parser("evaluate", help="score an unlearning method: N retrained vs N unlearned models",
                      description=__doc__.split("\n\n")[0])
+  add_arguments(p)
+
+
+def add_arguments(p) -> None:
+  """The config, setup, method and run flags (shared with ``sweep``)."""
   p.add_argument("--config", default=None,
                  help="config: a module of unlearn_jax/configs (e.g. tiny), a .py with get_config(), or .json/.yaml")
   p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config key (repeatable; dotted keys for mappings, e.g. hp.lr=0.01)")
   p.add_argument("--dataset", help="dataset (default digits)")
   p.add_argument("--data-dir", help="directory of the dataset's files, if it needs any")
-  p.add_argument("--model", help="model (default per dataset: mlp on digits)")
+  p.add_argument("--download", action="store_true",
+                 help="first download and prepare a tensorflow-datasets source into --data-dir "
+                      "(needs internet and: pip install 'unlearn_jax[download]')")
+  p.add_argument("--model", help="model (default per dataset: mlp on digits), or your own Flax module factory "
+                                 "path/to/file.py:make or module:make, make(num_classes, conv_impl, dtype)")
   p.add_argument("--recipe", help="training recipe for original and retrained models (default per dataset)")
   p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
-  p.add_argument("--method", help="unlearning method (default finetune)")
+  p.add_argument("--method", help="unlearning method (default finetune), or your own factory path/to/file.py:make or "
+                                  "module:make, make(model, **hp) -> UnlearningMethod")
   p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
-                 help="method hyperparameter override (repeatable), e.g. --hp lr=0.01")
+                 help="method hyperparameter override (repeatable), e.g. --hp lr=0.01; checked against the "
+                      "method's declared types and ranges (unlearn-jax methods METHOD lists them)")
   p.add_argument("--num-models", type=int, help="N, retrained and unlearned models each (default 512)")
   p.add_argument("--forget-mode", help="forget set: random, groups, classes or source (default random)")
   p.add_argument("--forget-fraction", type=float, help="forget fraction for --forget-mode random (default 0.1)")
@@ -59,6 +70,9 @@ def add_parser(sub) -> None:
   p.add_argument("--allow-nan-drop", action="store_true", default=None,
                  help="drop seeds on which the method diverges instead of failing")
   p.add_argument("--no-plots", dest="plots", action="store_false", default=None, help="skip the PNG plots")
+  p.add_argument("--no-compile-cache", dest="compile_cache", action="store_false", default=None,
+                 help="do not keep JAX's persistent compilation cache in <cache-dir>/jax-compilation (default: "
+                      "kept, so running the same command again skips compilation)")
   p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   p.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
                  help="multi-process: coordinator host:port (env JAX_COORDINATOR_ADDRESS)")
@@ -136,7 +150,8 @@ def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: i
       method=cfg["method"], hyperparameters=tuple(sorted(hp.items())), num_models=cfg["num_models"],
       seed=cfg["seed"], strategy=cfg["strategy"], chunk_size=cfg.get("chunk_size"), conv_impl=cfg["conv_impl"],
       dtype=str(cfg.get("dtype") or "float32"), cache_dir=cfg["cache_dir"], output_dir=cfg["output_dir"], cache_params=bool(cfg.get("cache_params", True)),
-      allow_nan_drop=bool(cfg.get("allow_nan_drop")), process_index=process_index, process_count=process_count)
+      allow_nan_drop=bool(cfg.get("allow_nan_drop")), process_index=process_index, process_count=process_count,
+      compile_cache=bool(cfg.get("compile_cache", True)))
 
 
 def _init_distributed(args) -> tuple[int, int]:
@@ -155,12 +170,29 @@ def _init_distributed(args) -> tuple[int, int]:
   return jax.process_index(), jax.process_count()
 
 
+def _download(config, progress) -> None:
+  """``--download``: checks every other argument, then prepares the tfds source into ``config.data_dir``."""
+  import dataclasses
+  from unlearn_jax import pipeline
+  from unlearn_jax.data import download
+  name = download.check_downloadable(config.dataset)
+  if config.process_count > 1:
+    raise ValueError("--download runs in one process: prepare the data first (the same command with one "
+                     "process), then start the multi-process run")
+  pipeline.validate(dataclasses.replace(config, data_dir=None))  # the folder may not exist yet
+  download.prepare_tfds(name, config.data_dir, progress.line)
+
+
 def run(args) -> int:
   from unlearn_jax import pipeline, report
   cfg = resolve_config(args)
+  if cfg.get("grid"):
+    raise ValueError("the config has a sweep grid; run it with 'unlearn-jax sweep' (evaluate scores one point)")
   process_index, process_count = _init_distributed(args)
   config = to_eval_config(cfg, process_index, process_count)
   progress = pipeline.Progress(enabled=not args.quiet)
+  if args.download:
+    _download(config, progress)
   results = pipeline.evaluate(config, progress)
   if results is None:
     return 0

@@ -38,8 +38,12 @@ Keys:
   cache_dir: where original/retrained models and outputs are cached.
   output_dir: where results.json, the plots and the resumable unlearning chunks go.
   cache_params: also cache retrained parameters (turn off for ResNet-18 at N = 512: ~22 GB).
+  compile_cache: keep JAX's persistent compilation cache in ``cache_dir/jax-compilation``.
   allow_nan_drop: drop diverged seeds instead of failing.
   plots: write PNG plots.
+  grid, confirm: ``unlearn-jax sweep`` only: hyperparameter name -> list of values (the
+    sweep's grid; ``evaluate`` refuses a config with one) and whether to re-evaluate the
+    best point on a fresh unlearning seed stream.
 """
 
 from __future__ import annotations
@@ -71,8 +75,11 @@ def get_config() -> dict[str, Any]:
       "cache_dir": "unlearn_cache",
       "output_dir": "results",
       "cache_params": True,
+      "compile_cache": True,
       "allow_nan_drop": False,
       "plots": True,
+      "grid": {},
+      "confirm": False,
       "dataset_defaults": {
           "digits": {"model": "mlp", "recipe": "digits"},
           "random_cifar10": {"model": "resnet18", "recipe": "starting_kit"},

@@ -190,7 +190,15 @@ def load_cifar10_tarball(data_dir: Optional[str]) -> Dataset:
   found = [f for f in (os.path.join(d, FORGET_FILE) for d in folders) if os.path.isfile(f)]
   if found:
     forget_file = found[0]
-    forget_idx = np.asarray(np.load(forget_file), np.int64).ravel()
+    try:
+      loaded = np.load(forget_file, allow_pickle=False)
+    except Exception as err:  # not .npy, an object array, a truncated file: np.load raises several types
+      raise ValueError(f"{forget_file}: cannot read forget indices as a .npy integer array "
+                       f"({type(err).__name__}: {' '.join(str(err).split())})") from None
+    if not isinstance(loaded, np.ndarray) or not np.issubdtype(loaded.dtype, np.integer):
+      raise ValueError(f"{forget_file}: forget indices must be a .npy array of integers, got "
+                       f"{getattr(loaded, 'dtype', type(loaded).__name__)}")
+    forget_idx = np.asarray(loaded, np.int64).ravel()
     if forget_idx.size == 0 or forget_idx.min() < 0 or forget_idx.max() >= n_train:
       raise ValueError(f"{forget_file}: forget indices must be a non-empty subset of [0, {n_train})")
     if np.unique(forget_idx).size != forget_idx.size:
