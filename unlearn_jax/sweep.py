@@ -47,8 +47,6 @@ import re
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-import numpy as np
-
 from unlearn_jax import checkpoint, pipeline, report, setups
 
 MAX_POINTS = 1000
