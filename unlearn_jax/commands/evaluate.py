@@ -20,7 +20,7 @@ FLAG_KEYS = {
     "num_models": "num_models", "forget_mode": "forget_mode", "forget_fraction": "forget_fraction",
     "forget_groups": "forget_groups", "split_seed": "split_seed", "strategy": "strategy",
     "chunk_size": "chunk_size", "conv_impl": "conv_impl", "dtype": "dtype", "seed": "seed", "output_dir": "output_dir",
-    "cache_dir": "cache_dir", "allow_nan_drop": "allow_nan_drop", "plots": "plots",
+    "cache_dir": "cache_dir", "allow_nan_drop": "allow_nan_drop", "plots": "plots", "compile_cache": "compile_cache",
 }
 
 
@@ -70,6 +70,9 @@ def add_arguments(p) -> None:
   p.add_argument("--allow-nan-drop", action="store_true", default=None,
                  help="drop seeds on which the method diverges instead of failing")
   p.add_argument("--no-plots", dest="plots", action="store_false", default=None, help="skip the PNG plots")
+  p.add_argument("--no-compile-cache", dest="compile_cache", action="store_false", default=None,
+                 help="do not keep JAX's persistent compilation cache in <cache-dir>/jax-compilation (default: "
+                      "kept, so running the same command again skips compilation)")
   p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   p.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
                  help="multi-process: coordinator host:port (env JAX_COORDINATOR_ADDRESS)")
@@ -147,7 +150,8 @@ def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: i
       method=cfg["method"], hyperparameters=tuple(sorted(hp.items())), num_models=cfg["num_models"],
       seed=cfg["seed"], strategy=cfg["strategy"], chunk_size=cfg.get("chunk_size"), conv_impl=cfg["conv_impl"],
       dtype=str(cfg.get("dtype") or "float32"), cache_dir=cfg["cache_dir"], output_dir=cfg["output_dir"], cache_params=bool(cfg.get("cache_params", True)),
-      allow_nan_drop=bool(cfg.get("allow_nan_drop")), process_index=process_index, process_count=process_count)
+      allow_nan_drop=bool(cfg.get("allow_nan_drop")), process_index=process_index, process_count=process_count,
+      compile_cache=bool(cfg.get("compile_cache", True)))
 
 
 def _init_distributed(args) -> tuple[int, int]:

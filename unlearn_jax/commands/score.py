@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from unlearn_jax import checkpoint
+from unlearn_jax import checkpoint, compile_cache
 from unlearn_jax.metrics import forgetting_metric, logit_scaled_confidence
 
 
@@ -24,6 +24,7 @@ def add_parser(sub) -> None:
   p.add_argument("--unlearned", required=True, help=".npz with confs [N,E] or logits [N,E,C] + labels [E]")
   p.add_argument("--retrained", required=True, help=".npz of the retrained models, same layout")
   p.add_argument("--output", default=None, help="write results as JSON to this path")
+  compile_cache.add_flag(p)
 
 
 def _read_array(data, key: str, path: str, name: str) -> np.ndarray:
@@ -91,6 +92,11 @@ def load_confs(path: str, name: str) -> np.ndarray:
 
 
 def run(args) -> int:
+  with compile_cache.for_command(args):
+    return _run(args)
+
+
+def _run(args) -> int:
   u = load_confs(args.unlearned, "--unlearned")
   r = load_confs(args.retrained, "--retrained")
   if u.shape != r.shape:
