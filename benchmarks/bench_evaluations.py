@@ -58,7 +58,8 @@ def main(argv=None) -> int:
   parser.add_argument("--num-models", type=int, default=512)
   parser.add_argument("--forget-examples", type=int, default=144)
   parser.add_argument("--draws", type=int, default=None, help="bootstrap draws (default 200, quick 16)")
-  parser.add_argument("--examples", type=int, default=None, help="examples for U-LiRA and KLOM (default 5000, quick 1000)")
+  parser.add_argument("--examples", type=int, default=None,
+                      help="examples for U-LiRA and KLOM (default 5000, quick 1000)")
   args = parser.parse_args(argv)
   n, e_f = args.num_models, args.forget_examples
   draws = args.draws or (16 if args.quick else 200)
@@ -74,7 +75,8 @@ def main(argv=None) -> int:
                f"F = {plain.forgetting_quality:.4f}"])
   rows.append([f"model bootstrap B = {draws}", f"{b_cpu:.1f}", f"{b_wall:.1f}", f"{b_first:.1f}",
                f"95% interval [{lo:.4f}, {hi:.4f}], mean {boot.forgetting_quality.mean():.4f}"])
-  rows.append(["bootstrap per draw / plain", f"{ratio:.3f}", f"{b_wall / draws / p_wall:.3f}", "", "CPU and wall ratios"])
+  rows.append(["bootstrap per draw / plain", f"{ratio:.3f}", f"{b_wall / draws / p_wall:.3f}", "",
+               "CPU and wall ratios"])
   results.update(plain_cpu_s=p_cpu, plain_wall_s=p_wall, bootstrap_cpu_s=b_cpu, bootstrap_wall_s=b_wall,
                  per_draw_cpu_ratio=ratio, per_draw_wall_ratio=b_wall / draws / p_wall,
                  forgetting_quality=plain.forgetting_quality, interval=[lo, hi])

@@ -48,13 +48,13 @@ def persistent_cache(path: Optional[str]) -> Iterator[Optional[str]]:
   """Compilations inside the block are looked up in, and written to, ``path`` (``None``: unchanged).
 
   JAX's previous settings are restored on exit, so compilations after the block
-  do not write to ``path``. The directory is created if missing.
+  do not write to ``path``. JAX creates the directory at the first compilation, so a
+  command that fails on its input before compiling anything leaves no directory behind.
   """
   if path is None:
     yield None
     return
   path = os.path.abspath(path)
-  os.makedirs(path, exist_ok=True)
   saved = {name: getattr(jax.config, name) for name in _SETTINGS}
   _jax_cache.reset_cache()  # JAX opens its cache once per process; reopen it at the new path
   jax.config.update("jax_compilation_cache_dir", path)

@@ -47,8 +47,6 @@ import re
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-import numpy as np
-
 from unlearn_jax import checkpoint, pipeline, report, setups
 
 MAX_POINTS = 1000
@@ -231,6 +229,25 @@ def _evaluate_point(ref: pipeline.Reference, method, out_dir: str, progress: pip
   return results, False
 
 
+def plan(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *, factory: Optional[Callable] = None,
+         confirm_seed: Optional[int] = None):
+  """``(method source, points)``: the method resolved and the grid checked, touching no file.
+
+  The checks :func:`run_sweep` makes before anything else (callers may run them
+  before creating directories); one-line ``ValueError`` on failure.
+  """
+  from unlearn_jax import plugins
+  if config.process_count != 1:
+    raise ValueError("sweep runs in a single process")
+  source = plugins.resolve_method(config.method)  # a registry name, a plugin spec or a factory
+  if source.built is not None:
+    raise ValueError(f"method {source.name!r} was given as a built UnlearningMethod; a sweep needs its factory")
+  points = check_grid(source.name, factory or source.factory, grid, dict(config.hyperparameters))
+  if confirm_seed is not None and confirm_seed == config.seed:
+    raise ValueError(f"--confirm-seed must differ from the sweep's seed {config.seed} (a fresh seed stream)")
+  return source, points
+
+
 def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
               factory: Optional[Callable] = None, build: Optional[Callable] = None,
               progress: Optional[pipeline.Progress] = None, plots: bool = True, confirm: bool = False,
@@ -252,18 +269,10 @@ def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
     ValueError: a bad grid, configuration or point (before any training), one line.
     ProtocolError: a point diverged (without ``allow_nan_drop``).
   """
-  from unlearn_jax import plugins
   progress = progress or pipeline.Progress()
-  if config.process_count != 1:
-    raise ValueError("sweep runs in a single process")
-  source = plugins.resolve_method(config.method)  # a registry name, a plugin spec or a factory
-  if source.built is not None:
-    raise ValueError(f"method {source.name!r} was given as a built UnlearningMethod; a sweep needs its factory")
+  source, points = plan(config, grid, factory=factory, confirm_seed=confirm_seed)
   build = build or pipeline.build_method
   fixed = dict(config.hyperparameters)
-  points = check_grid(source.name, factory or source.factory, grid, fixed)
-  if confirm_seed is not None and confirm_seed == config.seed:
-    raise ValueError(f"--confirm-seed must differ from the sweep's seed {config.seed} (a fresh seed stream)")
   t0 = time.perf_counter()
   ctx = pipeline.build_context(config, progress)
   methods = [build(ctx, {**fixed, **dict(p.values)}) for p in points]  # a factory that raises fails here

@@ -46,6 +46,7 @@ def run(args) -> int:
   config = evaluate_cmd.to_eval_config(cfg)
   confirm = bool(cfg.get("confirm")) if args.confirm is None else True
   progress = pipeline.Progress(enabled=not args.quiet)
+  sweep.plan(config, grid, confirm_seed=args.confirm_seed)  # a bad grid fails before any file is created
   if args.download:
     evaluate_cmd._download(config, progress)
   with compile_cache.persistent_cache(pipeline.compile_cache_dir(config)):

@@ -52,7 +52,7 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 def _weighted(values, weights):
-  """A resampled column as its distinct models' values sorted ascending (``+inf`` pads) and cumulative multiplicities."""
+  """A resampled column: its distinct models' values sorted ascending (``+inf`` pads), multiplicities, their cumsum."""
   order = jnp.argsort(values)
   return values[order], weights[order], jnp.cumsum(weights[order])
 
@@ -94,7 +94,8 @@ def _draw_example(u_vals, u_w, r_vals, r_w, table, *, search_steps: int):
   # Intervals: P (smaller range) is the predicted class.
   p_is_neg = pos_range >= neg_range
   sel = lambda a, b: jnp.where(p_is_neg, a, b)
-  p, p_w, p_cum, p_lo, p_hi = sel(neg, pos), sel(neg_w, pos_w), sel(neg_cum, pos_cum), sel(neg_lo, pos_lo), sel(neg_hi, pos_hi)
+  p, p_w, p_cum = sel(neg, pos), sel(neg_w, pos_w), sel(neg_cum, pos_cum)
+  p_lo, p_hi = sel(neg_lo, pos_lo), sel(neg_hi, pos_hi)
   q, q_w, q_cum = sel(pos, neg), sel(pos_w, neg_w), sel(pos_cum, neg_cum)
   a = (p_lo + smaller) - privacy.BUFFER
   b = p_hi + privacy.BUFFER
@@ -104,8 +105,10 @@ def _draw_example(u_vals, u_w, r_vals, r_w, table, *, search_steps: int):
   starts = (rights - smaller) - privacy.BUFFER
   stops = (rights - smaller) + privacy.BUFFER
   flat_table = table.reshape(-1)
-  in_p = jnp.maximum(_count_lt(p, p_cum, rights, "right")[:, None] - privacy._count_below_rows(p, starts, stops, p_w), 0)
-  in_q = jnp.maximum(_count_lt(q, q_cum, rights, "right")[:, None] - privacy._count_below_rows(q, starts, stops, q_w), 0)
+  lt_p = privacy._count_below_rows(p, starts, stops, p_w)
+  lt_q = privacy._count_below_rows(q, starts, stops, q_w)
+  in_p = jnp.maximum(_count_lt(p, p_cum, rights, "right")[:, None] - lt_p, 0)
+  in_q = jnp.maximum(_count_lt(q, q_cum, rights, "right")[:, None] - lt_q, 0)
   eps_int = jnp.where((i < num_right)[:, None], flat_table[in_q * (n + 1) + (n - in_p)], -jnp.inf)
   # Single thresholds.
   lo = jnp.minimum(pos_lo, neg_lo)

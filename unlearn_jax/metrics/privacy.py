@@ -316,7 +316,7 @@ def _chunk_occupancy(unlearned, retrained):
 
 
 def _single_grid(k, lo, hi, num_t):
-  """The single-threshold grid point ``k``: numpy's float64 ``linspace(lo, hi, T)[k]`` rounded to float32, as float64."""
+  """Single-threshold grid point ``k``: numpy's float64 ``linspace(lo, hi, T)[k]`` rounded to float32, as float64."""
   return _linspace_at(k, lo, hi, num_t).astype(jnp.float32).astype(lo.dtype)
 
 
