@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import autotune, checkpoint, seeds, setups
+from unlearn_jax import autotune, checkpoint, evaluations, margins, seeds, setups
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
 from unlearn_jax.training import RECIPES, Recipe, accuracy, make_predict_fn, make_train_fn
@@ -90,6 +90,9 @@ class EvalConfig:
     cache_params: also store the retrained models' parameters.
     allow_nan_drop: drop seeds whose unlearned model is not finite instead of failing.
     process_index, process_count: this process among ``process_count`` running the same call.
+    metrics: evaluations to compute (:data:`unlearn_jax.evaluations.METRIC_NAMES`); ``klom``
+      makes the measurement stages record margins on ``margin_examples`` retain and held-out
+      examples (see :mod:`unlearn_jax.margins`).
   """
 
   dataset: str = "digits"
@@ -113,6 +116,8 @@ class EvalConfig:
   process_index: int = 0
   process_count: int = 1
   wait_timeout_s: float = 3600.0
+  metrics: tuple[str, ...] = ("competition",)
+  margin_examples: int = margins.DEFAULT_MARGIN_EXAMPLES
 
 
 # ------------------------------------------------------------------ context
@@ -219,6 +224,9 @@ def validate(config: EvalConfig) -> None:
   if config.data_dir is not None and not os.access(config.data_dir, os.R_OK | os.X_OK):
     raise ValueError(f"data directory {config.data_dir!r} is not readable")
   resolve_recipe(config.recipe, config.recipe_overrides)
+  evaluations.check_metrics(config.metrics)
+  if int(config.margin_examples) != config.margin_examples or config.margin_examples < 1:
+    raise ValueError(f"margin_examples must be an integer >= 1, got {config.margin_examples}")
 
 
 def build_context(config: EvalConfig, progress: Optional["Progress"] = None) -> Context:
@@ -277,12 +285,14 @@ def _metrics():
   return metrics
 
 
-def make_measure_fn(model, eval_batch_size: int = 512) -> Callable[[Any, Any, Any], dict[str, jax.Array]]:
+def make_measure_fn(model, eval_batch_size: int = 512,
+                    margin_subsets: Optional[Mapping[str, np.ndarray]] = None) -> Callable[[Any, Any, Any], dict[str, jax.Array]]:
   """``measure(params, batch_stats, data) -> outputs`` of one model (eval mode).
 
   Outputs: ``retain_accuracy``, ``forget_accuracy``, ``test_accuracy`` (scalars),
   ``forget_confidence`` ``[F]`` (logit-scaled confidence of the true label),
-  ``forget_loss`` ``[F]`` and ``test_loss`` ``[T]`` (per-example cross-entropy).
+  ``forget_loss`` ``[F]`` and ``test_loss`` ``[T]`` (per-example cross-entropy); with
+  ``margin_subsets`` also ``retain_margin`` and ``heldout_margin`` (:mod:`unlearn_jax.margins`).
   """
   predict = make_predict_fn(model, eval_batch_size)
   confidence = _metrics().logit_scaled_confidence
@@ -299,6 +309,8 @@ def make_measure_fn(model, eval_batch_size: int = 512) -> Callable[[Any, Any, An
         out["forget_loss"] = per_example_cross_entropy(logits, labels)
       elif split == "test":
         out["test_loss"] = per_example_cross_entropy(logits, labels)
+    if margin_subsets is not None:
+      out.update(margins.margin_outputs(predict, params, batch_stats, data, margin_subsets))
     return out
 
   return measure
@@ -499,14 +511,16 @@ def retrained_models(ctx: Context, root: jax.Array, cache_root: str, progress: P
 
 
 def unlearned_models(ctx: Context, method, original: ModelState, root: jax.Array, original_key: str,
-                     progress: Progress):
+                     progress: Progress, margin_subsets: Optional[Mapping[str, np.ndarray]] = None):
   """Outputs of the N unlearning runs (stored per chunk under the output directory for resuming)."""
   parts = dict(kind="unlearned", version=CACHE_VERSION, original=original_key, method=method.name,
                hyperparameters=dict(method.hyperparameters), num_models=None)
+  if margin_subsets is not None:  # keys of runs without margins stay as they were
+    parts["margins"] = margins.subset_digest(margin_subsets)
   key = checkpoint.cache_key(parts)
   store = checkpoint.ChunkStore(os.path.join(ctx.config.output_dir, "chunks", f"{method.name}-{key}"),
                                 checkpoint.describe(parts))
-  measure = make_measure_fn(ctx.model)
+  measure = make_measure_fn(ctx.model, margin_subsets=margin_subsets)
 
   def fn(key, original, data):
     res = method.unlearn(original, data, key)
@@ -605,11 +619,20 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   bad_r = nonfinite_seeds(retrained)
   if bad_r.size:
     raise ProtocolError(f"retrained models are not finite on seeds {bad_r.tolist()}; check the recipe")
+  subsets = None
+  if "klom" in config.metrics:
+    subsets = margins.subset_indices(ctx.data, config.split.seed, config.margin_examples)
+    t0 = time.perf_counter()
+    retrained.update(margins.retrained_margins(
+        ctx.model, ctx.data, retrained_dir, _plan(checkpoint.ChunkStore(retrained_dir), config.num_models,
+                                                  config.num_models)[0], subsets, ctx.key_parts("retrained"),
+        progress))
+    walls["margins"] = time.perf_counter() - t0
 
   t0 = time.perf_counter()
   unlearned, unlearned_dir, rebuilt_u = unlearned_models(ctx, method, original,
                                                          jax.random.fold_in(root, STREAM_UNLEARN), original_key,
-                                                         progress)
+                                                         progress, subsets)
   walls["unlearn"] = time.perf_counter() - t0
   if config.process_index != 0:
     return None
@@ -674,8 +697,11 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       "cache": {"original": original_dir, "original_reused": original_cached, "retrained": retrained_dir,
                 "unlearned": unlearned_dir, "rebuilt": rebuilt_o + rebuilt_r + rebuilt_u},
   }
+  if subsets is not None:
+    results["margin_examples"] = {k: int(v.shape[0]) for k, v in subsets.items()}
   results["_arrays"] = {"unlearned_confidence": unlearned["forget_confidence"],
-                        "retrained_confidence": retrained["forget_confidence"], "epsilons": eps}
+                        "retrained_confidence": retrained["forget_confidence"], "epsilons": eps,
+                        "unlearned": unlearned, "retrained": retrained}
   return results
 
 

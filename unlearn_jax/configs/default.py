@@ -40,6 +40,10 @@ Keys:
   cache_params: also cache retrained parameters (turn off for ResNet-18 at N = 512: ~22 GB).
   allow_nan_drop: drop diverged seeds instead of failing.
   plots: write PNG plots.
+  metrics: evaluations, comma-separated: competition (always), ulira, klom.
+  margin_examples: retain and held-out examples on which klom records margins.
+  bootstrap: draws of the bootstrap intervals (0: none).
+  with_ceiling: compute F of retrain as the method when the cache lacks it.
 """
 
 from __future__ import annotations
@@ -73,6 +77,10 @@ def get_config() -> dict[str, Any]:
       "cache_params": True,
       "allow_nan_drop": False,
       "plots": True,
+      "metrics": "competition",
+      "margin_examples": 1000,
+      "bootstrap": 0,
+      "with_ceiling": False,
       "dataset_defaults": {
           "digits": {"model": "mlp", "recipe": "digits"},
           "random_cifar10": {"model": "resnet18", "recipe": "starting_kit"},
