@@ -18,7 +18,8 @@ import numpy as np
 from unlearn_jax import checkpoint
 
 RESULTS_FILE = "results.json"
-LEADERBOARD_COLUMNS = ("rank", "method", "dataset", "N", "final_score", "forgetting_quality", "retain_acc_U",
+LEADERBOARD_COLUMNS = ("rank", "method", "dataset", "N", "final_score", "forgetting_quality", "F_95ci", "F_over_ceiling",
+                       "retain_acc_U",
                        "test_acc_U", "forget_acc_U", "retain_acc_R", "test_acc_R", "mia_U", "cost_rel", "dir")
 
 
@@ -57,6 +58,7 @@ def leaderboard_rows(paths: Sequence[str]) -> list[dict[str, Any]]:
     rows.append({
         "method": r["method"], "dataset": r.get("dataset", "?"), "N": r.get("num_models_scored", r.get("num_models")),
         "final_score": float(r["final_score"]), "forgetting_quality": float(r["forgetting_quality"]),
+        **_uncertainty_cells(r),
         "retain_acc_U": mean(u, "retain_accuracy"), "test_acc_U": mean(u, "test_accuracy"),
         "forget_acc_U": mean(u, "forget_accuracy"), "retain_acc_R": mean(rt, "retain_accuracy"),
         "test_acc_R": mean(rt, "test_accuracy"), "mia_U": r.get("mia", {}).get("unlearned", float("nan")),
@@ -67,6 +69,15 @@ def leaderboard_rows(paths: Sequence[str]) -> list[dict[str, Any]]:
   for i, row in enumerate(rows):
     row["rank"] = i + 1
   return rows
+
+
+def _uncertainty_cells(results: Mapping[str, Any]) -> dict[str, Any]:
+  """F's model-bootstrap interval (``--bootstrap``) and F / F_ceiling (where the setup's ceiling is known)."""
+  from unlearn_jax import ceiling
+  b = (results.get("bootstrap") or {}).get("forgetting_quality")
+  c = ceiling.of_results(results)
+  return {"F_95ci": f"[{b['lo']:.4f}, {b['hi']:.4f}]" if b else "",
+          "F_over_ceiling": float(c["ratio"]) if c and c.get("ratio") is not None else float("nan")}
 
 
 def _fmt(v: Any) -> str:
