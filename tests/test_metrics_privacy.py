@@ -239,3 +239,55 @@ def test_non_finite_rejected():
   u[1, 1] = np.nan
   with pytest.raises(ValueError, match="unlearned_confs must be finite"):
     forgetting_quality(u, np.ones((4, 2)))
+
+
+def _wide_cases(rng):
+  """Single-threshold grids that are tiny, empty, huge, or coarser than float32 can resolve."""
+  n = 8
+  near_2e5 = 2e5 + 50 * rng.normal(size=(n, 2)), 2e5 + 50 * rng.normal(size=(n, 2)) + 20  # f32 ulp 0.016 > 0.01
+  outlier_u, outlier_r = rng.normal(size=(n, 1)), rng.normal(size=(n, 1))
+  outlier_u[3, 0] = 2e4  # T = 2,000,000 grid points
+  tiny = np.array([0.0, 0.005, 0.002, 0.004])[:, None], np.array([0.001, 0.006, 0.003, 0.0])[:, None]  # T = 1
+  const = np.full((4, 2), 1.5), np.stack([np.full(4, 1.75), np.full(4, 1.5)], 1)  # ranges 0: T = 25 and T = 0
+  return [near_2e5, (outlier_u, outlier_r), tiny, const]
+
+
+def test_single_threshold_grid_without_materialising_it_equals_reference():
+  for u, r in _wide_cases(np.random.default_rng(12)):
+    _assert_matches_reference(forgetting_metric(u, r, chunk_size=4), u, r)
+
+
+def test_linspace_of_one_point_is_its_start():
+  with jax.enable_x64(True):
+    got = privacy._linspace_at(jnp.arange(1), jnp.float64(0.25), jnp.float64(0.75), jnp.int32(1))
+  np.testing.assert_array_equal(np.asarray(got), np.linspace(0.25, 0.75, 1))
+
+
+_WIDE_RANGE_SCRIPT = """
+import resource, sys, time
+import numpy as np
+from unlearn_jax.metrics import forgetting_metric, privacy
+rng = np.random.default_rng(0)
+t0 = time.perf_counter()
+u, r = rng.normal(size=(8, 5)) * 2e5, rng.normal(size=(8, 5)) * 2e5
+steps = privacy.search_steps(u, r)
+wide = forgetting_metric(u, r)
+u2, r2 = rng.normal(size=(8, 5)), rng.normal(size=(8, 5))
+u2[0, 0] = 2e4
+outlier = forgetting_metric(u2, r2)
+print(steps, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, wide.epsilons.min())
+"""
+
+
+def test_wide_range_memory_is_bounded():
+  # Issue: two 8x5 arrays of normal x 2e5 (grids of ~1e8 points) once took 21 GB; an outlier of 2e4 665 MB.
+  import subprocess
+  import sys
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", _WIDE_RANGE_SCRIPT], capture_output=True, text=True, env=env,
+                       timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.returncode == 0, out.stderr[-2000:]
+  steps, seconds, max_rss_kib, min_eps = out.stdout.split()
+  assert int(steps) >= 27  # the grid really has ~1e8 points
+  assert int(max_rss_kib) < 1024 * 1024, f"peak RSS {int(max_rss_kib) / 1024:.0f} MiB"
+  assert float(min_eps) >= 0.0

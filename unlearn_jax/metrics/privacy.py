@@ -7,14 +7,14 @@ reproduced exactly (same per-example epsilons, same score) but jitted and vector
 
 Design notes (what runs where):
 
-* Host (NumPy): input validation, the float32 epsilon table, the static size of the
-  single-threshold grid of each chunk of examples, the score buckets (and, for the
+* Host (NumPy): input validation, the float32 epsilon table, the static number of
+  binary-search steps over the single-threshold grid of each chunk of examples, the score buckets (and, for the
   ``"bucket"`` method only, the chunk's cell occupancy from a small jitted pre-pass).
 * Device (one jitted kernel, x64 scoped with ``jax.enable_x64`` around the call, never
   global): everything per example, vmapped over a fixed-size chunk of examples. The
   example axis is padded to the chunk size, so a new number of examples never retraces;
-  chunk sizes are powers of two up to ``chunk_size``, and the single-threshold grid size
-  is rounded up to a power of two.
+  chunk sizes are powers of two up to ``chunk_size``, and the search steps over the
+  single-threshold grid are 11 for ranges below 20.47 and 28 beyond (two compilations).
 
 Method. An attack's epsilon depends only on two integer counts, the number of
 negatives predicted positive ``k_fp`` and of positives predicted negative ``k_fn``
@@ -22,9 +22,17 @@ negatives predicted positive ``k_fp`` and of positives predicted negative ``k_fn
 the host with the exact float32 formula and the discard rules (-inf marks a discarded
 attack, +inf perfect separation), and every attack becomes one gather.
 
-* Single thresholds (``T = ceil(range * 100)``, at most ~20,724 after saturation):
-  the float32 grid is padded to a power of two and masked; ``#(x < t)`` comes from a
-  binary search in the sorted column.
+* Single thresholds (``T = ceil(range * 100)`` float32 grid points; ~20,724 after
+  saturation, but up to 2e8 for accepted inputs of range 2e6): the grid is never
+  materialised. The counts ``#(pos < t)``, ``#(neg < t)`` are constant between two
+  consecutive pooled data values, and the grid is non-decreasing in its index, so the
+  first maximum over the whole grid sits at the first grid point of one of the ``2N + 1``
+  gaps between pooled values. That point's index is the number of grid points ``<= v``
+  for the gap's lower value ``v``, found by a binary search over the grid index (the
+  grid point recomputed bit for bit), then the ordinary counts are taken at those
+  ``2N + 1`` candidate thresholds only. Exact (the same epsilon, best attack and
+  threshold as scanning every grid point); O(N log T) time and O(N) memory per example,
+  so neither grows with the confidences' range.
 * Intervals (R = 400 or 401 right edges, 400 left edges each, ~160,000 per example):
   ``count(l <= x <= r) = max(0, #(x <= r) - #(x < l))`` on sorted columns; the
   ``max`` handles the empty intervals (``l > r``) that occur when ``w < 2``.
@@ -74,7 +82,9 @@ NUM_LEFT = 400
 NUM_RIGHT_MAX = 401
 PEAKY_RATIO = 0.01
 MAX_ABS_CONFIDENCE = 1e6
-MIN_THRESHOLD_PAD = 256
+MIN_SEARCH_STEPS = 11
+# T < 2**28 for every accepted input: ranges are at most 2 * MAX_ABS_CONFIDENCE.
+MAX_SEARCH_STEPS = int(np.ceil(2 * MAX_ABS_CONFIDENCE * PER_UNIT)).bit_length()
 
 FAMILY_NONE = 0
 FAMILY_INTERVAL = 1
@@ -176,9 +186,12 @@ def _rounded(p):
 
 
 def _linspace_at(idx, start, stop, num):
-  """numpy's ``linspace(start, stop, num)[idx]``: ``idx * ((stop - start) / (num - 1)) + start``, last = stop."""
+  """numpy's ``linspace(start, stop, num)[idx]``: ``idx * ((stop - start) / (num - 1)) + start``, last = stop.
+
+  As numpy, a one-point grid is ``[start]``.
+  """
   step = (stop - start) / jnp.maximum(num - 1, 1).astype(start.dtype)
-  return jnp.where(idx == num - 1, stop, _rounded(idx.astype(start.dtype) * step) + start)
+  return jnp.where((idx == num - 1) & (num > 1), stop, _rounded(idx.astype(start.dtype) * step) + start)
 
 
 def _count_below_rows(x, start, stop):
@@ -300,7 +313,37 @@ def _chunk_occupancy(unlearned, retrained):
   return jax.vmap(one)(unlearned, retrained)
 
 
-def _example(unlearned, retrained, table, *, threshold_pad: int, occupancy_pad: int, count_method: str):
+def _single_grid(k, lo, hi, num_t):
+  """The single-threshold grid point ``k``: numpy's float64 ``linspace(lo, hi, T)[k]`` rounded to float32, as float64."""
+  return _linspace_at(k, lo, hi, num_t).astype(jnp.float32).astype(lo.dtype)
+
+
+def _single_candidates(pos, neg, lo, hi, num_t, steps: int):
+  """``[2N + 1]`` ascending grid indices that contain the first maximum of the single-threshold family.
+
+  The counts below a threshold ``t`` only change when ``t`` passes a pooled data value,
+  and the grid is non-decreasing in ``k``; so the first grid point of each gap between
+  consecutive pooled values (and index 0) represent every distinct attack, first
+  occurrences included. The first grid point above ``v`` is the number of grid points
+  ``<= v``: a binary search of ``steps`` halvings over ``[0, T]`` (``T < 2**steps``).
+  Indices are clipped to ``T - 1`` (an index past the end repeats the last point).
+  """
+  values = jnp.concatenate([pos, neg])
+
+  def halve(_, state):
+    below, above = state  # grid(k) <= v for k < below, grid(k) > v for k >= above
+    mid = (below + above) // 2
+    le = _single_grid(mid, lo, hi, num_t) <= values
+    active = below < above
+    return jnp.where(active & le, mid + 1, below), jnp.where(active & ~le, mid, above)
+
+  start = jnp.zeros(values.shape, jnp.int32)
+  num_le, _ = jax.lax.fori_loop(0, steps, halve, (start, jnp.broadcast_to(num_t, values.shape)))
+  idx = jnp.sort(jnp.concatenate([jnp.zeros((1,), jnp.int32), num_le]))
+  return jnp.clip(idx, 0, jnp.maximum(num_t - 1, 0))
+
+
+def _example(unlearned, retrained, table, *, search_steps: int, occupancy_pad: int, count_method: str):
   """Epsilon and best attack of one example from its ``[N]`` float64 columns."""
   n = unlearned.shape[0]
   f64 = unlearned.dtype
@@ -347,12 +390,12 @@ def _example(unlearned, retrained, table, *, threshold_pad: int, occupancy_pad: 
   lo = jnp.minimum(pos[0], neg[0])
   hi = jnp.maximum(pos[-1], neg[-1])
   num_t = jnp.ceil((hi - lo) * PER_UNIT).astype(jnp.int32)
-  k = jnp.arange(threshold_pad)
-  thresholds = _linspace_at(k, lo, hi, num_t).astype(jnp.float32).astype(f64)
+  candidates = _single_candidates(pos, neg, lo, hi, num_t, search_steps)
+  thresholds = _single_grid(candidates, lo, hi, num_t)
   k_fn = jnp.searchsorted(pos, thresholds, side="left").astype(jnp.int32)
   k_fp = n - jnp.searchsorted(neg, thresholds, side="left").astype(jnp.int32)
-  eps_single = jnp.where(k < num_t, gather_eps(k_fp, k_fn), -jnp.inf)
-  best_single = jnp.argmax(eps_single)
+  eps_single = jnp.where(num_t > 0, gather_eps(k_fp, k_fn), -jnp.inf)
+  best_single = jnp.argmax(eps_single)  # candidates ascend: the first maximum of the grid
 
   int_max = eps_int[best_int]
   single_max = eps_single[best_single]
@@ -365,7 +408,7 @@ def _example(unlearned, retrained, table, *, threshold_pad: int, occupancy_pad: 
   best_fn = jnp.where(use_int, int_fn, k_fn[best_single])
   thr = jnp.where(use_int, jnp.stack([int_left, int_right]),
                   jnp.stack([thresholds[best_single], jnp.asarray(jnp.inf, f64)]))
-  ok = (num_right <= NUM_RIGHT_MAX) & (num_t <= threshold_pad)
+  ok = (num_right <= NUM_RIGHT_MAX) & (num_t < (1 << search_steps))
   if count_method == "bucket":
     ok = ok & bucket_ok
   return {
@@ -382,11 +425,11 @@ def _example(unlearned, retrained, table, *, threshold_pad: int, occupancy_pad: 
   }
 
 
-@functools.partial(jax.jit, static_argnames=("threshold_pad", "occupancy_pad", "count_method"))
-def _chunk_kernel(unlearned, retrained, table, *, threshold_pad: int, occupancy_pad: int = 4,
+@functools.partial(jax.jit, static_argnames=("search_steps", "occupancy_pad", "count_method"))
+def _chunk_kernel(unlearned, retrained, table, *, search_steps: int, occupancy_pad: int = 4,
                   count_method: str = "lattice"):
   """vmapped :func:`_example` over ``[C, N]`` example-major float64 chunks."""
-  fn = functools.partial(_example, threshold_pad=threshold_pad, occupancy_pad=occupancy_pad,
+  fn = functools.partial(_example, search_steps=search_steps, occupancy_pad=occupancy_pad,
                          count_method=count_method)
   return jax.vmap(fn, in_axes=(0, 0, None))(unlearned, retrained, table)
 
@@ -427,12 +470,18 @@ def _next_pow2(x: int) -> int:
   return 1 << max(0, int(x) - 1).bit_length()
 
 
-def _threshold_pad(u_chunk: np.ndarray, r_chunk: np.ndarray) -> int:
-  """Power of two >= the largest ``ceil((hi - lo) * 100)`` of the chunk (columns are examples)."""
+def search_steps(u_chunk: np.ndarray, r_chunk: np.ndarray) -> int:
+  """Binary-search steps over the single-threshold grids of a chunk (columns are examples).
+
+  :data:`MIN_SEARCH_STEPS` while the largest ``T = ceil((hi - lo) * 100)`` of the chunk
+  is below ``2**MIN_SEARCH_STEPS`` (ranges up to 20.47: every ordinary input), else
+  :data:`MAX_SEARCH_STEPS`, enough for any accepted input; two compilations in all.
+  Resampled columns (a bootstrap draw) never need more than their originals.
+  """
   lo = np.minimum(u_chunk.min(axis=0), r_chunk.min(axis=0))
   hi = np.maximum(u_chunk.max(axis=0), r_chunk.max(axis=0))
   need = int(np.max(np.ceil((hi - lo) * PER_UNIT)))
-  return max(MIN_THRESHOLD_PAD, _next_pow2(need))
+  return MIN_SEARCH_STEPS if need.bit_length() <= MIN_SEARCH_STEPS else MAX_SEARCH_STEPS
 
 
 def _run_kernel(u: np.ndarray, r: np.ndarray, chunk_size: int, count_method: str) -> dict[str, np.ndarray]:
@@ -448,14 +497,14 @@ def _run_kernel(u: np.ndarray, r: np.ndarray, chunk_size: int, count_method: str
       rc = np.zeros((chunk, n), np.float64)
       uc[: hi - lo] = u[:, lo:hi].T
       rc[: hi - lo] = r[:, lo:hi].T
-      pad = _threshold_pad(u[:, lo:hi], r[:, lo:hi])
+      steps = search_steps(u[:, lo:hi], r[:, lo:hi])
       ua, ra = jnp.asarray(uc), jnp.asarray(rc)
       occ = 1
       if count_method == "bucket":
         # Candidates per query: the chunk's largest cell occupancy (even up to 8, then a power of two).
         need = max(1, int(np.max(np.asarray(_chunk_occupancy(ua, ra))[: hi - lo])))
         occ = need + (need % 2) if need <= 8 else _next_pow2(need)
-      out = _chunk_kernel(ua, ra, table_dev, threshold_pad=pad, occupancy_pad=occ, count_method=count_method)
+      out = _chunk_kernel(ua, ra, table_dev, search_steps=steps, occupancy_pad=occ, count_method=count_method)
       if int(np.max(np.asarray(out["occupancy"])[: hi - lo])) > occ:
         raise RuntimeError("internal occupancy bound violated; please report with the inputs")
       parts.append({k: np.asarray(v)[: hi - lo] for k, v in out.items()})
