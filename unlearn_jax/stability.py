@@ -109,10 +109,10 @@ def stability(methods: Sequence[str], unlearned: Sequence[np.ndarray], retrained
 
 
 def table(result: dict[str, Any], fmt: str = "markdown") -> str:
-  """The rows as a GitHub markdown or CSV table."""
+  """The rows as a GitHub markdown (4 decimals) or CSV (full precision) table."""
   cell = lambda v: (f"{v:.4f}" if math.isfinite(v) else "nan") if isinstance(v, float) else str(v)
-  if fmt == "csv":
-    lines = [",".join(COLUMNS)] + [",".join(cell(r[c]) for c in COLUMNS) for r in result["rows"]]
+  if fmt == "csv":  # full precision
+    lines = [",".join(COLUMNS)] + [",".join(str(r[c]) for c in COLUMNS) for r in result["rows"]]
     return "\n".join(lines) + "\n"
   if fmt != "markdown":
     raise ValueError(f"unknown table format {fmt!r}; expected 'markdown' or 'csv'")
