@@ -9,11 +9,56 @@ pass with it, but the library's torch-semantics ``BatchNorm``
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import jax
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+  """A persistent XLA compilation cache private to this test process.
+
+  Many tests build the same programs afresh (new ``jax.jit`` wrappers around the same
+  training step, one CLI run after another); with the cache each is compiled once per
+  process and loaded afterwards. A loaded executable is the one compiled earlier, so no
+  number changes. The folder is this process's own (one per xdist worker, never shared,
+  not passed to subprocesses) and is deleted at the end of the session.
+  """
+  cache = tempfile.mkdtemp(prefix="unlearn-jax-test-xla-")
+  config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+  """With ``pytest -n`` (xdist, ``--dist loadgroup`` from pyproject): the tests of a module that
+  share a module-scoped fixture (trained models, a cache of runs) go to one worker, which builds
+  that fixture once; every other test is dealt out on its own."""
+  if not config.pluginmanager.hasplugin("xdist"):
+    return
+  for item in items:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    if any(d and d[-1].scope == "module" for d in defs):
+      item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture
 def key() -> jax.Array:
   """A fixed PRNG key, so every test draws the same numbers on every run."""
   return jax.random.key(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_tune_file(tmp_path_factory):
+  """Tuned choices go to a file of this test session, never to the user's ``~/.cache``.
+
+  Set in the environment, so CLI subprocesses inherit it; tests that check the file
+  itself still point ``UNLEARN_JAX_TUNE_FILE`` at their own ``tmp_path``.
+  """
+  patch = pytest.MonkeyPatch()
+  patch.setenv("UNLEARN_JAX_TUNE_FILE", str(tmp_path_factory.mktemp("tune") / "strategies.json"))
+  yield
+  patch.undo()

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
+import pickle
+import struct
 
 import numpy as np
 
 from unlearn_jax.data import load_dataset, to_device
 
 
-# The project's shared specification folder sits beside the repository (``../shared``);
-# UNLEARN_JAX_SHARED overrides its location.
-SHARED_DIR = pathlib.Path(os.environ.get("UNLEARN_JAX_SHARED",
-                                         pathlib.Path(__file__).resolve().parents[1].parent / "shared"))
-VECTORS_DIR = SHARED_DIR / "vectors"
+# Test data lives inside the repository: tests read nothing outside it.
+DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
+# The organizers' conformance vectors for the forgetting-quality metric (README.md there).
+VECTORS_DIR = DATA_DIR / "vectors"
 
 
 def small_digits(n_retain: int = 64, n_forget: int = 16, n_val: int = 16, n_test: int = 16, seed: int = 0):
@@ -32,3 +34,46 @@ def load_results(output_dir) -> dict:
   """The ``results.json`` an evaluation wrote to ``output_dir``."""
   with open(os.path.join(output_dir, "results.json")) as f:
     return json.load(f)
+
+
+class Py2Pickler(pickle._Pickler):  # the pure-Python pickler, whose opcodes can be chosen per type
+  """Writes protocol-2 pickles the way Python 2 with NumPy 1.x wrote the CIFAR python batches.
+
+  Python 2's ``str`` (bytes here, and the ASCII text NumPy passes, such as the dtype code
+  ``'u1'``) becomes ``SHORT_BINSTRING``/``BINSTRING`` (Python 3 would write ``_codecs.encode``
+  calls and unicode strings instead) and NumPy's ``_reconstruct`` is named
+  ``numpy.core.multiarray._reconstruct`` (NumPy 2 says ``numpy._core``).
+  """
+
+  dispatch = dict(pickle._Pickler.dispatch)
+
+  def __init__(self, file):
+    super().__init__(file, protocol=2)
+
+  def _save_py2_str(self, obj: bytes) -> None:
+    n = len(obj)
+    if n < 256:
+      self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
+    else:
+      self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)
+    self.memoize(obj)
+
+  def _save_py2_native_str(self, obj: str) -> None:  # Python 2's str literals ('u1', '|') were bytes
+    self._save_py2_str(obj.encode("ascii"))
+
+  dispatch[bytes] = _save_py2_str
+  dispatch[str] = _save_py2_native_str
+
+  def save_global(self, obj, name=None):
+    if obj is np.zeros(0).__reduce__()[0]:
+      self.write(pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n")
+      self.memoize(obj)
+      return
+    super().save_global(obj, name)
+
+
+def py2_pickle(obj) -> bytes:
+  """``obj`` pickled as Python 2 / NumPy 1.x did (see :class:`Py2Pickler`)."""
+  buf = io.BytesIO()
+  Py2Pickler(buf).dump(obj)
+  return buf.getvalue()

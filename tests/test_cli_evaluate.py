@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import load_results
+from unlearn_jax import setups
 from unlearn_jax import cli, pipeline
 from unlearn_jax.unlearning import METHODS, ModelState, UnlearningMethod, UnlearnResult
 
@@ -56,6 +57,8 @@ def runs(tmp_path_factory):
 def test_results_file_has_the_protocol_fields(runs):
   r = runs["finetune"]["results"]
   assert r["method"] == "finetune" and r["dataset"] == "digits" and r["num_models"] == N
+  assert r["setup"]["num_models"] == N and r["setup"]["recipe"] == r["recipe"] and len(r["setup"]["data"]) == 16
+  assert all(setups.differences(r, runs[m]["results"]) == [] for m in ("retrain", "none"))  # one setup for every method
   assert len(r["per_example_epsilons"]) == r["set_sizes"]["forget"] == 144
   eps = np.asarray(r["per_example_epsilons"])
   assert np.all((eps >= 0) & (eps <= 50))
@@ -126,8 +129,8 @@ def _one_line_error(stderr):
     (["--forget-fraction", "1"], "--forget-fraction must lie strictly between 0 and 1"),
     (["--forget-mode", "classes", "--forget-classes", "0,1,2,3,4,5,6,7,8,9"], "forget set equals the whole"),
     (["--data-dir", "/nonexistent/dir"], "data directory '/nonexistent/dir' does not exist"),
-    (["--hp", "not_a_hyperparameter=3"], "bad hyperparameters for method 'finetune'"),
-    (["--set", "num_models=abc"], "num_models must be an integer"),
+    (["--hp", "not_a_hyperparameter=3"], "method 'finetune' has no hyperparameter 'not_a_hyperparameter'"),
+    (["--set", "num_models=abc"], "key 'num_models' must be an integer, got 'abc'"),
     (["--set", "dtype=float16"], "unknown compute dtype 'float16'"),
 ])
 def test_bad_input_is_one_line_error_withoutload_results(tmp_path, runs, args, message):
@@ -192,6 +195,29 @@ def test_corrupt_cache_entry_is_rebuilt_and_reported(tmp_path, runs):
   assert res["original"] == runs["none"]["results"]["original"]
 
 
+def test_cache_entry_copied_over_another_chunk_is_rebuilt_and_scores_equal_a_clean_run(tmp_path, runs):
+  cache, out = str(tmp_path / "cache"), str(tmp_path / "out")
+  shutil.copytree(runs["cache"], cache)
+  shutil.copytree(runs["finetune"]["dir"], out)
+  retrained_dir = os.path.join(cache, [d for d in os.listdir(cache) if d.startswith("retrained-")][0])
+  chunks = os.path.join(out, "chunks")
+  unlearned_dir = os.path.join(chunks, os.listdir(chunks)[0])
+  for d in (retrained_dir, unlearned_dir):  # a valid entry for seeds 0-7 in the file of seeds 8-15
+    shutil.copyfile(os.path.join(d, "chunk-000000-000008.npz"), os.path.join(d, "chunk-000008-000016.npz"))
+  _, stderr = _evaluate(["--method", "finetune", "--num-models", str(N), "--cache-dir", cache, "--output-dir", out])
+  res = load_results(out)
+  assert len(res["cache"]["rebuilt"]) == 2
+  assert all("chunk-000008-000016.npz: entry records seeds 0-8" in line for line in res["cache"]["rebuilt"])
+  assert stderr.count("corrupt cache entry rebuilt") >= 2
+  clean = runs["finetune"]["results"]
+  for pop in ("unlearned", "retrained"):
+    before = clean[pop]["test_accuracy"]["per_model"]
+    assert before[:8] != before[8:16]  # the swap would have shown
+    assert res[pop]["test_accuracy"]["per_model"] == before
+  assert res["forgetting_quality"] == clean["forgetting_quality"]
+  assert res["per_example_epsilons"] == clean["per_example_epsilons"]
+
+
 def test_tuned_strategy_is_measured_recorded_and_changes_no_result(tmp_path, runs, monkeypatch):
   tune_file = tmp_path / "strategies.json"
   monkeypatch.setenv("UNLEARN_JAX_TUNE_FILE", str(tune_file))
@@ -200,11 +226,13 @@ def test_tuned_strategy_is_measured_recorded_and_changes_no_result(tmp_path, run
   res = load_results(tmp_path / "o")
   plan = res["strategy"]
   assert plan["source"] == "tuned on this device" and "[tune] chose chunks of" in stderr
-  assert plan["strategy"] == ("loop" if plan["chunk_size"] == 1 else "chunked")
   with open(tune_file) as f:
     stored = json.load(f)
   (entry,) = stored.values()
-  assert entry["chunk"] == plan["chunk_size"] and entry["max_chunk"] == N
+  assert entry["max_chunk"] == N
+  # a chunk of 1 runs as the per-seed loop, which has no chunk size
+  assert (plan["strategy"], plan["chunk_size"]) == (("loop", None) if entry["chunk"] == 1 else
+                                                    ("chunked", entry["chunk"]))
   assert runs["finetune"]["results"]["strategy"] == {"strategy": "chunked", "chunk_size": 8,
                                                      "source": "measured table (cpu), chunk size given"}
   # Another chunking of the same seeds gives the same unlearned models.

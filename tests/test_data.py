@@ -4,19 +4,19 @@ Every source is exercised offline: ``digits`` on its real embedded data,
 the tensorflow-datasets loaders under ``tfds.testing.mock_data`` (random
 examples served through the real ``as_data_source`` path, no TensorFlow), and
 the CIFAR-10 archive and competition folder on miniature copies written here
-in the original on-disk formats.
+in the original on-disk formats (the CIFAR batches as Python 2 pickled them).
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import pickle
 import tarfile
 
 import numpy as np
 import pytest
 
+from tests.helpers import py2_pickle
 from unlearn_jax.data import Dataset, SOURCES, SplitSpec, forget_indices, load_dataset, make_splits
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -40,7 +40,7 @@ def _write_cifar(root, rng, per_batch=6, n_test=8, layout="tar"):
   os.makedirs(folder)
   for name, batch in batches.items():
     with open(os.path.join(folder, name), "wb") as f:
-      pickle.dump(batch, f, protocol=2)
+      f.write(py2_pickle(batch))
   if layout == "dir":
     return folder, batches
   archive = os.path.join(root, "cifar-10-python.tar.gz")
@@ -215,7 +215,7 @@ def test_cifar10_tarball_errors(tmp_path):
     load_dataset("cifar10_tarball", str(tmp_path))
   folder, _ = _write_cifar(str(tmp_path), np.random.default_rng(4), layout="dir")
   with open(os.path.join(folder, "data_batch_3"), "wb") as f:
-    pickle.dump({b"data": np.zeros((2, 3072), np.uint8)}, f)
+    f.write(py2_pickle({b"data": np.zeros((2, 3072), np.uint8)}))
   with pytest.raises(ValueError, match="data_batch_3 has no 'labels' entry"):
     load_dataset("cifar10_tarball", folder)
   os.remove(os.path.join(folder, "data_batch_3"))

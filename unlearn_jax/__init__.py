@@ -1,7 +1,10 @@
 """unlearn_jax: machine-unlearning evaluation with the NeurIPS 2023 competition protocol, in JAX.
 
 Subpackages: ``data``, ``models``, ``training``, ``unlearning``, ``metrics``; modules
-``seeds`` (the seed axis), ``pipeline`` (the evaluation protocol), ``cli``.
+``seeds`` (the seed axis), ``pipeline`` (the evaluation protocol), ``plugins`` (a user's
+own method or model from a file), ``cli``.
+
+The whole protocol in one call: :func:`unlearn_jax.evaluate` (see :mod:`unlearn_jax.api`).
 """
 
 from unlearn_jax import data
@@ -10,5 +13,6 @@ from unlearn_jax import models
 from unlearn_jax import seeds
 from unlearn_jax import training
 from unlearn_jax import unlearning
+from unlearn_jax.api import evaluate
 
 __version__ = "0.1.0"

@@ -22,3 +22,13 @@ def check_positive_int(name: str, value: int, minimum: int = 1) -> None:
   """Raises unless ``value`` is an integer ``>= minimum``."""
   if int(value) != value or int(value) < minimum:
     raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+
+
+# Without 64-bit mode JAX keeps the low 32 bits of a seed: 2**32 would silently equal seed 0.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(name: str, value: int) -> None:
+  """Raises unless ``value`` is an integer in ``[0, 2**32)``, the seeds ``jax.random.key`` keeps apart."""
+  if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+    raise ValueError(f"{name} must be an integer in [0, {MAX_SEED}] (JAX keys hold 32 bits), got {value!r}")

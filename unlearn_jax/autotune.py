@@ -28,7 +28,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -36,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unlearn_jax import checkpoint
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, CONV_IMPLS, default_conv_impl
 
 
@@ -281,13 +281,9 @@ def load_choices(path: str) -> dict[str, Any]:
 
 
 def _store_choice(path: str, key: str, entry: dict[str, Any]) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   table = load_choices(path)
   table[key] = entry
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".strategies-")
-  with os.fdopen(fd, "w") as f:
-    json.dump(table, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+  checkpoint.atomic_write_text(path, json.dumps(table, indent=1, sort_keys=True))
 
 
 _MEMO: dict[tuple[str, str, int], int] = {}

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Optional
 from unlearn_jax import checkpoint
 
 CEILING_METHOD = "retrain"
+MAX_FILE_BYTES = 1 << 20  # a ceiling file is a few hundred bytes; anything larger is not one
 
 
 def ceiling_path(retrained_dir: str, num_models: int) -> str:
@@ -34,8 +35,11 @@ def ceiling_path(retrained_dir: str, num_models: int) -> str:
 
 
 def is_ceiling_run(config, results: Mapping[str, Any]) -> bool:
-  """Whether ``results`` is ``retrain`` as the method, default hyperparameters, every seed scored."""
-  return config.method == CEILING_METHOD and not dict(config.hyperparameters) and not results.get("dropped_seeds")
+  """Whether ``results`` is ``retrain`` as the method: default hyperparameters and unlearning seed stream,
+  every seed scored."""
+  own_stream = config.unlearn_seed in (None, config.seed)  # the default fold_in(root, UNLEARN)
+  return (config.method == CEILING_METHOD and not dict(config.hyperparameters) and own_stream
+          and not results.get("dropped_seeds"))
 
 
 def record(config, results: Mapping[str, Any]) -> Optional[str]:
@@ -56,10 +60,12 @@ def read(retrained_dir: Optional[str], num_models: Optional[int]) -> Optional[di
     return None
   path = ceiling_path(retrained_dir, num_models)
   try:
+    if os.path.getsize(path) > MAX_FILE_BYTES:
+      return None
     with open(path) as f:
       data = json.load(f)
     fq = float(data["forgetting_quality"])
-  except (OSError, ValueError, KeyError, TypeError):
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
     return None
   if not math.isfinite(fq):
     return None
@@ -71,7 +77,11 @@ def of_results(results: Mapping[str, Any]) -> Optional[dict[str, Any]]:
   own = results.get("ceiling")
   if isinstance(own, Mapping) and own.get("forgetting_quality") is not None:
     return dict(own)
-  stored = read((results.get("cache") or {}).get("retrained"), results.get("num_models"))
+  cache, n = results.get("cache"), results.get("num_models")
+  retrained_dir = cache.get("retrained") if isinstance(cache, Mapping) else None
+  if not isinstance(retrained_dir, str) or not isinstance(n, int) or isinstance(n, bool):
+    return None
+  stored = read(retrained_dir, n)
   return None if stored is None else summary(results["forgetting_quality"], stored)
 
 
@@ -90,7 +100,7 @@ def compute(config, retrained_dir: str, progress) -> dict[str, Any]:
   """
   from unlearn_jax import pipeline
   sub = dataclasses.replace(config, method=CEILING_METHOD, hyperparameters=(), metrics=("competition",),
-                            allow_nan_drop=False, output_dir=os.path.join(retrained_dir, "ceiling"))
+                            allow_nan_drop=False, unlearn_seed=None, output_dir=os.path.join(retrained_dir, "ceiling"))
   progress.line(f"[ceiling] evaluating {CEILING_METHOD} as the method (N={config.num_models}) for the ceiling")
   results = pipeline.evaluate(sub, progress)
   if os.path.abspath(results["cache"]["retrained"]) != os.path.abspath(retrained_dir):

@@ -52,27 +52,55 @@ def _fsync_dir(path: str) -> None:
     os.close(fd)
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-  """Writes ``data`` to ``path`` atomically (tmp + fsync + ``os.replace``)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+def _umask() -> int:
+  """The process's umask (read from ``/proc`` where possible: setting it to query it races with threads)."""
   try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError, IndexError):
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def atomic_write_bytes(path: str, data: bytes, make_dirs: bool = True) -> None:
+  """Writes ``data`` to ``path`` atomically (tmp + fsync + ``os.replace``).
+
+  The file gets the mode an ordinary ``open(path, "w")`` would give it
+  (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``, so a cache
+  shared through group permissions stays readable. ``make_dirs=False`` refuses
+  a missing parent folder instead of creating it. A failed write (a full disk,
+  no permission) raises ``OSError`` naming ``path`` and leaves no partial file.
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  if make_dirs:
+    os.makedirs(directory, exist_ok=True)
+  elif not os.path.isdir(directory):
+    raise FileNotFoundError(f"cannot write {path!r}: folder {directory!r} does not exist")
+  tmp = None
+  try:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     with os.fdopen(fd, "wb") as f:
+      os.fchmod(f.fileno(), 0o666 & ~_umask())
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
+  except BaseException as err:
+    if tmp is not None and os.path.exists(tmp):
       os.unlink(tmp)
+    if isinstance(err, OSError) and path not in str(err):
+      raise OSError(err.errno, f"cannot write {path!r}: {err.strerror or err}") from None
     raise
   _fsync_dir(directory)
 
 
-def atomic_write_text(path: str, text: str) -> None:
+def atomic_write_text(path: str, text: str, make_dirs: bool = True) -> None:
   """UTF-8 text version of :func:`atomic_write_bytes`."""
-  atomic_write_bytes(path, text.encode("utf-8"))
+  atomic_write_bytes(path, text.encode("utf-8"), make_dirs=make_dirs)
 
 
 def _digest(a: np.ndarray) -> str:
@@ -172,14 +200,20 @@ def describe(parts: Mapping[str, Any]) -> str:
 class ChunkStore:
   """Per-chunk files ``chunk-<lo>-<hi>.npz`` in one directory.
 
-  ``load`` returns ``None`` for a missing chunk; a corrupt one is deleted,
-  recorded in :attr:`rebuilt` (so the caller recomputes and reports it) and
-  also returns ``None``.
+  Every entry records what it is: a chunk its seed range ``lo``/``hi``, a named
+  entry its ``name``, and both the store's ``key`` (a digest of the cache
+  description). ``load`` compares them with the file it reads and the store it
+  reads from, so a valid entry copied into the wrong place (another chunk's
+  name, another cache) is treated like a checksum failure. ``load`` returns
+  ``None`` for a missing chunk; a corrupt or misplaced one is deleted, recorded
+  in :attr:`rebuilt` (so the caller recomputes and reports it) and also
+  returns ``None``.
   """
 
   def __init__(self, directory: str, description: Optional[str] = None):
     self.directory = directory
     self.rebuilt: list[str] = []
+    self.key = hashlib.sha256(description.encode()).hexdigest()[:16] if description is not None else None
     os.makedirs(directory, exist_ok=True)
     if description is not None:
       key_file = os.path.join(directory, "key.json")
@@ -193,12 +227,20 @@ class ChunkStore:
     return os.path.exists(self.path(lo, hi))
 
   def save(self, lo: int, hi: int, arrays: Mapping[str, Any], meta: Optional[Mapping[str, Any]] = None) -> None:
-    save_arrays(self.path(lo, hi), arrays, dict(meta or {}, lo=lo, hi=hi))
+    save_arrays(self.path(lo, hi), arrays, dict(meta or {}, lo=lo, hi=hi, key=self.key))
 
-  def _load_path(self, path: str) -> Optional[dict[str, np.ndarray]]:
-    """Arrays at ``path``; ``None`` when absent, or when corrupt (then removed and reported)."""
+  def _load_path(self, path: str, identity: Mapping[str, Any]) -> Optional[dict[str, np.ndarray]]:
+    """Arrays at ``path``; ``None`` when absent, or when corrupt or misplaced (then removed and reported).
+
+    ``identity``: the meta fields the entry must carry to belong at ``path`` in this store.
+    """
     try:
-      arrays, _ = load_arrays(path)
+      arrays, meta = load_arrays(path)
+      expected = dict(identity, key=self.key) if self.key is not None else dict(identity)
+      found = {k: meta.get(k) for k in expected}
+      if found != expected:
+        raise CorruptEntry(f"{path}: entry records {_identity_text(found)} but this file holds "
+                           f"{_identity_text(expected)} (an entry copied from elsewhere)")
     except FileNotFoundError:
       return None
     except CorruptEntry as err:
@@ -208,11 +250,22 @@ class ChunkStore:
     return arrays
 
   def load(self, lo: int, hi: int) -> Optional[dict[str, np.ndarray]]:
-    return self._load_path(self.path(lo, hi))
+    return self._load_path(self.path(lo, hi), {"lo": lo, "hi": hi})
 
   def load_entry(self, name: str) -> Optional[dict[str, np.ndarray]]:
     """Like :meth:`load` for a named (non-chunk) entry ``<name>.npz``."""
-    return self._load_path(os.path.join(self.directory, f"{name}.npz"))
+    return self._load_path(os.path.join(self.directory, f"{name}.npz"), {"name": name})
 
   def save_entry(self, name: str, arrays: Mapping[str, Any]) -> None:
-    save_arrays(os.path.join(self.directory, f"{name}.npz"), arrays, {"name": name})
+    save_arrays(os.path.join(self.directory, f"{name}.npz"), arrays, {"name": name, "key": self.key})
+
+
+def _identity_text(fields: Mapping[str, Any]) -> str:
+  parts = []
+  if "lo" in fields:
+    parts.append(f"seeds {fields['lo']}-{fields['hi']}")
+  if "name" in fields:
+    parts.append(f"entry {fields['name']!r}")
+  if "key" in fields:
+    parts.append(f"cache key {fields['key']}")
+  return " of ".join(parts)

@@ -18,6 +18,7 @@ from unlearn_jax.commands import leaderboard as leaderboard_cmd
 from unlearn_jax.commands import methods as methods_cmd
 from unlearn_jax.commands import score as score_cmd
 from unlearn_jax.commands import stability as stability_cmd
+from unlearn_jax.commands import sweep as sweep_cmd
 from unlearn_jax.commands import train as train_cmd
 from unlearn_jax.commands import tune as tune_cmd
 
@@ -30,6 +31,7 @@ COMMANDS = {
     "score": score_cmd,
     "compare": compare_cmd,
     "stability": stability_cmd,
+    "sweep": sweep_cmd,
     "tune": tune_cmd,
 }
 

@@ -50,12 +50,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import autotune, checkpoint, evaluations, margins, seeds, setups
+from unlearn_jax import autotune, checkpoint, evaluations, margins, plugins, seeds, setups
+from unlearn_jax._validate import check_seed
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
 from unlearn_jax.training import RECIPES, Recipe, accuracy, make_predict_fn, make_train_fn
 from unlearn_jax.training.losses import per_example_cross_entropy
-from unlearn_jax.unlearning import METHODS, ModelState, SetSizes, get_method
+from unlearn_jax.unlearning import ModelState, SetSizes, UnlearningMethod
 
 CACHE_VERSION = 1
 STREAM_ORIGINAL, STREAM_RETRAIN, STREAM_UNLEARN = 0, 1, 2
@@ -73,12 +74,17 @@ class EvalConfig:
 
   Attributes:
     dataset, data_dir: the data source and its files (if any).
-    model, recipe: registry names; ``recipe_overrides`` replaces recipe fields.
+    model, recipe: registry names (``model`` may also be a user's ``path/to/file.py:make`` or
+      ``module:make``, see :mod:`unlearn_jax.plugins`); ``recipe_overrides`` replaces recipe fields.
     split: the forget/retain/validation/test split.
-    method: an entry of :data:`unlearn_jax.unlearning.METHODS`; ``hyperparameters``
-      override its reference values.
+    method: an entry of :data:`unlearn_jax.unlearning.METHODS`, a user's ``path/to/file.py:make``
+      or ``module:make``, a factory ``make(model, **hp)``, or a built ``UnlearningMethod``;
+      ``hyperparameters`` override the factory's defaults (checked against its declarations).
     num_models: N, the number of retrained and of unlearned models.
     seed: root seed of every key in the run.
+    unlearn_seed: root seed of the unlearning runs only (``None``: ``seed``); a different
+      value draws a fresh stream of unlearned models against the same original and
+      retrained models (``sweep --confirm``).
     strategy, chunk_size: how :class:`~unlearn_jax.seeds.SeedRunner` runs the seed axis
       (``auto``: the measured table, or a measurement on this device where the table has
       no row; ``tune``: always measure; see :mod:`unlearn_jax.autotune`).
@@ -101,10 +107,11 @@ class EvalConfig:
   recipe: str = "digits"
   recipe_overrides: tuple[tuple[str, Any], ...] = ()
   split: SplitSpec = SplitSpec()
-  method: str = "finetune"
+  method: str | UnlearningMethod | Callable[..., UnlearningMethod] = "finetune"
   hyperparameters: tuple[tuple[str, Any], ...] = ()
   num_models: int = 512
   seed: int = 0
+  unlearn_seed: Optional[int] = None
   strategy: str = "auto"
   chunk_size: Optional[int] = None
   conv_impl: str = "auto"
@@ -136,11 +143,12 @@ class Context:
   seed_plan: Optional["SeedPlan"] = None  # filled by plan_seeds on first use
   conv_impl_source: str = "given"
   progress: Optional["Progress"] = None
+  method_origin: Optional[dict[str, Any]] = None  # a user's method: name, source file, content hash
 
   def key_parts(self, kind: str) -> dict[str, Any]:
     c = self.config
     parts = dict(kind=kind, version=CACHE_VERSION, dataset=c.dataset, data=self.fingerprint, split=c.split,
-                 model=c.model, conv_impl=c.conv_impl, recipe=self.recipe, seed=c.seed)
+                 model=plugins.model_key(c.model), conv_impl=c.conv_impl, recipe=self.recipe, seed=c.seed)
     if c.dtype != "float32":  # float32 keys stay as they were before the option existed
       parts["dtype"] = c.dtype
     return parts
@@ -202,10 +210,14 @@ def validate(config: EvalConfig) -> None:
   if config.dataset not in SOURCES and config.dataset not in SYNTHETIC and not config.dataset.startswith("tfds:"):
     raise ValueError(f"unknown dataset {config.dataset!r}; expected one of {sorted(SOURCES) + sorted(SYNTHETIC)} "
                      f"or tfds:<name>")
-  if config.method not in METHODS:
-    raise ValueError(f"unknown method {config.method!r}; expected one of {sorted(METHODS)}")
-  if config.model not in MODELS:
-    raise ValueError(f"unknown model {config.model!r}; expected one of {sorted(MODELS)}")
+  plugins.validate_method(config.method, dict(config.hyperparameters))  # before anything is trained
+  if plugins.is_spec(config.model):
+    plugins.load_factory(config.model, "model")
+  elif config.model not in MODELS:
+    raise ValueError(f"unknown model {config.model!r}; expected one of {sorted(MODELS)} or path/to/file.py:factory")
+  check_seed("--seed", config.seed)
+  if config.unlearn_seed is not None:
+    check_seed("unlearn seed", config.unlearn_seed)
   if int(config.num_models) != config.num_models or config.num_models < 2:
     raise ValueError(f"--num-models must be an integer >= 2 (the metric compares two populations), "
                      f"got {config.num_models}")
@@ -266,15 +278,12 @@ def workload_of(config: EvalConfig, data, recipe: Recipe) -> autotune.Workload:
   return autotune.Workload.of_run(config.model, data, config.recipe, recipe, config.conv_impl, config.dtype)
 
 
-def build_method(ctx: Context):
-  """The configured method, with the pipeline's recipe given to ``retrain``."""
-  hp = dict(ctx.config.hyperparameters)
-  if ctx.config.method == "retrain" and "recipe" not in hp:
-    hp["recipe"] = ctx.recipe
-  try:
-    return get_method(ctx.config.method, ctx.model, **hp)
-  except TypeError as err:
-    raise ValueError(f"bad hyperparameters for method {ctx.config.method!r}: {err}") from None
+def build_method(ctx: Context, hyperparameters: Optional[Mapping[str, Any]] = None):
+  """The configured method (hyperparameters validated, the pipeline's recipe given to ``retrain``);
+  ``hyperparameters`` replace the config's. A user's method also sets ``ctx.method_origin``."""
+  hp = dict(ctx.config.hyperparameters if hyperparameters is None else hyperparameters)
+  method, ctx.method_origin = plugins.build_method(ctx.config.method, ctx.model, hp, recipe=ctx.recipe)
+  return method
 
 
 # ------------------------------------------------------------------ per-model measurements
@@ -442,9 +451,11 @@ def plan_seeds(ctx: Context) -> SeedPlan:
   sharding over the local devices when there are several, see :func:`seeds.plan_strategy`)."""
   if ctx.seed_plan is None:
     c = ctx.config
-    ctx.seed_plan = SeedPlan(*seeds.plan_strategy(c.strategy, c.chunk_size, c.model, workload_of(c, ctx.data, ctx.recipe),
-                                                  c.num_models, len(jax.local_devices()),
-                                                  tune_options(c, ctx.progress)))
+    strategy, chunk, source = seeds.plan_strategy(c.strategy, c.chunk_size, c.model,
+                                                  workload_of(c, ctx.data, ctx.recipe), c.num_models,
+                                                  len(jax.local_devices()), tune_options(c, ctx.progress))
+    # only chunked and shard programs have a chunk size (loop runs 1 seed, vmap all of them)
+    ctx.seed_plan = SeedPlan(strategy, chunk if strategy in ("chunked", "shard") else None, source)
   return ctx.seed_plan
 
 
@@ -517,8 +528,13 @@ def unlearned_models(ctx: Context, method, original: ModelState, root: jax.Array
                hyperparameters=dict(method.hyperparameters), num_models=None)
   if margin_subsets is not None:  # keys of runs without margins stay as they were
     parts["margins"] = margins.subset_digest(margin_subsets)
+  if ctx.config.unlearn_seed is not None and ctx.config.unlearn_seed != ctx.config.seed:
+    parts["unlearn_seed"] = ctx.config.unlearn_seed  # default-seed keys stay as they were
+  if ctx.method_origin is not None:  # a user's method: its file's contents are part of the key
+    parts["origin"] = {"name": ctx.method_origin["name"], "sha256": ctx.method_origin["sha256"]}
   key = checkpoint.cache_key(parts)
-  store = checkpoint.ChunkStore(os.path.join(ctx.config.output_dir, "chunks", f"{method.name}-{key}"),
+  folder = f"{plugins.safe_name(method.name)}-{key}"
+  store = checkpoint.ChunkStore(os.path.join(ctx.config.output_dir, "chunks", folder),
                                 checkpoint.describe(parts))
   measure = make_measure_fn(ctx.model, margin_subsets=margin_subsets)
 
@@ -582,28 +598,43 @@ def _summary(outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
   return out
 
 
-def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optional[dict[str, Any]]:
-  """Runs the protocol; returns the results dict (process 0) or ``None`` (other processes).
+@dataclasses.dataclass
+class Reference:
+  """What every method scored on one setup shares: the context, the original and the retrained models.
 
-  The dict also carries host arrays under ``"_arrays"`` (confidences and
-  epsilons) for reports; :func:`unlearn_jax.report.write_results` strips them.
+  Built once by :func:`prepare`; :func:`evaluate_method` scores any number of
+  methods (or hyperparameter points) against it without touching the original
+  or retrained stages again.
+  """
+
+  ctx: Context
+  root: jax.Array
+  original: ModelState
+  original_out: dict[str, np.ndarray]
+  original_key: str
+  retrained: dict[str, np.ndarray]
+  cache: dict[str, Any]
+  rebuilt: list[str]
+  walls: dict[str, float]
+  margin_subsets: Optional[dict[str, np.ndarray]] = None  # klom: the fixed retain/held-out subsets
+
+
+def prepare(config: EvalConfig, progress: Optional[Progress] = None, context: Optional[Context] = None) -> Reference:
+  """Loads the data and trains (or reuses from the cache) the original and the N retrained models.
+
+  ``context``: one already built from ``config`` by :func:`build_context` (callers
+  that check their method against the model before any training pass it).
 
   Raises:
     ValueError: bad arguments or data (one-line messages).
-    ProtocolError: the method diverged on some seeds (without ``allow_nan_drop``),
-      or too few seeds remain.
+    ProtocolError: the retrained models are not finite.
   """
   progress = progress or Progress()
-  walls: dict[str, float] = {}
-  t_all = time.perf_counter()
+  walls: dict[str, float] = {"load": 0.0}
   t0 = time.perf_counter()
-  ctx = build_context(config, progress)
-  method = build_method(ctx)
-  sizes = SetSizes(int(ctx.data.retain.shape[0]), int(ctx.data.forget.shape[0]), int(ctx.data.validation.shape[0]))
+  ctx = context if context is not None else build_context(config, progress)
+  config = ctx.config
   walls["load"] = time.perf_counter() - t0
-  progress.line(f"evaluating {method.name} on {config.dataset} ({config.model}, recipe {config.recipe}, "
-                f"N={config.num_models}; retain {sizes.retain}, forget {sizes.forget}, test "
-                f"{int(ctx.data.test.shape[0])})")
   root = jax.random.key(config.seed)
 
   t0 = time.perf_counter()
@@ -628,11 +659,64 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
                                                   config.num_models)[0], subsets, ctx.key_parts("retrained"),
         progress))
     walls["margins"] = time.perf_counter() - t0
+  cache = {"original": original_dir, "original_reused": original_cached, "retrained": retrained_dir}
+  return Reference(ctx, root, original, original_out, original_key, retrained, cache, rebuilt_o + rebuilt_r, walls,
+                   subsets)
+
+
+def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optional[dict[str, Any]]:
+  """Runs the protocol; returns the results dict (process 0) or ``None`` (other processes).
+
+  The dict also carries host arrays under ``"_arrays"`` (confidences and
+  epsilons) for reports; :func:`unlearn_jax.report.write_results` strips them.
+
+  Raises:
+    ValueError: bad arguments or data (one-line messages).
+    ProtocolError: the method diverged on some seeds (without ``allow_nan_drop``),
+      or too few seeds remain.
+  """
+  progress = progress or Progress()
+  t0 = time.perf_counter()
+  ctx = build_context(config, progress)
+  method = build_method(ctx)  # bad hyperparameters fail before any training
+  load = time.perf_counter() - t0
+  ref = prepare(config, progress, ctx)
+  ref.walls["load"] = load
+  return evaluate_method(ref, method, progress)
+
+
+def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None, *,
+                    output_dir: Optional[str] = None, unlearn_seed: Optional[int] = None,
+                    allow_nan_drop: Optional[bool] = None) -> Optional[dict[str, Any]]:
+  """Runs the unlearning and scoring stages of ``method`` against ``ref``; returns the results dict.
+
+  ``method`` is built by :func:`build_method` on ``ref.ctx`` (which records a
+  user's method's file and hash there, for the cache key and ``results.json``).
+
+  ``output_dir`` (where the resumable unlearning chunks go), ``unlearn_seed``
+  and ``allow_nan_drop`` replace the config's for this method only. The
+  ``wall_s`` record counts the shared stages of ``ref`` as they were spent
+  (once) plus this method's own stages.
+  """
+  progress = progress or Progress()
+  changes = {k: v for k, v in dict(output_dir=output_dir, unlearn_seed=unlearn_seed,
+                                   allow_nan_drop=allow_nan_drop).items() if v is not None}
+  ctx = dataclasses.replace(ref.ctx, config=dataclasses.replace(ref.ctx.config, **changes))
+  config = ctx.config
+  retrained = ref.retrained
+  walls = dict(ref.walls)
+  t_start = time.perf_counter()
+  sizes = SetSizes(int(ctx.data.retain.shape[0]), int(ctx.data.forget.shape[0]), int(ctx.data.validation.shape[0]))
+  progress.line(f"evaluating {method.name} on {config.dataset} ({config.model}, recipe {config.recipe}, "
+                f"N={config.num_models}; retain {sizes.retain}, forget {sizes.forget}, test "
+                f"{int(ctx.data.test.shape[0])})")
+  seed_u = config.seed if config.unlearn_seed is None else config.unlearn_seed
+  root_u = ref.root if seed_u == config.seed else jax.random.key(seed_u)
 
   t0 = time.perf_counter()
-  unlearned, unlearned_dir, rebuilt_u = unlearned_models(ctx, method, original,
-                                                         jax.random.fold_in(root, STREAM_UNLEARN), original_key,
-                                                         progress, subsets)
+  unlearned, unlearned_dir, rebuilt_u = unlearned_models(ctx, method, ref.original,
+                                                         jax.random.fold_in(root_u, STREAM_UNLEARN),
+                                                         ref.original_key, progress, ref.margin_subsets)
   walls["unlearn"] = time.perf_counter() - t0
   if config.process_index != 0:
     return None
@@ -659,7 +743,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   scores = score(unlearned, retrained)
   walls["metric"] = time.perf_counter() - t0
   progress.line(f"[metric] done in {walls['metric']:.1f} s")
-  walls["total"] = time.perf_counter() - t_all
+  walls["total"] = sum(ref.walls.values()) + time.perf_counter() - t_start
   eps = scores["per_example_epsilons"]
   cost = method.cost(sizes)
   results_recipe = {"name": config.recipe, **_jsonable(dataclasses.asdict(ctx.recipe))}
@@ -674,19 +758,21 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       "split": results_split,
       "set_sizes": dataclasses.asdict(sizes) | {"test": int(ctx.data.test.shape[0])},
       "num_models": config.num_models,
-      "setup": setups.make_setup(dataset=config.dataset, data_fingerprint=ctx.fingerprint, model=config.model,
+      "setup": setups.make_setup(dataset=config.dataset, data_fingerprint=ctx.fingerprint,
+                                 model=plugins.model_key(config.model),
                                  recipe=results_recipe, split=results_split, dtype=config.dtype,
                                  num_models=n_scored),
       "num_models_scored": int(len(unlearned["retain_accuracy"])),
       "dropped_seeds": dropped,
       "seed": config.seed,
+      "unlearn_seed": seed_u,
       "forgetting_quality": scores["forgetting_quality"],
       "final_score": scores["final_score"],
       "per_example_epsilons": eps.tolist(),
       "unlearned": _summary(unlearned),
       "retrained": _summary(retrained),
-      "original": {k: float(np.asarray(original_out[k])) for k in ("retain_accuracy", "forget_accuracy",
-                                                                     "test_accuracy")},
+      "original": {k: float(np.asarray(ref.original_out[k])) for k in ("retain_accuracy", "forget_accuracy",
+                                                                         "test_accuracy")},
       "mia": _mia_summary(scores),
       "cost": {"r_ep": cost, "recipe_epochs": ctx.recipe.epochs, "relative_to_retrain": cost / ctx.recipe.epochs},
       "wall_s": walls,
@@ -694,11 +780,14 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       "jax": jax.__version__,
       "strategy": dataclasses.asdict(plan_seeds(ctx)),
       "conv_impl": {"impl": ctx.config.conv_impl, "source": ctx.conv_impl_source},
-      "cache": {"original": original_dir, "original_reused": original_cached, "retrained": retrained_dir,
-                "unlearned": unlearned_dir, "rebuilt": rebuilt_o + rebuilt_r + rebuilt_u},
+      "cache": {**ref.cache, "unlearned": unlearned_dir, "rebuilt": ref.rebuilt + rebuilt_u},
   }
-  if subsets is not None:
-    results["margin_examples"] = {k: int(v.shape[0]) for k, v in subsets.items()}
+  if ref.margin_subsets is not None:
+    results["margin_examples"] = {k: int(v.shape[0]) for k, v in ref.margin_subsets.items()}
+  if ctx.method_origin is not None:
+    results["method_origin"] = ctx.method_origin
+  if plugins.is_spec(config.model):
+    results["model_origin"] = plugins.model_record(config.model)
   results["_arrays"] = {"unlearned_confidence": unlearned["forget_confidence"],
                         "retrained_confidence": retrained["forget_confidence"], "epsilons": eps,
                         "unlearned": unlearned, "retrained": retrained}

@@ -15,12 +15,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from unlearn_jax import checkpoint
+from unlearn_jax import checkpoint, setups
 
 RESULTS_FILE = "results.json"
 LEADERBOARD_COLUMNS = ("rank", "method", "dataset", "N", "final_score", "forgetting_quality", "F_95ci", "F_over_ceiling",
                        "retain_acc_U",
                        "test_acc_U", "forget_acc_U", "retain_acc_R", "test_acc_R", "mia_U", "cost_rel", "dir")
+CSV_COLUMNS = LEADERBOARD_COLUMNS + ("setup",)
 
 
 def write_results(results: Mapping[str, Any], output_dir: str) -> str:
@@ -32,52 +33,128 @@ def write_results(results: Mapping[str, Any], output_dir: str) -> str:
 
 
 def read_results(path: str) -> dict[str, Any]:
-  """Reads ``results.json`` from a file or a run directory; raises ``ValueError`` on bad input."""
+  """Reads ``results.json`` from a file or a run directory; raises ``ValueError`` on bad input.
+
+  Beyond being JSON, the file must be an object whose ``method`` is a string,
+  ``final_score`` and ``forgetting_quality`` numbers (or null), and whose
+  optional summary fields have the types ``evaluate`` writes.
+  """
   if os.path.isdir(path):
     path = os.path.join(path, RESULTS_FILE)
   if not os.path.exists(path):
     raise ValueError(f"no results file at {path!r}; run 'unlearn-jax evaluate' first")
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       data = json.load(f)
-  except (OSError, json.JSONDecodeError) as err:
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
     raise ValueError(f"cannot read results file {path!r}: {err}") from None
+  if not isinstance(data, dict):
+    raise ValueError(f"results file {path!r} must hold a JSON object, got {type(data).__name__}")
   for field in ("method", "final_score", "forgetting_quality"):
     if field not in data:
       raise ValueError(f"results file {path!r} lacks field {field!r}")
+  if not isinstance(data["method"], str):
+    raise ValueError(f"results file {path!r}: field 'method' must be a string, got {data['method']!r}")
+  for field in ("final_score", "forgetting_quality"):
+    if not _is_number(data[field], allow_null=True):
+      raise ValueError(f"results file {path!r}: field {field!r} must be a number, got {data[field]!r}")
+  for field in ("unlearned", "retrained", "mia", "cost"):
+    if not isinstance(data.get(field, {}), dict):
+      raise ValueError(f"results file {path!r}: field {field!r} must be an object, got {data[field]!r}")
+  for kind in ("unlearned", "retrained"):
+    for name, summary in data.get(kind, {}).items():
+      if not isinstance(summary, dict) or not _is_number(summary.get("mean", 0.0), allow_null=True):
+        raise ValueError(f"results file {path!r}: field {kind}.{name} must be an object with a numeric 'mean'")
+  for field, value in (("mia.unlearned", data.get("mia", {}).get("unlearned")),
+                       ("cost.relative_to_retrain", data.get("cost", {}).get("relative_to_retrain"))):
+    if not _is_number(value, allow_null=True):
+      raise ValueError(f"results file {path!r}: field {field} must be a number, got {value!r}")
   return data
 
 
-def leaderboard_rows(paths: Sequence[str]) -> list[dict[str, Any]]:
-  """One row per results file, ranked by final score (best first)."""
-  rows = []
-  for p in paths:
-    r = read_results(p)
-    u, rt = r.get("unlearned", {}), r.get("retrained", {})
-    mean = lambda d, k: d.get(k, {}).get("mean", float("nan"))
-    rows.append({
-        "method": r["method"], "dataset": r.get("dataset", "?"), "N": r.get("num_models_scored", r.get("num_models")),
-        "final_score": float(r["final_score"]), "forgetting_quality": float(r["forgetting_quality"]),
-        **_uncertainty_cells(r),
-        "retain_acc_U": mean(u, "retain_accuracy"), "test_acc_U": mean(u, "test_accuracy"),
-        "forget_acc_U": mean(u, "forget_accuracy"), "retain_acc_R": mean(rt, "retain_accuracy"),
-        "test_acc_R": mean(rt, "test_accuracy"), "mia_U": r.get("mia", {}).get("unlearned", float("nan")),
-        "cost_rel": r.get("cost", {}).get("relative_to_retrain", float("nan")),
-        "dir": os.path.dirname(p) if p.endswith(RESULTS_FILE) else p,
-    })
-  rows.sort(key=lambda row: -row["final_score"] if math.isfinite(row["final_score"]) else math.inf)
-  for i, row in enumerate(rows):
-    row["rank"] = i + 1
-  return rows
+def _is_number(value: Any, allow_null: bool = False) -> bool:
+  if value is None:
+    return allow_null
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def leaderboard_rows(paths: Sequence[str], strict: bool = False) -> list[dict[str, Any]]:
+  """One row per results file, grouped by setup and ranked by final score within each group (best first).
+
+  Results are comparable only on the same setup (:mod:`unlearn_jax.setups`):
+  groups keep the order of their first result, ``rank`` counts within a group,
+  and every row carries its group's ``setup`` description. ``strict``: raise a
+  one-line ``ValueError`` instead when the setups differ.
+  """
+  results = [read_results(p) for p in paths]
+  if strict:
+    setups.require_same_setup(results, list(paths))
+  labels = setup_labels(results)
+  out = []
+  for group in setups.group_by_setup(results):
+    rows = [_row(results[i], paths[i], labels[i]) for i in group]
+    rows.sort(key=lambda row: -row["final_score"] if math.isfinite(row["final_score"]) else math.inf)
+    for i, row in enumerate(rows):
+      row["rank"] = i + 1
+    out += rows
+  return out
+
+
+def setup_labels(results: Sequence[Mapping[str, Any]]) -> list[str]:
+  """Each result's setup as :func:`setups.describe` words it, made distinct where two setups word alike.
+
+  A setup whose description equals an earlier, different setup's gets the
+  fields it differs in appended, e.g. ``... / N=8 (differs in: recipe)``.
+  """
+  labels: list[str] = []
+  first_by_key: dict[str, int] = {}
+  first_by_text: dict[str, int] = {}
+  for i, r in enumerate(results):
+    key = setups.setup_key(r)
+    if key in first_by_key:
+      labels.append(labels[first_by_key[key]])
+      continue
+    first_by_key[key] = i
+    text = setups.describe(setups.setup_of(r))
+    if text in first_by_text:
+      text += f" (differs in: {', '.join(setups.differences(results[first_by_text[text]], r))})"
+    else:
+      first_by_text[text] = i
+    labels.append(text)
+  return labels
+
+
+def _row(r: Mapping[str, Any], path: str, setup: str) -> dict[str, Any]:
+  u, rt = r.get("unlearned", {}), r.get("retrained", {})
+  mean = lambda d, k: _float(d.get(k, {}).get("mean"))
+  return {
+      "method": r["method"], "dataset": r.get("dataset", "?"), "N": r.get("num_models_scored", r.get("num_models")),
+      "final_score": _float(r["final_score"]), "forgetting_quality": _float(r["forgetting_quality"]),
+      **_uncertainty_cells(r),
+      "retain_acc_U": mean(u, "retain_accuracy"), "test_acc_U": mean(u, "test_accuracy"),
+      "forget_acc_U": mean(u, "forget_accuracy"), "retain_acc_R": mean(rt, "retain_accuracy"),
+      "test_acc_R": mean(rt, "test_accuracy"), "mia_U": _float(r.get("mia", {}).get("unlearned")),
+      "cost_rel": _float(r.get("cost", {}).get("relative_to_retrain")),
+      "dir": os.path.dirname(path) if path.endswith(RESULTS_FILE) else path,
+      "setup": setup,
+  }
+
+
+def _float(v: Any) -> float:
+  """A checked number of a results file as float; ``None`` (absent or null) is NaN."""
+  return float("nan") if v is None else float(v)
 
 
 def _uncertainty_cells(results: Mapping[str, Any]) -> dict[str, Any]:
   """F's model-bootstrap interval (``--bootstrap``) and F / F_ceiling (where the setup's ceiling is known)."""
   from unlearn_jax import ceiling
-  b = (results.get("bootstrap") or {}).get("forgetting_quality")
+  b = results.get("bootstrap")
+  b = b.get("forgetting_quality") if isinstance(b, Mapping) else None
+  ok = isinstance(b, Mapping) and _is_number(b.get("lo")) and _is_number(b.get("hi"))
   c = ceiling.of_results(results)
-  return {"F_95ci": f"[{b['lo']:.4f}, {b['hi']:.4f}]" if b else "",
-          "F_over_ceiling": float(c["ratio"]) if c and c.get("ratio") is not None else float("nan")}
+  ratio = c.get("ratio") if c else None
+  return {"F_95ci": f"[{b['lo']:.4f}, {b['hi']:.4f}]" if ok else "",
+          "F_over_ceiling": float(ratio) if _is_number(ratio) else float("nan")}
 
 
 def _fmt(v: Any) -> str:
@@ -87,22 +164,50 @@ def _fmt(v: Any) -> str:
 
 
 def leaderboard_table(rows: Sequence[Mapping[str, Any]], fmt: str = "markdown") -> str:
-  """The leaderboard as GitHub markdown or CSV."""
+  """The leaderboard as GitHub markdown or CSV.
+
+  Markdown: one table per setup, each under a ``### setup: ...`` heading when
+  the rows span several setups (a single setup prints its table alone). CSV:
+  one table with a trailing ``setup`` column (ranks count within a setup).
+  """
   if fmt == "csv":
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(LEADERBOARD_COLUMNS)
+    w.writerow(CSV_COLUMNS)
     for row in rows:
-      w.writerow([row[c] for c in LEADERBOARD_COLUMNS])
+      w.writerow([row.get(c, "") for c in CSV_COLUMNS])
     return buf.getvalue()
   if fmt != "markdown":
     raise ValueError(f"unknown table format {fmt!r}; expected 'markdown' or 'csv'")
-  cells = [[_fmt(row[c]) for c in LEADERBOARD_COLUMNS] for row in rows]
-  widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(LEADERBOARD_COLUMNS)]
+  groups: dict[str, list[Mapping[str, Any]]] = {}
+  for row in rows:
+    groups.setdefault(row.get("setup", ""), []).append(row)
+  if len(groups) <= 1:
+    return markdown_table(LEADERBOARD_COLUMNS, rows)
+  return "\n".join(f"### setup: {setup}\n\n" + markdown_table(LEADERBOARD_COLUMNS, group)
+                   for setup, group in groups.items())
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+  """A GitHub markdown table of ``rows`` (floats to 4 decimals), columns padded to align."""
+  cells = [[_fmt(row[c]) for c in columns] for row in rows]
+  widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
   line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
-  out = [line(LEADERBOARD_COLUMNS), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+  out = [line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
   out += [line(r) for r in cells]
   return "\n".join(out) + "\n"
+
+
+def _save_figure(fig, path: str) -> None:
+  """Renders ``fig`` as PNG in memory, closes it, and writes it to ``path`` atomically."""
+  import matplotlib.pyplot as plt
+
+  buf = io.BytesIO()
+  try:
+    fig.savefig(buf, format="png", dpi=100)
+  finally:
+    plt.close(fig)
+  checkpoint.atomic_write_bytes(path, buf.getvalue())
 
 
 def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int = 3) -> list[str]:
@@ -125,8 +230,7 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
                f"N = {results['num_models_scored']}")
   fig.tight_layout()
   paths.append(os.path.join(output_dir, "epsilons.png"))
-  fig.savefig(paths[-1], dpi=100)
-  plt.close(fig)
+  _save_figure(fig, paths[-1])
 
   order = np.argsort(eps, kind="stable")
   k = min(num_examples, len(eps))
@@ -143,6 +247,5 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
     fig.suptitle(f"{label} forget examples ({results['method']})")
     fig.tight_layout()
     paths.append(os.path.join(output_dir, f"confidences_{label}.png"))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    _save_figure(fig, paths[-1])
   return paths

@@ -35,18 +35,29 @@ FLAG_KEYS = {
 def add_parser(sub) -> None:
   p = sub.add_parser("evaluate", help="score an unlearning method: N retrained vs N unlearned models",
                      description=__doc__.split("\n\n")[0])
+  add_arguments(p)
+
+
+def add_arguments(p) -> None:
+  """The config, setup, method and run flags (shared with ``sweep``)."""
   p.add_argument("--config", default=None,
                  help="config: a module of unlearn_jax/configs (e.g. tiny), a .py with get_config(), or .json/.yaml")
   p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config key (repeatable; dotted keys for mappings, e.g. hp.lr=0.01)")
   p.add_argument("--dataset", help="dataset (default digits)")
   p.add_argument("--data-dir", help="directory of the dataset's files, if it needs any")
-  p.add_argument("--model", help="model (default per dataset: mlp on digits)")
+  p.add_argument("--download", action="store_true",
+                 help="first download and prepare a tensorflow-datasets source into --data-dir "
+                      "(needs internet and: pip install 'unlearn_jax[download]')")
+  p.add_argument("--model", help="model (default per dataset: mlp on digits), or your own Flax module factory "
+                                 "path/to/file.py:make or module:make, make(num_classes, conv_impl, dtype)")
   p.add_argument("--recipe", help="training recipe for original and retrained models (default per dataset)")
   p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
-  p.add_argument("--method", help="unlearning method (default finetune)")
+  p.add_argument("--method", help="unlearning method (default finetune), or your own factory path/to/file.py:make or "
+                                  "module:make, make(model, **hp) -> UnlearningMethod")
   p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
-                 help="method hyperparameter override (repeatable), e.g. --hp lr=0.01")
+                 help="method hyperparameter override (repeatable), e.g. --hp lr=0.01; checked against the "
+                      "method's declared types and ranges (unlearn-jax methods METHOD lists them)")
   p.add_argument("--num-models", type=int, help="N, retrained and unlearned models each (default 512)")
   p.add_argument("--forget-mode", help="forget set: random, groups, classes or source (default random)")
   p.add_argument("--forget-fraction", type=float, help="forget fraction for --forget-mode random (default 0.1)")
@@ -78,15 +89,21 @@ def add_parser(sub) -> None:
   p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   p.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
                  help="multi-process: coordinator host:port (env JAX_COORDINATOR_ADDRESS)")
-  p.add_argument("--num-processes", type=int, default=_env_int("JAX_NUM_PROCESSES"),
+  p.add_argument("--num-processes", type=int, default=None,
                  help="multi-process: number of processes (env JAX_NUM_PROCESSES)")
-  p.add_argument("--process-id", type=int, default=_env_int("JAX_PROCESS_ID"),
+  p.add_argument("--process-id", type=int, default=None,
                  help="multi-process: this process's id (env JAX_PROCESS_ID)")
 
 
 def _env_int(name: str):
+  """The integer in environment variable ``name`` (``None`` if unset); read only where it is used."""
   value = os.environ.get(name)
-  return int(value) if value not in (None, "") else None
+  if value in (None, ""):
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
 def resolve_config(args) -> dict[str, Any]:
@@ -154,6 +171,10 @@ def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: i
 
 
 def _init_distributed(args) -> tuple[int, int]:
+  if args.num_processes is None:
+    args.num_processes = _env_int("JAX_NUM_PROCESSES")
+  if args.process_id is None:
+    args.process_id = _env_int("JAX_PROCESS_ID")
   if not args.coordinator and not args.num_processes:
     return 0, 1
   if not args.coordinator or args.num_processes is None or args.process_id is None:
@@ -192,9 +213,24 @@ def add_evaluations(results: dict[str, Any], config, *, bootstrap: int = 0, with
   return results
 
 
+def _download(config, progress) -> None:
+  """``--download``: checks every other argument, then prepares the tfds source into ``config.data_dir``."""
+  import dataclasses
+  from unlearn_jax import pipeline
+  from unlearn_jax.data import download
+  name = download.check_downloadable(config.dataset)
+  if config.process_count > 1:
+    raise ValueError("--download runs in one process: prepare the data first (the same command with one "
+                     "process), then start the multi-process run")
+  pipeline.validate(dataclasses.replace(config, data_dir=None))  # the folder may not exist yet
+  download.prepare_tfds(name, config.data_dir, progress.line)
+
+
 def run(args) -> int:
   from unlearn_jax import evaluations, pipeline, populations, report
   cfg = resolve_config(args)
+  if cfg.get("grid"):
+    raise ValueError("the config has a sweep grid; run it with 'unlearn-jax sweep' (evaluate scores one point)")
   process_index, process_count = _init_distributed(args)
   config = to_eval_config(cfg, process_index, process_count)
   bootstrap, with_ceiling = _draws(cfg), bool(cfg.get("with_ceiling"))
@@ -204,6 +240,8 @@ def run(args) -> int:
   if "ulira" in config.metrics:
     evaluations.check_ulira_size(config.num_models)
   progress = pipeline.Progress(enabled=not args.quiet)
+  if args.download:
+    _download(config, progress)
   results = pipeline.evaluate(config, progress)
   if results is None:
     return 0

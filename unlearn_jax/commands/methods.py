@@ -1,8 +1,15 @@
-"""``unlearn-jax methods``: list the registered unlearning methods with their cost and source.
+"""``unlearn-jax methods [M]``: list the unlearning methods, or one method's hyperparameters.
 
-Costs are in R-ep (one forward+backward pass over the retain set) at the
-competition's split ratios, |D_f|/|D_r| ≈ 0.025 and |D_v|/|D_r| ≈ 0.125, with
-each method's reference hyperparameters.
+Without an argument: every registered method with its cost and source. Costs are
+in R-ep (one forward+backward pass over the retain set) at the competition's
+split ratios, |D_f|/|D_r| ≈ 0.025 and |D_v|/|D_r| ≈ 0.125, with each method's
+reference hyperparameters.
+
+With a method (a registry name, or a user's ``path/to/file.py:make`` /
+``module:make``): its hyperparameters from their declarations
+(:mod:`unlearn_jax.unlearning.hparams`): name, type (``?``: null allowed, i.e. a
+preset or a derived value fills it), default, valid range and a description;
+``[traceable]`` marks values a sweep may pass as traced scalars.
 """
 
 from __future__ import annotations
@@ -15,11 +22,16 @@ COMPETITION_SIZES = SetSizes(retain=40_000, forget=1_000, validation=5_000)
 
 
 def add_parser(sub) -> None:
-  sub.add_parser("methods", help="list the unlearning methods with their cost (R-ep) and source")
+  p = sub.add_parser("methods", help="list the unlearning methods (cost in R-ep, source), or one method's "
+                                     "hyperparameters")
+  p.add_argument("method", nargs="?", default=None,
+                 help="list this method's hyperparameters (a registry name or path/to/file.py:make)")
 
 
 def run(args) -> int:
-  del args
+  method = getattr(args, "method", None)
+  if method is not None:
+    return _show_method(method)
   model = get_model("resnet18", 10)
   sizes = COMPETITION_SIZES
   rows = []
@@ -28,8 +40,32 @@ def run(args) -> int:
     rows.append((name, f"{method.cost(sizes):.2f}", method.source))
   width = max(len(r[0]) for r in rows)
   print(f"# cost in R-ep at |D_f|/|D_r| = {sizes.forget / sizes.retain:g}, "
-        f"|D_v|/|D_r| = {sizes.validation / sizes.retain:g} (reference hyperparameters)")
+        f"|D_v|/|D_r| = {sizes.validation / sizes.retain:g} (reference hyperparameters); "
+        f"a method's hyperparameters: unlearn-jax methods METHOD")
   print(f"{'method':<{width}}  {'R-ep':>6}  source")
   for name, cost, source in rows:
     print(f"{name:<{width}}  {cost:>6}  {source}")
+  return 0
+
+
+def _show_method(spec: str) -> int:
+  from unlearn_jax import plugins
+  from unlearn_jax.unlearning import hparams
+  src = plugins.resolve_method(spec)
+  decl = hparams.declared(src.factory)
+  where = f" ({src.origin['source']})" if src.origin else ""
+  derived = " (derived from the factory's signature: no HPARAMS declared)" \
+      if hparams.module_declarations(src.factory) is None else ""
+  print(f"# {src.name}{where}: {len(decl)} hyperparameter(s){derived}; set with --hp NAME=VALUE")
+  if not decl:
+    return 0
+  rows = [("name", "type", "default", "valid values", "description")] + hparams.describe_table(decl)
+  if src.origin is None:  # show what a preset fills in for null defaults (the built method's values)
+    built = dict(src.factory(get_model("resnet18", 10)).hyperparameters)
+    shown = {k: v for k, v in built.items() if isinstance(v, (bool, int, float, str, tuple))}
+    rows = [r if r[2] != "None" or shown.get(r[0]) is None else (r[0], r[1], f"{shown[r[0]]!r} (preset)", *r[3:])
+            for r in rows]
+  widths = [max(len(r[i]) for r in rows) for i in range(4)]
+  for r in rows:
+    print("  ".join(f"{c:<{w}}" for c, w in zip(r[:4], widths)) + "  " + r[4])
   return 0

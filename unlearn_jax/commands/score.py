@@ -33,6 +33,25 @@ def add_parser(sub) -> None:
   p.add_argument("--output", default=None, help="write results as JSON to this path")
 
 
+def _read_array(data, key: str, path: str, name: str) -> np.ndarray:
+  """Array ``key`` of an open ``.npz``: real numbers only, every failure one line naming the file."""
+  try:
+    a = np.asarray(data[key])
+  except ValueError as err:  # object arrays need pickle, which is never enabled
+    if "allow_pickle" in str(err):
+      raise ValueError(f"{name}: array {key!r} in {path!r} is an object array (pickled Python objects), "
+                       f"which is never loaded; save it as a numeric array") from None
+    raise ValueError(f"{name}: cannot read array {key!r} of {path!r}: {' '.join(str(err).split())}") from None
+  except Exception as err:  # a damaged archive: zip CRC errors, truncated members, bad headers
+    raise ValueError(f"{name}: cannot read array {key!r} of {path!r}: the file is damaged "
+                     f"({type(err).__name__}: {' '.join(str(err).split())})") from None
+  if np.issubdtype(a.dtype, np.complexfloating):
+    raise ValueError(f"{name}: array {key!r} in {path!r} is complex ({a.dtype}); it must hold real numbers")
+  if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+    raise ValueError(f"{name}: array {key!r} in {path!r} must be numeric, got dtype {a.dtype}")
+  return a
+
+
 def load_confs(path: str, name: str) -> np.ndarray:
   """``[N, E]`` float64 confidences from an ``.npz`` (``confs``, or ``logits`` + ``labels``)."""
   if not os.path.isfile(path):
@@ -41,14 +60,15 @@ def load_confs(path: str, name: str) -> np.ndarray:
     data = np.load(path, allow_pickle=False)
   except Exception as err:  # np.load raises several types for non-npz input
     raise ValueError(f"{name}: cannot read {path!r} as .npz ({type(err).__name__})") from None
+  if not isinstance(data, np.lib.npyio.NpzFile):
+    raise ValueError(f"{name}: {path!r} is a single .npy array, not an .npz archive; save it with "
+                     f"numpy.savez(path, confs=...) or numpy.savez(path, logits=..., labels=...)")
   with data:
     keys = set(data.files)
     if "confs" in keys:
-      confs = np.asarray(data["confs"])
+      confs = _read_array(data, "confs", path, name)
       if confs.ndim != 2:
         raise ValueError(f"{name}: array 'confs' must have shape [N, E], got {confs.shape}")
-      if not np.issubdtype(confs.dtype, np.number):
-        raise ValueError(f"{name}: array 'confs' must be numeric, got dtype {confs.dtype}")
       out = confs.astype(np.float64)
       if not np.all(np.isfinite(out)):
         raise ValueError(f"{name}: array 'confs' {confs.shape} has {int(np.sum(~np.isfinite(out)))} non-finite values")
@@ -56,8 +76,8 @@ def load_confs(path: str, name: str) -> np.ndarray:
     if "logits" not in keys or "labels" not in keys:
       raise ValueError(f"{name}: {path!r} must hold 'confs' [N, E] or 'logits' [N, E, C] and 'labels' [E]; "
                        f"found {sorted(keys)}")
-    logits = np.asarray(data["logits"])
-    labels = np.asarray(data["labels"])
+    logits = _read_array(data, "logits", path, name)
+    labels = _read_array(data, "labels", path, name)
   if logits.ndim != 3:
     raise ValueError(f"{name}: array 'logits' must have shape [N, E, C], got {logits.shape}")
   if labels.shape != (logits.shape[1],):
@@ -65,8 +85,14 @@ def load_confs(path: str, name: str) -> np.ndarray:
                      f"{logits.shape}, got {labels.shape}")
   if not np.issubdtype(labels.dtype, np.integer) or labels.size and (labels.min() < 0 or labels.max() >= logits.shape[2]):
     raise ValueError(f"{name}: array 'labels' must be integers in [0, {logits.shape[2]}), got dtype {labels.dtype}")
-  if not np.issubdtype(logits.dtype, np.number) or not np.all(np.isfinite(logits)):
+  if not np.all(np.isfinite(logits)):
     raise ValueError(f"{name}: array 'logits' {logits.shape} must be finite numbers")
+  limit = float(np.finfo(np.float32).max)
+  largest = float(np.max(np.abs(logits))) if logits.size else 0.0
+  if largest > limit:
+    raise ValueError(f"{name}: array 'logits' in {path!r} holds values up to {largest:.3g} in magnitude; the "
+                     f"confidences are computed in float32, whose range ends at {limit:.3g}, so casting them "
+                     f"would overflow to infinity")
   confs = logit_scaled_confidence(logits.astype(np.float32), labels[None, :])
   return np.asarray(confs, np.float64)
 
@@ -122,6 +148,6 @@ def run(args) -> int:
         "num_examples": result.num_examples,
         **extra,
     }
-    checkpoint.atomic_write_text(args.output, json.dumps(payload, indent=1) + "\n")
+    checkpoint.atomic_write_text(args.output, json.dumps(payload, indent=1), make_dirs=False)
     print(f"wrote {args.output}")
   return 0

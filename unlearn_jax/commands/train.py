@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from unlearn_jax import autotune, seeds
+from unlearn_jax._validate import check_seed
 from unlearn_jax.data import SplitSpec, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
 from unlearn_jax.pipeline import load_data
@@ -24,6 +25,9 @@ def add_parser(sub) -> None:
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--dataset", default="digits", help="dataset name (random_cifar10: random CIFAR-shaped data)")
   p.add_argument("--data-dir", default=None, help="directory of the dataset's files (if it needs any)")
+  p.add_argument("--download", action="store_true",
+                 help="first download and prepare a tensorflow-datasets source into --data-dir "
+                      "(needs internet and: pip install 'unlearn_jax[download]')")
   p.add_argument("--model", default=None, help="model name (default: per dataset; mlp on digits, resnet18 otherwise)")
   p.add_argument("--recipe", default=None, choices=sorted(RECIPES), help="training recipe (default: per dataset)")
   p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
@@ -42,6 +46,10 @@ def add_parser(sub) -> None:
 def run(args) -> int:
   if args.num_models < 1:
     raise ValueError(f"--num-models must be >= 1, got {args.num_models}")
+  check_seed("--seed", args.seed)
+  if args.download:
+    from unlearn_jax.data import download
+    download.prepare_tfds(download.check_downloadable(args.dataset), args.data_dir, print)
   dataset = load_data(args.dataset, args.data_dir)
   _, data = make_splits(dataset, SplitSpec(seed=args.seed))
   model_name = args.model or DEFAULT_MODEL.get(args.dataset, "resnet18")

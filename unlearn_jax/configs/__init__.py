@@ -38,34 +38,33 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any], where: str = "o
 
 
 def load_config(spec: str | None) -> dict[str, Any]:
-  """The config named by ``spec`` (``None``: the default)."""
+  """The config named by ``spec`` (``None``: the default), its value types checked (:func:`check_types`)."""
   if spec is None:
     return default.get_config()
   if os.path.sep not in spec and not os.path.splitext(spec)[1]:
+    if not spec.isidentifier() or spec.startswith("_"):
+      raise ValueError(f"unknown config {spec!r}: not a module of unlearn_jax/configs nor a file")
     try:
       module = importlib.import_module(f"unlearn_jax.configs.{spec}")
     except ModuleNotFoundError:
       raise ValueError(f"unknown config {spec!r}: not a module of unlearn_jax/configs nor a file") from None
-    return module.get_config()
+    if not callable(getattr(module, "get_config", None)):
+      raise ValueError(f"unknown config {spec!r}: unlearn_jax/configs/{spec}.py defines no get_config()")
+    return check_types(module.get_config(), f"config {spec!r}")
   if not os.path.isfile(spec):
     raise ValueError(f"config file {spec!r} does not exist")
   ext = os.path.splitext(spec)[1].lower()
+  if ext == ".py":
+    return check_types(merge(default.get_config(), _run_config_file(spec), spec), f"config file {spec!r}")
   try:
-    if ext == ".py":
-      mod_spec = importlib.util.spec_from_file_location("_unlearn_jax_user_config", spec)
-      module = importlib.util.module_from_spec(mod_spec)
-      mod_spec.loader.exec_module(module)
-      if not hasattr(module, "get_config"):
-        raise ValueError(f"config file {spec!r} defines no get_config()")
-      return merge(default.get_config(), module.get_config(), spec)
-    with open(spec) as f:
+    with open(spec, encoding="utf-8") as f:
       text = f.read()
-  except OSError as err:
+  except (OSError, UnicodeDecodeError) as err:
     raise ValueError(f"cannot read config file {spec!r}: {err}") from None
   if ext == ".json":
     try:
       data = json.loads(text)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
       raise ValueError(f"config file {spec!r} is not valid JSON: {err}") from None
   elif ext in (".yaml", ".yml"):
     import yaml
@@ -77,7 +76,97 @@ def load_config(spec: str | None) -> dict[str, Any]:
     raise ValueError(f"config file {spec!r} must end in .py, .json, .yaml or .yml")
   if not isinstance(data, Mapping):
     raise ValueError(f"config file {spec!r} must hold a mapping of config keys")
-  return merge(default.get_config(), data, spec)
+  return check_types(merge(default.get_config(), data, spec), f"config file {spec!r}")
+
+
+def _run_config_file(spec: str) -> Mapping[str, Any]:
+  """``get_config()`` of the Python file ``spec``; any failure of the user's code is one line."""
+  try:
+    mod_spec = importlib.util.spec_from_file_location("_unlearn_jax_user_config", spec)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+  except OSError as err:
+    raise ValueError(f"cannot read config file {spec!r}: {err}") from None
+  except Exception as err:  # the user's module may raise anything, SyntaxError included
+    raise ValueError(f"config file {spec!r} failed to load: {type(err).__name__}: {_one_line(err)}") from None
+  get_config = getattr(module, "get_config", None)
+  if not callable(get_config):
+    raise ValueError(f"config file {spec!r} defines no get_config()")
+  try:
+    config = get_config()
+  except Exception as err:  # likewise for the user's get_config()
+    raise ValueError(f"get_config() of config file {spec!r} raised {type(err).__name__}: {_one_line(err)}") from None
+  if not isinstance(config, Mapping):
+    raise ValueError(f"get_config() of config file {spec!r} must return a dict of config keys, "
+                     f"got {type(config).__name__}")
+  return config
+
+
+def _one_line(err: BaseException) -> str:
+  return " ".join(str(err).split()) or "(no message)"
+
+
+# key -> (accepted types, description); keys not listed (added by other features) are not checked here.
+_NUMBER = (int, float)
+KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "dataset": ((str,), "a dataset name"),
+    "data_dir": ((str, type(None)), "a folder path or null"),
+    "model": ((str, type(None)), "a model name or null"),
+    "recipe": ((str, type(None)), "a recipe name or null"),
+    "recipe_overrides": ((Mapping,), "a mapping of recipe fields"),
+    "forget_mode": ((str,), "a forget mode"),
+    "forget_fraction": (_NUMBER, "a number"),
+    "forget_groups": ((int,), "an integer"),
+    "forget_classes": ((list, tuple, type(None)), "a list of class ids or null"),
+    "split_seed": ((int,), "an integer"),
+    "method": ((str,), "a method name"),
+    "hp": ((Mapping,), "a mapping of hyperparameters"),
+    "method_defaults": ((Mapping,), "a mapping dataset -> method -> hyperparameters"),
+    "num_models": ((int,), "an integer"),
+    "seed": ((int,), "an integer"),
+    "strategy": ((str,), "a strategy name"),
+    "chunk_size": ((int, type(None)), "an integer or null"),
+    "conv_impl": ((str,), "a convolution lowering"),
+    "dtype": ((str,), "a compute dtype"),
+    "cache_dir": ((str,), "a folder path"),
+    "output_dir": ((str,), "a folder path"),
+    "cache_params": ((bool,), "true or false"),
+    "allow_nan_drop": ((bool,), "true or false"),
+    "plots": ((bool,), "true or false"),
+    "dataset_defaults": ((Mapping,), "a mapping dataset -> {model, recipe}"),
+}
+
+
+def check_types(config: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
+  """Raises a one-line ``ValueError`` for a known key whose value has the wrong type; returns ``config``.
+
+  Booleans are not integers here, and nested mappings (``method_defaults``,
+  ``dataset_defaults``) are checked one level further down.
+  """
+  for key, (types, what) in KEY_TYPES.items():
+    if key not in config:
+      continue
+    value = config[key]
+    wrong_bool = isinstance(value, bool) and bool not in types
+    if wrong_bool or not isinstance(value, types):
+      raise ValueError(f"{where}: key {key!r} must be {what}, got {value!r}")
+  for key in ("method_defaults", "dataset_defaults"):
+    for name, entry in (config.get(key) or {}).items():
+      if not isinstance(entry, Mapping):
+        raise ValueError(f"{where}: {key}.{name} must be a mapping, got {entry!r}")
+      if key == "method_defaults":
+        for method, hp in entry.items():
+          if not isinstance(hp, Mapping):
+            raise ValueError(f"{where}: method_defaults.{name}.{method} must be a mapping of hyperparameters, "
+                             f"got {hp!r}")
+  for key in ("recipe_overrides", "hp"):
+    bad = [k for k in config.get(key) or {} if not isinstance(k, str)]
+    if bad:
+      raise ValueError(f"{where}: key {key!r} must map names to values, got key {bad[0]!r}")
+  classes = config.get("forget_classes")
+  if classes is not None and not all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+    raise ValueError(f"{where}: key 'forget_classes' must be a list of integer class ids, got {classes!r}")
+  return dict(config)
 
 
 def parse_value(text: str) -> Any:
@@ -90,7 +179,7 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(config: Mapping[str, Any], assignments: Iterable[str], where: str = "--set") -> dict[str, Any]:
-  """Applies ``key=value`` / ``key.sub=value`` assignments to a copy of ``config``."""
+  """Applies ``key=value`` / ``key.sub=value`` assignments to a copy of ``config`` (types checked after each)."""
   out = copy.deepcopy(dict(config))
   for item in assignments:
     if "=" not in item:
@@ -107,4 +196,5 @@ def apply_overrides(config: Mapping[str, Any], assignments: Iterable[str], where
         raise ValueError(f"config key {p!r} is not a mapping, cannot set {key!r}")
       node = node[p]
     node[parts[-1]] = parse_value(text)
+    check_types(out, f"{where} {item!r}")
   return out

@@ -44,6 +44,9 @@ Keys:
   margin_examples: retain and held-out examples on which klom records margins.
   bootstrap: draws of the bootstrap intervals (0: none).
   with_ceiling: compute F of retrain as the method when the cache lacks it.
+  grid, confirm: ``unlearn-jax sweep`` only: hyperparameter name -> list of values (the
+    sweep's grid; ``evaluate`` refuses a config with one) and whether to re-evaluate the
+    best point on a fresh unlearning seed stream.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ def get_config() -> dict[str, Any]:
       "margin_examples": 1000,
       "bootstrap": 0,
       "with_ceiling": False,
+      "grid": {},
+      "confirm": False,
       "dataset_defaults": {
           "digits": {"model": "mlp", "recipe": "digits"},
           "random_cifar10": {"model": "resnet18", "recipe": "starting_kit"},

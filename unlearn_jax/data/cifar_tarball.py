@@ -11,14 +11,24 @@ The training pool is the 50,000 images of ``data_batch_1..5`` in that order
 it) and the held-out pool is ``test_batch``. If a ``forget_idx.npy`` lies next
 to the archive it becomes the source-defined forget set
 (``SplitSpec(forget="source")``). Normalisation is the starting kit's.
+
+The batches are pickles (protocol 2, written by Python 2), so they are read
+with :class:`CifarUnpickler`, which builds only what such a batch holds: a dict
+of bytes keys, bytes values, lists of ints or bytes, and NumPy arrays (through
+``numpy.core.multiarray._reconstruct``, ``numpy.ndarray`` and ``numpy.dtype``;
+NumPy 2 names the first ``numpy._core.multiarray._reconstruct``). Any other
+global a pickle asks for is refused before anything runs, so a doctored batch
+cannot execute code, and a batch larger than :data:`MAX_BATCH_BYTES` is refused
+before it is read.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tarfile
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -31,6 +41,56 @@ TEST_BATCH = "test_batch"
 FORGET_FILE = "forget_idx.npy"
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+# The largest real batch (CIFAR-100's ``train``: 50,000 x 3,072 bytes) is ~147 MiB.
+MAX_BATCH_BYTES = 256 * 2**20
+
+_RECONSTRUCT = np.zeros(0, np.uint8).__reduce__()[0]  # numpy.(_)core.multiarray._reconstruct
+
+
+class _NdarrayType:
+  """Stands for ``numpy.ndarray`` in a batch: usable only as ``_reconstruct``'s first argument."""
+
+  def __repr__(self) -> str:
+    return "numpy.ndarray"
+
+
+_NDARRAY = _NdarrayType()
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> np.ndarray:
+  """``_reconstruct`` as pickled arrays call it: ``(ndarray, (0,), b"b")``; the data arrives by ``__setstate__``.
+
+  Other arguments (a subclass, or a non-empty shape that would allocate memory
+  before any data is read) are refused.
+  """
+  if subtype is not _NDARRAY or tuple(shape) != (0,) or dtype_code not in (b"b", "b"):
+    raise pickle.UnpicklingError(f"unexpected array reconstruction arguments ({subtype!r}, {shape!r}, {dtype_code!r})")
+  return _RECONSTRUCT(np.ndarray, (0,), b"b")
+
+
+# (module, name) a CIFAR-10/100 python batch refers to -> what it gets.
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # written by NumPy 1.x (the originals)
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # written by NumPy 2.x
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class CifarUnpickler(pickle.Unpickler):
+  """An unpickler that builds only the objects of a CIFAR python batch (see :data:`ALLOWED_GLOBALS`)."""
+
+  def find_class(self, module: str, name: str) -> Any:
+    try:
+      return ALLOWED_GLOBALS[(module, name)]
+    except KeyError:
+      raise pickle.UnpicklingError(f"refusing global '{module}.{name}': a CIFAR batch holds only a dict of "
+                                   f"bytes, lists and NumPy arrays") from None
+
+
+def safe_load_batch(raw: bytes) -> Any:
+  """Unpickles ``raw`` with :class:`CifarUnpickler` (Python 2 strings as bytes, like the originals need)."""
+  return CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
 
 
 def _locate(data_dir: str) -> tuple[str, str]:
@@ -52,9 +112,9 @@ def _locate(data_dir: str) -> tuple[str, str]:
 def _decode_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
   """Images ``[n, 32, 32, 3]`` uint8 and labels ``[n]`` of one pickled batch."""
   try:
-    batch = pickle.loads(raw, encoding="bytes")
-  except Exception as e:  # pickle raises many types on corrupt input
-    raise ValueError(f"{where} is not a CIFAR-10 pickled batch: {e}") from e
+    batch = safe_load_batch(raw)
+  except Exception as e:  # pickle raises many types on corrupt or refused input
+    raise ValueError(f"{where} is not a CIFAR-10 pickled batch: {' '.join(str(e).split())}") from None
   if not isinstance(batch, dict):
     raise ValueError(f"{where} is not a CIFAR-10 pickled batch (got {type(batch).__name__})")
   batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
@@ -73,6 +133,12 @@ def _decode_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
   return np.ascontiguousarray(images), labels
 
 
+def _check_size(size: int, where: str) -> None:
+  if size > MAX_BATCH_BYTES:
+    raise ValueError(f"{where} is {size / 2**20:.0f} MiB, larger than any CIFAR batch "
+                     f"({MAX_BATCH_BYTES // 2**20} MiB at most): refusing to read it")
+
+
 def _read_batches(kind: str, path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   names = TRAIN_BATCHES + (TEST_BATCH,)
   out = {}
@@ -81,6 +147,7 @@ def _read_batches(kind: str, path: str) -> dict[str, tuple[np.ndarray, np.ndarra
       file = os.path.join(path, name)
       if not os.path.isfile(file):
         raise FileNotFoundError(f"CIFAR-10 batch file {file!r} is missing")
+      _check_size(os.path.getsize(file), file)
       with open(file, "rb") as f:
         out[name] = _decode_batch(f.read(), file)
     return out
@@ -90,6 +157,7 @@ def _read_batches(kind: str, path: str) -> dict[str, tuple[np.ndarray, np.ndarra
       for name in names:
         if name not in members:
           raise FileNotFoundError(f"CIFAR-10 archive {path!r} has no member {FOLDER}/{name}")
+        _check_size(members[name].size, f"{path}:{members[name].name}")
         raw = tar.extractfile(members[name]).read()
         out[name] = _decode_batch(raw, f"{path}:{members[name].name}")
   except tarfile.TarError as e:
@@ -122,7 +190,15 @@ def load_cifar10_tarball(data_dir: Optional[str]) -> Dataset:
   found = [f for f in (os.path.join(d, FORGET_FILE) for d in folders) if os.path.isfile(f)]
   if found:
     forget_file = found[0]
-    forget_idx = np.asarray(np.load(forget_file), np.int64).ravel()
+    try:
+      loaded = np.load(forget_file, allow_pickle=False)
+    except Exception as err:  # not .npy, an object array, a truncated file: np.load raises several types
+      raise ValueError(f"{forget_file}: cannot read forget indices as a .npy integer array "
+                       f"({type(err).__name__}: {' '.join(str(err).split())})") from None
+    if not isinstance(loaded, np.ndarray) or not np.issubdtype(loaded.dtype, np.integer):
+      raise ValueError(f"{forget_file}: forget indices must be a .npy array of integers, got "
+                       f"{getattr(loaded, 'dtype', type(loaded).__name__)}")
+    forget_idx = np.asarray(loaded, np.int64).ravel()
     if forget_idx.size == 0 or forget_idx.min() < 0 or forget_idx.max() >= n_train:
       raise ValueError(f"{forget_file}: forget indices must be a non-empty subset of [0, {n_train})")
     if np.unique(forget_idx).size != forget_idx.size:

@@ -13,6 +13,13 @@ Image file of a row (the first rule that applies):
    number within that person's folder, joined by ``_``);
 3. otherwise ``images/<person_id>/<image_id>.png``.
 
+Every candidate path is resolved (symlinks included) and must stay inside
+``data_dir``: a row whose ``image_id`` or ``person_id`` points elsewhere
+(``../x.png``, an absolute path, ``person_id=../..``, a symlink out of the
+folder) is refused, naming the CSV file and line, before any file outside is
+opened or even tested for existence. Images larger than PIL's decompression-bomb
+limit (``PIL.Image.MAX_IMAGE_PIXELS``) are refused too.
+
 Conventions (as the organisers' ``original_model.pth`` expects): pixels stay
 0–255 and are not normalised (``scale=1``, mean 0, std 1); the label is
 ``age_group`` (10 classes); the group id is ``person_id``. The training pool
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -73,12 +81,29 @@ def _image_path(data_dir: str, image_id: str, person: str) -> list[str]:
   return [os.path.join(data_dir, "images", person, image_id + ".png")]
 
 
+def _confined(candidates: list[str], root: str, csv_path: str, line: int, image_id: str, person: str) -> list[str]:
+  """``candidates`` resolved (symlinks followed); raises if one lies outside the resolved ``root``."""
+  out = []
+  for path in candidates:
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, root]) != root:
+      raise ValueError(f"{csv_path} line {line}: image_id {image_id!r} with person_id {person!r} points to "
+                       f"{real!r}, outside the data directory {root!r}; refusing to read it")
+    out.append(real)
+  return out
+
+
 def _load_image(path: str, csv_path: str, line: int) -> np.ndarray:
   from PIL import Image
 
   try:
-    with Image.open(path) as im:
-      return np.asarray(im.convert("RGB"), np.uint8)
+    with warnings.catch_warnings():  # over MAX_IMAGE_PIXELS PIL only warns; refuse instead
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), np.uint8)
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    raise ValueError(f"{csv_path} line {line}: image {path!r} is too large to load "
+                     f"({' '.join(str(e).split())})") from None
   except OSError as e:
     raise ValueError(f"{csv_path} line {line}: cannot read image {path!r}: {e}") from e
 
@@ -92,7 +117,8 @@ def load_competition(data_dir: Optional[str]) -> Dataset:
 
   Raises:
     FileNotFoundError: ``data_dir``, a CSV or an image file is missing.
-    ValueError: a CSV lacks a column, has no rows or a non-integer value,
+    ValueError: a row's image path leaves ``data_dir``, an image exceeds
+      PIL's pixel limit, a CSV lacks a column, has no rows or a non-integer value,
       an ``age_group`` is outside ``[0, 10)``, an image id repeats across
       retain and forget, or the images differ in size.
   """
@@ -101,10 +127,14 @@ def load_competition(data_dir: Optional[str]) -> Dataset:
                      "validation.csv and images/")
   if not os.path.isdir(data_dir):
     raise FileNotFoundError(f"competition data_dir {data_dir!r} does not exist")
+  root = os.path.realpath(data_dir)
 
   images, labels, persons, counts, ids = [], [], [], [], {}
   for name in FILES:
     path = os.path.join(data_dir, name)
+    if os.path.commonpath([os.path.realpath(path), root]) != root:
+      raise ValueError(f"competition file {path!r} is a link to {os.path.realpath(path)!r}, outside the data "
+                       f"directory {root!r}; refusing to read it")
     rows = _read_csv(path)
     for line, row in rows:
       image_id, person = row["image_id"], row["person_id"]
@@ -117,7 +147,7 @@ def load_competition(data_dir: Optional[str]) -> Dataset:
         if image_id in ids:
           raise ValueError(f"{path} line {line}: image_id {image_id!r} also appears in {ids[image_id]}")
         ids[image_id] = name
-      candidates = _image_path(data_dir, image_id, person)
+      candidates = _confined(_image_path(data_dir, image_id, person), root, path, line, image_id, person)
       file = next((c for c in candidates if os.path.isfile(c)), None)
       if file is None:
         raise FileNotFoundError(f"{path} line {line}: image file for image_id {image_id!r} not found "

@@ -5,8 +5,8 @@
 no TensorFlow. Preparing (downloading and converting) a dataset does need
 TensorFlow and the network, so this module never prepares anything: the data
 must already be under ``data_dir`` (default: tfds' own, ``~/tensorflow_datasets``
-or ``$TFDS_DATA_DIR``), e.g. from ``tfds build cifar10 --file_format=array_record``
-run on a machine that has TensorFlow.
+or ``$TFDS_DATA_DIR``), e.g. from ``--download`` (:mod:`unlearn_jax.data.download`)
+or ``tfds build cifar10 --file_format=array_record`` run on a machine that has TensorFlow.
 
 The tfds ``train`` split becomes the training pool and ``test`` the held-out
 pool (split into validation/test by :class:`~unlearn_jax.data.SplitSpec`).
@@ -20,8 +20,10 @@ images.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -36,6 +38,19 @@ NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
 }
+
+
+@contextlib.contextmanager
+def quiet_tfds() -> Iterator[None]:
+  """Holds back tfds' absl warnings (e.g. "Variant folder ... has no dataset_info.json" for an
+  unprepared folder), so that a missing dataset reads as our one-line error alone."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def _read_split(source, name: str, split: str, image_key: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +105,8 @@ def load_tfds(
   if data_dir is not None and not os.path.isdir(data_dir):
     raise FileNotFoundError(f"tfds data_dir {data_dir!r} does not exist")
   try:
-    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    with quiet_tfds():
+      builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(f"unknown tfds dataset {name!r}") from e
   features = builder.info.features
@@ -106,8 +122,8 @@ def load_tfds(
     except (KeyError, NotImplementedError) as e:
       raise FileNotFoundError(
           f"tfds dataset {name!r} split {split!r} is not prepared in array_record format under "
-          f"{builder.data_dir!r}; prepare it with tensorflow-datasets (file_format='array_record') "
-          f"first: this loader never downloads") from e
+          f"{builder.data_dir!r}; prepare it first: the same command with --download on a machine with "
+          f"internet, or tensorflow-datasets with file_format='array_record' (this loader never downloads)") from e
     parts.append(_read_split(source, name, split, image_key, label_key))
 
   (train_x, train_y), (test_x, test_y) = parts

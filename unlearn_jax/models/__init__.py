@@ -42,11 +42,15 @@ COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
 def get_model(name: str, num_classes: int, conv_impl: str = "xla", dtype=None) -> nn.Module:
-  """Builds model ``name`` from the registry."""
-  if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+  """Builds model ``name`` from the registry, or a user's ``path/to/file.py:make`` / ``module:make``
+  (see :mod:`unlearn_jax.plugins`)."""
+  from unlearn_jax import plugins
+  if name not in MODELS and not plugins.is_spec(name):
+    raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)} or path/to/file.py:factory")
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f"unknown conv impl {conv_impl!r}; expected one of {list(CONV_IMPLS)}")
+  if name not in MODELS:
+    return plugins.build_model(name, num_classes, conv_impl, dtype)
   return MODELS[name](num_classes, conv_impl=conv_impl, dtype=dtype)
 
 

@@ -27,6 +27,7 @@ from unlearn_jax.unlearning.base import ModelState
 from unlearn_jax.unlearning.base import SetSizes
 from unlearn_jax.unlearning.base import UnlearningMethod
 from unlearn_jax.unlearning.base import UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 METHODS = {
     "none": none.make,

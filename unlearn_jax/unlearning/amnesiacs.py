@@ -43,6 +43,7 @@ from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.training.state import TrainState
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 RESET_STREAM, WARMUP_STREAM, FINETUNE_STREAM = 0, 1, 2
 
@@ -94,6 +95,19 @@ def filtered_epochs(step, state: TrainState, data, indices: jax.Array, classes: 
     return state, losses.sum() / jnp.maximum(n_sel, 1)
 
   return jax.lax.scan(epoch, state, jnp.arange(epochs, dtype=jnp.int32))
+
+HPARAMS = (
+    HParam("temperature", "float", 5.0, low=0, low_open=True, traceable=True, doc="distillation temperature T"),
+    HParam("warmup_epochs", "int", 3, low=0, doc="distillation epochs over D_v"),
+    HParam("warmup_lr", "float", 9e-4, low=0, traceable=True, doc="warm-up SGD learning rate"),
+    HParam("epochs", "int", 3, low=1, doc="fine-tuning epochs over D_r"),
+    HParam("lr", "float", 1e-3, low=0, traceable=True, doc="fine-tuning SGD learning rate (per-epoch cosine)"),
+    HParam("momentum", "float", 0.9, low=0, high=1, doc="SGD momentum"),
+    HParam("weight_decay", "float", 5e-4, low=0, doc="coupled L2 decay"),
+    HParam("batch_size", "int", 64, low=1, doc="batch size"),
+    HParam("final_kl", "str", "forward", choices=("forward", "symmetric"), doc="KL of the fine-tuning loss"),
+    HParam("warmup_classes", "ints", None, low=0, optional=True, doc="classes of D_v used in warm-up (None: all)"),
+)
 
 
 def make(model, temperature: float = 5.0, warmup_epochs: int = 3, warmup_lr: float = 9e-4, epochs: int = 3,

@@ -30,6 +30,7 @@ from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.training.state import init_variables
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
 TEACHER_STREAM, SUBSET_STREAM, ORDER_STREAM, STEP_STREAM = 0, 1, 2, 3
@@ -46,6 +47,17 @@ def kl_to_target(target: jax.Array, student_logits: jax.Array, temperature: floa
   logp = jax.nn.log_softmax(student_logits / temperature, -1)
   total = (jax.scipy.special.xlogy(target, target) - target * logp).sum()
   return total / (target.size if reduction == "mean" else target.shape[0])
+
+HPARAMS = (
+    HParam("retain_frac", "float", 0.3, low=0, high=1, low_open=True, high_open=True,
+           doc="fraction of D_r drawn per seed into the training union"),
+    HParam("temperature", "float", 1.0, low=0, low_open=True, traceable=True, doc="T of both teachers and the student"),
+    HParam("lr", "float", 1e-4, low=0, traceable=True, doc="Adam learning rate"),
+    HParam("epochs", "int", 1, low=1, doc="passes over the union"),
+    HParam("batch_size", "int", 256, low=1, doc="batch size"),
+    HParam("weight_decay", "float", 0.0, low=0, doc="coupled L2 decay"),
+    HParam("kl_reduction", "str", "mean", choices=("mean", "batchmean"), doc="KL reduction (÷ B·C or ÷ B)"),
+)
 
 
 def make(model, retain_frac: float = 0.3, temperature: float = 1.0, lr: float = 1e-4, epochs: int = 1,

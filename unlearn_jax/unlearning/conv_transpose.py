@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 # Tiny-run settings for the registry contract test (see base.small_overrides).
 SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
@@ -38,6 +39,14 @@ def transpose_conv_kernels(params):
     return jnp.swapaxes(leaf, 0, 1)
 
   return jax.tree_util.tree_map_with_path(one, params)
+
+HPARAMS = (
+    HParam("epochs", "int", 3, low=0, doc="fine-tuning epochs"),
+    HParam("lr", "float", 1e-3, low=0, traceable=True, doc="SGD learning rate (per-epoch cosine)"),
+    HParam("momentum", "float", 0.9, low=0, high=1, doc="SGD momentum"),
+    HParam("weight_decay", "float", 5e-4, low=0, doc="coupled L2 decay"),
+    HParam("batch_size", "int", 64, low=1, doc="batch size"),
+)
 
 
 def make(model, epochs: int = 3, lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 5e-4,

@@ -37,6 +37,7 @@ from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.training.state import TrainState
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 STAGE1_STREAM, STAGE2_STREAM, RETAIN_STREAM = 0, 1, 2
 FORGET_ORDER, PAIR_ORDER = 0, 1
@@ -68,6 +69,19 @@ def forget_round_loss(model, temperature: float):
     return contrastive_loss(z_f, jax.lax.stop_gradient(z_r), temperature), (stats, {})
 
   return loss_fn
+
+HPARAMS = (
+    HParam("epochs", "int", 8, low=0, doc="stage-2 epochs (forget round + retain round)"),
+    HParam("temperature", "float", 1.15, low=0, low_open=True, traceable=True, doc="contrastive temperature t"),
+    HParam("batch_size", "int", 64, low=1, doc="forget batch size"),
+    HParam("retain_batch_size", "int", 256, low=1, doc="retain batch size"),
+    HParam("stage1_lr", "float", 5e-3, low=0, traceable=True, doc="stage-1 SGD learning rate"),
+    HParam("forget_lr", "float", 3e-4, low=0, low_open=True, traceable=True, doc="forget-round initial learning rate"),
+    HParam("forget_eta_min", "float", 1e-6, low=0, traceable=True, doc="forget-round cosine floor"),
+    HParam("retain_lr", "float", 1e-3 * 256 / 64, low=0, traceable=True, doc="retain-round learning rate"),
+    HParam("retain_weight_decay", "float", 1e-2, low=0, doc="retain-round coupled L2 decay"),
+    HParam("momentum", "float", 0.9, low=0, high=1, doc="SGD momentum of all three optimisers"),
+)
 
 
 def make(model, epochs: int = 8, temperature: float = 1.15, batch_size: int = 64,

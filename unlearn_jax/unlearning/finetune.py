@@ -23,6 +23,7 @@ from typing import Optional
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 PRESETS = {
     "kit": dict(lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=5, batch_size=128, schedule="cosine_epoch"),
@@ -35,6 +36,20 @@ PRESETS = {
 }
 PRESET_DEFAULTS = dict(l2_init=0.0, bn_train=True)
 SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
+
+HPARAMS = (
+    HParam("preset", "str", "kit", choices=tuple(PRESETS), doc="reference setting the other fields default to"),
+    HParam("lr", "float", None, low=0, optional=True, traceable=True,
+           doc="SGD learning rate (None: the preset's value)"),
+    HParam("epochs", "int", None, low=1, optional=True, doc="passes over D_r (None: the preset's value)"),
+    HParam("batch_size", "int", None, low=1, optional=True, doc="retain batch size (None: the preset's value)"),
+    HParam("momentum", "float", None, low=0, high=1, optional=True, doc="SGD momentum (None: the preset's value)"),
+    HParam("weight_decay", "float", None, low=0, optional=True, doc="coupled L2 decay (None: the preset's value)"),
+    HParam("schedule", "str", None, choices=("constant", "cosine_epoch"), optional=True,
+           doc="learning-rate schedule (None: the preset's value)"),
+    HParam("l2_init", "float", None, low=0, optional=True, doc="λ of (λ/2)‖θ − θ₀‖² (None: the preset's value)"),
+    HParam("bn_train", "bool", None, optional=True, doc="student BatchNorm in train mode (None: the preset's value)"),
+)
 
 
 def make(model, preset: str = "kit", lr: Optional[float] = None, epochs: Optional[int] = None,

@@ -41,6 +41,7 @@ from unlearn_jax import _validate
 from unlearn_jax.training import losses, steps
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 SMALL_OVERRIDES = dict(chunk=4)
 
@@ -112,6 +113,13 @@ def noise_variance(fisher, num_classes: int, alpha: float):
     return v
 
   return jax.tree.map(one, fisher)
+
+HPARAMS = (
+    HParam("alpha", "float", 1e-7, low=0, low_open=True, doc="noise scale α"),
+    HParam("fisher_batch", "int", 1, low=1, doc="examples per Fisher batch (1: exact per-example Fisher)"),
+    HParam("subsample", "int", None, low=1, optional=True, doc="retain examples used for the Fisher (None: all)"),
+    HParam("chunk", "int", 16, low=1, doc="Fisher batches processed together (memory/speed only)"),
+)
 
 
 def make(model, alpha: float = 1e-7, fisher_batch: int = 1, subsample: Optional[int] = None,

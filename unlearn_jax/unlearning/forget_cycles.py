@@ -36,6 +36,7 @@ from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.training.state import TrainState
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 REINIT_STREAM, DATA_STREAM, NOISE_STREAM, REDRAW_STREAM = 0, 1, 2, 3
 
@@ -59,6 +60,18 @@ def layer_pool(params) -> list[str]:
   convs = [_common.module_path(p) for p, x in flat
            if _common.is_conv_kernel(p, x) and "downsample" not in _common.path_str(p)]
   return convs or _common.hidden_dense_modules(params)
+
+HPARAMS = (
+    HParam("variant", "str", "A", choices=("A", "B"), doc="reference cycle/learning-rate tables"),
+    HParam("n_layers", "int", 6, low=1, doc="layers re-initialised per cycle (with replacement)"),
+    HParam("input_noise", "float", 0.1, low=0, traceable=True, doc="σ of the input noise"),
+    HParam("momentum", "float", 0.9, low=0, high=1, doc="SGD momentum"),
+    HParam("weight_decay", "float", 5e-4, low=0, doc="coupled L2 decay"),
+    HParam("batch_size", "int", 64, low=1, doc="batch size"),
+    HParam("reinit_law", "str", "torchvision", choices=("torchvision", "torch_default"), doc="re-initialisation law"),
+    HParam("cycle_epochs", "ints", None, low=1, optional=True, doc="epochs per cycle (None: the variant's)"),
+    HParam("lrs", "floats", None, low=0, optional=True, doc="per-epoch learning rates (None: the variant's)"),
+)
 
 
 def make(model, variant: str = "A", n_layers: int = 6, input_noise: float = 0.1, momentum: float = 0.9,

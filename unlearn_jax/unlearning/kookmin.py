@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 SUBSET_STREAM, FORGET_ORDER_STREAM, REINIT_STREAM, DATA_STREAM = 0, 1, 2, 3
 MASK_SCOPES = ("layer", "global")
@@ -67,6 +68,20 @@ def reinit_masks(grads, ratio: float, scope: str):
     joint = smallest_mask(jnp.concatenate(convs), int(round(ratio * total))) if convs else jnp.zeros((0,), bool)
     masks = _common.split_joint(joint, [g for _, g in flat], is_conv)
   return jax.tree.unflatten(treedef, masks)
+
+HPARAMS = (
+    HParam("ratio", "float", 0.3, low=0, high=1, doc="fraction of conv entries re-initialised"),
+    HParam("epochs", "int", 5, low=1, doc="fine-tuning epochs"),
+    HParam("lr", "float", 1e-3, low=0, traceable=True, doc="SGD learning rate (times the per-epoch factor)"),
+    HParam("momentum", "float", 0.9, low=0, high=1, doc="SGD momentum"),
+    HParam("weight_decay", "float", 5e-4, low=0, doc="coupled L2 decay"),
+    HParam("batch_size", "int", 64, low=1, doc="batch size"),
+    HParam("kept_grad_scale", "float", 0.1, low=0, traceable=True, doc="gradient scale on kept conv entries"),
+    HParam("mask_scope", "str", "layer", choices=MASK_SCOPES, doc="rank per layer or globally"),
+    HParam("grad_bn_mode", "str", "train", choices=("train", "eval"), doc="BatchNorm mode while collecting G"),
+    HParam("lr_factor_table", "floats", None, low=0, optional=True,
+           doc="per-epoch learning-rate factors, one per epoch (None: warm-up then linear decay)"),
+)
 
 
 def make(model, ratio: float = 0.3, epochs: int = 5, lr: float = 1e-3, momentum: float = 0.9,

@@ -24,6 +24,7 @@ from unlearn_jax.training import engine
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 SMALL_OVERRIDES = dict(epochs=2, batch_size=16)
 
@@ -40,6 +41,17 @@ def l1_norm(params, scope: str) -> jax.Array:
   """``‖θ‖₁`` over all leaves (``all``) or over the non-BatchNorm leaves (``no_bn``)."""
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return sum(jnp.abs(x).sum() for p, x in flat if scope == "all" or not _common.is_batchnorm(p, x))
+
+HPARAMS = (
+    HParam("gamma", "float", 1e-4, low=0, traceable=True, doc="initial ℓ1 coefficient γ"),
+    HParam("no_l1_epochs", "int", 0, low=0, doc="trailing epochs without the penalty (at most epochs)"),
+    HParam("l1_scope", "str", "all", choices=("all", "no_bn"), doc="parameters under the ℓ1 norm"),
+    HParam("lr", "float", 0.01, low=0, traceable=True, doc="SGD learning rate"),
+    HParam("momentum", "float", 0.9, low=0, high=1, doc="SGD momentum"),
+    HParam("weight_decay", "float", 5e-4, low=0, doc="coupled L2 decay"),
+    HParam("epochs", "int", 10, low=1, doc="passes over D_r"),
+    HParam("batch_size", "int", 256, low=1, doc="retain batch size"),
+)
 
 
 def make(model, gamma: float = 1e-4, no_l1_epochs: int = 0, l1_scope: str = "all", lr: float = 0.01,

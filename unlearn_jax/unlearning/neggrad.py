@@ -15,8 +15,18 @@ from unlearn_jax import _validate
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 SMALL_OVERRIDES = dict(epochs=1, batch_size=8)
+
+HPARAMS = (
+    HParam("lr", "float", 1e-4, low=0, traceable=True, doc="SGD learning rate"),
+    HParam("epochs", "int", 5, low=1, doc="passes over D_f"),
+    HParam("batch_size", "int", 256, low=1, doc="forget batch size"),
+    HParam("momentum", "float", 0.9, low=0, high=1, doc="SGD momentum"),
+    HParam("weight_decay", "float", 5e-4, low=0, doc="coupled L2 decay"),
+    HParam("bn_train", "bool", True, doc="student BatchNorm in train mode"),
+)
 
 
 def make(model, lr: float = 1e-4, epochs: int = 5, batch_size: int = 256, momentum: float = 0.9,

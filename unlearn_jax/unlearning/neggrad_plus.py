@@ -37,6 +37,7 @@ from unlearn_jax.training import losses
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 PRESETS = {
     "small-scale": dict(beta=0.95, epochs=10, lr=0.01, momentum=0.0, weight_decay=0.0, l2_init=0.1,
@@ -50,6 +51,22 @@ PRESETS = {
 SMALL_OVERRIDES = dict(epochs=1, batch_size=16, forget_batch_size=8)
 
 RETAIN_STREAM, FORGET_STREAM = 0, 1
+
+HPARAMS = (
+    HParam("preset", "str", "small-scale", choices=tuple(PRESETS), doc="reference setting the other fields default to"),
+    HParam("beta", "float", None, low=0, high=1, optional=True,
+           doc="retain weight β; forget weight 1 − β (None: the preset's value)"),
+    HParam("epochs", "int", None, low=1, optional=True, doc="passes over D_r (None: the preset's value)"),
+    HParam("lr", "float", None, low=0, optional=True, traceable=True,
+           doc="SGD learning rate (None: the preset's value)"),
+    HParam("momentum", "float", None, low=0, high=1, optional=True, doc="SGD momentum (None: the preset's value)"),
+    HParam("weight_decay", "float", None, low=0, optional=True, doc="coupled L2 decay (None: the preset's value)"),
+    HParam("l2_init", "float", None, low=0, optional=True,
+           doc="λ of (λ/2)‖θ − θ₀‖² in the retain term (None: the preset's value)"),
+    HParam("bn_train", "bool", None, optional=True, doc="student BatchNorm in train mode (None: the preset's value)"),
+    HParam("batch_size", "int", None, low=1, optional=True, doc="retain batch size (None: the preset's value)"),
+    HParam("forget_batch_size", "int", None, low=1, optional=True, doc="forget batch size (None: the preset's value)"),
+)
 
 
 def make(model, preset: str = "small-scale", beta: Optional[float] = None, epochs: Optional[int] = None,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
+
+HPARAMS = ()
 
 
 def make(model) -> UnlearningMethod:

@@ -32,6 +32,7 @@ from unlearn_jax.training import steps
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 REINIT_STREAM, DATA_STREAM = 0, 1
 
@@ -67,6 +68,21 @@ def entropy(logits: jax.Array) -> jax.Array:
   """Per-example entropy of softmax(logits)."""
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   return -(jnp.exp(logp) * logp).sum(-1)
+
+HPARAMS = (
+    HParam("amount", "float", 0.99, low=0, high=1, doc="fraction of weights pruned and re-drawn"),
+    HParam("steps_factor", "float", 3.2, low=0, doc="fine-tuning steps in retain epochs"),
+    HParam("lr", "float", 5e-4, low=0, traceable=True, doc="SGD learning rate"),
+    HParam("momentum", "float", 0.9, low=0, high=1, doc="SGD momentum"),
+    HParam("weight_decay", "float", 5e-4, low=0, doc="coupled L2 decay"),
+    HParam("batch_size", "int", 64, low=1, doc="batch size"),
+    HParam("class_weight_power", "float", -0.1, traceable=True, doc="class weights n_c ** power"),
+    HParam("entropy_weight", "float", 1.0, low=0, traceable=True, doc="weight of the entropy-matching MSE"),
+    HParam("reinit_law", "str", "torch_default", choices=("torch_default", "torchvision"),
+           doc="law of the re-drawn weights"),
+    HParam("fp16", "bool", True, doc="round the result through float16"),
+    HParam("num_steps", "int", None, low=0, optional=True, doc="fine-tuning steps (None: steps_factor × batches)"),
+)
 
 
 def make(model, amount: float = 0.99, steps_factor: float = 3.2, lr: float = 5e-4, momentum: float = 0.9,

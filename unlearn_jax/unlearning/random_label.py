@@ -30,6 +30,7 @@ from unlearn_jax.training import losses, steps
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 VARIANTS = {
     "salun": dict(relabel="all", redraw="batch", order="sequential", optimizer="sgd", lr=0.013, momentum=0.9,
@@ -118,6 +119,23 @@ def build_unlearn(model, hp: dict,
 def cost(hp: dict, sizes: SetSizes) -> float:
   """E passes over D_r and D_f."""
   return hp["epochs"] * (1.0 + sizes.forget / sizes.retain)
+
+HPARAMS = (
+    HParam("variant", "str", "salun", choices=tuple(VARIANTS), doc="reference setting the other fields default to"),
+    HParam("relabel", "str", None, choices=("all", "others"), optional=True,
+           doc="random labels over all classes or the other classes (None: the preset's value)"),
+    HParam("redraw", "str", None, choices=("batch", "once"), optional=True,
+           doc="labels redrawn per batch or once (None: the preset's value)"),
+    HParam("order", "str", None, choices=("sequential", "union"), optional=True,
+           doc="forget-then-retain epochs or one shuffled union (None: the preset's value)"),
+    HParam("optimizer", "str", None, choices=("sgd", "adam"), optional=True,
+           doc="optimiser (None: the preset's value)"),
+    HParam("lr", "float", None, low=0, optional=True, traceable=True, doc="learning rate (None: the preset's value)"),
+    HParam("momentum", "float", None, low=0, high=1, optional=True, doc="SGD momentum (None: the preset's value)"),
+    HParam("weight_decay", "float", None, low=0, optional=True, doc="coupled L2 decay (None: the preset's value)"),
+    HParam("epochs", "int", None, low=1, optional=True, doc="epochs (None: the preset's value)"),
+    HParam("batch_size", "int", None, low=1, optional=True, doc="batch size (None: the preset's value)"),
+)
 
 
 def make(model, variant: str = "salun", relabel: Optional[str] = None, redraw: Optional[str] = None,

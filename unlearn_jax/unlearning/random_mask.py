@@ -24,6 +24,7 @@ import optax
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 MASK_STREAM, DATA_STREAM = 0, 1
 POOLS = ("torch_name", "no_bn")
@@ -37,6 +38,18 @@ def pool_mask(params, pool: str):
     return _common.leaf_mask(params, lambda p, x: "bn" not in _common.torch_name(p))
   return _common.leaf_mask(params, lambda p, x: "bn" not in _common.torch_name(p)
                            and not _common.is_batchnorm(p, x))
+
+HPARAMS = (
+    HParam("keep_prob", "float", 0.5, low=0, high=1, doc="probability a weight is kept"),
+    HParam("pool", "str", "torch_name", choices=POOLS, doc="masked tensors"),
+    HParam("epochs", "int", 5, low=1, doc="fine-tuning epochs"),
+    HParam("lr", "float", 1e-4, low=0, doc="initial learning rate (per-step cosine)"),
+    HParam("min_lr", "float", 1e-5, low=0, traceable=True, doc="cosine floor"),
+    HParam("weight_decay", "float", 1e-4, low=0, doc="coupled L2 decay"),
+    HParam("optimizer", "str", "adam", choices=("adam", "sgd"), doc="optimiser"),
+    HParam("momentum", "float", 0.9, low=0, high=1, doc="SGD momentum"),
+    HParam("batch_size", "int", 64, low=1, doc="batch size"),
+)
 
 
 def make(model, keep_prob: float = 0.5, pool: str = "torch_name", epochs: int = 5, lr: float = 1e-4,

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from unlearn_jax import _validate
 from unlearn_jax.unlearning import _common, random_label
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod
+from unlearn_jax.unlearning.hparams import HParam
 
 SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
 
@@ -54,6 +55,20 @@ def saliency_mask(grads, rho: float, scope: str = "global"):
   flat = jnp.concatenate([jnp.abs(g).ravel() for g in leaves])
   mask = top_fraction_mask(flat, rho)
   return jax.tree.unflatten(treedef, _common.split_joint(mask, leaves, [True] * len(leaves)))
+
+HPARAMS = (
+    HParam("rho", "float", 0.5, low=0, high=1, low_open=True, high_open=True, doc="fraction of entries updated"),
+    HParam("mask_scope", "str", "global", choices=("global", "per_layer"), doc="one ranking, or one per tensor"),
+    HParam("mask_target", "str", "update", choices=("update", "gradient"), doc="mask the final update or the gradient"),
+    HParam("mask_batch_size", "int", None, low=1, optional=True,
+           doc="forget batch size of the saliency pass (None: batch_size)"),
+    HParam("relabel", "str", "all", choices=("all", "others"), doc="random labels over all or the other classes"),
+    HParam("lr", "float", 0.013, low=0, traceable=True, doc="SGD learning rate"),
+    HParam("momentum", "float", 0.9, low=0, high=1, doc="SGD momentum"),
+    HParam("weight_decay", "float", 5e-4, low=0, doc="coupled L2 decay"),
+    HParam("epochs", "int", 10, low=1, doc="epochs"),
+    HParam("batch_size", "int", 256, low=1, doc="batch size"),
+)
 
 
 def make(model, rho: float = 0.5, mask_scope: str = "global", mask_target: str = "update",

@@ -45,6 +45,7 @@ from unlearn_jax.training import engine, losses, steps
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 PRESETS = {
     "MIA": dict(gamma=1.0, alpha=0.5, temperature=4.0, epochs=5, msteps=3, lr=5e-4, decay_epochs=(3, 5, 9),
@@ -200,6 +201,31 @@ def cost(hp: dict, sizes: SetSizes) -> float:
   """E retain epochs plus min(msteps, E) forget epochs, each with a teacher forward (⅓)."""
   passes = hp["epochs"] + min(hp["msteps"], hp["epochs"]) * sizes.forget / sizes.retain
   return passes * (1.0 + 1.0 / 3.0)
+
+HPARAMS = (
+    HParam("preset", "str", "MIA", choices=tuple(PRESETS), doc="reference setting the other fields default to"),
+    HParam("rewind", "bool", False, doc="SCRUB+R: return the epoch snapshot closest to the forget-error target"),
+    HParam("separate_optimizers", "bool", False, doc="max steps get their own optimiser state"),
+    HParam("gamma", "float", None, low=0, optional=True, traceable=True,
+           doc="weight of CE on D_r (None: the preset's value)"),
+    HParam("alpha", "float", None, low=0, optional=True, traceable=True,
+           doc="weight of KL_T on D_r (None: the preset's value)"),
+    HParam("temperature", "float", None, low=0, low_open=True, optional=True, traceable=True,
+           doc="distillation temperature T (None: the preset's value)"),
+    HParam("epochs", "int", None, low=1, optional=True, doc="min epochs over D_r (None: the preset's value)"),
+    HParam("msteps", "int", None, low=0, optional=True,
+           doc="leading epochs with a max step over D_f (None: the preset's value)"),
+    HParam("lr", "float", None, low=0, optional=True, traceable=True,
+           doc="initial learning rate η₀ (None: the preset's value)"),
+    HParam("decay_epochs", "ints", None, low=0, optional=True,
+           doc="epochs after which η decays ×0.1 (None: the preset's value)"),
+    HParam("optimizer", "str", None, choices=("sgd", "adam"), optional=True,
+           doc="optimiser (None: the preset's value)"),
+    HParam("momentum", "float", None, low=0, high=1, optional=True, doc="SGD momentum (None: the preset's value)"),
+    HParam("weight_decay", "float", None, low=0, optional=True, doc="coupled L2 decay (None: the preset's value)"),
+    HParam("batch_size", "int", None, low=1, optional=True, doc="retain batch size (None: the preset's value)"),
+    HParam("forget_batch_size", "int", None, low=1, optional=True, doc="forget batch size (None: the preset's value)"),
+)
 
 
 def make(model, preset: str = "MIA", rewind: bool = False, separate_optimizers: bool = False,

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from unlearn_jax import _validate
 from unlearn_jax.unlearning import _common, scrub
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod
+from unlearn_jax.unlearning.hparams import HParam
 
 SCOPES = ("random_k", "conv", "stem", "non_bn")
 SMALL_OVERRIDES = dict(scrub.SMALL_OVERRIDES, k=2)
@@ -74,6 +75,16 @@ def add_noise(params, gates, sigma: float, relative: bool, key: jax.Array):
     return p + g * scale * jax.random.normal(k, p.shape, p.dtype)
 
   return jax.tree.map(one, params, gates, _common.keys_like(key, params))
+
+HPARAMS = (
+    HParam("noise_scope", "str", "random_k", choices=SCOPES, doc="which tensors are noised"),
+    HParam("sigma", "float", 0.04, low=0, doc="noise standard deviation (relative to each leaf's std if relative)"),
+    HParam("relative", "bool", False, doc="sigma is relative to each leaf's standard deviation"),
+    HParam("k", "int", 4, low=1, doc="number of tensors for noise_scope random_k"),
+    HParam("reinject_sigma", "float", 0.0, low=0, doc="σ of a second draw before the last epoch (0: none)"),
+    HParam("preset", "str", "MIA", choices=tuple(scrub.PRESETS), doc="SCRUB preset"),
+    HParam("rewind", "bool", False, doc="SCRUB+R rewind"),
+) + tuple(h for h in scrub.HPARAMS if h.name in scrub.HP_NAMES)
 
 
 def make(model, noise_scope: str = "random_k", sigma: float = 0.04, relative: bool = False, k: int = 4,

@@ -28,6 +28,7 @@ from unlearn_jax.training import steps
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 
 NOISE1_STREAM, NOISE2_STREAM, DATA_STREAM = 0, 1, 2
 NOISE_SCOPES = ("stem", "all")
@@ -48,6 +49,19 @@ def add_noise(params, mask, key: jax.Array, std: float):
   keys = _common.keys_like(key, params)
   return jax.tree.map(lambda x, m, k: x + std * jax.random.normal(k, x.shape, x.dtype) if m else x,
                       params, mask, keys)
+
+HPARAMS = (
+    HParam("epochs", "int", 4, low=1, doc="fine-tuning epochs"),
+    HParam("lr", "float", 7e-4, low=0, traceable=True, doc="SGD learning rate (per-epoch cosine)"),
+    HParam("momentum", "float", 0.9, low=0, high=1, doc="SGD momentum"),
+    HParam("weight_decay", "float", 5e-4, low=0, doc="coupled L2 decay"),
+    HParam("batch_size", "int", 64, low=1, doc="batch size"),
+    HParam("noise_std", "float", 0.6, low=0, traceable=True, doc="σ of the first conv-weight noise"),
+    HParam("last_noise_std", "float", 0.005, low=0, traceable=True, doc="σ of the draw before the last epoch"),
+    HParam("noise_scope", "str", "stem", choices=NOISE_SCOPES, doc="noised conv kernels"),
+    HParam("class0_weight", "float", 1.0, low=0, traceable=True, doc="loss weight of class 0"),
+    HParam("other_weight", "float", 0.05, low=0, traceable=True, doc="loss weight of the other classes"),
+)
 
 
 def make(model, epochs: int = 4, lr: float = 7e-4, momentum: float = 0.9, weight_decay: float = 5e-4,

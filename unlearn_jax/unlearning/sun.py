@@ -42,6 +42,7 @@ from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.training.state import TrainState
 from unlearn_jax.unlearning import _common
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
+from unlearn_jax.unlearning.hparams import HParam
 from unlearn_jax.unlearning.random_mask import POOLS, pool_mask
 
 RESET_STREAM, PICK_STREAM, NOISE_PICK_STREAM, NOISE_STREAM, DATA_STREAM = 0, 1, 2, 3, 4
@@ -49,6 +50,22 @@ REFERENCE_LRS = (2e-4,) * 5 + (2e-4, 2e-4, 2e-4, 1e-3)
 
 # Tiny-run settings for the registry contract test (see base.small_overrides).
 SMALL_OVERRIDES = dict(lrs=(2e-4, 2e-4, 1e-3), select_epochs=2, batch_size=16)
+
+HPARAMS = (
+    HParam("lrs", "floats", REFERENCE_LRS, low=0, doc="per-epoch learning rates (their count is the epochs)"),
+    HParam("select_epochs", "int", 5, low=0, doc="leading epochs that train only selected tensors"),
+    HParam("reset_epochs", "int", 1, low=0, doc="leading selection epochs without noise"),
+    HParam("k", "int", 9, low=1, doc="tensors selected per epoch"),
+    HParam("noise_fraction", "float", 0.7, low=0, high=1, doc="fraction of the selected tensors noised"),
+    HParam("noise_std", "float", 0.04, low=0, traceable=True, doc="σ of the tensor noise"),
+    HParam("skip_previously_selected", "bool", True, doc="tensors selected before are not noised again"),
+    HParam("pool", "str", "torch_name", choices=POOLS, doc="selectable tensors"),
+    HParam("momentum", "float", 0.9, low=0, high=1, doc="SGD momentum"),
+    HParam("weight_decay", "float", 5e-4, low=0, doc="coupled L2 decay"),
+    HParam("batch_size", "int", 64, low=1, doc="batch size"),
+    HParam("epochs", "int", None, low=0, optional=True, doc="truncate/extend lrs to this many epochs (None: len(lrs))"),
+)
+
 
 def make(model, lrs: Sequence[float] = REFERENCE_LRS, select_epochs: int = 5, reset_epochs: int = 1,
          k: int = 9, noise_fraction: float = 0.7, noise_std: float = 0.04,
