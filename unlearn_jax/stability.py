@@ -14,14 +14,11 @@ per method and subsample.
 
 from __future__ import annotations
 
-import io
-import math
 import warnings
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from unlearn_jax import checkpoint
 
 DEFAULT_REPEATS = 20
 COLUMNS = ("n", "method", "mean_F", "std_F", "lo_F", "hi_F", "tau_of_means", "mean_tau")
@@ -110,17 +107,13 @@ def stability(methods: Sequence[str], unlearned: Sequence[np.ndarray], retrained
 
 def table(result: dict[str, Any], fmt: str = "markdown") -> str:
   """The rows as a GitHub markdown (4 decimals) or CSV (full precision) table."""
-  cell = lambda v: (f"{v:.4f}" if math.isfinite(v) else "nan") if isinstance(v, float) else str(v)
   if fmt == "csv":  # full precision
     lines = [",".join(COLUMNS)] + [",".join(str(r[c]) for c in COLUMNS) for r in result["rows"]]
     return "\n".join(lines) + "\n"
   if fmt != "markdown":
     raise ValueError(f"unknown table format {fmt!r}; expected 'markdown' or 'csv'")
-  cells = [[cell(r[c]) for c in COLUMNS] for r in result["rows"]]
-  widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(COLUMNS)]
-  line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
-  out = [line(COLUMNS), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells]
-  return "\n".join(out) + "\n"
+  from unlearn_jax import report
+  return report.markdown_table(COLUMNS, result["rows"])
 
 
 def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
@@ -151,8 +144,6 @@ def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
   ax_t.legend()
   fig.suptitle(title or f"ranking stability over {result['repeats']} subsamples per n")
   fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=100)
-  plt.close(fig)
-  checkpoint.atomic_write_bytes(path, buf.getvalue())
+  from unlearn_jax import report
+  report._save_figure(fig, path)
   return path
