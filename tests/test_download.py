@@ -132,10 +132,11 @@ def test_download_with_missing_requirements_names_the_extra(tmp_path, capsys, mo
   assert not os.path.exists(tmp_path / "data" / "downloads")  # refused before downloading anything
 
 
-@pytest.mark.parametrize("command", ["evaluate", "train"])
+@pytest.mark.parametrize("command", ["evaluate", "train", "sweep"])
 def test_download_of_a_source_that_is_not_from_tfds(tmp_path, capsys, command):
   err = _one_line_error(capsys, [command, "--dataset", "digits", "--download"] +
-                        (["--config", "tiny", "--output-dir", str(tmp_path)] if command == "evaluate" else []))
+                        (["--config", "tiny", "--output-dir", str(tmp_path)] if command != "train" else []) +
+                        (["--grid", "lr=0.1,0.2"] if command == "sweep" else []))
   assert "--download prepares the tensorflow-datasets sources ['cifar10', 'cifar100', 'mnist', " \
          "'fashion_mnist', 'svhn_cropped'] (or tfds:<name>), not 'digits'" in err
   assert "cifar10_tarball" in err

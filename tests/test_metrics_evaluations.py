@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from tests.reference import reference_points
+from tests.test_metrics_privacy import _mixed_case
 from unlearn_jax.metrics import (example_bootstrap, forgetting_metric, forgetting_quality, interval, klom, klom_summary,
                                  model_bootstrap, ulira)
+from unlearn_jax.metrics import bootstrap
 
 # One shape for the model-bootstrap runs that share a compilation.
 N_BS, E_BS, B_BS = 16, 12, 24
@@ -19,9 +21,10 @@ N_BS, E_BS, B_BS = 16, 12, 24
 
 @pytest.fixture(scope="module")
 def tied_populations():
+  # Shifted, rounded (ties), saturated and narrow columns, three of each kind.
   rng = np.random.default_rng(0)
-  u = np.round(rng.normal(size=(N_BS, E_BS)), 1)  # rounded: ties even before resampling
-  r = rng.normal(size=(N_BS, E_BS)) * rng.uniform(0.5, 2.0, size=E_BS) + 0.4
+  cases = [_mixed_case(rng, N_BS) for _ in range(E_BS // 4)]
+  u, r = np.concatenate([c[0] for c in cases], 1), np.concatenate([c[1] for c in cases], 1)
   return u, r, model_bootstrap(u, r, num_draws=B_BS, seed=3)
 
 
@@ -31,11 +34,13 @@ def test_model_bootstrap_draws_equal_plain_metric_on_resampled_arrays(tied_popul
   assert boot.unlearned_idx.shape == boot.retrained_idx.shape == (B_BS, N_BS)
   assert np.issubdtype(boot.unlearned_idx.dtype, np.integer)
   assert not np.array_equal(boot.unlearned_idx, boot.retrained_idx)  # independent draws
+  eps = bootstrap._draw_all(u, r, boot.unlearned_idx, boot.retrained_idx)
   for b in (0, 11, B_BS - 1):
     ui, ri = boot.unlearned_idx[b], boot.retrained_idx[b]
     assert len(np.unique(ui)) < N_BS  # the draw really duplicates models
     plain = forgetting_metric(u[ui], r[ri])
     assert boot.forgetting_quality[b] == plain.forgetting_quality, b
+    np.testing.assert_array_equal(eps[b], plain.epsilons)
   assert len(np.unique(boot.forgetting_quality)) > 5
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -282,8 +286,6 @@ print(steps, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).
 
 def test_wide_range_memory_is_bounded():
   # Issue: two 8x5 arrays of normal x 2e5 (grids of ~1e8 points) once took 21 GB; an outlier of 2e4 665 MB.
-  import subprocess
-  import sys
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, "-c", _WIDE_RANGE_SCRIPT], capture_output=True, text=True, env=env,
                        timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import autotune, checkpoint, evaluations, margins, plugins, seeds, setups
+from unlearn_jax import autotune, checkpoint, compile_cache, evaluations, margins, plugins, seeds, setups
 from unlearn_jax._validate import check_seed
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
@@ -99,6 +99,8 @@ class EvalConfig:
     metrics: evaluations to compute (:data:`unlearn_jax.evaluations.METRIC_NAMES`); ``klom``
       makes the measurement stages record margins on ``margin_examples`` retain and held-out
       examples (see :mod:`unlearn_jax.margins`).
+    compile_cache: keep JAX's persistent compilation cache under ``cache_dir/jax-compilation``
+      (:mod:`unlearn_jax.compile_cache`), so running the same evaluation again skips compilation.
   """
 
   dataset: str = "digits"
@@ -125,6 +127,7 @@ class EvalConfig:
   wait_timeout_s: float = 3600.0
   metrics: tuple[str, ...] = ("competition",)
   margin_examples: int = margins.DEFAULT_MARGIN_EXAMPLES
+  compile_cache: bool = True
 
 
 # ------------------------------------------------------------------ context
@@ -329,18 +332,42 @@ def make_measure_fn(model, eval_batch_size: int = 512,
 
 
 class Progress:
-  """Per-chunk progress lines on ``stream``: models done, models/s, ETA."""
+  """Per-chunk progress lines on ``stream``: models done, models/s, ETA.
 
-  def __init__(self, stream: Optional[TextIO] = None, enabled: bool = True):
+  The first chunk a stage computes includes compiling its program, so the rate and
+  the ETA come only from the chunks after it (no ETA until one has run). Lines of a
+  stage are printed at most every ``interval_s`` seconds of ``clock``; its first
+  computed chunk and its last chunk are always printed.
+  """
+
+  def __init__(self, stream: Optional[TextIO] = None, enabled: bool = True, interval_s: float = 5.0,
+               clock: Callable[[], float] = time.monotonic):
     self.stream = stream if stream is not None else sys.stderr
     self.enabled = enabled
+    self.interval_s = interval_s
+    self.clock = clock
+    self._stages: dict[str, dict[str, Any]] = {}
 
   def line(self, text: str) -> None:
     if self.enabled:
       print(text, file=self.stream, flush=True)
 
   def chunk(self, stage: str, done: int, total: int, computed: int, elapsed: float) -> None:
-    rate = computed / elapsed if elapsed > 0 and computed else float("nan")
+    """After a chunk: ``done`` of ``total`` models ready, ``computed`` of them in ``elapsed`` s by this run."""
+    state = self._stages.get(stage)
+    if state is None or computed <= state["computed"]:  # a new pass over the stage (or a retry)
+      state = self._stages[stage] = dict(first=(computed, elapsed), computed=0, printed=None)
+    state["computed"] = computed
+    c0, e0 = state["first"]
+    now = self.clock()
+    final = done >= total
+    if not final and state["printed"] is not None and now - state["printed"] < self.interval_s:
+      return
+    state["printed"] = now
+    if computed == c0:
+      self.line(f"[{stage}] models {done}/{total}  first chunk {elapsed:.1f} s (includes compilation)")
+      return
+    rate = (computed - c0) / (elapsed - e0) if elapsed > e0 else float("nan")
     eta = (total - done) / rate if rate == rate and rate > 0 else float("nan")
     eta_text = f"{eta:.0f} s" if eta == eta else "?"
     self.line(f"[{stage}] models {done}/{total}  {rate:.2f} models/s  ETA {eta_text}")
@@ -676,13 +703,19 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       or too few seeds remain.
   """
   progress = progress or Progress()
-  t0 = time.perf_counter()
-  ctx = build_context(config, progress)
-  method = build_method(ctx)  # bad hyperparameters fail before any training
-  load = time.perf_counter() - t0
-  ref = prepare(config, progress, ctx)
-  ref.walls["load"] = load
-  return evaluate_method(ref, method, progress)
+  with compile_cache.persistent_cache(compile_cache_dir(config)):
+    t0 = time.perf_counter()
+    ctx = build_context(config, progress)
+    method = build_method(ctx)  # bad hyperparameters fail before any training
+    load = time.perf_counter() - t0
+    ref = prepare(config, progress, ctx)
+    ref.walls["load"] = load
+    return evaluate_method(ref, method, progress)
+
+
+def compile_cache_dir(config: EvalConfig) -> Optional[str]:
+  """Where ``config``'s run keeps JAX's persistent compilation cache (``None``: off)."""
+  return compile_cache.dir_under(config.cache_dir) if config.compile_cache else None
 
 
 def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None, *,

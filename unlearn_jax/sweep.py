@@ -44,9 +44,8 @@ import json
 import math
 import os
 import re
+import time
 from typing import Any, Callable, Mapping, Optional, Sequence
-
-import numpy as np
 
 from unlearn_jax import checkpoint, pipeline, report, setups
 
@@ -230,6 +229,25 @@ def _evaluate_point(ref: pipeline.Reference, method, out_dir: str, progress: pip
   return results, False
 
 
+def plan(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *, factory: Optional[Callable] = None,
+         confirm_seed: Optional[int] = None):
+  """``(method source, points)``: the method resolved and the grid checked, touching no file.
+
+  The checks :func:`run_sweep` makes before anything else (callers may run them
+  before creating directories); one-line ``ValueError`` on failure.
+  """
+  from unlearn_jax import plugins
+  if config.process_count != 1:
+    raise ValueError("sweep runs in a single process")
+  source = plugins.resolve_method(config.method)  # a registry name, a plugin spec or a factory
+  if source.built is not None:
+    raise ValueError(f"method {source.name!r} was given as a built UnlearningMethod; a sweep needs its factory")
+  points = check_grid(source.name, factory or source.factory, grid, dict(config.hyperparameters))
+  if confirm_seed is not None and confirm_seed == config.seed:
+    raise ValueError(f"--confirm-seed must differ from the sweep's seed {config.seed} (a fresh seed stream)")
+  return source, points
+
+
 def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
               factory: Optional[Callable] = None, build: Optional[Callable] = None,
               progress: Optional[pipeline.Progress] = None, plots: bool = True, confirm: bool = False,
@@ -251,21 +269,16 @@ def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
     ValueError: a bad grid, configuration or point (before any training), one line.
     ProtocolError: a point diverged (without ``allow_nan_drop``).
   """
-  from unlearn_jax import plugins
   progress = progress or pipeline.Progress()
-  if config.process_count != 1:
-    raise ValueError("sweep runs in a single process")
-  source = plugins.resolve_method(config.method)  # a registry name, a plugin spec or a factory
-  if source.built is not None:
-    raise ValueError(f"method {source.name!r} was given as a built UnlearningMethod; a sweep needs its factory")
+  source, points = plan(config, grid, factory=factory, confirm_seed=confirm_seed)
   build = build or pipeline.build_method
   fixed = dict(config.hyperparameters)
-  points = check_grid(source.name, factory or source.factory, grid, fixed)
-  if confirm_seed is not None and confirm_seed == config.seed:
-    raise ValueError(f"--confirm-seed must differ from the sweep's seed {config.seed} (a fresh seed stream)")
+  t0 = time.perf_counter()
   ctx = pipeline.build_context(config, progress)
   methods = [build(ctx, {**fixed, **dict(p.values)}) for p in points]  # a factory that raises fails here
+  load = time.perf_counter() - t0
   ref = pipeline.prepare(config, progress, ctx)
+  ref.walls["load"] = load
   progress.line(f"[sweep] {len(points)} point(s) of {config.method} against one reference "
                 f"(N={config.num_models})")
   out_dir = config.output_dir
@@ -414,6 +427,7 @@ def write_plot(result: SweepResult, path: str) -> str:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   keys = list(result.grid)
   fig, axes = plt.subplots(2, len(keys), figsize=(4.5 * len(keys), 6.5), squeeze=False)
@@ -442,8 +456,10 @@ def write_plot(result: SweepResult, path: str) -> str:
     if numeric:
       positive = [float(v) for v in values if float(v) > 0]
       if len(positive) == len(values) and max(positive) / min(positive) >= 10:
-        top.set_xscale("log")
-        bottom.set_xscale("log")
+        for ax in (top, bottom):
+          ax.set_xscale("log")
+          ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+          ax.set_xticks(sorted(values), [f"{v:g}" for v in sorted(values)])
       elif all(isinstance(v, int) for v in values):
         for ax in (top, bottom):
           ax.set_xticks(sorted(values))

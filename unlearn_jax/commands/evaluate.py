@@ -29,6 +29,7 @@ FLAG_KEYS = {
     "chunk_size": "chunk_size", "conv_impl": "conv_impl", "dtype": "dtype", "seed": "seed", "output_dir": "output_dir",
     "cache_dir": "cache_dir", "allow_nan_drop": "allow_nan_drop", "plots": "plots", "metrics": "metrics",
     "margin_examples": "margin_examples", "bootstrap": "bootstrap", "with_ceiling": "with_ceiling",
+    "compile_cache": "compile_cache",
 }
 
 
@@ -86,6 +87,9 @@ def add_arguments(p) -> None:
                  help="add model- and example-bootstrap 95%% intervals of F and the final score from B draws")
   p.add_argument("--with-ceiling", action="store_true", default=None,
                  help="compute F of retrain as the method (N more retrained models, cached) if the cache lacks it")
+  p.add_argument("--no-compile-cache", dest="compile_cache", action="store_false", default=None,
+                 help="do not keep JAX's persistent compilation cache in <cache-dir>/jax-compilation (default: "
+                      "kept, so running the same command again skips compilation)")
   p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   p.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
                  help="multi-process: coordinator host:port (env JAX_COORDINATOR_ADDRESS)")
@@ -167,7 +171,7 @@ def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: i
       seed=cfg["seed"], strategy=cfg["strategy"], chunk_size=cfg.get("chunk_size"), conv_impl=cfg["conv_impl"],
       dtype=str(cfg.get("dtype") or "float32"), cache_dir=cfg["cache_dir"], output_dir=cfg["output_dir"], cache_params=bool(cfg.get("cache_params", True)),
       allow_nan_drop=bool(cfg.get("allow_nan_drop")), process_index=process_index, process_count=process_count,
-      metrics=metrics, margin_examples=margin_examples)
+      metrics=metrics, margin_examples=margin_examples, compile_cache=bool(cfg.get("compile_cache", True)))
 
 
 def _init_distributed(args) -> tuple[int, int]:

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from unlearn_jax import checkpoint
+from unlearn_jax import checkpoint, compile_cache
 from unlearn_jax.metrics import forgetting_metric, logit_scaled_confidence
 
 
@@ -31,6 +31,7 @@ def add_parser(sub) -> None:
   p.add_argument("--metrics", default="competition",
                  help="comma-separated evaluations: competition (always), ulira, klom")
   p.add_argument("--output", default=None, help="write results as JSON to this path")
+  compile_cache.add_flag(p)
 
 
 def _read_array(data, key: str, path: str, name: str) -> np.ndarray:
@@ -116,6 +117,11 @@ def load_margins(path: str, name: str, num_models: int) -> dict[str, np.ndarray]
 
 
 def run(args) -> int:
+  with compile_cache.for_command(args):
+    return _run(args)
+
+
+def _run(args) -> int:
   from unlearn_jax import evaluations
   metrics = evaluations.parse_metrics(args.metrics)
   u = load_confs(args.unlearned, "--unlearned")

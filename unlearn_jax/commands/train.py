@@ -9,7 +9,7 @@ import time
 import jax
 import numpy as np
 
-from unlearn_jax import autotune, seeds
+from unlearn_jax import autotune, compile_cache, seeds
 from unlearn_jax._validate import check_seed
 from unlearn_jax.data import SplitSpec, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
@@ -41,9 +41,15 @@ def add_parser(sub) -> None:
   p.add_argument("--seed", type=int, default=0, help="root seed")
   p.add_argument("--dtype", default="float32", choices=sorted(COMPUTE_DTYPES),
                  help="compute dtype; parameters, BatchNorm statistics and the loss stay float32")
+  compile_cache.add_flag(p)
 
 
 def run(args) -> int:
+  with compile_cache.for_command(args):
+    return _run(args)
+
+
+def _run(args) -> int:
   if args.num_models < 1:
     raise ValueError(f"--num-models must be >= 1, got {args.num_models}")
   check_seed("--seed", args.seed)

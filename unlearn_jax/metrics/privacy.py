@@ -194,12 +194,14 @@ def _linspace_at(idx, start, stop, num):
   return jnp.where((idx == num - 1) & (num > 1), stop, _rounded(idx.astype(start.dtype) * step) + start)
 
 
-def _count_below_rows(x, start, stop):
+def _count_below_rows(x, start, stop, weights=None):
   """``[rows, NUM_LEFT]`` counts ``#(x < l_j)`` for each row's left grid ``linspace(start, stop, NUM_LEFT)``.
 
   ``x`` is ``[N]``; ``start``, ``stop`` are ``[rows]``. For each data point, the number of
   left edges ``<= x`` is found arithmetically and fixed up against the exact grid values;
-  a per-row histogram of those numbers, cumulated, gives the counts.
+  a per-row histogram of those numbers, cumulated, gives the counts. With ``weights``
+  (``[N]`` int32 multiplicities) each point counts that many times; ``+inf`` points
+  count nowhere.
   """
   last = NUM_LEFT - 1
   start = start[:, None]
@@ -217,7 +219,7 @@ def _count_below_rows(x, start, stop):
   num_le = g + 1 - below.astype(jnp.int32) + above.astype(jnp.int32)  # in [0, NUM_LEFT]
   rows = start.shape[0]
   hist = jnp.zeros((rows, NUM_LEFT + 1), jnp.int32)
-  hist = hist.at[jnp.arange(rows)[:, None], num_le].add(1)
+  hist = hist.at[jnp.arange(rows)[:, None], num_le].add(1 if weights is None else weights[None, :])
   # XLA's CPU cumsum is slower here than a log-depth scan.
   return jax.lax.associative_scan(jnp.add, hist, axis=1)[:, :NUM_LEFT]
 
@@ -314,7 +316,7 @@ def _chunk_occupancy(unlearned, retrained):
 
 
 def _single_grid(k, lo, hi, num_t):
-  """The single-threshold grid point ``k``: numpy's float64 ``linspace(lo, hi, T)[k]`` rounded to float32, as float64."""
+  """Single-threshold grid point ``k``: numpy's float64 ``linspace(lo, hi, T)[k]`` rounded to float32, as float64."""
   return _linspace_at(k, lo, hi, num_t).astype(jnp.float32).astype(lo.dtype)
 
 
