@@ -12,10 +12,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from unlearn_jax.commands import compare as compare_cmd
 from unlearn_jax.commands import evaluate as evaluate_cmd
 from unlearn_jax.commands import leaderboard as leaderboard_cmd
 from unlearn_jax.commands import methods as methods_cmd
 from unlearn_jax.commands import score as score_cmd
+from unlearn_jax.commands import stability as stability_cmd
 from unlearn_jax.commands import sweep as sweep_cmd
 from unlearn_jax.commands import train as train_cmd
 from unlearn_jax.commands import tune as tune_cmd
@@ -27,6 +29,8 @@ COMMANDS = {
     "leaderboard": leaderboard_cmd,
     "methods": methods_cmd,
     "score": score_cmd,
+    "compare": compare_cmd,
+    "stability": stability_cmd,
     "sweep": sweep_cmd,
     "tune": tune_cmd,
 }

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import autotune, checkpoint, compile_cache, degenerate, plugins, seeds, setups
+from unlearn_jax import autotune, checkpoint, compile_cache, degenerate, evaluations, margins, plugins, seeds, setups
 from unlearn_jax._validate import check_seed
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
@@ -96,6 +96,9 @@ class EvalConfig:
     cache_params: also store the retrained models' parameters.
     allow_nan_drop: drop seeds whose unlearned model is not finite instead of failing.
     process_index, process_count: this process among ``process_count`` running the same call.
+    metrics: evaluations to compute (:data:`unlearn_jax.evaluations.METRIC_NAMES`); ``klom``
+      makes the measurement stages record margins on ``margin_examples`` retain and held-out
+      examples (see :mod:`unlearn_jax.margins`).
     compile_cache: keep JAX's persistent compilation cache under ``cache_dir/jax-compilation``
       (:mod:`unlearn_jax.compile_cache`), so running the same evaluation again skips compilation.
   """
@@ -122,6 +125,8 @@ class EvalConfig:
   process_index: int = 0
   process_count: int = 1
   wait_timeout_s: float = 3600.0
+  metrics: tuple[str, ...] = ("competition",)
+  margin_examples: int = margins.DEFAULT_MARGIN_EXAMPLES
   compile_cache: bool = True
 
 
@@ -236,6 +241,9 @@ def validate(config: EvalConfig) -> None:
   if config.data_dir is not None and not os.access(config.data_dir, os.R_OK | os.X_OK):
     raise ValueError(f"data directory {config.data_dir!r} is not readable")
   resolve_recipe(config.recipe, config.recipe_overrides)
+  evaluations.check_metrics(config.metrics)
+  if int(config.margin_examples) != config.margin_examples or config.margin_examples < 1:
+    raise ValueError(f"margin_examples must be an integer >= 1, got {config.margin_examples}")
 
 
 def build_context(config: EvalConfig, progress: Optional["Progress"] = None) -> Context:
@@ -291,12 +299,14 @@ def _metrics():
   return metrics
 
 
-def make_measure_fn(model, eval_batch_size: int = 512) -> Callable[[Any, Any, Any], dict[str, jax.Array]]:
+def make_measure_fn(model, eval_batch_size: int = 512,
+                    margin_subsets: Optional[Mapping[str, np.ndarray]] = None) -> Callable[[Any, Any, Any], dict[str, jax.Array]]:
   """``measure(params, batch_stats, data) -> outputs`` of one model (eval mode).
 
   Outputs: ``retain_accuracy``, ``forget_accuracy``, ``test_accuracy`` (scalars),
   ``forget_confidence`` ``[F]`` (logit-scaled confidence of the true label),
-  ``forget_loss`` ``[F]`` and ``test_loss`` ``[T]`` (per-example cross-entropy).
+  ``forget_loss`` ``[F]`` and ``test_loss`` ``[T]`` (per-example cross-entropy); with
+  ``margin_subsets`` also ``retain_margin`` and ``heldout_margin`` (:mod:`unlearn_jax.margins`).
   """
   predict = make_predict_fn(model, eval_batch_size)
   confidence = _metrics().logit_scaled_confidence
@@ -313,6 +323,8 @@ def make_measure_fn(model, eval_batch_size: int = 512) -> Callable[[Any, Any, An
         out["forget_loss"] = per_example_cross_entropy(logits, labels)
       elif split == "test":
         out["test_loss"] = per_example_cross_entropy(logits, labels)
+    if margin_subsets is not None:
+      out.update(margins.margin_outputs(predict, params, batch_stats, data, margin_subsets))
     return out
 
   return measure
@@ -540,10 +552,12 @@ def retrained_models(ctx: Context, root: jax.Array, cache_root: str, progress: P
 
 
 def unlearned_models(ctx: Context, method, original: ModelState, root: jax.Array, original_key: str,
-                     progress: Progress):
+                     progress: Progress, margin_subsets: Optional[Mapping[str, np.ndarray]] = None):
   """Outputs of the N unlearning runs (stored per chunk under the output directory for resuming)."""
   parts = dict(kind="unlearned", version=CACHE_VERSION, original=original_key, method=method.name,
                hyperparameters=dict(method.hyperparameters), num_models=None)
+  if margin_subsets is not None:  # keys of runs without margins stay as they were
+    parts["margins"] = margins.subset_digest(margin_subsets)
   if ctx.config.unlearn_seed is not None and ctx.config.unlearn_seed != ctx.config.seed:
     parts["unlearn_seed"] = ctx.config.unlearn_seed  # default-seed keys stay as they were
   if ctx.method_origin is not None:  # a user's method: its file's contents are part of the key
@@ -552,7 +566,7 @@ def unlearned_models(ctx: Context, method, original: ModelState, root: jax.Array
   folder = f"{plugins.safe_name(method.name)}-{key}"
   store = checkpoint.ChunkStore(os.path.join(ctx.config.output_dir, "chunks", folder),
                                 checkpoint.describe(parts))
-  measure = make_measure_fn(ctx.model)
+  measure = make_measure_fn(ctx.model, margin_subsets=margin_subsets)
 
   def fn(key, original, data):
     res = method.unlearn(original, data, key)
@@ -632,6 +646,7 @@ class Reference:
   cache: dict[str, Any]
   rebuilt: list[str]
   walls: dict[str, float]
+  margin_subsets: Optional[dict[str, np.ndarray]] = None  # klom: the fixed retain/held-out subsets
 
 
 def prepare(config: EvalConfig, progress: Optional[Progress] = None, context: Optional[Context] = None) -> Reference:
@@ -665,8 +680,18 @@ def prepare(config: EvalConfig, progress: Optional[Progress] = None, context: Op
   bad_r = nonfinite_seeds(retrained)
   if bad_r.size:
     raise ProtocolError(f"retrained models are not finite on seeds {bad_r.tolist()}; check the recipe")
+  subsets = None
+  if "klom" in config.metrics:
+    subsets = margins.subset_indices(ctx.data, config.split.seed, config.margin_examples)
+    t0 = time.perf_counter()
+    retrained.update(margins.retrained_margins(
+        ctx.model, ctx.data, retrained_dir, _plan(checkpoint.ChunkStore(retrained_dir), config.num_models,
+                                                  config.num_models)[0], subsets, ctx.key_parts("retrained"),
+        progress))
+    walls["margins"] = time.perf_counter() - t0
   cache = {"original": original_dir, "original_reused": original_cached, "retrained": retrained_dir}
-  return Reference(ctx, root, original, original_out, original_key, retrained, cache, rebuilt_o + rebuilt_r, walls)
+  return Reference(ctx, root, original, original_out, original_key, retrained, cache, rebuilt_o + rebuilt_r, walls,
+                   subsets)
 
 
 def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optional[dict[str, Any]]:
@@ -728,7 +753,7 @@ def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None,
   t0 = time.perf_counter()
   unlearned, unlearned_dir, rebuilt_u = unlearned_models(ctx, method, ref.original,
                                                          jax.random.fold_in(root_u, STREAM_UNLEARN),
-                                                         ref.original_key, progress)
+                                                         ref.original_key, progress, ref.margin_subsets)
   walls["unlearn"] = time.perf_counter() - t0
   if config.process_index != 0:
     return None
@@ -800,12 +825,15 @@ def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None,
       "conv_impl": {"impl": ctx.config.conv_impl, "source": ctx.conv_impl_source},
       "cache": {**ref.cache, "unlearned": unlearned_dir, "rebuilt": ref.rebuilt + rebuilt_u},
   }
+  if ref.margin_subsets is not None:
+    results["margin_examples"] = {k: int(v.shape[0]) for k, v in ref.margin_subsets.items()}
   if ctx.method_origin is not None:
     results["method_origin"] = ctx.method_origin
   if plugins.is_spec(config.model):
     results["model_origin"] = plugins.model_record(config.model)
   results["_arrays"] = {"unlearned_confidence": unlearned["forget_confidence"],
-                        "retrained_confidence": retrained["forget_confidence"], "epsilons": eps}
+                        "retrained_confidence": retrained["forget_confidence"], "epsilons": eps,
+                        "unlearned": unlearned, "retrained": retrained}
   return results
 
 

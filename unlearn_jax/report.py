@@ -18,9 +18,9 @@ import numpy as np
 from unlearn_jax import checkpoint, setups
 
 RESULTS_FILE = "results.json"
-LEADERBOARD_COLUMNS = ("rank", "method", "dataset", "N", "final_score", "forgetting_quality", "retain_acc_U",
-                       "test_acc_U", "forget_acc_U", "retain_acc_R", "test_acc_R", "mia_U", "cost_rel", "dir",
-                       "flag")
+LEADERBOARD_COLUMNS = ("rank", "method", "dataset", "N", "final_score", "forgetting_quality", "F_95ci", "F_over_ceiling",
+                       "retain_acc_U", "test_acc_U", "forget_acc_U", "retain_acc_R", "test_acc_R", "mia_U", "cost_rel",
+                       "dir", "flag")
 CSV_COLUMNS = LEADERBOARD_COLUMNS + ("setup",)
 
 
@@ -130,6 +130,7 @@ def _row(r: Mapping[str, Any], path: str, setup: str) -> dict[str, Any]:
   return {
       "method": r["method"], "dataset": r.get("dataset", "?"), "N": r.get("num_models_scored", r.get("num_models")),
       "final_score": _float(r["final_score"]), "forgetting_quality": _float(r["forgetting_quality"]),
+      **_uncertainty_cells(r),
       "retain_acc_U": mean(u, "retain_accuracy"), "test_acc_U": mean(u, "test_accuracy"),
       "forget_acc_U": mean(u, "forget_accuracy"), "retain_acc_R": mean(rt, "retain_accuracy"),
       "test_acc_R": mean(rt, "test_accuracy"), "mia_U": _float(r.get("mia", {}).get("unlearned")),
@@ -153,6 +154,18 @@ def _flag(check: Any) -> str:
   if not check.get("flagged"):
     return ""
   return f"no-op ({', '.join(map(str, check.get('reasons') or []))})"
+
+
+def _uncertainty_cells(results: Mapping[str, Any]) -> dict[str, Any]:
+  """F's model-bootstrap interval (``--bootstrap``) and F / F_ceiling (where the setup's ceiling is known)."""
+  from unlearn_jax import ceiling
+  b = results.get("bootstrap")
+  b = b.get("forgetting_quality") if isinstance(b, Mapping) else None
+  ok = isinstance(b, Mapping) and _is_number(b.get("lo")) and _is_number(b.get("hi"))
+  c = ceiling.of_results(results)
+  ratio = c.get("ratio") if c else None
+  return {"F_95ci": f"[{b['lo']:.4f}, {b['hi']:.4f}]" if ok else "",
+          "F_over_ceiling": float(ratio) if _is_number(ratio) else float("nan")}
 
 
 def _fmt(v: Any) -> str:

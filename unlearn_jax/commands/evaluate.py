@@ -3,6 +3,13 @@
 Flags override the config (``--config``, default ``configs/default.py``), and
 ``--set key=value`` overrides both. See :mod:`unlearn_jax.pipeline` for the
 stages, caching, resuming and multi-process behaviour.
+
+Beside ``results.json`` it writes ``populations.npz`` (the per-model confidences and
+accuracies, :mod:`unlearn_jax.populations`) for ``compare`` and ``stability``.
+``--bootstrap B`` adds bootstrap intervals (:mod:`unlearn_jax.uncertainty`),
+``--with-ceiling`` F of ``retrain`` as the method (:mod:`unlearn_jax.ceiling`, also shown
+whenever the cache already holds it), and ``--metrics competition,ulira,klom`` the
+many-model attacks (:mod:`unlearn_jax.evaluations`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ FLAG_KEYS = {
     "num_models": "num_models", "forget_mode": "forget_mode", "forget_fraction": "forget_fraction",
     "forget_groups": "forget_groups", "split_seed": "split_seed", "strategy": "strategy",
     "chunk_size": "chunk_size", "conv_impl": "conv_impl", "dtype": "dtype", "seed": "seed", "output_dir": "output_dir",
-    "cache_dir": "cache_dir", "allow_nan_drop": "allow_nan_drop", "plots": "plots", "compile_cache": "compile_cache",
+    "cache_dir": "cache_dir", "allow_nan_drop": "allow_nan_drop", "plots": "plots", "metrics": "metrics",
+    "margin_examples": "margin_examples", "bootstrap": "bootstrap", "with_ceiling": "with_ceiling",
+    "compile_cache": "compile_cache",
 }
 
 
@@ -70,6 +79,14 @@ def add_arguments(p) -> None:
   p.add_argument("--allow-nan-drop", action="store_true", default=None,
                  help="drop seeds on which the method diverges instead of failing")
   p.add_argument("--no-plots", dest="plots", action="store_false", default=None, help="skip the PNG plots")
+  p.add_argument("--metrics", help="comma-separated evaluations: competition (always), ulira, klom "
+                                    "(default competition)")
+  p.add_argument("--margin-examples", type=int,
+                 help="retain and held-out examples on which klom records margins (default 1000, or all if fewer)")
+  p.add_argument("--bootstrap", type=int, metavar="B",
+                 help="add model- and example-bootstrap 95%% intervals of F and the final score from B draws")
+  p.add_argument("--with-ceiling", action="store_true", default=None,
+                 help="compute F of retrain as the method (N more retrained models, cached) if the cache lacks it")
   p.add_argument("--no-compile-cache", dest="compile_cache", action="store_false", default=None,
                  help="do not keep JAX's persistent compilation cache in <cache-dir>/jax-compilation (default: "
                       "kept, so running the same command again skips compilation)")
@@ -129,7 +146,7 @@ def method_defaults_of(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: int = 1):
   """The :class:`~unlearn_jax.pipeline.EvalConfig` a config dict describes."""
-  from unlearn_jax import pipeline
+  from unlearn_jax import evaluations, margins, pipeline
   from unlearn_jax.data import SplitSpec
   ds_defaults = (cfg.get("dataset_defaults") or {}).get(cfg["dataset"], {})
   model = cfg.get("model") or ds_defaults.get("model", "resnet18")
@@ -149,6 +166,9 @@ def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: i
   for name in ("num_models", "seed"):
     if not isinstance(cfg[name], int) or isinstance(cfg[name], bool):
       raise ValueError(f"{name} must be an integer, got {cfg[name]!r}")
+  metrics = cfg.get("metrics")
+  metrics = evaluations.parse_metrics(",".join(metrics) if isinstance(metrics, (list, tuple)) else metrics)
+  margin_examples = cfg.get("margin_examples") or margins.DEFAULT_MARGIN_EXAMPLES
   return pipeline.EvalConfig(
       dataset=cfg["dataset"], data_dir=cfg.get("data_dir"), model=model, recipe=recipe,
       recipe_overrides=tuple(sorted((cfg.get("recipe_overrides") or {}).items())), split=split,
@@ -156,7 +176,7 @@ def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: i
       seed=cfg["seed"], strategy=cfg["strategy"], chunk_size=cfg.get("chunk_size"), conv_impl=cfg["conv_impl"],
       dtype=str(cfg.get("dtype") or "float32"), cache_dir=cfg["cache_dir"], output_dir=cfg["output_dir"], cache_params=bool(cfg.get("cache_params", True)),
       allow_nan_drop=bool(cfg.get("allow_nan_drop")), process_index=process_index, process_count=process_count,
-      compile_cache=bool(cfg.get("compile_cache", True)))
+      metrics=metrics, margin_examples=margin_examples, compile_cache=bool(cfg.get("compile_cache", True)))
 
 
 def _init_distributed(args) -> tuple[int, int]:
@@ -175,6 +195,33 @@ def _init_distributed(args) -> tuple[int, int]:
   return jax.process_index(), jax.process_count()
 
 
+def _draws(cfg: dict[str, Any]) -> int:
+  value = cfg.get("bootstrap") or 0
+  if not isinstance(value, int) or isinstance(value, bool) or value == 1 or value < 0:
+    raise ValueError(f"--bootstrap must be an integer >= 2 (draws), got {value!r}")
+  return value
+
+
+def add_evaluations(results: dict[str, Any], config, *, bootstrap: int = 0, with_ceiling: bool = False,
+                    progress=None) -> dict[str, Any]:
+  """Adds U-LiRA / KLOM (``config.metrics``), bootstrap intervals and the ceiling to ``results`` in place."""
+  from unlearn_jax import ceiling, evaluations, uncertainty
+  arrays = results["_arrays"]
+  results["metrics"] = list(config.metrics)
+  results.update(evaluations.many_model_scores(config.metrics, arrays["unlearned"], arrays["retrained"],
+                                               seed=config.seed))
+  if bootstrap:
+    results["bootstrap"] = uncertainty.bootstrap_intervals(arrays["unlearned"], arrays["retrained"],
+                                                           arrays["epsilons"], num_draws=bootstrap, seed=config.seed)
+  ceiling.record(config, results)
+  stored = ceiling.read(results["cache"]["retrained"], config.num_models)
+  if stored is None and with_ceiling:
+    stored = ceiling.compute(config, results["cache"]["retrained"], progress)
+  if stored is not None:
+    results["ceiling"] = ceiling.summary(results["forgetting_quality"], stored)
+  return results
+
+
 def _download(config, progress) -> None:
   """``--download``: checks every other argument, then prepares the tfds source into ``config.data_dir``."""
   import dataclasses
@@ -189,12 +236,18 @@ def _download(config, progress) -> None:
 
 
 def run(args) -> int:
-  from unlearn_jax import pipeline, report
+  from unlearn_jax import evaluations, pipeline, populations, report
   cfg = resolve_config(args)
   if cfg.get("grid"):
     raise ValueError("the config has a sweep grid; run it with 'unlearn-jax sweep' (evaluate scores one point)")
   process_index, process_count = _init_distributed(args)
   config = to_eval_config(cfg, process_index, process_count)
+  bootstrap, with_ceiling = _draws(cfg), bool(cfg.get("with_ceiling"))
+  if with_ceiling and process_count > 1:
+    raise ValueError("--with-ceiling runs in a single process; evaluate --method retrain on the same setup "
+                     "(multi-process) instead, and later results will show its ceiling")
+  if "ulira" in config.metrics:
+    evaluations.check_ulira_size(config.num_models)
   progress = pipeline.Progress(enabled=not args.quiet)
   if args.download:
     _download(config, progress)
@@ -203,7 +256,9 @@ def run(args) -> int:
     return 0
   defaults = method_defaults_of(cfg)
   results["method_defaults"] = defaults
+  add_evaluations(results, config, bootstrap=bootstrap, with_ceiling=with_ceiling, progress=progress)
   os.makedirs(config.output_dir, exist_ok=True)
+  populations.write_populations(results, config.output_dir)
   path = report.write_results(results, config.output_dir)
   if cfg.get("plots", True):
     report.write_plots(results, config.output_dir)
@@ -216,6 +271,8 @@ def run(args) -> int:
         f"{100 * u['forget_accuracy']['mean']:.2f}%  test {100 * u['test_accuracy']['mean']:.2f}%")
   print(f"  retrained: retain {100 * r['retain_accuracy']['mean']:.2f}%  forget "
         f"{100 * r['forget_accuracy']['mean']:.2f}%  test {100 * r['test_accuracy']['mean']:.2f}%")
+  for line in summary_lines(results):
+    print(f"  {line}")
   print(f"  cost {results['cost']['relative_to_retrain']:.3f} x retraining; wall "
         f"{results['wall_s']['total']:.1f} s on {results['device']}")
   if defaults:
@@ -225,3 +282,25 @@ def run(args) -> int:
     print(f"  no-op: {', '.join(results['degenerate']['reasons'])} (the score does not measure forgetting)")
   print(f"  results: {path}")
   return 0
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+  """Printed lines for the bootstrap, the ceiling, U-LiRA and KLOM, where present."""
+  lines = []
+  b = results.get("bootstrap")
+  if b:
+    f, s, e = b["forgetting_quality"], b["final_score"], b["example_forgetting_quality"]
+    lines.append(f"{100 * b['level']:g}% intervals ({b['num_draws']} draws): F [{f['lo']:.4f}, {f['hi']:.4f}] "
+                 f"(models), [{e['lo']:.4f}, {e['hi']:.4f}] (examples); final score [{s['lo']:.4f}, {s['hi']:.4f}]")
+  c = results.get("ceiling")
+  if c:
+    ratio = "n/a" if c["ratio"] is None else f"{c['ratio']:.3f}"
+    lines.append(f"ceiling F {c['forgetting_quality']:.4f} (retrain as the method); F / F_ceiling {ratio}")
+  u = results.get("ulira")
+  if u:
+    lines.append(f"U-LiRA: balanced accuracy {u['pair_balanced_accuracy']:.4f}, AUC {u['pair_auc']:.4f} (per pair); "
+                 f"AUC {u['model_auc']:.4f} (per model); 0.5 = indistinguishable")
+  k = results.get("klom")
+  if k:
+    lines.append("KLOM " + ", ".join(f"{split} mean {v['mean']:.4f} p95 {v['p95']:.4f}" for split, v in k.items()))
+  return lines

@@ -4,6 +4,11 @@ Each ``.npz`` holds either ``confs`` ``[N, E]`` (logit-scaled confidences of E f
 examples under N models) or ``logits`` ``[N, E, C]`` with ``labels`` ``[E]``, from which
 the confidences are computed. Prints the forgetting quality; ``--output`` writes JSON
 with ``forgetting_quality``, ``per_example_epsilons``, ``num_models``, ``num_examples``.
+
+``--metrics competition,ulira,klom`` adds U-LiRA (on the forget confidences) and KLOM
+(on the forget confidences and, where both files hold them, on ``retain_margins`` /
+``heldout_margins`` ``[N, M]``: margins of fixed retain and held-out examples, the same
+examples in both files), under ``ulira`` and ``klom`` as ``evaluate`` records them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ def add_parser(sub) -> None:
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--unlearned", required=True, help=".npz with confs [N,E] or logits [N,E,C] + labels [E]")
   p.add_argument("--retrained", required=True, help=".npz of the retrained models, same layout")
+  p.add_argument("--metrics", default="competition",
+                 help="comma-separated evaluations: competition (always), ulira, klom")
   p.add_argument("--output", default=None, help="write results as JSON to this path")
   compile_cache.add_flag(p)
 
@@ -91,12 +98,32 @@ def load_confs(path: str, name: str) -> np.ndarray:
   return np.asarray(confs, np.float64)
 
 
+MARGIN_KEYS = {"retain_margins": "retain_margin", "heldout_margins": "heldout_margin"}
+
+
+def load_margins(path: str, name: str, num_models: int) -> dict[str, np.ndarray]:
+  """The optional ``retain_margins`` / ``heldout_margins`` ``[N, M]`` of an ``.npz`` (as ``<split>_margin``)."""
+  out = {}
+  with np.load(path, allow_pickle=False) as data:
+    for key, field in MARGIN_KEYS.items():
+      if key in data.files:
+        a = np.asarray(data[key])
+        if a.ndim != 2 or a.shape[0] != num_models or not np.issubdtype(a.dtype, np.number):
+          raise ValueError(f"{name}: array {key!r} must be numeric with shape [N={num_models}, M], got {a.shape}")
+        if not np.all(np.isfinite(a)):
+          raise ValueError(f"{name}: array {key!r} has non-finite values")
+        out[field] = a.astype(np.float64)
+  return out
+
+
 def run(args) -> int:
   with compile_cache.for_command(args):
     return _run(args)
 
 
 def _run(args) -> int:
+  from unlearn_jax import evaluations
+  metrics = evaluations.parse_metrics(args.metrics)
   u = load_confs(args.unlearned, "--unlearned")
   r = load_confs(args.retrained, "--retrained")
   if u.shape != r.shape:
@@ -104,15 +131,28 @@ def _run(args) -> int:
                      f"same shape [N, E]")
   if u.shape[0] < 2:
     raise ValueError(f"need N >= 2 models per kind, got confidences of shape {u.shape}")
+  unlearned, retrained = {"forget_confidence": u}, {"forget_confidence": r}
+  if "klom" in metrics:
+    unlearned.update(load_margins(args.unlearned, "--unlearned", u.shape[0]))
+    retrained.update(load_margins(args.retrained, "--retrained", r.shape[0]))
+    for field in sorted(set(unlearned) & set(retrained) - {"forget_confidence"}):
+      if unlearned[field].shape != retrained[field].shape:
+        raise ValueError(f"--unlearned {field} {unlearned[field].shape} and --retrained {field} "
+                         f"{retrained[field].shape} must have the same shape [N, M]")
   result = forgetting_metric(u, r)
+  extra = evaluations.many_model_scores(metrics, unlearned, retrained)
   print(f"forgetting quality: {result.forgetting_quality:.6f} "
         f"(N = {result.num_models} models, E = {result.num_examples} forget examples)")
+  from unlearn_jax.commands.evaluate import summary_lines
+  for line in summary_lines(extra):
+    print(line)
   if args.output:
     payload = {
         "forgetting_quality": result.forgetting_quality,
         "per_example_epsilons": [float(e) for e in result.epsilons],
         "num_models": result.num_models,
         "num_examples": result.num_examples,
+        **extra,
     }
     checkpoint.atomic_write_text(args.output, json.dumps(payload, indent=1), make_dirs=False)
     print(f"wrote {args.output}")

@@ -48,6 +48,10 @@ Keys:
   compile_cache: keep JAX's persistent compilation cache in ``cache_dir/jax-compilation``.
   allow_nan_drop: drop diverged seeds instead of failing.
   plots: write PNG plots.
+  metrics: evaluations, comma-separated: competition (always), ulira, klom.
+  margin_examples: retain and held-out examples on which klom records margins.
+  bootstrap: draws of the bootstrap intervals (0: none).
+  with_ceiling: compute F of retrain as the method when the cache lacks it.
   grid, confirm: ``unlearn-jax sweep`` only: hyperparameter name -> list of values (the
     sweep's grid; ``evaluate`` refuses a config with one) and whether to re-evaluate the
     best point on a fresh unlearning seed stream.
@@ -87,6 +91,10 @@ def get_config() -> dict[str, Any]:
       "compile_cache": True,
       "allow_nan_drop": False,
       "plots": True,
+      "metrics": "competition",
+      "margin_examples": 1000,
+      "bootstrap": 0,
+      "with_ceiling": False,
       "grid": {},
       "confirm": False,
       "dataset_defaults": {

@@ -1,0 +1,141 @@
+"""Bootstrap intervals, paired comparison and ranking stability on synthetic populations (pure functions).
+
+References are plain loops over the public metric (``forgetting_quality`` / ``final_score``
+per draw or subsample), never the batched code under test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unlearn_jax import evaluations, populations, stability, uncertainty
+from unlearn_jax.commands import compare
+from unlearn_jax.metrics import final_score, forgetting_quality
+
+
+def _pops(u_conf, r_conf, rng):
+  n = u_conf.shape[0]
+  acc = lambda: rng.uniform(0.8, 1.0, n)
+  return ({"forget_confidence": u_conf, "retain_accuracy": acc(), "test_accuracy": acc()},
+          {"forget_confidence": r_conf, "retain_accuracy": acc(), "test_accuracy": acc()})
+
+
+def test_bootstrap_of_a_constant_population_has_zero_width():
+  rng = np.random.default_rng(0)
+  u, r = _pops(np.full((8, 6), 2.0), np.full((8, 6), 2.0), rng)
+  u["retain_accuracy"][:] = 0.9
+  r["retain_accuracy"][:] = 0.95
+  u["test_accuracy"][:] = r["test_accuracy"][:] = 0.9
+  eps = np.full(6, 50.0)  # every example is "peaky": F = 0 for every draw
+  out = uncertainty.bootstrap_intervals(u, r, eps, num_draws=16, seed=1)
+  for name in ("forgetting_quality", "final_score", "example_forgetting_quality"):
+    assert out[name]["lo"] == out[name]["hi"] == 0.0, name
+    assert out[name]["std"] == 0.0
+
+
+def test_bootstrap_of_one_distribution_covers_the_ceiling():
+  # u and r: two samples of one distribution (a perfect unlearner); the ceiling: a third sample against r
+  rng = np.random.default_rng(3)
+  n, e = 8, 48
+  u_conf, r_conf, c_conf = (rng.normal(size=(n, e)) for _ in range(3))
+  u, r = _pops(u_conf, r_conf, rng)
+  from unlearn_jax.metrics import per_example_epsilons
+  eps = per_example_epsilons(u_conf, r_conf)
+  out = uncertainty.bootstrap_intervals(u, r, eps, num_draws=40, seed=0)["forgetting_quality"]
+  ceiling = forgetting_quality(c_conf, r_conf)
+  assert out["lo"] <= ceiling <= out["hi"]
+  assert out["point"] == pytest.approx(forgetting_quality(u_conf, r_conf))
+  # duplicated models make the populations easier to separate: the raw draws sit below F
+  assert out["percentile"][1] < out["point"] and out["bias"] < 0
+
+
+def test_final_score_of_draws_matches_a_loop_over_final_score():
+  rng = np.random.default_rng(5)
+  u, r = _pops(rng.normal(size=(6, 3)), rng.normal(size=(6, 3)), rng)
+  fq = rng.uniform(0, 0.2, 7)
+  iu, ir = rng.integers(0, 6, (7, 6)), rng.integers(0, 6, (7, 6))
+  got = uncertainty.final_scores_of_draws(fq, iu, ir, u, r)
+  want = [final_score(fq[b], u["retain_accuracy"][iu[b]], r["retain_accuracy"][ir[b]], u["test_accuracy"][iu[b]],
+                      r["test_accuracy"][ir[b]]) for b in range(7)]
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_bootstrap_rejects_too_few_draws():
+  rng = np.random.default_rng(0)
+  u, r = _pops(rng.normal(size=(4, 2)), rng.normal(size=(4, 2)), rng)
+  with pytest.raises(ValueError, match="draws"):
+    uncertainty.bootstrap_intervals(u, r, np.zeros(2), num_draws=1)
+
+
+def test_compare_of_a_result_with_itself_is_not_distinguishable():
+  pts = np.random.default_rng(0).choice([0.0, 0.25, 0.5, 1.0], size=100)
+  out = compare.compare_points(pts, pts, draws=200)
+  assert out["verdict"] == "not distinguishable at this N"
+  assert out["mean_difference"] == 0.0 and out["interval"] == [0.0, 0.0] and out["wilcoxon_p"] == 1.0
+
+
+def test_compare_names_the_better_method():
+  rng = np.random.default_rng(1)
+  b = rng.choice([0.0, 0.0625, 0.125], size=200)
+  a = b + rng.choice([0.0, 0.25, 0.5], size=200, p=[0.2, 0.4, 0.4])
+  out = compare.compare_points(a, b, draws=500)
+  assert out["verdict"] == "A is better" and out["wilcoxon_p"] < 1e-6
+  assert out["interval"][0] > 0 and out["interval"][0] <= out["mean_difference"] <= out["interval"][1]
+  assert out["mean_difference"] == pytest.approx(np.mean(a - b))
+  assert compare.compare_points(b, a, draws=500)["verdict"] == "B is better"
+
+
+def _planted(n=8, e=10, separated=(0, 3, 6), seed=0):
+  """One retrained population; method k's unlearned one equals a shared sample except that its first
+  ``separated[k]`` examples are moved far away (0 points each), so F falls as k grows, on any subsample."""
+  rng = np.random.default_rng(seed)
+  base = rng.normal(size=(n, e))
+  r = [rng.normal(size=(n, e))] * len(separated)
+  u = [base + 100.0 * (np.arange(e) < s) for s in separated]
+  return u, r
+
+
+def test_subsampled_quality_matches_a_loop_over_subsamples():
+  u, r = _planted()
+  rng = np.random.default_rng(4)
+  iu = np.stack([rng.permutation(8)[:4] for _ in range(3)])
+  ir = np.stack([rng.permutation(8)[:4] for _ in range(3)])
+  got = stability.subsampled_quality(u, r, iu, ir)
+  want = [[forgetting_quality(u[m][iu[k]], r[m][ir[k]]) for k in range(3)] for m in range(3)]
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_stability_recovers_a_planted_ordering_at_full_n():
+  u, r = _planted()
+  out = stability.stability(["near", "mid", "far"], u, r, sizes=[4, 8], repeats=3)
+  full = [forgetting_quality(a, b) for a, b in zip(u, r)]
+  assert list(out["full"].values()) == pytest.approx(full)
+  assert full[0] > full[1] > full[2]  # the planted ordering: a larger shift, a lower F
+  at_full = [row for row in out["rows"] if row["n"] == 8]
+  assert [row["method"] for row in at_full] == ["near", "mid", "far"]
+  assert all(row["tau_of_means"] == 1.0 and row["mean_tau"] == 1.0 and row["std_F"] == 0.0 for row in at_full)
+  assert {row["n"] for row in out["rows"]} == {4, 8}
+  text = stability.table(out, "csv").splitlines()
+  assert text[0] == ",".join(stability.COLUMNS) and len(text) == 1 + 6
+
+
+def test_subsample_sizes():
+  assert stability.subsample_sizes(100) == [8, 16, 32, 64, 100]
+  assert stability.subsample_sizes(64) == [8, 16, 32, 64]
+  assert stability.subsample_sizes(6) == [6]
+  with pytest.raises(ValueError, match="subsample sizes"):
+    stability.subsample_sizes(8, [1, 8])
+
+
+def test_bad_inputs_raise_one_line_errors(tmp_path):
+  with pytest.raises(ValueError, match="no populations file") as err:
+    populations.read_populations(str(tmp_path))
+  assert "\n" not in str(err.value)
+  with pytest.raises(ValueError, match="unknown metric"):
+    evaluations.parse_metrics("competition,lira")
+  assert evaluations.parse_metrics("klom,ulira") == ("competition", "ulira", "klom")
+  with pytest.raises(ValueError, match="fold"):
+    evaluations.check_ulira_size(2)
+  with pytest.raises(ValueError, match="at least 2 methods"):
+    stability.stability(["a"], *_planted(separated=(0,)))

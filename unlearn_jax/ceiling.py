@@ -1,0 +1,113 @@
+"""The ceiling of a setup: F of ``retrain`` as the method against the reference population.
+
+Two populations from one distribution do not score F = 1 (a few examples are separable
+by chance, how many depends on N and on the confidences' shape), so a method's F reads
+best beside F_ceiling: F of N more retrained models (``retrain`` run through the
+unlearning stage, whose key stream ``fold_in(root, UNLEARN)`` differs from the reference
+models' ``fold_in(root, RETRAIN)``) against the N reference retrained models.
+
+Where it lives: a small JSON ``ceiling-n<N>.json`` inside the retrained models' cache
+directory (``<cache>/retrained-<key>/``), whose key already names the data, split, model,
+recipe, dtype and seed; the file name adds N. Every evaluation of ``retrain`` with its
+default hyperparameters (and no dropped seeds) writes it; ``evaluate --with-ceiling``
+computes it when missing, storing the extra models' chunks under
+``<cache>/retrained-<key>/ceiling/`` so that later runs reuse them. Any result of the same
+setup then finds it through ``results["cache"]["retrained"]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Mapping, Optional
+
+from unlearn_jax import checkpoint
+
+CEILING_METHOD = "retrain"
+MAX_FILE_BYTES = 1 << 20  # a ceiling file is a few hundred bytes; anything larger is not one
+
+
+def ceiling_path(retrained_dir: str, num_models: int) -> str:
+  """Where the ceiling of ``num_models`` models against the store at ``retrained_dir`` lives."""
+  return os.path.join(retrained_dir, f"ceiling-n{int(num_models)}.json")
+
+
+def is_ceiling_run(config, results: Mapping[str, Any]) -> bool:
+  """Whether ``results`` is ``retrain`` as the method: default hyperparameters and unlearning seed stream,
+  every seed scored."""
+  own_stream = config.unlearn_seed in (None, config.seed)  # the default fold_in(root, UNLEARN)
+  return (config.method == CEILING_METHOD and not dict(config.hyperparameters) and own_stream
+          and not results.get("dropped_seeds"))
+
+
+def record(config, results: Mapping[str, Any]) -> Optional[str]:
+  """Writes the ceiling file when ``results`` is a ceiling run (see :func:`is_ceiling_run`); returns its path."""
+  if not is_ceiling_run(config, results):
+    return None
+  path = ceiling_path(results["cache"]["retrained"], config.num_models)
+  payload = {"forgetting_quality": float(results["forgetting_quality"]), "final_score": float(results["final_score"]),
+             "num_models": int(config.num_models), "seed": int(config.seed),
+             "unlearned_chunks": results["cache"]["unlearned"]}
+  checkpoint.atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
+  return path
+
+
+def read(retrained_dir: Optional[str], num_models: Optional[int]) -> Optional[dict[str, Any]]:
+  """The stored ceiling (with its ``path``), or ``None`` when absent or unreadable."""
+  if not retrained_dir or num_models is None:
+    return None
+  path = ceiling_path(retrained_dir, num_models)
+  try:
+    if os.path.getsize(path) > MAX_FILE_BYTES:
+      return None
+    with open(path) as f:
+      data = json.load(f)
+    fq = float(data["forgetting_quality"])
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return None
+  if not math.isfinite(fq):
+    return None
+  return dict(data, forgetting_quality=fq, path=path)
+
+
+def of_results(results: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+  """The ceiling of a results dict: its own ``ceiling`` field, else the one stored in its retrained cache."""
+  own = results.get("ceiling")
+  if isinstance(own, Mapping) and own.get("forgetting_quality") is not None:
+    return dict(own)
+  cache, n = results.get("cache"), results.get("num_models")
+  retrained_dir = cache.get("retrained") if isinstance(cache, Mapping) else None
+  if not isinstance(retrained_dir, str) or not isinstance(n, int) or isinstance(n, bool):
+    return None
+  stored = read(retrained_dir, n)
+  return None if stored is None else summary(results["forgetting_quality"], stored)
+
+
+def summary(forgetting_quality: float, ceiling: Mapping[str, Any]) -> dict[str, Any]:
+  """``{"forgetting_quality": F_ceiling, "ratio": F / F_ceiling (None when F_ceiling = 0), "num_models", "path"}``."""
+  fc = float(ceiling["forgetting_quality"])
+  return {"forgetting_quality": fc, "ratio": float(forgetting_quality) / fc if fc > 0 else None,
+          "num_models": ceiling.get("num_models"), "path": ceiling.get("path")}
+
+
+def compute(config, retrained_dir: str, progress) -> dict[str, Any]:
+  """Evaluates ``retrain`` as the method on ``config``'s setup (chunks under the retrained cache) and records it.
+
+  Reuses the cached original and retrained models; only the N extra retrained models
+  (and the metric) cost time, once per setup and N.
+  """
+  from unlearn_jax import pipeline
+  sub = dataclasses.replace(config, method=CEILING_METHOD, hyperparameters=(), metrics=("competition",),
+                            allow_nan_drop=False, unlearn_seed=None, output_dir=os.path.join(retrained_dir, "ceiling"))
+  progress.line(f"[ceiling] evaluating {CEILING_METHOD} as the method (N={config.num_models}) for the ceiling")
+  results = pipeline.evaluate(sub, progress)
+  if os.path.abspath(results["cache"]["retrained"]) != os.path.abspath(retrained_dir):
+    raise pipeline.ProtocolError(f"the ceiling run used retrained models from {results['cache']['retrained']}, "
+                                 f"not {retrained_dir}")
+  record(sub, results)
+  stored = read(retrained_dir, config.num_models)
+  if stored is None:
+    raise pipeline.ProtocolError(f"could not read back the ceiling file {ceiling_path(retrained_dir, config.num_models)}")
+  return stored

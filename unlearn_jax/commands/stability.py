@@ -1,0 +1,57 @@
+"""``unlearn-jax stability DIR...``: are N models enough to rank these methods?
+
+Reads each result's ``populations.npz`` (written by ``evaluate``), requires one setup for
+all of them, and for n = 8, 16, ..., N scores R subsamples of n models per population (the
+same indices for every method): each method's mean F and spread per n, and Kendall's tau
+of the ranking at n against the ranking at N (:mod:`unlearn_jax.stability`). Prints a
+table, writes it with ``--table`` and the plot to ``--plot`` (PNG).
+"""
+
+from __future__ import annotations
+
+import os
+
+from unlearn_jax import checkpoint, populations, report, setups, stability
+
+
+def add_parser(sub) -> None:
+  p = sub.add_parser("stability", help="method rankings from subsamples of n models, n = 8 ... N",
+                     description=__doc__.split("\n\n")[0])
+  p.add_argument("runs", nargs="+", metavar="DIR", help="output directories of 'unlearn-jax evaluate' (one setup)")
+  p.add_argument("--repeats", type=int, default=stability.DEFAULT_REPEATS, help="subsamples per n (R)")
+  p.add_argument("--sizes", default=None, help="comma-separated n to try (default 8, 16, ... below N, and N)")
+  p.add_argument("--seed", type=int, default=0, help="seed of the subsample draws")
+  p.add_argument("--format", default="markdown", choices=["markdown", "csv"], help="table format")
+  p.add_argument("--table", default=None, help="also write the table to this file")
+  p.add_argument("--plot", default="stability.png", help="PNG plot path ('' for none)")
+
+
+def _sizes(text):
+  if text is None:
+    return None
+  try:
+    return [int(t) for t in text.split(",") if t.strip()]
+  except ValueError:
+    raise ValueError(f"--sizes must be comma-separated integers, got {text!r}") from None
+
+
+def run(args) -> int:
+  results = [report.read_results(d) for d in args.runs]
+  setups.require_same_setup(results, args.runs)
+  pops = [populations.read_populations(d if os.path.isdir(d) else os.path.dirname(d) or ".") for d in args.runs]
+  names = [r["method"] for r in results]
+  if len(set(names)) != len(names):  # two configurations of one method: name them by directory
+    names = [f"{r['method']} ({d})" for r, d in zip(results, args.runs)]
+  out = stability.stability(names, [p["unlearned/forget_confidence"] for p in pops],
+                            [p["retrained/forget_confidence"] for p in pops], sizes=_sizes(args.sizes),
+                            repeats=args.repeats, seed=args.seed)
+  text = stability.table(out, args.format)
+  print(f"setup: {setups.describe(setups.setup_of(results[0]))}; {out['repeats']} subsamples per n")
+  print(text, end="")
+  if args.table:
+    checkpoint.atomic_write_text(args.table, text)
+  if args.plot:
+    stability.write_plot(out, args.plot, f"{setups.describe(setups.setup_of(results[0]))}: "
+                                         f"{out['repeats']} subsamples per n")
+    print(f"plot: {args.plot}")
+  return 0
