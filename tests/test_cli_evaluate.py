@@ -272,6 +272,7 @@ def test_tuned_strategy_is_measured_recorded_and_changes_no_result(tmp_path, run
   assert res["forgetting_quality"] == pytest.approx(runs["finetune"]["results"]["forgetting_quality"], abs=1e-6)
 
 
+@pytest.mark.slow  # ~50 s; bf16 training and every method in bf16 stay in the default run (test_mixed_precision)
 def test_bfloat16_protocol_has_its_own_cache_and_learns(tmp_path, runs):
   _, stderr = _evaluate(["--method", "finetune", "--num-models", "4", "--dtype", "bfloat16", "--cache-dir",
                          runs["cache"], "--output-dir", str(tmp_path / "o")])

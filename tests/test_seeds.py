@@ -126,6 +126,7 @@ SHARD_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # ~25 s; the protocol sharded over four forced devices stays in the default run (test_pipeline_scale)
 def test_shard_strategy_over_four_forced_host_devices_equals_loop():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -434,7 +434,7 @@ def run_chunked(stage: str, runner: seeds.SeedRunner, root: jax.Array, num: int,
   chunk = runner.chunk_bounds(num)[0][1] if num else 1
   if runner.strategy == "shard":
     chunk = runner.chunk_size or num
-  for attempt in range(3):  # a corrupt file found while assembling is rebuilt and assembly retried
+  for attempt in range(3):  # corrupt files found while assembling are all rebuilt, then assembly is retried
     reused, missing = _plan(store, num, chunk)
     if reused and not missing and attempt == 0:
       progress.line(f"[{stage}] {num} models from cache {store.directory}")
@@ -450,13 +450,13 @@ def run_chunked(stage: str, runner: seeds.SeedRunner, root: jax.Array, num: int,
       progress.chunk(stage, done, num, computed, time.perf_counter() - t0)
     _wait_for(store, missing, config.wait_timeout_s, progress, stage)
     parts, ok = [], True
-    for lo, hi in sorted(reused + missing):
+    for lo, hi in sorted(reused + missing):  # every entry is checked, so one retry rebuilds all bad ones
       arrays = store.load(lo, hi)
       if arrays is None:
         progress.line(f"[{stage}] cache entry for seeds {lo}-{hi} was corrupt: rebuilding it")
         ok = False
-        break
-      parts.append(arrays)
+      elif ok:
+        parts.append(arrays)
     if ok:
       return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   raise ProtocolError(f"could not assemble stage {stage!r} from {store.directory} (entries keep failing checksums)")
