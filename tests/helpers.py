@@ -1,4 +1,4 @@
-"""Small real datasets for fast tests."""
+"""Small real datasets, a tiny trained-shape model and an in-process CLI runner for fast tests."""
 
 from __future__ import annotations
 
@@ -77,3 +77,27 @@ def py2_pickle(obj) -> bytes:
   buf = io.BytesIO()
   Py2Pickler(buf).dump(obj)
   return buf.getvalue()
+
+
+def tiny_mlp_original(seed: int = 7):
+  """``(model, data, ModelState)``: ``tiny_mlp`` freshly initialised over :func:`small_digits`."""
+  import jax
+  from unlearn_jax.models import get_model
+  from unlearn_jax.training.state import init_variables
+  from unlearn_jax.unlearning import ModelState
+  data = small_digits()
+  model = get_model("tiny_mlp", data.num_classes)
+  params, stats = init_variables(model, jax.random.key(seed), data.image_shape)
+  return model, data, ModelState(params, stats)
+
+
+def run_cli(args, expect_rc: int = 0) -> tuple[str, str]:
+  """Runs ``unlearn-jax ARGS`` in process; asserts its exit code; returns ``(stdout, stderr)``."""
+  import contextlib
+  import io
+  from unlearn_jax import cli
+  err, out = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    rc = cli.main(args)
+  assert rc == expect_rc, err.getvalue()
+  return out.getvalue(), err.getvalue()

@@ -7,8 +7,6 @@ the ceiling and the retrained margins in the cache).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -17,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.helpers import load_results
+from tests.helpers import load_results, run_cli
 from unlearn_jax import checkpoint, cli, pipeline, populations
 from unlearn_jax.commands import evaluate as evaluate_cmd
 from unlearn_jax.metrics import forgetting_quality, logit_scaled_confidence
@@ -27,12 +25,7 @@ N = 4
 MARGINS = 16
 
 
-def _cli(args, expect_rc=0):
-  err, out = io.StringIO(), io.StringIO()
-  with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-    rc = cli.main(args)
-  assert rc == expect_rc, err.getvalue()
-  return out.getvalue(), err.getvalue()
+_cli = run_cli
 
 
 def _one_line_error(stderr):

@@ -19,10 +19,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from tests.helpers import small_digits
+from tests.helpers import tiny_mlp_original
 from unlearn_jax.models import get_model
-from unlearn_jax.training.state import init_variables
-from unlearn_jax.unlearning import METHODS, ModelState, UnlearningMethod, hparams
+from unlearn_jax.unlearning import METHODS, UnlearningMethod, hparams
 from unlearn_jax.unlearning.base import small_overrides
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -129,10 +128,7 @@ def test_range_text():
 
 @pytest.fixture(scope="module")
 def setup():
-  data = small_digits()
-  model = get_model("tiny_mlp", data.num_classes)
-  params, stats = init_variables(model, jax.random.key(7), data.image_shape)
-  return model, data, ModelState(params, stats)
+  return tiny_mlp_original()
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS if any(h.traceable for h in hparams.declared(n).values())])

@@ -281,7 +281,11 @@ wide = forgetting_metric(u, r)
 u2, r2 = rng.normal(size=(8, 5)), rng.normal(size=(8, 5))
 u2[0, 0] = outlier_value
 outlier = forgetting_metric(u2, r2)
-print(steps, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, wide.epsilons.min())
+try:  # this process's own peak (ru_maxrss can carry the forking parent's size across exec)
+  peak_kib = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+except (OSError, StopIteration):
+  peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(steps, time.perf_counter() - t0, peak_kib, wide.epsilons.min())
 """
 
 
@@ -304,4 +308,4 @@ def test_wide_range_memory_is_bounded():
   ordinary_steps, ordinary_mib = _wide_range_run(1.0, 1.0)
   assert steps >= 27 > ordinary_steps + 10  # the wide grid really has ~1e8 points, the ordinary ~1e3
   assert wide_mib < ordinary_mib + 128, (wide_mib, ordinary_mib)
-  assert wide_mib < 2048, f"peak RSS {wide_mib:.0f} MiB"
+  assert wide_mib < 1024, f"peak RSS {wide_mib:.0f} MiB"

@@ -14,18 +14,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
-import io
 import os
 import pathlib
-import textwrap
 
 import pytest
 
 import unlearn_jax
-from tests.helpers import load_results
+from tests.helpers import load_results, run_cli
 from unlearn_jax import checkpoint, cli, pipeline, plugins
 from unlearn_jax.unlearning import hparams
 
@@ -34,12 +31,7 @@ EXAMPLE = ROOT / "examples" / "kl_finetune.py"
 N = 2
 
 
-def _cli(args, expect_rc=0):
-  err, out = io.StringIO(), io.StringIO()
-  with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-    rc = cli.main(args)
-  assert rc == expect_rc, err.getvalue()
-  return out.getvalue(), err.getvalue()
+_cli = run_cli
 
 
 def _error_line(stderr: str) -> str:

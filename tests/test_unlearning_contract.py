@@ -24,11 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import small_digits
+from tests.helpers import tiny_mlp_original
 from unlearn_jax import seeds
 from unlearn_jax.models import get_model
-from unlearn_jax.training.state import init_variables
-from unlearn_jax.unlearning import METHODS, ModelState, SetSizes, UnlearnResult, get_method
+from unlearn_jax.unlearning import METHODS, SetSizes, UnlearnResult, get_method
 from unlearn_jax.unlearning.base import small_overrides
 
 RTOL, ATOL = 1e-3, 1e-4
@@ -36,10 +35,7 @@ RTOL, ATOL = 1e-3, 1e-4
 
 @pytest.fixture(scope="module")
 def setup():
-  data = small_digits()
-  model = get_model("tiny_mlp", data.num_classes)
-  params, stats = init_variables(model, jax.random.key(7), data.image_shape)
-  return model, data, ModelState(params, stats)
+  return tiny_mlp_original()
 
 
 def _max_abs_diff(a, b) -> float:
