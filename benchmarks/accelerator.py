@@ -36,7 +36,7 @@ b. ``ladder``: training throughput of the competition's ResNet-18 (``resnet18``,
    chunks of 8 seeds for {gemm, xla} x {float32, bfloat16}; the fastest of those at
    chunks of 32, 128, 512 while they fit in memory; the loop in that lowering and
    dtype; the other lowering at the chosen chunk.
-c. ``end_to_end``: the protocol's stages (:mod:`unlearn_jax.pipeline`: original,
+c. ``end_to_end``: the protocol's stages (:mod:`unlearn_jax.protocol.run`: original,
    N retrained, N unlearned with ``finetune``, metric, simple MIA when scikit-learn
    is installed) on ``random_cifar10`` (random CIFAR-10-shaped data: 45,000 retain,
    5,000 forget) with the chunk, lowering and dtype chosen in part b, N = 2 chunks,
@@ -78,7 +78,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import bench_train_throughput as btt  # noqa: E402  (its bench_model, MFU and memory)
-from unlearn_jax import autotune, compile_cache, pipeline, seeds  # noqa: E402
+from unlearn_jax import autotune, compile_cache, seeds  # noqa: E402
+from unlearn_jax.protocol import run as pipeline  # noqa: E402
 from unlearn_jax.models import default_conv_impl  # noqa: E402
 from unlearn_jax.training import steps_per_epoch  # noqa: E402
 

@@ -26,7 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import _timing  # noqa: E402
-from unlearn_jax import pipeline  # noqa: E402
+from unlearn_jax.protocol import run as pipeline  # noqa: E402
 from unlearn_jax.commands import evaluate as evaluate_cmd  # noqa: E402
 from unlearn_jax import configs  # noqa: E402
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES  # noqa: E402

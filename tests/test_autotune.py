@@ -186,7 +186,7 @@ def test_conv_impl_auto_uses_the_table_or_times_both_lowerings(tmp_path, monkeyp
 def test_other_processes_wait_for_the_measuring_process_choice(tmp_path):
   import threading
 
-  from unlearn_jax import pipeline
+  from unlearn_jax.protocol import run as pipeline
 
   path = str(tmp_path / "shared.json")
   autotune._MEMO.clear()

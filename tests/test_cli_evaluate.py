@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 
 from tests.helpers import load_results
-from unlearn_jax import setups
-from unlearn_jax import cli, pipeline
+from unlearn_jax.results import setups
+from unlearn_jax import cli
+from unlearn_jax.protocol import run as pipeline
 from unlearn_jax.unlearning import METHODS, ModelState, UnlearningMethod, UnlearnResult
 
 N = 32

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from tests.helpers import load_results, run_cli
-from unlearn_jax import checkpoint, cli, pipeline, populations
+from unlearn_jax import checkpoint, cli
+from unlearn_jax.protocol import run as pipeline
+from unlearn_jax.results import populations
 from unlearn_jax.commands import evaluate as evaluate_cmd
 from unlearn_jax.metrics import forgetting_quality, logit_scaled_confidence
 from unlearn_jax.training import make_predict_fn
@@ -89,7 +91,7 @@ def test_retrained_margins_equal_a_recomputation_from_cached_parameters(runs):
   r = runs["r_finetune"]
   args = cli.build_parser().parse_args(COMMON + ["--method", "finetune", "--cache-dir", runs["cache"]])
   ctx = pipeline.build_context(evaluate_cmd.to_eval_config(evaluate_cmd.resolve_config(args)))
-  from unlearn_jax import margins
+  from unlearn_jax.protocol import margins
   subsets = margins.subset_indices(ctx.data, 0, MARGINS)
   chunk = [f for f in os.listdir(r["cache"]["retrained"]) if f.startswith("chunk-")]
   arrays, _ = checkpoint.load_arrays(os.path.join(r["cache"]["retrained"], sorted(chunk)[0]))

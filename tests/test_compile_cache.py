@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from unlearn_jax import compile_cache, pipeline
+from unlearn_jax import compile_cache
+from unlearn_jax.protocol import run as pipeline
 from unlearn_jax.commands import evaluate as evaluate_cmd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

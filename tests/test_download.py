@@ -17,7 +17,8 @@ import pytest
 import requests
 import tensorflow_datasets as tfds
 
-from unlearn_jax import cli, pipeline
+from unlearn_jax import cli
+from unlearn_jax.protocol import run as pipeline
 from unlearn_jax.data import download, load_dataset
 
 SIZES = {"train": 6, "test": 4}

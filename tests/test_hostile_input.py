@@ -397,7 +397,7 @@ def test_full_disk_names_the_file_and_leaves_the_old_one(tmp_path, capsys, monke
 
 
 def test_plots_are_written_atomically(tmp_path, monkeypatch):
-  from unlearn_jax import report
+  from unlearn_jax.results import report
   rng = np.random.default_rng(0)
   results = {"method": "m", "dataset": "d", "forgetting_quality": 0.1, "num_models_scored": 4,
              "_arrays": {"epsilons": rng.uniform(0, 3, 5), "unlearned_confidence": rng.normal(size=(4, 5)),
@@ -428,7 +428,7 @@ def test_leaderboard_output_never_creates_folders(tmp_path, capsys):
 @pytest.mark.parametrize("strategy, chunk", [("loop", None), ("vmap", None), ("chunked", 4)])
 def test_results_record_a_chunk_size_only_where_programs_have_one(strategy, chunk):
   from tests.helpers import small_digits
-  from unlearn_jax import pipeline
+  from unlearn_jax.protocol import run as pipeline
   config = pipeline.EvalConfig(strategy=strategy, chunk_size=4, num_models=8)
   ctx = pipeline.Context(config, small_digits(), {}, None, pipeline.resolve_recipe("digits"), "")
   assert pipeline.plan_seeds(ctx) == pipeline.SeedPlan(strategy, chunk, "given")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from unlearn_jax import cli, report, setups
+from unlearn_jax import cli
+from unlearn_jax.results import report
+from unlearn_jax.results import setups
 
 
 def _results(tmp_path, name, final, n, lr=3e-3):

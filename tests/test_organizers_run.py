@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from tests.helpers import small_digits
-from unlearn_jax import checkpoint, cli, degenerate, pipeline
+from unlearn_jax import checkpoint, cli
+from unlearn_jax.analysis import degenerate
+from unlearn_jax.protocol import run as pipeline
 from unlearn_jax.commands import evaluate as evaluate_cmd
 from unlearn_jax.models import get_model
 from unlearn_jax.training import (CheckpointRule, Recipe, checkpoint_init, checkpoint_update, competition_recipe,

@@ -9,7 +9,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from unlearn_jax import checkpoint, configs, pipeline, report
+from unlearn_jax import checkpoint, configs
+from unlearn_jax.protocol import run as pipeline
+from unlearn_jax.results import report
 from unlearn_jax.data import SplitSpec
 from unlearn_jax.training import digits_recipe
 

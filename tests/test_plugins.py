@@ -23,7 +23,8 @@ import pytest
 
 import unlearn_jax
 from tests.helpers import load_results, run_cli
-from unlearn_jax import checkpoint, cli, pipeline, plugins
+from unlearn_jax import checkpoint, cli, plugins
+from unlearn_jax.protocol import run as pipeline
 from unlearn_jax.unlearning import hparams
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

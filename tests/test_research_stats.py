@@ -9,7 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unlearn_jax import evaluations, populations, stability, uncertainty
+from unlearn_jax.analysis import evaluations
+from unlearn_jax.results import populations
+from unlearn_jax.analysis import stability
+from unlearn_jax.analysis import uncertainty
 from unlearn_jax.commands import compare
 from unlearn_jax.metrics import final_score, forgetting_quality
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unlearn_jax import setups
+from unlearn_jax.results import setups
 
 
 def _results(**changes):

@@ -19,7 +19,8 @@ import os
 import numpy as np
 import pytest
 
-from unlearn_jax import cli, pipeline, sweep
+from unlearn_jax import cli, sweep
+from unlearn_jax.protocol import run as pipeline
 from unlearn_jax.unlearning import METHODS
 from tests.helpers import load_results
 

@@ -48,9 +48,11 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
 
   Raises:
     ValueError: a bad argument (one-line message), including
-      :class:`unlearn_jax.pipeline.ProtocolError` when the method diverges.
+      :class:`unlearn_jax.protocol.run.ProtocolError` when the method diverges.
   """
-  from unlearn_jax import configs, pipeline, report
+  from unlearn_jax import configs
+  from unlearn_jax.protocol import run as pipeline
+  from unlearn_jax.results import report
   from unlearn_jax.commands.evaluate import to_eval_config
 
   cfg = configs.load_config(config)

@@ -6,7 +6,7 @@ process compiling the same program (same computation, shapes, backend, jax
 version and flags) loads it instead. ``evaluate`` keeps it under its model cache
 (``<cache-dir>/jax-compilation``); the other commands use :func:`default_dir`.
 Every command takes ``--no-compile-cache``; the library's
-:class:`unlearn_jax.pipeline.EvalConfig` has ``compile_cache``.
+:class:`unlearn_jax.protocol.run.EvalConfig` has ``compile_cache``.
 
 Entries are written for every compilation, however short: JAX by default keeps
 only programs that took over a second to compile, which would skip most of the

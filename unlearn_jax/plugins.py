@@ -21,7 +21,7 @@ raises, a factory that raises or returns the wrong thing) is a one-line
 ``ValueError``.
 
 :func:`resolve_method` / :func:`build_method` accept what
-:attr:`unlearn_jax.pipeline.EvalConfig.method` may hold: a registry name, a
+:attr:`unlearn_jax.protocol.run.EvalConfig.method` may hold: a registry name, a
 plugin spec, a factory or a built :class:`~unlearn_jax.unlearning.UnlearningMethod`.
 """
 

@@ -4,9 +4,9 @@ A sweep scores one unlearning method at every point of a grid of its
 hyperparameters (the Cartesian product of ``{name: [values]}``) on one setup.
 The expensive part of every evaluation, the original model and the N retrained
 models, is the same for all points: :func:`run_sweep` builds it once
-(:func:`unlearn_jax.pipeline.prepare`, itself cached across runs) and then runs
+(:func:`unlearn_jax.protocol.run.prepare`, itself cached across runs) and then runs
 only the unlearning and scoring stages per point
-(:func:`unlearn_jax.pipeline.evaluate_method`).
+(:func:`unlearn_jax.protocol.run.evaluate_method`).
 
 Checks come first: the grid's keys and values are checked against the method's
 declared hyperparameters (:mod:`unlearn_jax.unlearning.hparams`) and every
@@ -47,7 +47,10 @@ import re
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from unlearn_jax import checkpoint, pipeline, report, setups
+from unlearn_jax import checkpoint
+from unlearn_jax.protocol import run as pipeline
+from unlearn_jax.results import report
+from unlearn_jax.results import setups
 
 MAX_POINTS = 1000
 TABLE_FILE, CSV_FILE, JSON_FILE, PLOT_FILE = "sweep.md", "sweep.csv", "sweep.json", "sweep.png"

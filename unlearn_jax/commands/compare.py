@@ -1,6 +1,6 @@
 """``unlearn-jax compare DIR_A DIR_B``: is method A's forgetting quality better than B's on one setup?
 
-Both results must share a setup (:mod:`unlearn_jax.setups`: the same forget set and the
+Both results must share a setup (:mod:`unlearn_jax.results.setups`: the same forget set and the
 same retrained population), so their per-example points pair up. The difference of F
 is the mean of ``points_A[x] - points_B[x]``; its interval is a paired bootstrap over
 forget examples, its test the Wilcoxon signed-rank test of the per-example differences.
@@ -16,7 +16,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from unlearn_jax import checkpoint, report, setups
+from unlearn_jax import checkpoint
+from unlearn_jax.results import report
+from unlearn_jax.results import setups
 
 DEFAULT_DRAWS = 2000
 

@@ -1,15 +1,15 @@
 """``unlearn-jax evaluate``: score one unlearning method with the competition protocol.
 
 Flags override the config (``--config``, default ``configs/default.py``), and
-``--set key=value`` overrides both. See :mod:`unlearn_jax.pipeline` for the
+``--set key=value`` overrides both. See :mod:`unlearn_jax.protocol.run` for the
 stages, caching, resuming and multi-process behaviour.
 
 Beside ``results.json`` it writes ``populations.npz`` (the per-model confidences and
-accuracies, :mod:`unlearn_jax.populations`) for ``compare`` and ``stability``.
-``--bootstrap B`` adds bootstrap intervals (:mod:`unlearn_jax.uncertainty`),
-``--with-ceiling`` F of ``retrain`` as the method (:mod:`unlearn_jax.ceiling`, also shown
+accuracies, :mod:`unlearn_jax.results.populations`) for ``compare`` and ``stability``.
+``--bootstrap B`` adds bootstrap intervals (:mod:`unlearn_jax.analysis.uncertainty`),
+``--with-ceiling`` F of ``retrain`` as the method (:mod:`unlearn_jax.results.ceiling`, also shown
 whenever the cache already holds it), and ``--metrics competition,ulira,klom`` the
-many-model attacks (:mod:`unlearn_jax.evaluations`).
+many-model attacks (:mod:`unlearn_jax.analysis.evaluations`).
 """
 
 from __future__ import annotations
@@ -145,8 +145,10 @@ def method_defaults_of(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: int = 1):
-  """The :class:`~unlearn_jax.pipeline.EvalConfig` a config dict describes."""
-  from unlearn_jax import evaluations, margins, pipeline
+  """The :class:`~unlearn_jax.protocol.run.EvalConfig` a config dict describes."""
+  from unlearn_jax.analysis import evaluations
+  from unlearn_jax.protocol import margins
+  from unlearn_jax.protocol import run as pipeline
   from unlearn_jax.data import SplitSpec
   ds_defaults = (cfg.get("dataset_defaults") or {}).get(cfg["dataset"], {})
   model = cfg.get("model") or ds_defaults.get("model", "resnet18")
@@ -205,7 +207,9 @@ def _draws(cfg: dict[str, Any]) -> int:
 def add_evaluations(results: dict[str, Any], config, *, bootstrap: int = 0, with_ceiling: bool = False,
                     progress=None) -> dict[str, Any]:
   """Adds U-LiRA / KLOM (``config.metrics``), bootstrap intervals and the ceiling to ``results`` in place."""
-  from unlearn_jax import ceiling, evaluations, uncertainty
+  from unlearn_jax.results import ceiling
+  from unlearn_jax.analysis import evaluations
+  from unlearn_jax.analysis import uncertainty
   arrays = results["_arrays"]
   results["metrics"] = list(config.metrics)
   results.update(evaluations.many_model_scores(config.metrics, arrays["unlearned"], arrays["retrained"],
@@ -225,7 +229,7 @@ def add_evaluations(results: dict[str, Any], config, *, bootstrap: int = 0, with
 def _download(config, progress) -> None:
   """``--download``: checks every other argument, then prepares the tfds source into ``config.data_dir``."""
   import dataclasses
-  from unlearn_jax import pipeline
+  from unlearn_jax.protocol import run as pipeline
   from unlearn_jax.data import download
   name = download.check_downloadable(config.dataset)
   if config.process_count > 1:
@@ -236,7 +240,10 @@ def _download(config, progress) -> None:
 
 
 def run(args) -> int:
-  from unlearn_jax import evaluations, pipeline, populations, report
+  from unlearn_jax.analysis import evaluations
+  from unlearn_jax.protocol import run as pipeline
+  from unlearn_jax.results import populations
+  from unlearn_jax.results import report
   cfg = resolve_config(args)
   if cfg.get("grid"):
     raise ValueError("the config has a sweep grid; run it with 'unlearn-jax sweep' (evaluate scores one point)")

@@ -1,13 +1,14 @@
 """``unlearn-jax leaderboard DIR...``: rank evaluated methods by final score.
 
 Only results on the same setup (data, split, model, recipe, dtype, N; see
-:mod:`unlearn_jax.setups`) are ranked together: mixed setups give one table per
+:mod:`unlearn_jax.results.setups`) are ranked together: mixed setups give one table per
 setup, or an error with ``--strict``.
 """
 
 from __future__ import annotations
 
-from unlearn_jax import checkpoint, report
+from unlearn_jax import checkpoint
+from unlearn_jax.results import report
 
 
 def add_parser(sub) -> None:

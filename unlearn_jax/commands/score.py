@@ -122,7 +122,7 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-  from unlearn_jax import evaluations
+  from unlearn_jax.analysis import evaluations
   metrics = evaluations.parse_metrics(args.metrics)
   u = load_confs(args.unlearned, "--unlearned")
   r = load_confs(args.retrained, "--retrained")

@@ -3,7 +3,7 @@
 Reads each result's ``populations.npz`` (written by ``evaluate``), requires one setup for
 all of them, and for n = 8, 16, ..., N scores R subsamples of n models per population (the
 same indices for every method): each method's mean F and spread per n, and Kendall's tau
-of the ranking at n against the ranking at N (:mod:`unlearn_jax.stability`). Prints a
+of the ranking at n against the ranking at N (:mod:`unlearn_jax.analysis.stability`). Prints a
 table, writes it with ``--table`` and the plot to ``--plot`` (PNG).
 """
 
@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import os
 
-from unlearn_jax import checkpoint, populations, report, setups, stability
+from unlearn_jax import checkpoint
+from unlearn_jax.results import populations
+from unlearn_jax.results import report
+from unlearn_jax.results import setups
+from unlearn_jax.analysis import stability
 
 
 def add_parser(sub) -> None:

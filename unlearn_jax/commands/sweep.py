@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-  from unlearn_jax import pipeline, sweep
+  from unlearn_jax import sweep
+  from unlearn_jax.protocol import run as pipeline
   cfg = evaluate_cmd.resolve_config(args)
   num_processes = args.num_processes if args.num_processes is not None else \
       evaluate_cmd._env_int("JAX_NUM_PROCESSES")

@@ -13,7 +13,7 @@ from unlearn_jax import autotune, compile_cache, seeds
 from unlearn_jax._validate import check_seed
 from unlearn_jax.data import SplitSpec, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
-from unlearn_jax.pipeline import load_data
+from unlearn_jax.protocol.run import load_data
 from unlearn_jax.training import RECIPES, accuracy, make_predict_fn, make_train_fn
 
 DEFAULT_MODEL = {"digits": "mlp"}

@@ -1,7 +1,7 @@
 """Host-side reports: ``results.json``, the leaderboard table and the plots.
 
 Everything here is NumPy / JSON / matplotlib (Agg backend) on numbers that
-:func:`unlearn_jax.pipeline.evaluate` already computed; nothing is jitted.
+:func:`unlearn_jax.protocol.run.evaluate` already computed; nothing is jitted.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from unlearn_jax import checkpoint, setups
+from unlearn_jax import checkpoint
+from unlearn_jax.results import setups
 
 RESULTS_FILE = "results.json"
 LEADERBOARD_COLUMNS = ("rank", "method", "dataset", "N", "final_score", "forgetting_quality", "F_95ci", "F_over_ceiling",
@@ -81,7 +82,7 @@ def _is_number(value: Any, allow_null: bool = False) -> bool:
 def leaderboard_rows(paths: Sequence[str], strict: bool = False) -> list[dict[str, Any]]:
   """One row per results file, grouped by setup and ranked by final score within each group (best first).
 
-  Results are comparable only on the same setup (:mod:`unlearn_jax.setups`):
+  Results are comparable only on the same setup (:mod:`unlearn_jax.results.setups`):
   groups keep the order of their first result, ``rank`` counts within a group,
   and every row carries its group's ``setup`` description. ``strict``: raise a
   one-line ``ValueError`` instead when the setups differ.
@@ -147,7 +148,7 @@ def _float(v: Any) -> float:
 
 
 def _flag(check: Any) -> str:
-  """The leaderboard's note on :mod:`unlearn_jax.degenerate`'s check: ``no-op (...)`` when flagged,
+  """The leaderboard's note on :mod:`unlearn_jax.analysis.degenerate`'s check: ``no-op (...)`` when flagged,
   empty when passed, ``unchecked`` for results written before the check existed."""
   if not isinstance(check, Mapping):
     return "unchecked"
@@ -158,7 +159,7 @@ def _flag(check: Any) -> str:
 
 def _uncertainty_cells(results: Mapping[str, Any]) -> dict[str, Any]:
   """F's model-bootstrap interval (``--bootstrap``) and F / F_ceiling (where the setup's ceiling is known)."""
-  from unlearn_jax import ceiling
+  from unlearn_jax.results import ceiling
   b = results.get("bootstrap")
   b = b.get("forgetting_quality") if isinstance(b, Mapping) else None
   ok = isinstance(b, Mapping) and _is_number(b.get("lo")) and _is_number(b.get("hi"))

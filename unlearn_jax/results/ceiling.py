@@ -98,7 +98,7 @@ def compute(config, retrained_dir: str, progress) -> dict[str, Any]:
   Reuses the cached original and retrained models; only the N extra retrained models
   (and the metric) cost time, once per setup and N.
   """
-  from unlearn_jax import pipeline
+  from unlearn_jax.protocol import run as pipeline
   sub = dataclasses.replace(config, method=CEILING_METHOD, hyperparameters=(), metrics=("competition",),
                             allow_nan_drop=False, unlearn_seed=None, output_dir=os.path.join(retrained_dir, "ceiling"))
   progress.line(f"[ceiling] evaluating {CEILING_METHOD} as the method (N={config.num_models}) for the ceiling")

@@ -50,7 +50,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import autotune, checkpoint, compile_cache, degenerate, evaluations, margins, plugins, seeds, setups
+from unlearn_jax import autotune, checkpoint, compile_cache, plugins, seeds
+from unlearn_jax.analysis import degenerate
+from unlearn_jax.analysis import evaluations
+from unlearn_jax.protocol import margins
+from unlearn_jax.results import setups
 from unlearn_jax._validate import check_seed
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
@@ -96,9 +100,9 @@ class EvalConfig:
     cache_params: also store the retrained models' parameters.
     allow_nan_drop: drop seeds whose unlearned model is not finite instead of failing.
     process_index, process_count: this process among ``process_count`` running the same call.
-    metrics: evaluations to compute (:data:`unlearn_jax.evaluations.METRIC_NAMES`); ``klom``
+    metrics: evaluations to compute (:data:`unlearn_jax.analysis.evaluations.METRIC_NAMES`); ``klom``
       makes the measurement stages record margins on ``margin_examples`` retain and held-out
-      examples (see :mod:`unlearn_jax.margins`).
+      examples (see :mod:`unlearn_jax.protocol.margins`).
     compile_cache: keep JAX's persistent compilation cache under ``cache_dir/jax-compilation``
       (:mod:`unlearn_jax.compile_cache`), so running the same evaluation again skips compilation.
   """
@@ -306,7 +310,7 @@ def make_measure_fn(model, eval_batch_size: int = 512,
   Outputs: ``retain_accuracy``, ``forget_accuracy``, ``test_accuracy`` (scalars),
   ``forget_confidence`` ``[F]`` (logit-scaled confidence of the true label),
   ``forget_loss`` ``[F]`` and ``test_loss`` ``[T]`` (per-example cross-entropy); with
-  ``margin_subsets`` also ``retain_margin`` and ``heldout_margin`` (:mod:`unlearn_jax.margins`).
+  ``margin_subsets`` also ``retain_margin`` and ``heldout_margin`` (:mod:`unlearn_jax.protocol.margins`).
   """
   predict = make_predict_fn(model, eval_batch_size)
   confidence = _metrics().logit_scaled_confidence
@@ -698,7 +702,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   """Runs the protocol; returns the results dict (process 0) or ``None`` (other processes).
 
   The dict also carries host arrays under ``"_arrays"`` (confidences and
-  epsilons) for reports; :func:`unlearn_jax.report.write_results` strips them.
+  epsilons) for reports; :func:`unlearn_jax.results.report.write_results` strips them.
 
   Raises:
     ValueError: bad arguments or data (one-line messages).

@@ -1,6 +1,6 @@
 """How many models are enough: method rankings from subsamples of the stored populations.
 
-Given the populations of several methods on one setup (:mod:`unlearn_jax.populations`),
+Given the populations of several methods on one setup (:mod:`unlearn_jax.results.populations`),
 for each n in 8, 16, 32, ..., N: draw R subsamples of n unlearned and, independently, n
 retrained model indices without replacement (the same indices for every method), score F
 of every method on every subsample, and report each method's mean F and spread and
@@ -112,7 +112,7 @@ def table(result: dict[str, Any], fmt: str = "markdown") -> str:
     return "\n".join(lines) + "\n"
   if fmt != "markdown":
     raise ValueError(f"unknown table format {fmt!r}; expected 'markdown' or 'csv'")
-  from unlearn_jax import report
+  from unlearn_jax.results import report
   return report.markdown_table(COLUMNS, result["rows"])
 
 
@@ -144,6 +144,6 @@ def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
   ax_t.legend()
   fig.suptitle(title or f"ranking stability over {result['repeats']} subsamples per n")
   fig.tight_layout()
-  from unlearn_jax import report
+  from unlearn_jax.results import report
   report._save_figure(fig, path)
   return path

@@ -4,7 +4,7 @@
 is the per-example likelihood-ratio attack of Hayes et al. (:func:`unlearn_jax.metrics.ulira.ulira`)
 on the forget confidences; ``klom`` the KL divergence of margins of Georgiev et al.
 (:func:`unlearn_jax.metrics.klom.klom`) on the forget set and, where margins were recorded
-(:mod:`unlearn_jax.margins`), on fixed retain and held-out subsets. Definitions:
+(:mod:`unlearn_jax.protocol.margins`), on fixed retain and held-out subsets. Definitions:
 ``shared/spec/evaluations.md`` of the project.
 
 Both ``evaluate --metrics`` and ``score --metrics`` go through :func:`many_model_scores`,

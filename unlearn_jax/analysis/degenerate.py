@@ -15,7 +15,7 @@ spread, so the tolerances do not depend on the data or the model:
   example, against the retrained spread (``change_ratio``). Below
   ``change_tolerance`` no run moved the original's confidences.
 
-Host NumPy, on arrays :func:`unlearn_jax.pipeline.evaluate` computed.
+Host NumPy, on arrays :func:`unlearn_jax.protocol.run.evaluate` computed.
 """
 
 from __future__ import annotations

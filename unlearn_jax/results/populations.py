@@ -33,7 +33,7 @@ PER_EXAMPLE = ("forget_confidence", "retain_margin", "heldout_margin")
 
 
 def from_results(results: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  """The flat arrays of the populations file, from :func:`unlearn_jax.pipeline.evaluate`'s ``_arrays``."""
+  """The flat arrays of the populations file, from :func:`unlearn_jax.protocol.run.evaluate`'s ``_arrays``."""
   from unlearn_jax.metrics import epsilon_points
   arrays = results["_arrays"]
   out: dict[str, np.ndarray] = {}
