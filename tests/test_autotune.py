@@ -186,7 +186,8 @@ def test_conv_impl_auto_uses_the_table_or_times_both_lowerings(tmp_path, monkeyp
 def test_other_processes_wait_for_the_measuring_process_choice(tmp_path):
   import threading
 
-  from unlearn_jax.protocol import run as pipeline
+  from unlearn_jax.protocol import context as protocol_context
+  from unlearn_jax.protocol.config import EvalConfig
 
   path = str(tmp_path / "shared.json")
   autotune._MEMO.clear()
@@ -206,10 +207,10 @@ def test_other_processes_wait_for_the_measuring_process_choice(tmp_path):
     assert autotune.tuned_conv_impl(WORKLOAD, 8, path=path, measure_here=False, wait_s=30) == "xla"
   finally:
     thread.join()
-  single = pipeline.EvalConfig(cache_dir=str(tmp_path))
-  assert pipeline.tune_options(single) == {}
+  single = EvalConfig(cache_dir=str(tmp_path))
+  assert protocol_context.tune_options(single) == {}
   for index in (0, 1):
-    opts = pipeline.tune_options(dataclasses.replace(single, process_index=index, process_count=2))
+    opts = protocol_context.tune_options(dataclasses.replace(single, process_index=index, process_count=2))
     assert opts == dict(path=str(tmp_path / "tuned-strategies.json"), measure_here=index == 0,
                         wait_s=single.wait_timeout_s)
 

@@ -25,7 +25,7 @@ import pytest
 from tests.helpers import load_results
 from unlearn_jax.results import setups
 from unlearn_jax import cli
-from unlearn_jax.protocol import run as pipeline
+from unlearn_jax.protocol import stages
 from unlearn_jax.unlearning import METHODS, ModelState, UnlearningMethod, UnlearnResult
 
 N = 32
@@ -188,7 +188,7 @@ def test_diverged_seeds_are_listed_and_fail_unless_dropped(tmp_path, runs, monke
   monkeypatch.setitem(METHODS, "diverging", _diverging_make)
   n = 16
   # seed i of the unlearning stage uses fold_in(fold_in(key(seed), UNLEARN), i)
-  root = jax.random.fold_in(jax.random.key(0), pipeline.STREAM_UNLEARN)
+  root = jax.random.fold_in(jax.random.key(0), stages.STREAM_UNLEARN)
   expected = [i for i in range(n) if bool(jax.random.bernoulli(jax.random.fold_in(root, i), 0.3))]
   assert 0 < len(expected) < n - 2
   common = ["--method", "diverging", "--num-models", str(n), "--cache-dir", runs["cache"], "--quiet"]

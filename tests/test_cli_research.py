@@ -17,7 +17,8 @@ import pytest
 
 from tests.helpers import load_results, run_cli
 from unlearn_jax import checkpoint, cli
-from unlearn_jax.protocol import run as pipeline
+from unlearn_jax.protocol.config import from_dict
+from unlearn_jax.protocol.context import build_context
 from unlearn_jax.results import populations
 from unlearn_jax.commands import evaluate as evaluate_cmd
 from unlearn_jax.metrics import forgetting_quality, logit_scaled_confidence
@@ -90,7 +91,7 @@ def test_populations_file_matches_results(runs):
 def test_retrained_margins_equal_a_recomputation_from_cached_parameters(runs):
   r = runs["r_finetune"]
   args = cli.build_parser().parse_args(COMMON + ["--method", "finetune", "--cache-dir", runs["cache"]])
-  ctx = pipeline.build_context(evaluate_cmd.to_eval_config(evaluate_cmd.resolve_config(args)))
+  ctx = build_context(from_dict(evaluate_cmd.resolve_config(args)))
   from unlearn_jax.protocol import margins
   subsets = margins.subset_indices(ctx.data, 0, MARGINS)
   chunk = [f for f in os.listdir(r["cache"]["retrained"]) if f.startswith("chunk-")]

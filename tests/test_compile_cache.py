@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from unlearn_jax import compile_cache
-from unlearn_jax.protocol import run as pipeline
+from unlearn_jax.protocol.config import from_dict
+from unlearn_jax.results.progress import Progress
 from unlearn_jax.commands import evaluate as evaluate_cmd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,10 +95,10 @@ def test_cache_is_only_used_inside_the_block(tmp_path):
 
 def test_evaluate_flag_and_config_key_reach_eval_config():
   parser = __import__("unlearn_jax.cli", fromlist=["build_parser"]).build_parser()
-  on = evaluate_cmd.to_eval_config(evaluate_cmd.resolve_config(parser.parse_args(["evaluate"])))
-  off = evaluate_cmd.to_eval_config(evaluate_cmd.resolve_config(
+  on = from_dict(evaluate_cmd.resolve_config(parser.parse_args(["evaluate"])))
+  off = from_dict(evaluate_cmd.resolve_config(
       parser.parse_args(["evaluate", "--no-compile-cache"])))
-  via_set = evaluate_cmd.to_eval_config(evaluate_cmd.resolve_config(
+  via_set = from_dict(evaluate_cmd.resolve_config(
       parser.parse_args(["evaluate", "--set", "compile_cache=false"])))
   assert on.compile_cache is True and off.compile_cache is False and via_set.compile_cache is False
 
@@ -112,7 +113,7 @@ class _Clock:
 
 def test_progress_rate_skips_the_compiling_chunk_and_lines_are_throttled():
   stream, clock = io.StringIO(), _Clock()
-  progress = pipeline.Progress(stream, interval_s=5.0, clock=clock)
+  progress = Progress(stream, interval_s=5.0, clock=clock)
   # 8 chunks of 4 models: the first takes 20 s (compilation), the others 1 s each.
   elapsed = 0.0
   for j in range(8):
@@ -128,7 +129,7 @@ def test_progress_rate_skips_the_compiling_chunk_and_lines_are_throttled():
 
 def test_progress_prints_a_single_chunk_stage_and_restarts_per_stage():
   stream, clock = io.StringIO(), _Clock()
-  progress = pipeline.Progress(stream, interval_s=5.0, clock=clock)
+  progress = Progress(stream, interval_s=5.0, clock=clock)
   progress.chunk("original", 1, 1, 1, 3.0)
   clock.now = 1.0
   progress.chunk("unlearn", 2, 4, 2, 1.0)
@@ -138,6 +139,6 @@ def test_progress_prints_a_single_chunk_stage_and_restarts_per_stage():
       "[original] models 1/1  first chunk 3.0 s (includes compilation)",
       "[unlearn] models 2/4  first chunk 1.0 s (includes compilation)",
       "[unlearn] models 4/4  4.00 models/s  ETA 0 s"]
-  silent = pipeline.Progress(io.StringIO(), enabled=False)
+  silent = Progress(io.StringIO(), enabled=False)
   silent.chunk("x", 1, 1, 1, 1.0)
   assert silent.stream.getvalue() == ""

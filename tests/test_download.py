@@ -18,7 +18,7 @@ import requests
 import tensorflow_datasets as tfds
 
 from unlearn_jax import cli
-from unlearn_jax.protocol import run as pipeline
+from unlearn_jax.protocol import run as protocol_run
 from unlearn_jax.data import download, load_dataset
 
 SIZES = {"train": 6, "test": 4}
@@ -104,7 +104,7 @@ def test_evaluate_download_prepares_before_the_protocol_and_checks_arguments_fir
     seen["images"] = load_dataset(config.dataset, config.data_dir).images.shape
     return None
 
-  monkeypatch.setattr(pipeline, "evaluate", protocol)
+  monkeypatch.setattr(protocol_run, "evaluate", protocol)
   assert cli.main(common) == 0
   assert seen["images"] == (10, 4, 4, 3)
   assert "[download] preparing unlearn_jax_tiny_images" in capsys.readouterr().err

@@ -398,16 +398,17 @@ def test_full_disk_names_the_file_and_leaves_the_old_one(tmp_path, capsys, monke
 
 def test_plots_are_written_atomically(tmp_path, monkeypatch):
   from unlearn_jax.results import report
+  from unlearn_jax.results.record import Populations
   rng = np.random.default_rng(0)
-  results = {"method": "m", "dataset": "d", "forgetting_quality": 0.1, "num_models_scored": 4,
-             "_arrays": {"epsilons": rng.uniform(0, 3, 5), "unlearned_confidence": rng.normal(size=(4, 5)),
-                         "retrained_confidence": rng.normal(size=(4, 5))}}
-  paths = report.write_plots(results, str(tmp_path), num_examples=1)
+  results = {"method": "m", "dataset": "d", "forgetting_quality": 0.1, "num_models_scored": 4}
+  pops = Populations({"forget_confidence": rng.normal(size=(4, 5))}, {"forget_confidence": rng.normal(size=(4, 5))},
+                     rng.uniform(0, 3, 5))
+  paths = report.write_plots(results, str(tmp_path), num_examples=1, populations=pops)
   before = {p: pathlib.Path(p).read_bytes() for p in paths}
   assert all(b.startswith(b"\x89PNG") for b in before.values())
   monkeypatch.setattr(os, "fsync", _no_space)
   with pytest.raises(OSError, match="cannot write .*epsilons.png'"):
-    report.write_plots(dict(results, method="other"), str(tmp_path), num_examples=1)
+    report.write_plots(dict(results, method="other"), str(tmp_path), num_examples=1, populations=pops)
   assert {p: pathlib.Path(p).read_bytes() for p in paths} == before
   assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in paths)
 
@@ -428,10 +429,10 @@ def test_leaderboard_output_never_creates_folders(tmp_path, capsys):
 @pytest.mark.parametrize("strategy, chunk", [("loop", None), ("vmap", None), ("chunked", 4)])
 def test_results_record_a_chunk_size_only_where_programs_have_one(strategy, chunk):
   from tests.helpers import small_digits
-  from unlearn_jax.protocol import run as pipeline
-  config = pipeline.EvalConfig(strategy=strategy, chunk_size=4, num_models=8)
-  ctx = pipeline.Context(config, small_digits(), {}, None, pipeline.resolve_recipe("digits"), "")
-  assert pipeline.plan_seeds(ctx) == pipeline.SeedPlan(strategy, chunk, "given")
+  from unlearn_jax.protocol.config import EvalConfig, resolve_recipe
+  from unlearn_jax.protocol.context import SeedPlan, plan_seeds
+  config = EvalConfig(strategy=strategy, chunk_size=4, num_models=8)
+  assert plan_seeds(config, small_digits(), resolve_recipe("digits")) == SeedPlan(strategy, chunk, "given")
 
 
 def test_cifar_forget_index_file_that_is_not_integers_names_the_file(tmp_path):

@@ -11,7 +11,8 @@ import pytest
 from tests.helpers import small_digits
 from unlearn_jax import checkpoint, cli
 from unlearn_jax.analysis import degenerate
-from unlearn_jax.protocol import run as pipeline
+from unlearn_jax.protocol.config import EvalConfig, from_dict
+from unlearn_jax.protocol.context import Context, SeedPlan
 from unlearn_jax.commands import evaluate as evaluate_cmd
 from unlearn_jax.models import get_model
 from unlearn_jax.training import (CheckpointRule, Recipe, checkpoint_init, checkpoint_update, competition_recipe,
@@ -195,7 +196,7 @@ def test_engine_falls_back_to_the_last_epoch_and_applies_the_role_rule(tiny_trai
 
 def test_cache_keys_follow_each_checkpoint_rule():
   def keys(recipe):
-    ctx = pipeline.Context(pipeline.EvalConfig(), None, {}, None, recipe, "fp")
+    ctx = Context(EvalConfig(), None, {}, None, recipe, "fp", SeedPlan("vmap", None, "given"))
     return {kind: checkpoint.cache_key(ctx.key_parts(kind)) for kind in ("original", "retrained")}
 
   base = keys(digits_recipe())
@@ -213,7 +214,7 @@ def _evaluate_config(argv):
   parser = argparse.ArgumentParser()
   evaluate_cmd.add_parser(parser.add_subparsers(dest="command"))
   args = parser.parse_args(["evaluate", *argv])
-  return evaluate_cmd.to_eval_config(evaluate_cmd.resolve_config(args))
+  return from_dict(evaluate_cmd.resolve_config(args))
 
 
 def test_competition_finetune_is_the_organizers_do_unlearning():

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from unlearn_jax import checkpoint, configs
-from unlearn_jax.protocol import run as pipeline
+from unlearn_jax.protocol import config as protocol_config
+from unlearn_jax.protocol import runner, scoring, stages
+from unlearn_jax.results.progress import Progress
 from unlearn_jax.results import report
 from unlearn_jax.data import SplitSpec
 from unlearn_jax.training import digits_recipe
@@ -62,31 +64,31 @@ def test_cache_key_is_stable_and_sensitive():
 
 def test_chunk_plan_reuses_existing_chunks_and_splits_gaps(tmp_path):
   store = checkpoint.ChunkStore(str(tmp_path))
-  assert pipeline._plan(store, 10, 4) == ([], [(0, 4), (4, 8), (8, 10)])
+  assert runner.chunk_plan(store, 10, 4) == ([], [(0, 4), (4, 8), (8, 10)])
   for lo, hi in [(0, 4), (8, 12)]:
     store.save(lo, hi, {"x": np.zeros(hi - lo)})
   # [8, 12) lies outside N = 10, so it is not used; the gap [4, 10) is recomputed in chunks of 4
-  assert pipeline._plan(store, 10, 4) == ([(0, 4)], [(4, 8), (8, 10)])
+  assert runner.chunk_plan(store, 10, 4) == ([(0, 4)], [(4, 8), (8, 10)])
   # a larger N reuses both files
-  assert pipeline._plan(store, 16, 4) == ([(0, 4), (8, 12)], [(4, 8), (12, 16)])
+  assert runner.chunk_plan(store, 16, 4) == ([(0, 4), (8, 12)], [(4, 8), (12, 16)])
 
 
 def test_nonfinite_seeds_lists_rows_with_any_bad_value():
-  out = {name: np.zeros((5, 3)) for name in pipeline.OUTPUT_NAMES}
+  out = {name: np.zeros((5, 3)) for name in stages.OUTPUT_NAMES}
   for name in ("retain_accuracy", "forget_accuracy", "test_accuracy"):
     out[name] = np.zeros(5)
   out["forget_confidence"][1, 2] = np.nan
   out["test_loss"][3, 0] = np.inf
-  assert pipeline.nonfinite_seeds(out).tolist() == [1, 3]
+  assert scoring.nonfinite_seeds(out).tolist() == [1, 3]
 
 
 def test_resolve_recipe_overrides_and_rejects_unknown_fields():
-  r = pipeline.resolve_recipe("digits", (("epochs", 3),))
+  r = protocol_config.resolve_recipe("digits", (("epochs", 3),))
   assert (r.epochs, r.min_save_epoch, r.retrain_min_save_epoch) == (3, 0, 2)
   with pytest.raises(ValueError, match="unknown recipe field"):
-    pipeline.resolve_recipe("digits", (("epoch", 3),))
+    protocol_config.resolve_recipe("digits", (("epoch", 3),))
   with pytest.raises(ValueError, match="unknown recipe"):
-    pipeline.resolve_recipe("nope")
+    protocol_config.resolve_recipe("nope")
 
 
 def test_configs_tiny_file_and_set_overrides(tmp_path):
@@ -147,11 +149,11 @@ def test_many_corrupt_chunks_are_all_rebuilt_in_one_retry(tmp_path):
 
   from unlearn_jax import seeds
 
-  runner = seeds.SeedRunner(lambda key, x: {"out/v": jax.random.uniform(key) + x}, "chunked", 2)
-  config = pipeline.EvalConfig(num_models=10)
+  seed_runner = seeds.SeedRunner(lambda key, x: {"out/v": jax.random.uniform(key) + x}, "chunked", 2)
+  config = protocol_config.EvalConfig(num_models=10)
   store = checkpoint.ChunkStore(str(tmp_path / "store"), "key")
-  run = lambda: pipeline.run_chunked("retrained", runner, jax.random.key(0), 10, (jnp.float32(1.0),), store,
-                                     dict, config, pipeline.Progress(io.StringIO()))
+  run = lambda: runner.seed_chunks("retrained", seed_runner, jax.random.key(0), 10, (jnp.float32(1.0),), store,
+                                    dict, config, Progress(io.StringIO())).arrays
   clean = run()
   for lo in range(0, 10, 2):  # five entries, all damaged
     pathlib.Path(store.path(lo, lo + 2)).write_bytes(b"not a zip file at all")

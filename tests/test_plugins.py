@@ -24,7 +24,8 @@ import pytest
 import unlearn_jax
 from tests.helpers import load_results, run_cli
 from unlearn_jax import checkpoint, cli, plugins
-from unlearn_jax.protocol import run as pipeline
+from unlearn_jax.protocol.config import from_dict
+from unlearn_jax.protocol.context import build_context
 from unlearn_jax.unlearning import hparams
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -214,7 +215,7 @@ def test_editing_the_method_file_invalidates_its_cache_entry(runs):
 
 
 def test_model_from_file_is_used_recorded_and_keys_the_cache(runs):
-  from unlearn_jax.commands.evaluate import resolve_config, to_eval_config
+  from unlearn_jax.commands.evaluate import resolve_config
   path, r = runs["model"], runs["file"]
   sha = hashlib.sha256(path.read_bytes()).hexdigest()
   assert r["model_origin"] == {"spec": f"{path}:make", "name": "my_model:make", "source": str(path), "sha256": sha}
@@ -225,7 +226,7 @@ def test_model_from_file_is_used_recorded_and_keys_the_cache(runs):
 
   def original_key():
     args = cli.build_parser().parse_args(["evaluate", *runs["args"], "--method", f"{EXAMPLE}:make"])
-    ctx = pipeline.build_context(to_eval_config(resolve_config(args)))
+    ctx = build_context(from_dict(resolve_config(args)))
     return checkpoint.cache_key(ctx.key_parts("original"))
 
   assert r["cache"]["original"].endswith("original-" + original_key())

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from unlearn_jax import cli, sweep
-from unlearn_jax.protocol import run as pipeline
+from unlearn_jax.protocol import runner, stages
 from unlearn_jax.unlearning import METHODS
 from tests.helpers import load_results
 
@@ -53,8 +53,8 @@ def run(tmp_path_factory):
   config = base / "sweep.yaml"
   config.write_text(f"method: {json.dumps(METHOD)}\nplots: false\ngrid:\n  lr: [0.01, 0.03, 0.1]\nconfirm: true\n")
   calls = {"original": 0, "retrained": 0, "run_chunked": []}
-  real_original, real_retrained, real_chunked = (pipeline.original_model, pipeline.retrained_models,
-                                                 pipeline.run_chunked)
+  real_original, real_retrained, real_chunked = (stages.original_model, stages.retrained_models,
+                                                 runner.run_chunks)
 
   def original(*a, **k):
     calls["original"] += 1
@@ -69,9 +69,9 @@ def run(tmp_path_factory):
     return real_chunked(stage, *a, **k)
 
   mp = pytest.MonkeyPatch()
-  mp.setattr(pipeline, "original_model", original)
-  mp.setattr(pipeline, "retrained_models", retrained)
-  mp.setattr(pipeline, "run_chunked", chunked)
+  mp.setattr(stages, "original_model", original)
+  mp.setattr(stages, "retrained_models", retrained)
+  mp.setattr(runner, "run_chunks", chunked)
   try:
     stdout, stderr = _cli(["sweep", "--config", str(config), *TINY, "--cache-dir", cache, "--output-dir", out])
   finally:

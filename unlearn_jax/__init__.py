@@ -1,8 +1,9 @@
 """unlearn_jax: machine-unlearning evaluation with the NeurIPS 2023 competition protocol, in JAX.
 
-Subpackages: ``data``, ``models``, ``training``, ``unlearning``, ``metrics``; modules
-``seeds`` (the seed axis), ``pipeline`` (the evaluation protocol), ``plugins`` (a user's
-own method or model from a file), ``cli``.
+Subpackages: ``data``, ``models``, ``training``, ``unlearning``, ``metrics`` (the parts);
+``results`` (the results record and its files), ``analysis`` (evaluations of scored
+populations), ``protocol`` (the evaluation protocol); modules ``seeds`` (the seed axis),
+``plugins`` (a user's own method or model from a file), ``sweep``, ``api`` and ``cli``.
 
 The whole protocol in one call: :func:`unlearn_jax.evaluate` (see :mod:`unlearn_jax.api`).
 """

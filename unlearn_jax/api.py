@@ -8,15 +8,21 @@
 
 It is the library form of ``unlearn-jax evaluate``: the same config (``config``:
 ``tiny``, a ``.py``/``.json``/``.yaml`` file, or the default), the same keys as
-keyword options, the same model cache (``cache_dir``, default ``./unlearn_cache``)
-and the same ``results.json`` fields, returned as a dict.
+keyword options (``metrics``, ``bootstrap``, ``with_ceiling`` included), the same
+model cache (``cache_dir``, default ``./unlearn_cache``), the same evaluation
+(:func:`unlearn_jax.protocol.run.evaluate`) and the same ``results.json`` record,
+returned as a dict. With ``output_dir`` it writes what the command writes there
+(``results.json``, ``populations.npz``, the plots with ``plots=True``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import tempfile
 from typing import Any, Mapping, Optional
+
+from unlearn_jax import configs
+from unlearn_jax.protocol import config as protocol_config
+from unlearn_jax.protocol import run as protocol_run
+from unlearn_jax.results.progress import Progress
 
 _NOT_OPTIONS = ("method", "hp", "dataset", "num_models", "output_dir", "plots")
 
@@ -50,11 +56,6 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
     ValueError: a bad argument (one-line message), including
       :class:`unlearn_jax.protocol.run.ProtocolError` when the method diverges.
   """
-  from unlearn_jax import configs
-  from unlearn_jax.protocol import run as pipeline
-  from unlearn_jax.results import report
-  from unlearn_jax.commands.evaluate import to_eval_config
-
   cfg = configs.load_config(config)
   unknown = sorted(set(options) - set(cfg))
   if unknown:
@@ -65,17 +66,9 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
     cfg["num_models"] = num_models
   if hp:
     cfg["hp"] = dict(cfg.get("hp") or {}, **dict(hp))
-  named = isinstance(method, str)
-  cfg["method"] = method if named else "<object>"  # method_defaults are looked up by name
-  configs.check_types(cfg, "unlearn_jax.evaluate")
-  with tempfile.TemporaryDirectory(prefix="unlearn_jax_chunks_") as scratch:
-    cfg["output_dir"] = output_dir if output_dir is not None else scratch
-    eval_config = to_eval_config(cfg)
-    if not named:
-      eval_config = dataclasses.replace(eval_config, method=method)
-    results = pipeline.evaluate(eval_config, pipeline.Progress(enabled=verbose))
-    if output_dir is not None:
-      report.write_results(results, output_dir)
-      if plots:
-        report.write_plots(results, output_dir)
-  return {k: v for k, v in results.items() if k != "_arrays"}
+  cfg["method"] = method  # a name, a plugin spec, a factory or a built method
+  cfg["plots"] = bool(plots)
+  configs.check_types({k: v for k, v in cfg.items() if k != "method"}, "unlearn_jax.evaluate")
+  eval_config = protocol_config.from_dict(dict(cfg, output_dir=output_dir))
+  evaluation = protocol_run.evaluate(eval_config, Progress(enabled=verbose))
+  return evaluation.record

@@ -38,10 +38,6 @@ COMMANDS = {
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError, OSError)
 
 
-class UserError(Exception):
-  """An error caused by the user's input, reported as one line."""
-
-
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="unlearn-jax",
@@ -62,9 +58,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   try:
     return int(COMMANDS[args.command].run(args) or 0)
-  except UserError as err:
-    print(f"unlearn-jax: error: {_message(err)}", file=sys.stderr)
-    return 2
   except USER_ERRORS as err:
     print(f"unlearn-jax: error: {_message(err)}", file=sys.stderr)
     return 2

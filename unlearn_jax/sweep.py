@@ -47,10 +47,13 @@ import re
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from unlearn_jax import checkpoint
-from unlearn_jax.protocol import run as pipeline
-from unlearn_jax.results import report
-from unlearn_jax.results import setups
+from unlearn_jax import checkpoint, plugins
+from unlearn_jax.protocol import context as protocol_context
+from unlearn_jax.protocol import run as protocol_run
+from unlearn_jax.protocol.config import EvalConfig
+from unlearn_jax.results import populations, report, setups
+from unlearn_jax.results.progress import Progress
+from unlearn_jax.results.record import jsonable
 
 MAX_POINTS = 1000
 TABLE_FILE, CSV_FILE, JSON_FILE, PLOT_FILE = "sweep.md", "sweep.csv", "sweep.json", "sweep.png"
@@ -140,7 +143,7 @@ def check_grid(method_name: str, factory: Callable, grid: Mapping[str, Sequence[
     checked = [hparams.validate(method_name, factory, {name: v})[name] for v in parsed]
     seen = set()
     for v in checked:
-      text = json.dumps(pipeline._jsonable(v), sort_keys=True)
+      text = json.dumps(jsonable(v), sort_keys=True)
       if text in seen:
         raise ValueError(f"grid key {name!r} lists the value {v!r} twice")
       seen.add(text)
@@ -164,7 +167,7 @@ def point_name(values: Sequence[tuple[str, Any]]) -> str:
   """A directory name for a point, e.g. ``lr=0.001,epochs=3`` -> ``lr_0.001-epochs_3`` (safe characters only)."""
   parts = []
   for name, value in values:
-    text = json.dumps(pipeline._jsonable(value)) if not isinstance(value, str) else value
+    text = json.dumps(jsonable(value)) if not isinstance(value, str) else value
     parts.append(f"{name}_{text}")
   name = re.sub(r"[^A-Za-z0-9.+_-]+", "", "-".join(parts))[:200]
   return name or "point"
@@ -186,11 +189,14 @@ class SweepResult:
   paths: dict[str, str]
 
 
-def reusable(results: Mapping[str, Any], method, config: pipeline.EvalConfig, ref: pipeline.Reference,
-             unlearn_seed: int) -> bool:
-  """Whether a stored ``results`` is this point's result on this reference (same method, values, seeds, setup)."""
-  want_hp = json.dumps({k: pipeline._jsonable(v) for k, v in dict(method.hyperparameters).items()}, sort_keys=True)
-  if results.get("method") != method.name or results.get("source") != method.source:
+def reusable(results: Mapping[str, Any], method: protocol_context.BuiltMethod, config: EvalConfig,
+             ref: protocol_run.Reference, unlearn_seed: int, out_dir: Optional[str] = None) -> bool:
+  """Whether a stored ``results`` is this point's result on this reference: same method, values, seeds and
+  setup (:func:`unlearn_jax.results.setups.differences`), the same evaluations, and (with ``out_dir``) its
+  populations file beside it."""
+  m = method.method
+  want_hp = json.dumps({k: jsonable(v) for k, v in dict(m.hyperparameters).items()}, sort_keys=True)
+  if results.get("method") != m.name or results.get("source") != m.source:
     return False
   if json.dumps(results.get("hyperparameters"), sort_keys=True) != want_hp:
     return False
@@ -198,21 +204,24 @@ def reusable(results: Mapping[str, Any], method, config: pipeline.EvalConfig, re
     return False
   if results.get("num_models") != config.num_models:
     return False
-  if results.get("method_origin") != ref.ctx.method_origin:  # a user's method: same file contents
+  if results.get("method_origin") != method.origin:  # a user's method: same file contents
     return False
-  setup = setups.setup_of(results)
-  c = ref.ctx.config
-  return (setup.get("data") == ref.ctx.fingerprint and setup.get("dataset") == c.dataset
-          and setup.get("model") == c.model and setup.get("dtype") == c.dtype
-          and json.dumps(setup.get("recipe"), sort_keys=True) == json.dumps(
-              {"name": c.recipe, **pipeline._jsonable(dataclasses.asdict(ref.ctx.recipe))}, sort_keys=True)
-          and json.dumps(setup.get("split"), sort_keys=True) == json.dumps(
-              pipeline._jsonable(dataclasses.asdict(c.split)), sort_keys=True))
+  if results.get("metrics", ["competition"]) != list(config.metrics):
+    return False
+  if (results.get("bootstrap") or {}).get("num_draws", 0) != config.bootstrap:
+    return False
+  if config.with_ceiling and "ceiling" not in results:
+    return False
+  if out_dir is not None and not os.path.isfile(os.path.join(out_dir, populations.POPULATIONS_FILE)):
+    return False
+  # N may differ in the setups' records (dropped seeds): the point's own N was compared above
+  expected = {"setup": protocol_run.reference_setup(ref)}
+  return [k for k in setups.differences(results, expected) if k != "num_models"] == []
 
 
-def _evaluate_point(ref: pipeline.Reference, method, out_dir: str, progress: pipeline.Progress, plots: bool,
-                    unlearn_seed: Optional[int] = None) -> tuple[dict[str, Any], bool]:
-  """``(results, reused)`` for one method on ``ref``, written to ``out_dir`` as ``evaluate`` would."""
+def _evaluate_point(ref: protocol_run.Reference, method: protocol_context.BuiltMethod, out_dir: str,
+                    progress: Progress, plots: bool, unlearn_seed: Optional[int] = None) -> tuple[dict[str, Any], bool]:
+  """``(results, reused)`` for one method on ``ref``, evaluated and written as ``evaluate`` would."""
   config = ref.ctx.config
   seed_u = config.seed if unlearn_seed is None else unlearn_seed
   path = os.path.join(out_dir, report.RESULTS_FILE)
@@ -221,25 +230,21 @@ def _evaluate_point(ref: pipeline.Reference, method, out_dir: str, progress: pip
       stored = report.read_results(path)
     except ValueError:
       stored = None
-    if stored is not None and reusable(stored, method, config, ref, seed_u):
+    if stored is not None and reusable(stored, method, config, ref, seed_u, out_dir):
       progress.line(f"[sweep] {out_dir}: finished earlier, results reused")
       return stored, True
-  results = pipeline.evaluate_method(ref, method, progress, output_dir=out_dir, unlearn_seed=unlearn_seed)
-  os.makedirs(out_dir, exist_ok=True)
-  if plots:
-    report.write_plots(results, out_dir)
-  report.write_results(results, out_dir)  # last: its presence marks the point as finished
-  return results, False
+  evaluation = protocol_run.evaluate_on(ref, method, progress, output_dir=out_dir, unlearn_seed=unlearn_seed,
+                                        plots=plots)
+  return evaluation.record, False
 
 
-def plan(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *, factory: Optional[Callable] = None,
+def plan(config: EvalConfig, grid: Mapping[str, Sequence[Any]], *, factory: Optional[Callable] = None,
          confirm_seed: Optional[int] = None):
   """``(method source, points)``: the method resolved and the grid checked, touching no file.
 
   The checks :func:`run_sweep` makes before anything else (callers may run them
   before creating directories); one-line ``ValueError`` on failure.
   """
-  from unlearn_jax import plugins
   if config.process_count != 1:
     raise ValueError("sweep runs in a single process")
   source = plugins.resolve_method(config.method)  # a registry name, a plugin spec or a factory
@@ -251,9 +256,9 @@ def plan(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *, fact
   return source, points
 
 
-def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
+def run_sweep(config: EvalConfig, grid: Mapping[str, Sequence[Any]], *,
               factory: Optional[Callable] = None, build: Optional[Callable] = None,
-              progress: Optional[pipeline.Progress] = None, plots: bool = True, confirm: bool = False,
+              progress: Optional[Progress] = None, plots: bool = True, confirm: bool = False,
               confirm_seed: Optional[int] = None) -> SweepResult:
   """Scores ``config.method`` at every point of ``grid``; writes the point directories and the sweep table.
 
@@ -263,8 +268,8 @@ def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
     grid: ``{name: [values]}``; text values are parsed by the declared kinds.
     factory: the factory whose declarations check the grid (default: the one ``config.method``
       names: a registry entry, a ``path/to/file.py:make`` or ``module:make`` plugin, or a factory).
-    build: ``(context, hyperparameters) -> UnlearningMethod`` (default :func:`pipeline.build_method`,
-      which also records a user's method's file and hash on the context).
+    build: ``(context, hyperparameters) -> BuiltMethod`` (default
+      :func:`unlearn_jax.protocol.context.build_method`, which also records a user's method's file and hash).
     plots: write each point's plots and ``sweep.png``.
     confirm: evaluate the best point again with unlearning seed ``confirm_seed`` (default ``seed + 1``).
 
@@ -272,16 +277,14 @@ def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
     ValueError: a bad grid, configuration or point (before any training), one line.
     ProtocolError: a point diverged (without ``allow_nan_drop``).
   """
-  progress = progress or pipeline.Progress()
+  progress = progress or Progress()
   source, points = plan(config, grid, factory=factory, confirm_seed=confirm_seed)
-  build = build or pipeline.build_method
+  build = build or protocol_context.build_method
   fixed = dict(config.hyperparameters)
   t0 = time.perf_counter()
-  ctx = pipeline.build_context(config, progress)
+  ctx = protocol_context.build_context(config, progress)
   methods = [build(ctx, {**fixed, **dict(p.values)}) for p in points]  # a factory that raises fails here
-  load = time.perf_counter() - t0
-  ref = pipeline.prepare(config, progress, ctx)
-  ref.walls["load"] = load
+  ref = protocol_run.prepare(ctx, progress, load_s=time.perf_counter() - t0)
   progress.line(f"[sweep] {len(points)} point(s) of {config.method} against one reference "
                 f"(N={config.num_models})")
   out_dir = config.output_dir
@@ -320,7 +323,7 @@ def _axes(points: Sequence[Point]) -> dict[str, list[Any]]:
   axes: dict[str, dict[str, Any]] = {}
   for p in points:
     for k, v in p.values:
-      v = pipeline._jsonable(v)
+      v = jsonable(v)
       axes.setdefault(k, {}).setdefault(json.dumps(v, sort_keys=True), v)
   return {k: list(vals.values()) for k, vals in axes.items()}
 
@@ -329,7 +332,7 @@ def _row(point: Point, r: Mapping[str, Any], reused: bool) -> dict[str, Any]:
   u, rt = r.get("unlearned", {}), r.get("retrained", {})
   mean = lambda d, k: float(d.get(k, {}).get("mean", float("nan")))
   mia = (r.get("mia") or {}).get("unlearned")
-  return {"point": point.name, "values": {k: pipeline._jsonable(v) for k, v in point.values},
+  return {"point": point.name, "values": {k: jsonable(v) for k, v in point.values},
           "final_score": float(r["final_score"]), "forgetting_quality": float(r["forgetting_quality"]),
           "retain_acc_U": mean(u, "retain_accuracy"), "test_acc_U": mean(u, "test_accuracy"),
           "forget_acc_U": mean(u, "forget_accuracy"), "mia_U": float("nan") if mia is None else float(mia),

@@ -15,13 +15,13 @@ spread, so the tolerances do not depend on the data or the model:
   example, against the retrained spread (``change_ratio``). Below
   ``change_tolerance`` no run moved the original's confidences.
 
-Host NumPy, on arrays :func:`unlearn_jax.protocol.run.evaluate` computed.
+Host NumPy, on arrays the protocol computed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -64,6 +64,11 @@ class DegeneracyCheck:
     if self.unchanged:
       out.append("original unchanged")
     return out
+
+  @classmethod
+  def from_dict(cls, record: Mapping[str, Any]) -> "DegeneracyCheck":
+    """The check recorded by :meth:`as_dict`."""
+    return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})
 
   def as_dict(self) -> dict[str, Any]:
     return {"flagged": self.flagged, "reasons": self.reasons(), **dataclasses.asdict(self)}

@@ -1,8 +1,9 @@
 """``unlearn-jax evaluate``: score one unlearning method with the competition protocol.
 
 Flags override the config (``--config``, default ``configs/default.py``), and
-``--set key=value`` overrides both. See :mod:`unlearn_jax.protocol.run` for the
-stages, caching, resuming and multi-process behaviour.
+``--set key=value`` overrides both. The command only parses and prints: the evaluation,
+its checks and its outputs are :func:`unlearn_jax.protocol.run.evaluate` (stages, caching,
+resuming and multi-process behaviour are described there).
 
 Beside ``results.json`` it writes ``populations.npz`` (the per-model confidences and
 accuracies, :mod:`unlearn_jax.results.populations`) for ``compare`` and ``stability``.
@@ -14,12 +15,17 @@ many-model attacks (:mod:`unlearn_jax.analysis.evaluations`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from typing import Any
 
 from unlearn_jax import configs, seeds
+from unlearn_jax.data import download
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES
+from unlearn_jax.protocol import config as protocol_config
+from unlearn_jax.protocol import run as protocol_run
+from unlearn_jax.results.progress import Progress
 
 # flag dest -> config key (flags default to None so that only given flags override the config)
 FLAG_KEYS = {
@@ -139,48 +145,6 @@ def _parse_hp(items) -> dict[str, Any]:
   return out
 
 
-def method_defaults_of(cfg: dict[str, Any]) -> dict[str, Any]:
-  """The hyperparameters ``method_defaults`` gives the config's method on its dataset (before ``hp``)."""
-  return dict(((cfg.get("method_defaults") or {}).get(cfg["dataset"]) or {}).get(cfg["method"]) or {})
-
-
-def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: int = 1):
-  """The :class:`~unlearn_jax.protocol.run.EvalConfig` a config dict describes."""
-  from unlearn_jax.analysis import evaluations
-  from unlearn_jax.protocol import margins
-  from unlearn_jax.protocol import run as pipeline
-  from unlearn_jax.data import SplitSpec
-  ds_defaults = (cfg.get("dataset_defaults") or {}).get(cfg["dataset"], {})
-  model = cfg.get("model") or ds_defaults.get("model", "resnet18")
-  recipe = cfg.get("recipe") or ds_defaults.get("recipe", "competition")
-  hp = method_defaults_of(cfg)
-  hp.update(cfg.get("hp") or {})
-  classes = cfg.get("forget_classes")
-  try:
-    split = SplitSpec(forget=cfg["forget_mode"], fraction=float(cfg["forget_fraction"]),
-                      num_groups=int(cfg["forget_groups"]), classes=tuple(classes) if classes else None,
-                      seed=int(cfg["split_seed"]))
-  except (TypeError, ValueError) as err:
-    raise ValueError(f"bad forget split settings: {err}") from None
-  if cfg["forget_mode"] == "random" and not 0.0 < float(cfg["forget_fraction"]) < 1.0:
-    raise ValueError(f"--forget-fraction must lie strictly between 0 and 1, got {cfg['forget_fraction']} "
-                     f"(0 empties the forget set, 1 forgets the whole training set)")
-  for name in ("num_models", "seed"):
-    if not isinstance(cfg[name], int) or isinstance(cfg[name], bool):
-      raise ValueError(f"{name} must be an integer, got {cfg[name]!r}")
-  metrics = cfg.get("metrics")
-  metrics = evaluations.parse_metrics(",".join(metrics) if isinstance(metrics, (list, tuple)) else metrics)
-  margin_examples = cfg.get("margin_examples") or margins.DEFAULT_MARGIN_EXAMPLES
-  return pipeline.EvalConfig(
-      dataset=cfg["dataset"], data_dir=cfg.get("data_dir"), model=model, recipe=recipe,
-      recipe_overrides=tuple(sorted((cfg.get("recipe_overrides") or {}).items())), split=split,
-      method=cfg["method"], hyperparameters=tuple(sorted(hp.items())), num_models=cfg["num_models"],
-      seed=cfg["seed"], strategy=cfg["strategy"], chunk_size=cfg.get("chunk_size"), conv_impl=cfg["conv_impl"],
-      dtype=str(cfg.get("dtype") or "float32"), cache_dir=cfg["cache_dir"], output_dir=cfg["output_dir"], cache_params=bool(cfg.get("cache_params", True)),
-      allow_nan_drop=bool(cfg.get("allow_nan_drop")), process_index=process_index, process_count=process_count,
-      metrics=metrics, margin_examples=margin_examples, compile_cache=bool(cfg.get("compile_cache", True)))
-
-
 def _init_distributed(args) -> tuple[int, int]:
   if args.num_processes is None:
     args.num_processes = _env_int("JAX_NUM_PROCESSES")
@@ -197,78 +161,27 @@ def _init_distributed(args) -> tuple[int, int]:
   return jax.process_index(), jax.process_count()
 
 
-def _draws(cfg: dict[str, Any]) -> int:
-  value = cfg.get("bootstrap") or 0
-  if not isinstance(value, int) or isinstance(value, bool) or value == 1 or value < 0:
-    raise ValueError(f"--bootstrap must be an integer >= 2 (draws), got {value!r}")
-  return value
-
-
-def add_evaluations(results: dict[str, Any], config, *, bootstrap: int = 0, with_ceiling: bool = False,
-                    progress=None) -> dict[str, Any]:
-  """Adds U-LiRA / KLOM (``config.metrics``), bootstrap intervals and the ceiling to ``results`` in place."""
-  from unlearn_jax.results import ceiling
-  from unlearn_jax.analysis import evaluations
-  from unlearn_jax.analysis import uncertainty
-  arrays = results["_arrays"]
-  results["metrics"] = list(config.metrics)
-  results.update(evaluations.many_model_scores(config.metrics, arrays["unlearned"], arrays["retrained"],
-                                               seed=config.seed))
-  if bootstrap:
-    results["bootstrap"] = uncertainty.bootstrap_intervals(arrays["unlearned"], arrays["retrained"],
-                                                           arrays["epsilons"], num_draws=bootstrap, seed=config.seed)
-  ceiling.record(config, results)
-  stored = ceiling.read(results["cache"]["retrained"], config.num_models)
-  if stored is None and with_ceiling:
-    stored = ceiling.compute(config, results["cache"]["retrained"], progress)
-  if stored is not None:
-    results["ceiling"] = ceiling.summary(results["forgetting_quality"], stored)
-  return results
-
-
 def _download(config, progress) -> None:
   """``--download``: checks every other argument, then prepares the tfds source into ``config.data_dir``."""
-  import dataclasses
-  from unlearn_jax.protocol import run as pipeline
-  from unlearn_jax.data import download
   name = download.check_downloadable(config.dataset)
   if config.process_count > 1:
     raise ValueError("--download runs in one process: prepare the data first (the same command with one "
                      "process), then start the multi-process run")
-  pipeline.validate(dataclasses.replace(config, data_dir=None))  # the folder may not exist yet
+  protocol_config.validate(dataclasses.replace(config, data_dir=None))  # the folder may not exist yet
   download.prepare_tfds(name, config.data_dir, progress.line)
 
 
 def run(args) -> int:
-  from unlearn_jax.analysis import evaluations
-  from unlearn_jax.protocol import run as pipeline
-  from unlearn_jax.results import populations
-  from unlearn_jax.results import report
-  cfg = resolve_config(args)
-  if cfg.get("grid"):
-    raise ValueError("the config has a sweep grid; run it with 'unlearn-jax sweep' (evaluate scores one point)")
+  config = protocol_config.from_dict(resolve_config(args))  # checked before any process starts
   process_index, process_count = _init_distributed(args)
-  config = to_eval_config(cfg, process_index, process_count)
-  bootstrap, with_ceiling = _draws(cfg), bool(cfg.get("with_ceiling"))
-  if with_ceiling and process_count > 1:
-    raise ValueError("--with-ceiling runs in a single process; evaluate --method retrain on the same setup "
-                     "(multi-process) instead, and later results will show its ceiling")
-  if "ulira" in config.metrics:
-    evaluations.check_ulira_size(config.num_models)
-  progress = pipeline.Progress(enabled=not args.quiet)
+  config = dataclasses.replace(config, process_index=process_index, process_count=process_count)
+  progress = Progress(enabled=not args.quiet)
   if args.download:
     _download(config, progress)
-  results = pipeline.evaluate(config, progress)
-  if results is None:
+  evaluation = protocol_run.evaluate(config, progress)
+  if evaluation is None:
     return 0
-  defaults = method_defaults_of(cfg)
-  results["method_defaults"] = defaults
-  add_evaluations(results, config, bootstrap=bootstrap, with_ceiling=with_ceiling, progress=progress)
-  os.makedirs(config.output_dir, exist_ok=True)
-  populations.write_populations(results, config.output_dir)
-  path = report.write_results(results, config.output_dir)
-  if cfg.get("plots", True):
-    report.write_plots(results, config.output_dir)
+  results = evaluation.record
   for line in results["cache"]["rebuilt"]:
     print(f"unlearn-jax: warning: corrupt cache entry rebuilt: {line}", file=sys.stderr)
   u, r = results["unlearned"], results["retrained"]
@@ -282,12 +195,13 @@ def run(args) -> int:
     print(f"  {line}")
   print(f"  cost {results['cost']['relative_to_retrain']:.3f} x retraining; wall "
         f"{results['wall_s']['total']:.1f} s on {results['device']}")
+  defaults = results.get("method_defaults")
   if defaults:
     shown = " ".join(f"{k}={v}" for k, v in sorted(defaults.items()))
-    print(f"  method defaults of dataset {cfg['dataset']}: {shown} (override with --hp)")
+    print(f"  method defaults of dataset {results['dataset']}: {shown} (override with --hp)")
   if results["degenerate"]["flagged"]:
     print(f"  no-op: {', '.join(results['degenerate']['reasons'])} (the score does not measure forgetting)")
-  print(f"  results: {path}")
+  print(f"  results: {evaluation.paths['results']}")
   return 0
 
 

@@ -18,8 +18,11 @@ See :mod:`unlearn_jax.sweep`.
 
 from __future__ import annotations
 
-from unlearn_jax import compile_cache
+from unlearn_jax import compile_cache, sweep
 from unlearn_jax.commands import evaluate as evaluate_cmd
+from unlearn_jax.protocol import config as protocol_config
+from unlearn_jax.protocol import run as protocol_run
+from unlearn_jax.results.progress import Progress
 
 
 def add_parser(sub) -> None:
@@ -35,8 +38,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-  from unlearn_jax import sweep
-  from unlearn_jax.protocol import run as pipeline
   cfg = evaluate_cmd.resolve_config(args)
   num_processes = args.num_processes if args.num_processes is not None else \
       evaluate_cmd._env_int("JAX_NUM_PROCESSES")
@@ -44,14 +45,14 @@ def run(args) -> int:
     raise ValueError("sweep runs in a single process; drop --num-processes (and JAX_NUM_PROCESSES)")
   grid = sweep.grid_from_config(cfg.get("grid"))
   grid.update(sweep.parse_grid_args(args.grid))
-  config = evaluate_cmd.to_eval_config(cfg)
+  config = protocol_config.from_dict(cfg, sweep=True)
   confirm = bool(cfg.get("confirm")) if args.confirm is None else True
-  progress = pipeline.Progress(enabled=not args.quiet)
+  progress = Progress(enabled=not args.quiet)
   sweep.plan(config, grid, confirm_seed=args.confirm_seed)  # a bad grid fails before any file is created
   if args.download:
     evaluate_cmd._download(config, progress)
-  with compile_cache.persistent_cache(pipeline.compile_cache_dir(config)):
-    result = sweep.run_sweep(config, grid, progress=progress, plots=bool(cfg.get("plots", True)), confirm=confirm,
+  with compile_cache.persistent_cache(protocol_run.compile_cache_dir(config)):
+    result = sweep.run_sweep(config, grid, progress=progress, plots=config.plots, confirm=confirm,
                              confirm_seed=args.confirm_seed)
   print(sweep.sweep_markdown(result), end="")
   print(f"  table: {result.paths['markdown']} (csv: {result.paths['csv']})")

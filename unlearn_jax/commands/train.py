@@ -11,13 +11,17 @@ import numpy as np
 
 from unlearn_jax import autotune, compile_cache, seeds
 from unlearn_jax._validate import check_seed
+from unlearn_jax.configs import default as default_config
 from unlearn_jax.data import SplitSpec, make_splits
+from unlearn_jax.data.synthetic import load_data
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
-from unlearn_jax.protocol.run import load_data
 from unlearn_jax.training import RECIPES, accuracy, make_predict_fn, make_train_fn
 
-DEFAULT_MODEL = {"digits": "mlp"}
-DEFAULT_RECIPE = {"digits": "digits"}
+
+def dataset_defaults(dataset: str) -> tuple[str, str]:
+  """``(model, recipe)`` of ``dataset`` as ``evaluate`` picks them (``configs/default.py``'s ``dataset_defaults``)."""
+  defaults = default_config.get_config()["dataset_defaults"].get(dataset, {})
+  return defaults.get("model", "resnet18"), defaults.get("recipe", "competition")
 
 
 def add_parser(sub) -> None:
@@ -28,8 +32,8 @@ def add_parser(sub) -> None:
   p.add_argument("--download", action="store_true",
                  help="first download and prepare a tensorflow-datasets source into --data-dir "
                       "(needs internet and: pip install 'unlearn_jax[download]')")
-  p.add_argument("--model", default=None, help="model name (default: per dataset; mlp on digits, resnet18 otherwise)")
-  p.add_argument("--recipe", default=None, choices=sorted(RECIPES), help="training recipe (default: per dataset)")
+  p.add_argument("--model", default=None, help="model name (default: per dataset, as evaluate: configs/default.py's dataset_defaults)")
+  p.add_argument("--recipe", default=None, choices=sorted(RECIPES), help="training recipe (default: per dataset, as evaluate)")
   p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
   p.add_argument("--num-models", type=int, default=8, help="how many seeds to train")
   p.add_argument("--split", default="retain", choices=["train", "retain"],
@@ -58,8 +62,9 @@ def _run(args) -> int:
     download.prepare_tfds(download.check_downloadable(args.dataset), args.data_dir, print)
   dataset = load_data(args.dataset, args.data_dir)
   _, data = make_splits(dataset, SplitSpec(seed=args.seed))
-  model_name = args.model or DEFAULT_MODEL.get(args.dataset, "resnet18")
-  recipe_name = args.recipe or DEFAULT_RECIPE.get(args.dataset, "competition")
+  default_model, default_recipe = dataset_defaults(args.dataset)
+  model_name = args.model or default_model
+  recipe_name = args.recipe or default_recipe
   recipe = RECIPES[recipe_name]()
   if args.epochs is not None:
     recipe = recipe.with_epochs(args.epochs)

@@ -11,21 +11,24 @@ examples.
 Caching: the unlearning stage records the margins when asked (the subset is part of its
 chunk key). The retrained models' outputs were usually cached without margins, so they
 are measured in a separate pass from the cached retrained parameters (``cache_params``,
-on by default), chunk by chunk, into ``retrained-margins-<key>/`` beside the retrained
-store; the key is the retrained store's plus the subset.
+on by default), chunk by chunk through the shared stage runner, into
+``retrained-margins-<key>/`` beside the retrained store; the key is the retrained store's
+plus the subset.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import numpy as np
 
 from unlearn_jax import checkpoint
 from unlearn_jax.metrics import logit_scaled_confidence
+from unlearn_jax.protocol import runner
+from unlearn_jax.results.progress import Progress
 from unlearn_jax.training import make_predict_fn
 
 MARGIN_SPLITS = ("retain", "heldout")  # heldout: the test split
@@ -69,40 +72,44 @@ def margin_outputs(predict: Callable, params, batch_stats, data, subsets: Mappin
   return out
 
 
-def retrained_margins(model, data, retrained_dir: str, ranges: Sequence[tuple[int, int]],
-                      subsets: Mapping[str, np.ndarray], key_parts: Mapping[str, Any], progress) -> dict[str, np.ndarray]:
+def retrained_margins(model, data, retrained: runner.StageOutput, subsets: Mapping[str, np.ndarray],
+                      key_parts: Mapping[str, Any], config, progress: Optional[Progress] = None) -> runner.StageOutput:
   """Margins of the cached retrained models, measured from their cached parameters (cached per chunk).
 
-  ``ranges`` are the retrained store's chunks covering the N seeds; ``key_parts`` the
-  retrained store's key parts. Returns ``{"<split>_margin": [N, M]}``.
+  Runs through the shared chunked runner (:func:`unlearn_jax.protocol.runner.run_chunks`) on
+  exactly the chunks of the retrained store ``retrained`` (its stage output): reused where
+  stored, shared over processes, corrupt entries rebuilt and reported. ``key_parts`` are the
+  retrained store's key parts; ``config`` gives the run options. Returns the stage output
+  whose arrays are ``{"<split>_margin": [N, M]}``.
 
   Raises:
     ValueError: when the retrained store holds no parameters (``cache_params`` was off).
   """
   parts = dict(key_parts, kind="retrained-margins", subsets=subset_digest(subsets),
                sizes={k: int(v.shape[0]) for k, v in subsets.items()})
-  root = os.path.dirname(os.path.abspath(retrained_dir))
+  root = os.path.dirname(os.path.abspath(retrained.directory))
   store = checkpoint.ChunkStore(os.path.join(root, f"retrained-margins-{checkpoint.cache_key(parts)}"),
                                 checkpoint.describe(parts))
-  source = checkpoint.ChunkStore(retrained_dir)
+  source = checkpoint.ChunkStore(retrained.directory)
+  num = int(np.asarray(retrained.arrays["retain_accuracy"]).shape[0])
+  ranges, _ = runner.chunk_plan(source, num, num)
   predict = make_predict_fn(model)
   fn = jax.jit(jax.vmap(lambda p, b, d: margin_outputs(predict, p, b, d, subsets), in_axes=(0, 0, None)))
-  parts_out, computed = [], 0
-  for lo, hi in ranges:
-    arrays = store.load(lo, hi)
-    if arrays is None:
-      src = source.load(lo, hi)
-      if src is None or not any(k.startswith("params/") for k in src):
-        raise ValueError(f"KLOM needs the retrained models' parameters, but the cache entry for seeds {lo}-{hi} in "
-                         f"{retrained_dir} has none (cache_params was off); evaluate with cache_params=true and a "
-                         f"fresh cache directory")
-      params = checkpoint.unflatten_tree(src, "params/")
-      stats = checkpoint.unflatten_tree(src, "batch_stats/")
-      arrays = {k: np.asarray(v) for k, v in fn(params, stats, data).items()}
-      store.save(lo, hi, arrays, {"stage": "retrained-margins"})
-      computed += hi - lo
-    parts_out.append(arrays)
-  if computed:
-    progress.line(f"[margins] measured {computed} retrained models on {len(subsets['retain'])} retain and "
+
+  def compute(lo: int, hi: int) -> dict[str, np.ndarray]:
+    src = source.load(lo, hi)
+    if src is None or not any(k.startswith("params/") for k in src):
+      raise ValueError(f"KLOM needs the retrained models' parameters, but the cache entry for seeds {lo}-{hi} in "
+                       f"{retrained.directory} has none (cache_params was off); evaluate with cache_params=true and a "
+                       f"fresh cache directory")
+    params = checkpoint.unflatten_tree(src, "params/")
+    stats = checkpoint.unflatten_tree(src, "batch_stats/")
+    return {k: np.asarray(v) for k, v in fn(params, stats, data).items()}
+
+  out = runner.run_chunks("margins", store, num, compute, lambda: runner.fixed_plan(store, ranges),
+                          process_index=config.process_index, process_count=config.process_count,
+                          wait_timeout_s=config.wait_timeout_s, progress=progress)
+  if out.computed and progress is not None:
+    progress.line(f"[margins] measured {out.computed} retrained models on {len(subsets['retain'])} retain and "
                   f"{len(subsets['heldout'])} held-out examples into {store.directory}")
-  return {k: np.concatenate([p[k] for p in parts_out]) for k in parts_out[0]}
+  return out

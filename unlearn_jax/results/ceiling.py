@@ -12,12 +12,12 @@ recipe, dtype and seed; the file name adds N. Every evaluation of ``retrain`` wi
 default hyperparameters (and no dropped seeds) writes it; ``evaluate --with-ceiling``
 computes it when missing, storing the extra models' chunks under
 ``<cache>/retrained-<key>/ceiling/`` so that later runs reuse them. Any result of the same
-setup then finds it through ``results["cache"]["retrained"]``.
+setup then finds it through ``results["cache"]["retrained"]``. The protocol computes it
+against the reference already in memory (:func:`unlearn_jax.protocol.run.ceiling_of`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -34,22 +34,12 @@ def ceiling_path(retrained_dir: str, num_models: int) -> str:
   return os.path.join(retrained_dir, f"ceiling-n{int(num_models)}.json")
 
 
-def is_ceiling_run(config, results: Mapping[str, Any]) -> bool:
-  """Whether ``results`` is ``retrain`` as the method: default hyperparameters and unlearning seed stream,
-  every seed scored."""
-  own_stream = config.unlearn_seed in (None, config.seed)  # the default fold_in(root, UNLEARN)
-  return (config.method == CEILING_METHOD and not dict(config.hyperparameters) and own_stream
-          and not results.get("dropped_seeds"))
-
-
-def record(config, results: Mapping[str, Any]) -> Optional[str]:
-  """Writes the ceiling file when ``results`` is a ceiling run (see :func:`is_ceiling_run`); returns its path."""
-  if not is_ceiling_run(config, results):
-    return None
-  path = ceiling_path(results["cache"]["retrained"], config.num_models)
-  payload = {"forgetting_quality": float(results["forgetting_quality"]), "final_score": float(results["final_score"]),
-             "num_models": int(config.num_models), "seed": int(config.seed),
-             "unlearned_chunks": results["cache"]["unlearned"]}
+def write(retrained_dir: str, num_models: int, forgetting_quality: float, final_score: float, seed: int,
+          unlearned_chunks: str) -> str:
+  """Stores the ceiling of ``num_models`` models against the store at ``retrained_dir``; returns its path."""
+  path = ceiling_path(retrained_dir, num_models)
+  payload = {"forgetting_quality": float(forgetting_quality), "final_score": float(final_score),
+             "num_models": int(num_models), "seed": int(seed), "unlearned_chunks": unlearned_chunks}
   checkpoint.atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
   return path
 
@@ -90,24 +80,3 @@ def summary(forgetting_quality: float, ceiling: Mapping[str, Any]) -> dict[str, 
   fc = float(ceiling["forgetting_quality"])
   return {"forgetting_quality": fc, "ratio": float(forgetting_quality) / fc if fc > 0 else None,
           "num_models": ceiling.get("num_models"), "path": ceiling.get("path")}
-
-
-def compute(config, retrained_dir: str, progress) -> dict[str, Any]:
-  """Evaluates ``retrain`` as the method on ``config``'s setup (chunks under the retrained cache) and records it.
-
-  Reuses the cached original and retrained models; only the N extra retrained models
-  (and the metric) cost time, once per setup and N.
-  """
-  from unlearn_jax.protocol import run as pipeline
-  sub = dataclasses.replace(config, method=CEILING_METHOD, hyperparameters=(), metrics=("competition",),
-                            allow_nan_drop=False, unlearn_seed=None, output_dir=os.path.join(retrained_dir, "ceiling"))
-  progress.line(f"[ceiling] evaluating {CEILING_METHOD} as the method (N={config.num_models}) for the ceiling")
-  results = pipeline.evaluate(sub, progress)
-  if os.path.abspath(results["cache"]["retrained"]) != os.path.abspath(retrained_dir):
-    raise pipeline.ProtocolError(f"the ceiling run used retrained models from {results['cache']['retrained']}, "
-                                 f"not {retrained_dir}")
-  record(sub, results)
-  stored = read(retrained_dir, config.num_models)
-  if stored is None:
-    raise pipeline.ProtocolError(f"could not read back the ceiling file {ceiling_path(retrained_dir, config.num_models)}")
-  return stored

@@ -1,6 +1,6 @@
 """The per-model populations behind one result: ``DIR/populations.npz`` beside ``results.json``.
 
-``evaluate`` writes it (atomically, with the checksummed manifest of
+Every evaluation with an output directory writes it (atomically, with the checksummed manifest of
 :func:`unlearn_jax.checkpoint.save_arrays`) so that ``compare``, ``stability`` and the
 bootstrap can run later without retraining. Arrays (float32 unless noted):
 
@@ -25,6 +25,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from unlearn_jax import checkpoint
+from unlearn_jax.metrics import epsilon_points
+from unlearn_jax.results.record import Evaluation, Populations
 
 POPULATIONS_FILE = "populations.npz"
 KINDS = ("unlearned", "retrained")
@@ -32,27 +34,25 @@ PER_MODEL = ("retain_accuracy", "forget_accuracy", "test_accuracy")
 PER_EXAMPLE = ("forget_confidence", "retain_margin", "heldout_margin")
 
 
-def from_results(results: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  """The flat arrays of the populations file, from :func:`unlearn_jax.protocol.run.evaluate`'s ``_arrays``."""
-  from unlearn_jax.metrics import epsilon_points
-  arrays = results["_arrays"]
+def to_arrays(pops: Populations) -> dict[str, np.ndarray]:
+  """The flat arrays of the populations file of one evaluation's scored populations."""
   out: dict[str, np.ndarray] = {}
-  for kind in KINDS:
-    outputs = arrays[kind]
+  for kind, outputs in (("unlearned", pops.unlearned), ("retrained", pops.retrained)):
     for name in PER_MODEL + PER_EXAMPLE:
       if name in outputs:
         out[f"{kind}/{name}"] = np.asarray(outputs[name], np.float32)
-  eps = np.asarray(arrays["epsilons"], np.float64)
+  eps = np.asarray(pops.epsilons, np.float64)
   out["epsilons"] = eps
   out["points"] = epsilon_points(eps, int(out["unlearned/forget_confidence"].shape[0]))
   return out
 
 
-def write_populations(results: Mapping[str, Any], output_dir: str) -> str:
-  """Writes ``output_dir/populations.npz`` atomically; returns its path."""
+def write_populations(evaluation: Evaluation, output_dir: str) -> str:
+  """Writes ``output_dir/populations.npz`` of ``evaluation`` atomically; returns its path."""
   path = os.path.join(output_dir, POPULATIONS_FILE)
-  checkpoint.save_arrays(path, from_results(results), {"method": results.get("method"),
-                                                       "num_models": results.get("num_models_scored")})
+  checkpoint.save_arrays(path, to_arrays(evaluation.populations),
+                         {"method": evaluation.record.get("method"),
+                          "num_models": evaluation.record.get("num_models_scored")})
   return path
 
 

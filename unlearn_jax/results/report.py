@@ -1,7 +1,7 @@
 """Host-side reports: ``results.json``, the leaderboard table and the plots.
 
 Everything here is NumPy / JSON / matplotlib (Agg backend) on numbers that
-:func:`unlearn_jax.protocol.run.evaluate` already computed; nothing is jitted.
+the protocol already computed; nothing is jitted.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from unlearn_jax import checkpoint
-from unlearn_jax.results import setups
+from unlearn_jax.results import ceiling, setups
+from unlearn_jax.results.record import Populations
 
 RESULTS_FILE = "results.json"
 LEADERBOARD_COLUMNS = ("rank", "method", "dataset", "N", "final_score", "forgetting_quality", "F_95ci", "F_over_ceiling",
@@ -26,10 +27,9 @@ CSV_COLUMNS = LEADERBOARD_COLUMNS + ("setup",)
 
 
 def write_results(results: Mapping[str, Any], output_dir: str) -> str:
-  """Writes ``results`` (minus the host arrays under ``"_arrays"``) atomically; returns the path."""
-  clean = {k: v for k, v in results.items() if k != "_arrays"}
+  """Writes the ``results.json`` record ``results`` atomically; returns the path."""
   path = os.path.join(output_dir, RESULTS_FILE)
-  checkpoint.atomic_write_text(path, json.dumps(clean, indent=1, allow_nan=True) + "\n")
+  checkpoint.atomic_write_text(path, json.dumps(dict(results), indent=1, allow_nan=True) + "\n")
   return path
 
 
@@ -159,7 +159,6 @@ def _flag(check: Any) -> str:
 
 def _uncertainty_cells(results: Mapping[str, Any]) -> dict[str, Any]:
   """F's model-bootstrap interval (``--bootstrap``) and F / F_ceiling (where the setup's ceiling is known)."""
-  from unlearn_jax.results import ceiling
   b = results.get("bootstrap")
   b = b.get("forgetting_quality") if isinstance(b, Mapping) else None
   ok = isinstance(b, Mapping) and _is_number(b.get("lo")) and _is_number(b.get("hi"))
@@ -222,16 +221,17 @@ def _save_figure(fig, path: str) -> None:
   checkpoint.atomic_write_bytes(path, buf.getvalue())
 
 
-def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int = 3) -> list[str]:
-  """Epsilon histogram and best/worst-example confidence distributions as PNGs; returns the paths."""
+def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int = 3, *,
+                populations: Populations) -> list[str]:
+  """Epsilon histogram and best/worst-example confidence distributions of ``results`` (scored on
+  ``populations``) as PNGs; returns the paths."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  arrays = results["_arrays"]
-  eps = np.asarray(arrays["epsilons"], np.float64)
-  u = np.asarray(arrays["unlearned_confidence"], np.float64)
-  r = np.asarray(arrays["retrained_confidence"], np.float64)
+  eps = np.asarray(populations.epsilons, np.float64)
+  u = np.asarray(populations.unlearned["forget_confidence"], np.float64)
+  r = np.asarray(populations.retrained["forget_confidence"], np.float64)
   paths = []
 
   fig, ax = plt.subplots(figsize=(6, 4))

@@ -1,0 +1,97 @@
+"""One interface for every evaluation of a scored result: ``evaluator(populations, request) -> field or None``.
+
+Each evaluator reads the scored :class:`~unlearn_jax.results.record.Populations` (and the
+:class:`Request`) and returns the value of its ``results.json`` field, or ``None`` when it
+was not asked for. :data:`EVALUATORS` maps field names to evaluators in the order they
+are recorded; :func:`evaluate_all` runs them. The protocol calls it once per scored
+result, whatever the entry point (``evaluate``, :func:`unlearn_jax.evaluate`, a sweep point).
+
+* ``ulira`` / ``klom``: the many-model attacks (:mod:`unlearn_jax.analysis.evaluations`);
+* ``bootstrap``: model- and example-bootstrap intervals (:mod:`unlearn_jax.analysis.uncertainty`);
+* ``ceiling``: F against the setup's ceiling (F of ``retrain`` as the method, computed by the
+  protocol against the same reference, or read from the cache: :mod:`unlearn_jax.results.ceiling`);
+* ``degenerate``: the no-op check (:mod:`unlearn_jax.analysis.degenerate`).
+
+Evaluations of several results (``compare``: paired per-example differences;
+``stability``: rankings over subsamples) read the same populations
+(:mod:`unlearn_jax.analysis.stability`, ``unlearn-jax compare``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Optional
+
+from unlearn_jax.analysis import degenerate, evaluations, uncertainty
+from unlearn_jax.results import ceiling as ceiling_store
+from unlearn_jax.results.record import Populations
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """What to evaluate beside the competition score.
+
+  Attributes:
+    metrics: the evaluations asked for (``competition`` always; ``ulira``, ``klom``).
+    bootstrap: draws of the bootstrap intervals (0: none).
+    seed: seed of U-LiRA's folds and of the bootstrap draws (the run's root seed).
+    forgetting_quality: the result's F (the ceiling's ratio).
+    ceiling: the setup's stored ceiling at this N (``None``: unknown, no ``ceiling`` field).
+  """
+
+  metrics: tuple[str, ...] = ("competition",)
+  bootstrap: int = 0
+  seed: int = 0
+  forgetting_quality: float = float("nan")
+  ceiling: Optional[Mapping[str, Any]] = None
+
+
+Evaluator = Callable[[Populations, Request], Optional[Any]]
+
+
+def ulira(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
+  if "ulira" not in request.metrics:
+    return None
+  return evaluations.many_model_scores(("ulira",), pops.unlearned, pops.retrained, seed=request.seed)["ulira"]
+
+
+def klom(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
+  if "klom" not in request.metrics:
+    return None
+  return evaluations.many_model_scores(("klom",), pops.unlearned, pops.retrained, seed=request.seed)["klom"]
+
+
+def bootstrap(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
+  if not request.bootstrap:
+    return None
+  return uncertainty.bootstrap_intervals(pops.unlearned, pops.retrained, pops.epsilons, num_draws=request.bootstrap,
+                                         seed=request.seed)
+
+
+def ceiling(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
+  del pops
+  if request.ceiling is None:
+    return None
+  return ceiling_store.summary(request.forgetting_quality, request.ceiling)
+
+
+def no_op(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
+  del request
+  if pops.original_confidence is None:
+    return None
+  return degenerate.check(pops.unlearned["forget_confidence"], pops.retrained["forget_confidence"],
+                          pops.original_confidence).as_dict()
+
+
+EVALUATORS: dict[str, Evaluator] = {"degenerate": no_op, "ulira": ulira, "klom": klom, "bootstrap": bootstrap,
+                                    "ceiling": ceiling}
+
+
+def evaluate_all(pops: Populations, request: Request) -> dict[str, Any]:
+  """``{field: value}`` of every evaluator that was asked for (absent ones are left out)."""
+  out = {}
+  for name, evaluator in EVALUATORS.items():
+    value = evaluator(pops, request)
+    if value is not None:
+      out[name] = value
+  return out
