@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import jax
 
-from unlearn_jax.protocol.run import device_description  # noqa: F401  (re-exported for the scripts)
+from unlearn_jax.results.record import device_description  # noqa: F401  (re-exported for the scripts)
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results.jsonl")
 

@@ -79,7 +79,12 @@ import numpy as np  # noqa: E402
 
 from benchmarks import bench_train_throughput as btt  # noqa: E402  (its bench_model, MFU and memory)
 from unlearn_jax import autotune, compile_cache, seeds  # noqa: E402
-from unlearn_jax.protocol import run as pipeline  # noqa: E402
+from unlearn_jax.data import synthetic  # noqa: E402
+from unlearn_jax.protocol import context as protocol_context  # noqa: E402
+from unlearn_jax.protocol import stages  # noqa: E402
+from unlearn_jax.protocol.config import EvalConfig  # noqa: E402
+from unlearn_jax.results.progress import Progress  # noqa: E402
+from unlearn_jax.results.record import device_description  # noqa: E402
 from unlearn_jax.models import default_conv_impl  # noqa: E402
 from unlearn_jax.training import steps_per_epoch  # noqa: E402
 
@@ -357,7 +362,7 @@ def choose(rungs: list[Rung]) -> Optional[tuple[str, str, int, float]]:
 # ------------------------------------------------------------------ part c: end to end
 
 
-class _ChunkTimes(pipeline.Progress):
+class _ChunkTimes(Progress):
   """Keeps each stage's chunk completion times (and logs the pipeline's lines)."""
 
   def __init__(self, rec: Recorder):
@@ -391,10 +396,10 @@ def part_end_to_end(rec: Recorder, budget: Budget, sizes: Sizes, state: dict) ->
   chunk = max(1, min(chunk, sizes.e2e_max_chunk))
   num_models = max(2, 2 * chunk)
   name = f"random_cifar10_{sizes.e2e_train}"
-  pipeline.SYNTHETIC.setdefault(name, functools.partial(pipeline.random_cifar10, num_train=sizes.e2e_train,
-                                                        num_test=sizes.e2e_test))
+  synthetic.SYNTHETIC.setdefault(name, functools.partial(synthetic.random_cifar10, num_train=sizes.e2e_train,
+                                                         num_test=sizes.e2e_test))
   with tempfile.TemporaryDirectory() as tmp:
-    config = pipeline.EvalConfig(
+    config = EvalConfig(
         dataset=name, model=sizes.e2e_model, recipe="competition", recipe_overrides=(("epochs", 1),),
         method="finetune", hyperparameters=(("epochs", 1),), num_models=num_models,
         strategy="loop" if chunk == 1 else "chunked", chunk_size=chunk, conv_impl=conv_impl, dtype=dtype,
@@ -424,20 +429,19 @@ def part_end_to_end(rec: Recorder, budget: Budget, sizes: Sizes, state: dict) ->
       return out["value"]
 
     try:
-      ctx = stage("load", 5.0, lambda: pipeline.build_context(config, progress))
+      ctx = stage("load", 5.0, lambda: protocol_context.build_context(config, progress))
       sizes_c = {s: int(ctx.data.split(s).shape[0]) for s in ("retain", "forget", "validation", "test")}
       cfg["set_sizes"] = sizes_c
       root = jax.random.key(config.seed)
       guess = sizes.first_estimate_s
-      original, _, _, _, _ = stage("original", guess, lambda: pipeline.original_model(
-          ctx, jax.random.fold_in(root, pipeline.STREAM_ORIGINAL), config.cache_dir, progress))
+      original = stage("original", guess, lambda: stages.original_model(
+          ctx, jax.random.fold_in(root, stages.STREAM_ORIGINAL), progress))
       per_chunk = chunk * sizes_c["retain"] / btt.EPOCH_EXAMPLES / rate if rate == rate else walls["original"]
-      retrained, _, _ = stage("retrained", walls["original"] + 2 * per_chunk, lambda: pipeline.retrained_models(
-          ctx, jax.random.fold_in(root, pipeline.STREAM_RETRAIN), config.cache_dir, progress))
-      method = pipeline.build_method(ctx)
-      original_key = pipeline.checkpoint.cache_key(ctx.key_parts("original"))
-      unlearned, _, _ = stage("unlearn", walls["retrained"], lambda: pipeline.unlearned_models(
-          ctx, method, original, jax.random.fold_in(root, pipeline.STREAM_UNLEARN), original_key, progress))
+      retrained = stage("retrained", walls["original"] + 2 * per_chunk, lambda: stages.retrained_models(
+          ctx, jax.random.fold_in(root, stages.STREAM_RETRAIN), progress)).outputs
+      method = protocol_context.build_method(ctx)
+      unlearned = stage("unlearn", walls["retrained"], lambda: stages.unlearned_models(
+          ctx, method, original, jax.random.fold_in(root, stages.STREAM_UNLEARN), progress)).outputs
       from unlearn_jax import metrics
       stage("metric", 5.0, lambda: metrics.forgetting_metric(unlearned["forget_confidence"],
                                                              retrained["forget_confidence"]).forgetting_quality)
@@ -553,7 +557,7 @@ def describe(sizes: Sizes, args) -> dict[str, Any]:
 
   dev = jax.devices()[0]
   capacity, cap_label = autotune.device_capacity()
-  return {"device": pipeline.device_description(), "platform": dev.platform, "device_kind": dev.device_kind,
+  return {"device": device_description(), "platform": dev.platform, "device_kind": dev.device_kind,
           "num_devices": len(jax.devices()), "memory_gib": capacity / 2**30, "memory_source": cap_label,
           "jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
           "host": f"{os.cpu_count()} cores ({platform.machine()})", "source": os.path.dirname(unlearn_jax.__file__),

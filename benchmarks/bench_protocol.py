@@ -26,8 +26,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import _timing  # noqa: E402
-from unlearn_jax.protocol import run as pipeline  # noqa: E402
-from unlearn_jax.commands import evaluate as evaluate_cmd  # noqa: E402
+from unlearn_jax.protocol import config as protocol_config  # noqa: E402
+from unlearn_jax.protocol import run as protocol_run  # noqa: E402
+from unlearn_jax.results.progress import Progress  # noqa: E402
 from unlearn_jax import configs  # noqa: E402
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES  # noqa: E402
 
@@ -67,9 +68,9 @@ def main() -> None:
       if not method:
         continue
       cfg.update(method=method, output_dir=os.path.join(tmp, method))
-      config = evaluate_cmd.to_eval_config(cfg)
+      config = protocol_config.from_dict(cfg)
       t0 = time.perf_counter()
-      res = pipeline.evaluate(config, pipeline.Progress())
+      res = protocol_run.evaluate(config, Progress()).record
       total = time.perf_counter() - t0
       w = res["wall_s"]
       rows.append([label, method, config.num_models, f"{total:.1f}", f"{w['original']:.1f}", f"{w['retrained']:.1f}",

@@ -216,7 +216,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
   c = results.get("ceiling")
   if c:
     ratio = "n/a" if c["ratio"] is None else f"{c['ratio']:.3f}"
-    lines.append(f"ceiling F {c['forgetting_quality']:.4f} (retrain as the method); F / F_ceiling {ratio}")
+    kept = f", rescored on the {c['num_models']} kept seeds" if c.get("subsampled_from") else ""
+    lines.append(f"ceiling F {c['forgetting_quality']:.4f} (retrain as the method{kept}); F / F_ceiling {ratio}")
   u = results.get("ulira")
   if u:
     lines.append(f"U-LiRA: balanced accuracy {u['pair_balanced_accuracy']:.4f}, AUC {u['pair_auc']:.4f} (per pair); "

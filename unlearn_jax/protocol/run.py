@@ -55,11 +55,11 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from unlearn_jax import compile_cache, plugins
+from unlearn_jax import checkpoint, compile_cache, metrics, plugins
 from unlearn_jax.analysis import evaluators
 from unlearn_jax.analysis.degenerate import DegeneracyCheck
-from unlearn_jax.protocol import margins, scoring, stages
-from unlearn_jax.protocol.config import EvalConfig
+from unlearn_jax.protocol import margins, runner, scoring, stages
+from unlearn_jax.protocol.config import EvalConfig, validate
 from unlearn_jax.protocol.context import BuiltMethod, Context, build_context, build_method
 from unlearn_jax.protocol.errors import ProtocolError
 from unlearn_jax.protocol.stages import OriginalModel, Population, STREAM_ORIGINAL, STREAM_RETRAIN, STREAM_UNLEARN
@@ -154,6 +154,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
       or too few seeds remain.
   """
   progress = progress or Progress()
+  validate(config)  # before any folder is made
   with compile_cache.persistent_cache(compile_cache_dir(config)):
     t0 = time.perf_counter()
     ctx = build_context(config, progress)
@@ -192,6 +193,30 @@ def ceiling_of(ref: Reference, progress: Optional[Progress] = None) -> dict[str,
   if stored is None:
     raise ProtocolError(f"could not read back the ceiling file {ceiling.ceiling_path(ref.retrained.directory, n)}")
   return stored
+
+
+def ceiling_at(stored: dict[str, Any], keep: np.ndarray, retrained: dict[str, np.ndarray],
+               progress: Optional[Progress] = None) -> Optional[dict[str, Any]]:
+  """The stored ceiling rescored on the seeds ``keep`` only (its extra models and ``retrained``, the reference
+  models at those seeds), so that a result scored after dropping diverged seeds is compared at its own N.
+
+  ``None`` (with a progress line) when the ceiling's models are no longer stored.
+  """
+  n = int(stored.get("num_models") or 0)
+  source = stored.get("unlearned_chunks")
+  arrays = None
+  if isinstance(source, str) and os.path.isdir(source) and n:
+    store = checkpoint.ChunkStore(source)
+    ranges, missing = runner.chunk_plan(store, n, n)
+    parts = [store.load(lo, hi) for lo, hi in ranges] if not missing else [None]
+    if all(p is not None for p in parts):
+      arrays = np.concatenate([p["out/forget_confidence"] for p in parts])
+  if arrays is None:
+    if progress is not None:
+      progress.line(f"[ceiling] the ceiling's models are not stored at {source}; no ceiling at N={keep.size}")
+    return None
+  fq = float(metrics.forgetting_quality(arrays[keep], retrained["forget_confidence"]))
+  return dict(stored, forgetting_quality=fq, num_models=int(keep.size), subsampled_from=n)
 
 
 def _built(ctx: Context, method: Any) -> BuiltMethod:
@@ -280,6 +305,8 @@ def _evaluate_on(ref: Reference, ctx: Context, method: BuiltMethod, progress: Pr
     stored = ceiling_of(ref, progress)
     walls["ceiling"] = time.perf_counter() - t0
     progress.line(f"[ceiling] F_ceiling {stored['forgetting_quality']:.4f} in {walls['ceiling']:.1f} s")
+  if stored is not None and dropped:  # F / F_ceiling at one N: the ceiling's models at the kept seeds
+    stored = ceiling_at(stored, keep, r_out, progress)
   request = evaluators.Request(metrics=tuple(config.metrics), bootstrap=config.bootstrap, seed=config.seed,
                                forgetting_quality=scores.forgetting_quality, ceiling=stored)
   t0 = time.perf_counter()

@@ -67,6 +67,8 @@ def of_results(results: Mapping[str, Any]) -> Optional[dict[str, Any]]:
   own = results.get("ceiling")
   if isinstance(own, Mapping) and own.get("forgetting_quality") is not None:
     return dict(own)
+  if results.get("dropped_seeds"):  # scored at fewer than N models: the stored ceiling's N does not match
+    return None
   cache, n = results.get("cache"), results.get("num_models")
   retrained_dir = cache.get("retrained") if isinstance(cache, Mapping) else None
   if not isinstance(retrained_dir, str) or not isinstance(n, int) or isinstance(n, bool):
@@ -76,7 +78,11 @@ def of_results(results: Mapping[str, Any]) -> Optional[dict[str, Any]]:
 
 
 def summary(forgetting_quality: float, ceiling: Mapping[str, Any]) -> dict[str, Any]:
-  """``{"forgetting_quality": F_ceiling, "ratio": F / F_ceiling (None when F_ceiling = 0), "num_models", "path"}``."""
+  """``{"forgetting_quality": F_ceiling, "ratio": F / F_ceiling (None when F_ceiling = 0), "num_models", "path"}``
+  (and ``subsampled_from``: the stored ceiling's N, when it was rescored on a result's kept seeds)."""
   fc = float(ceiling["forgetting_quality"])
-  return {"forgetting_quality": fc, "ratio": float(forgetting_quality) / fc if fc > 0 else None,
-          "num_models": ceiling.get("num_models"), "path": ceiling.get("path")}
+  out = {"forgetting_quality": fc, "ratio": float(forgetting_quality) / fc if fc > 0 else None,
+         "num_models": ceiling.get("num_models"), "path": ceiling.get("path")}
+  if ceiling.get("subsampled_from") is not None:  # rescored at the result's N after dropped seeds
+    out["subsampled_from"] = ceiling["subsampled_from"]
+  return out

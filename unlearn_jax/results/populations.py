@@ -20,7 +20,7 @@ N is the number of scored models (after dropped seeds, if any). About
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
