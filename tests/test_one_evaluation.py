@@ -122,3 +122,28 @@ def test_evaluate_with_a_sweep_key_is_a_one_line_cli_error(tmp_path, capsys):
                  "--output-dir", str(tmp_path / "o")])
   err = capsys.readouterr().err.strip().splitlines()
   assert rc == 2 and len(err) == 1 and err[0].startswith("unlearn-jax: error: the config sets 'confirm'")
+
+
+def test_method_diagnostics_reach_populations_results_and_the_summary(runs):
+  """``UnlearnResult.metrics`` (finetune: its loss per epoch) is kept per seed and summarised over seeds."""
+  arrays, _ = checkpoint.load_arrays(os.path.join(runs["dirs"]["cli"], populations.POPULATIONS_FILE))
+  loss = arrays["diagnostics/loss"]
+  assert loss.shape[0] == N and loss.ndim == 2 and np.all(np.isfinite(loss))
+  chunks = runs["records"]["cli"]["cache"]["unlearned"]
+  stored = np.concatenate([checkpoint.load_arrays(os.path.join(chunks, f))[0]["diag/loss"]
+                           for f in sorted(os.listdir(chunks)) if f.startswith("chunk-")])
+  np.testing.assert_array_equal(loss, stored)  # what the method returned, per seed
+  last = loss[:, -1].astype(np.float64)
+  summary = runs["records"]["cli"]["diagnostics"]["loss"]
+  assert summary["of"] == "last entry" and summary["shape"] == [loss.shape[1]] and summary["nonfinite"] == 0
+  assert summary["mean"] == pytest.approx(float(np.mean(last)), rel=1e-12)
+  assert summary["sd"] == pytest.approx(float(np.std(last)), rel=1e-12)
+  assert (summary["min"], summary["max"]) == (float(last.min()), float(last.max()))
+  assert "method diagnostics (per seed, mean sd [min, max]): loss (last)" in runs["stdout"]
+  assert populations.read_populations(runs["dirs"]["sweep"])["diagnostics/loss"].shape == loss.shape
+
+
+def test_the_reported_total_time_covers_every_stage(runs):
+  walls = runs["records"]["cli"]["wall_s"]
+  assert {"load", "original", "retrained", "margins", "unlearn", "metric", "ceiling", "evaluations"} <= set(walls)
+  assert walls["total"] >= sum(v for k, v in walls.items() if k != "total") - 1e-6

@@ -205,8 +205,12 @@ def run(args) -> int:
   return 0
 
 
+def _number(value) -> str:
+  return "nan" if value is None else f"{value:.4g}"
+
+
 def summary_lines(results: dict[str, Any]) -> list[str]:
-  """Printed lines for the bootstrap, the ceiling, U-LiRA and KLOM, where present."""
+  """Printed lines for the bootstrap, the ceiling, U-LiRA, the method's diagnostics and KLOM, where present."""
   lines = []
   b = results.get("bootstrap")
   if b:
@@ -222,6 +226,11 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
   if u:
     lines.append(f"U-LiRA: balanced accuracy {u['pair_balanced_accuracy']:.4f}, AUC {u['pair_auc']:.4f} (per pair); "
                  f"AUC {u['model_auc']:.4f} (per model); 0.5 = indistinguishable")
+  d = results.get("diagnostics")
+  if d:
+    lines.append("method diagnostics (per seed, mean sd [min, max]): " + "; ".join(
+        f"{name}{'' if v['of'] == 'value' else ' (last)'} {_number(v['mean'])} {_number(v['sd'])} "
+        f"[{_number(v['min'])}, {_number(v['max'])}]" for name, v in d.items()))
   k = results.get("klom")
   if k:
     lines.append("KLOM " + ", ".join(f"{split} mean {v['mean']:.4f} p95 {v['p95']:.4f}" for split, v in k.items()))

@@ -122,8 +122,9 @@ def run_chunks(stage: str, store: checkpoint.ChunkStore, num: int,
         ok = False
       elif ok:
         parts.append(arrays)
-    if ok:
-      return StageOutput({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, store.directory,
+    if ok:  # entries every chunk holds (chunks stored before a stage recorded more keep their keys)
+      keys = [k for k in parts[0] if all(k in p for p in parts[1:])]
+      return StageOutput({k: np.concatenate([p[k] for p in parts]) for k in keys}, store.directory,
                          list(store.rebuilt), computed)
   raise ProtocolError(f"could not assemble stage {stage!r} from {store.directory} (entries keep failing checksums)")
 

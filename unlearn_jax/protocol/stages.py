@@ -58,11 +58,13 @@ class OriginalModel:
 
 @dataclasses.dataclass(frozen=True)
 class Population:
-  """N models' outputs (``[N, ...]`` host arrays) and where they are stored."""
+  """N models' outputs (``[N, ...]`` host arrays) and where they are stored; for unlearning runs also the
+  method's own per-seed diagnostics (``UnlearnResult.metrics``, ``[N, ...]``)."""
 
   outputs: dict[str, np.ndarray]
   directory: str
   rebuilt: list[str]
+  diagnostics: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   @property
   def num_models(self) -> int:
@@ -99,9 +101,9 @@ def make_measure_fn(model, eval_batch_size: int = 512,
   return measure
 
 
-def split_outputs(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """The measured outputs (``out/...`` entries) of a stage's flat arrays."""
-  return {k[len("out/"):]: v for k, v in flat.items() if k.startswith("out/")}
+def split_outputs(flat: Mapping[str, np.ndarray], prefix: str = "out/") -> dict[str, np.ndarray]:
+  """The measured outputs (``out/...`` entries; or those under ``prefix``) of a stage's flat arrays."""
+  return {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
 
 
 def original_model(ctx: Context, root: jax.Array, progress: Progress) -> OriginalModel:
@@ -183,11 +185,11 @@ def unlearned_models(ctx: Context, method: BuiltMethod, original: OriginalModel,
 
   def fn(key, original_state, data):
     res = unlearn(original_state, data, key)
-    return dict(out=measure(res.state.params, res.state.batch_stats, data))
+    return dict(out=measure(res.state.params, res.state.batch_stats, data), diag=dict(res.metrics))
 
   out = runner.seed_chunks("unlearn", make_runner(fn, ctx), root, ctx.config.num_models, (original.state, ctx.data),
                            store, checkpoint.flatten_tree, ctx.config, progress)
-  return Population(split_outputs(out.arrays), out.directory, out.rebuilt)
+  return Population(split_outputs(out.arrays), out.directory, out.rebuilt, split_outputs(out.arrays, "diag/"))
 
 
 def retrained_margins(ctx: Context, retrained: Population, subsets: Mapping[str, np.ndarray],

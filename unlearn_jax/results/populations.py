@@ -11,7 +11,9 @@ bootstrap can run later without retraining. Arrays (float32 unless noted):
 * ``unlearned/<split>_margin``, ``retrained/<split>_margin`` ``[N, M]`` for retain and
   heldout, present when the run recorded margins (``--metrics klom``);
 * ``epsilons`` ``[E]`` (float64) and ``points`` ``[E]`` (float64): the per-example
-  epsilons and their points.
+  epsilons and their points;
+* ``diagnostics/<name>`` ``[N, ...]``: the method's own per-seed diagnostics
+  (``UnlearnResult.metrics``) in its dtype, where the unlearning chunks recorded them.
 
 N is the number of scored models (after dropped seeds, if any). About
 ``2 * N * (E + 3) * 4`` bytes: 0.6 MB at N = 512, E = 144.
@@ -32,6 +34,7 @@ POPULATIONS_FILE = "populations.npz"
 KINDS = ("unlearned", "retrained")
 PER_MODEL = ("retain_accuracy", "forget_accuracy", "test_accuracy")
 PER_EXAMPLE = ("forget_confidence", "retain_margin", "heldout_margin")
+DIAGNOSTICS = "diagnostics"  # the method's own per-seed diagnostics: diagnostics/<name> [N, ...], as it returned them
 
 
 def to_arrays(pops: Populations) -> dict[str, np.ndarray]:
@@ -41,6 +44,8 @@ def to_arrays(pops: Populations) -> dict[str, np.ndarray]:
     for name in PER_MODEL + PER_EXAMPLE:
       if name in outputs:
         out[f"{kind}/{name}"] = np.asarray(outputs[name], np.float32)
+  for name, value in pops.diagnostics.items():
+    out[f"{DIAGNOSTICS}/{name}"] = np.asarray(value)
   eps = np.asarray(pops.epsilons, np.float64)
   out["epsilons"] = eps
   out["points"] = epsilon_points(eps, int(out["unlearned/forget_confidence"].shape[0]))
@@ -90,6 +95,10 @@ def read_populations(path: str) -> dict[str, np.ndarray]:
       expect = (n, value.shape[1]) if value.ndim == 2 and other is not None and other.shape == value.shape else ()
     if expect is not None and value.shape != expect:
       raise ValueError(f"populations file {path!r}: array {name!r} has shape {value.shape}, expected {expect}")
+    if name.startswith(f"{DIAGNOSTICS}/"):  # the method's own values, as it returned them (NaN included)
+      if value.ndim < 1 or value.shape[0] != n:
+        raise ValueError(f"populations file {path!r}: array {name!r} has shape {value.shape}, expected ({n}, ...)")
+      continue
     if not np.all(np.isfinite(value)):
       raise ValueError(f"populations file {path!r}: array {name!r} has non-finite values")
   return arrays

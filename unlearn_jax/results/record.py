@@ -27,12 +27,14 @@ class Populations:
       ``[N, T]`` and, where recorded, ``retain_margin`` / ``heldout_margin`` ``[N, M]``.
     epsilons: ``[E]`` per-example epsilons of the metric.
     original_confidence: ``[E]`` the original model's forget confidences (the no-op check), if known.
+    diagnostics: the method's own per-seed diagnostics (``UnlearnResult.metrics``), ``[N, ...]`` each.
   """
 
   unlearned: Mapping[str, np.ndarray]
   retrained: Mapping[str, np.ndarray]
   epsilons: np.ndarray
   original_confidence: Optional[np.ndarray] = None
+  diagnostics: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   @property
   def num_models(self) -> int:
@@ -76,6 +78,30 @@ def accuracy_summary(outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
   for name in ("retain_accuracy", "forget_accuracy", "test_accuracy"):
     a = np.asarray(outputs[name], np.float64).reshape(-1)
     out[name] = {"mean": float(a.mean()), "per_model": a.tolist()}
+  return out
+
+
+def diagnostics_summary(diagnostics: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  """The ``diagnostics`` field: per diagnostic, mean / sd / min / max over seeds of its per-seed value.
+
+  A diagnostic that is one number per seed is that number; one that is an array per seed
+  (e.g. a loss per epoch) is summarised by its last entry, and its per-seed ``shape`` is
+  recorded. Non-finite values are left out of the statistics and counted (``nonfinite``).
+  """
+  out = {}
+  for name, value in sorted(diagnostics.items()):
+    a = np.asarray(value)
+    if a.ndim == 0 or not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
+      continue
+    per_seed = a.reshape(a.shape[0], -1)
+    if per_seed.shape[1] == 0:
+      continue
+    last = per_seed[:, -1].astype(np.float64)
+    finite = last[np.isfinite(last)]
+    stats = ({"mean": float(finite.mean()), "sd": float(finite.std()), "min": float(finite.min()),
+              "max": float(finite.max())} if finite.size else {"mean": None, "sd": None, "min": None, "max": None})
+    out[name] = stats | {"shape": list(a.shape[1:]), "of": "value" if per_seed.shape[1] == 1 else "last entry",
+                         "nonfinite": int(last.size - finite.size)}
   return out
 
 
