@@ -160,3 +160,23 @@ def test_many_corrupt_chunks_are_all_rebuilt_in_one_retry(tmp_path):
   again = run()
   np.testing.assert_array_equal(again["out/v"], clean["out/v"])
   assert len(store.rebuilt) == 5
+
+
+def test_eval_config_is_exactly_its_four_typed_parts():
+  import dataclasses
+  names = sorted(f.name for f in dataclasses.fields(protocol_config.EvalConfig))
+  parts = [f.name for cls in protocol_config.PARTS for f in dataclasses.fields(cls)]
+  assert names == sorted(parts) and len(set(parts)) == len(parts)  # every field in exactly one part
+  c = protocol_config.EvalConfig(num_models=7, method="none", bootstrap=5, output_dir="x", seed=3)
+  assert protocol_config.EvalConfig.compose(c.setup, c.method_choice, c.evaluations, c.run) == c
+  assert (c.setup.num_models, c.setup.seed, c.method_choice.method, c.evaluations.bootstrap, c.run.output_dir) == \
+      (7, 3, "none", 5, "x")
+
+
+def test_train_takes_its_dataset_defaults_from_the_evaluate_config():
+  from unlearn_jax.commands import train
+  for dataset in ("digits", "cifar10", "cifar10_tarball", "competition", "random_cifar10", "tfds:mnist"):
+    cfg = dict(configs.load_config(None), dataset=dataset)
+    config = protocol_config.from_dict(cfg)
+    assert train.dataset_defaults(dataset) == (config.model, config.recipe), dataset
+  assert train.dataset_defaults("cifar10") == ("resnet18", "starting_kit")
