@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import autotune, checkpoint, compile_cache, degenerate, evaluations, margins, plugins, seeds, setups
+from unlearn_jax import checkpoint, compile_cache, degenerate, evaluations, margins, plugins, seeds, setups, tuning
 from unlearn_jax._validate import check_seed
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
@@ -87,7 +87,7 @@ class EvalConfig:
       retrained models (``sweep --confirm``).
     strategy, chunk_size: how :class:`~unlearn_jax.seeds.SeedRunner` runs the seed axis
       (``auto``: the measured table, or a measurement on this device where the table has
-      no row; ``tune``: always measure; see :mod:`unlearn_jax.autotune`).
+      no row; ``tune``: always measure; see :mod:`unlearn_jax.tuning`).
     conv_impl: convolution lowering: ``gemm``, ``xla`` or ``auto`` (the measured default of
       this backend, or both timed on the device where there is none).
     dtype: compute dtype, ``float32`` or ``bfloat16`` (mixed precision: parameters,
@@ -252,9 +252,9 @@ def build_context(config: EvalConfig, progress: Optional["Progress"] = None) -> 
   dataset = load_data(config.dataset, config.data_dir)
   indices, data = make_splits(dataset, config.split)
   recipe = resolve_recipe(config.recipe, config.recipe_overrides)
-  conv_impl, conv_source = autotune.resolve_conv_impl(config.conv_impl, workload_of(config, data, recipe),
-                                                      max_chunk=seeds.seeds_per_device(config.num_models),
-                                                      **tune_options(config, progress))
+  conv_impl, conv_source = tuning.resolve_conv_impl(config.conv_impl, workload_of(config, data, recipe),
+                                                    max_chunk=seeds.seeds_per_device(config.num_models),
+                                                    **tune_options(config, progress))
   config = dataclasses.replace(config, conv_impl=conv_impl)  # cache keys name the concrete lowering
   model = get_model(config.model, data.num_classes, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[config.dtype])
   return Context(config, data, indices, model, recipe, _fingerprint(dataset), conv_impl_source=conv_source,
@@ -278,9 +278,9 @@ def tune_options(config: EvalConfig, progress: Optional["Progress"] = None) -> d
   return opts
 
 
-def workload_of(config: EvalConfig, data, recipe: Recipe) -> autotune.Workload:
-  """What one seed trains, as :mod:`unlearn_jax.autotune` measures it."""
-  return autotune.Workload.of_run(config.model, data, config.recipe, recipe, config.conv_impl, config.dtype)
+def workload_of(config: EvalConfig, data, recipe: Recipe) -> tuning.Workload:
+  """What one seed trains, as :mod:`unlearn_jax.tuning` measures it."""
+  return tuning.Workload.of_run(config.model, data, config.recipe, recipe, config.conv_impl, config.dtype)
 
 
 def build_method(ctx: Context, hyperparameters: Optional[Mapping[str, Any]] = None):
@@ -477,12 +477,12 @@ class SeedPlan:
 
 def plan_seeds(ctx: Context) -> SeedPlan:
   """Resolves ``auto``/``tune`` once per context (measuring on this device if needed;
-  sharding over the local devices when there are several, see :func:`seeds.plan_strategy`)."""
+  sharding over the local devices when there are several, see :func:`tuning.plan_strategy`)."""
   if ctx.seed_plan is None:
     c = ctx.config
-    strategy, chunk, source = seeds.plan_strategy(c.strategy, c.chunk_size, c.model,
-                                                  workload_of(c, ctx.data, ctx.recipe), c.num_models,
-                                                  len(jax.local_devices()), tune_options(c, ctx.progress))
+    strategy, chunk, source = tuning.plan_strategy(c.strategy, c.chunk_size, c.model,
+                                                   workload_of(c, ctx.data, ctx.recipe), c.num_models,
+                                                   len(jax.local_devices()), tune_options(c, ctx.progress))
     # only chunked and shard programs have a chunk size (loop runs 1 seed, vmap all of them)
     ctx.seed_plan = SeedPlan(strategy, chunk if strategy in ("chunked", "shard") else None, source)
   return ctx.seed_plan
@@ -491,7 +491,7 @@ def plan_seeds(ctx: Context) -> SeedPlan:
 def make_runner(fn, ctx: Context) -> seeds.SeedRunner:
   """A :class:`SeedRunner` for ``fn`` following :func:`plan_seeds`."""
   plan = plan_seeds(ctx)
-  return seeds.SeedRunner(fn, plan.strategy, plan.chunk_size, model_name=ctx.config.model)
+  return seeds.SeedRunner(fn, plan.strategy, plan.chunk_size, source=plan.source)
 
 
 # ------------------------------------------------------------------ stages

@@ -57,7 +57,7 @@ def get_model(name: str, num_classes: int, conv_impl: str = "xla", dtype=None) -
 # Measured (benchmarks/README.md, "Training throughput"): on CPU the im2col GEMM
 # convolution trains ~10x faster than XLA's convolution, alone and under vmap. Only
 # measured backends belong here; elsewhere ``conv_impl="auto"`` times both lowerings on
-# the device (unlearn_jax/autotune.py). Background for GPUs: a vmap over per-seed
+# the device (unlearn_jax/tuning.py). Background for GPUs: a vmap over per-seed
 # kernels turns XLA's convolution into a grouped convolution whose backward pass is
 # reported slow on CUDA (jax issue #13800), while the GEMM form becomes batched matmuls.
 DEFAULT_CONV_IMPL = {"cpu": "gemm"}
