@@ -22,6 +22,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from unlearn_jax.models import get_model
+
 BN_PARAMS = {"weight": "scale", "bias": "bias"}
 BN_STATS = {"running_mean": "mean", "running_var": "var"}
 
@@ -85,7 +87,6 @@ def import_torchvision_resnet18(state_dict: Mapping[str, Any], num_classes: int 
   Raises:
     ValueError: on a missing, unexpected or mis-shaped entry (named in the message).
   """
-  from unlearn_jax.models import get_model
 
   sd = {str(k).removeprefix("module."): _to_numpy(v) for k, v in state_dict.items()}
   if "fc.weight" not in sd:

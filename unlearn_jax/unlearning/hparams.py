@@ -37,6 +37,8 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
+from unlearn_jax._validate import parse_value
+
 KINDS = ("int", "float", "bool", "str", "ints", "floats", "any")
 _SEQUENCE_KINDS = {"ints": "int", "floats": "float"}
 _KIND_NAMES = {"int": "integer", "float": "number", "bool": "boolean", "str": "string",
@@ -192,8 +194,7 @@ class HParam:
     if self.kind in _SEQUENCE_KINDS:
       inner = text[1:-1] if text[:1] in "[(" and text[-1:] in "])" else text
       return [_number(t.strip()) for t in inner.split(",") if t.strip()]
-    from unlearn_jax import configs
-    return configs.parse_value(text)
+    return parse_value(text)
 
 
 def _number(text: str) -> Any:
@@ -225,15 +226,12 @@ def _unwrap(factory: Callable) -> Callable:
   return factory
 
 
-def _factory_of(factory_or_name: Any) -> Callable:
-  if isinstance(factory_or_name, str):
-    from unlearn_jax.unlearning import METHODS
-    if factory_or_name not in METHODS:
-      raise ValueError(f"unknown method {factory_or_name!r}; expected one of {sorted(METHODS)}")
-    return METHODS[factory_or_name]
-  if not callable(factory_or_name):
-    raise ValueError(f"expected a method factory or a registered method name, got {_show(factory_or_name)}")
-  return factory_or_name
+def _factory_of(factory: Any) -> Callable:
+  if not callable(factory):
+    hint = (" (a registered method's factory is unlearn_jax.unlearning.METHODS[name])"
+            if isinstance(factory, str) else "")
+    raise ValueError(f"expected a method factory, got {_show(factory)}{hint}")
+  return factory
 
 
 def module_declarations(factory: Callable) -> Optional[tuple[HParam, ...]]:
@@ -247,12 +245,13 @@ def module_declarations(factory: Callable) -> Optional[tuple[HParam, ...]]:
   return None if found is None else tuple(found)
 
 
-def declared(factory_or_method_name: Any) -> dict[str, HParam]:
-  """A factory's (or registered method's) hyperparameters by name, in declaration order.
+def declared(factory: Callable) -> dict[str, HParam]:
+  """A method factory's hyperparameters by name, in declaration order.
 
   From its module's ``HPARAMS`` when it declares them, else derived from its signature.
+  (A registered method's factory is ``unlearn_jax.unlearning.METHODS[name]``.)
   """
-  factory = _factory_of(factory_or_method_name)
+  factory = _factory_of(factory)
   decl = module_declarations(factory)
   if decl is None:
     decl = from_signature(factory)
@@ -322,13 +321,13 @@ def _kind_of(hint: Any, default: Any) -> tuple[str, bool]:
 # ------------------------------------------------------------------ validation
 
 
-def validate(method_name: str, factory: Any, overrides: Mapping[str, Any]) -> dict[str, Any]:
+def validate(method_name: str, factory: Callable, overrides: Mapping[str, Any]) -> dict[str, Any]:
   """``overrides`` checked against the declarations of ``factory`` and coerced to their kinds.
 
   Raises a one-line ``ValueError`` for an unknown key (listing the valid keys) or an
   invalid value (naming ``method_name``, the key and the valid range).
   """
-  factory = _factory_of(factory if factory is not None else method_name)
+  factory = _factory_of(factory)
   decl = declared(factory)
   out: dict[str, Any] = {}
   for key, value in overrides.items():
@@ -342,17 +341,16 @@ def validate(method_name: str, factory: Any, overrides: Mapping[str, Any]) -> di
   return out
 
 
-def parse_overrides(method_name: str, factory: Any, texts: Mapping[str, str]) -> dict[str, Any]:
+def parse_overrides(method_name: str, factory: Callable, texts: Mapping[str, str]) -> dict[str, Any]:
   """Command-line ``NAME -> text`` overrides parsed by their declared kinds, then :func:`validate`-d."""
-  factory = _factory_of(factory if factory is not None else method_name)
+  factory = _factory_of(factory)
   decl = declared(factory)
   parsed = {}
   for key, text in texts.items():
     if key in decl:
       parsed[key] = decl[key].parse(text)
     else:
-      from unlearn_jax import configs
-      parsed[key] = configs.parse_value(text)
+      parsed[key] = parse_value(text)
   return validate(method_name, factory, parsed)
 
 
