@@ -78,7 +78,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import bench_train_throughput as btt  # noqa: E402  (its bench_model, MFU and memory)
-from unlearn_jax import compile_cache, pipeline, seeds, tuning  # noqa: E402
+from unlearn_jax import compile_cache, pipeline, tuning  # noqa: E402
 from unlearn_jax.models import default_conv_impl  # noqa: E402
 from unlearn_jax.training import steps_per_epoch  # noqa: E402
 

@@ -65,7 +65,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _timing  # noqa: E402
 
-from unlearn_jax import seeds, tuning  # noqa: E402
+from unlearn_jax import tuning  # noqa: E402
 from unlearn_jax.models import COMPUTE_DTYPES, get_model  # noqa: E402
 from unlearn_jax.training import competition_recipe, steps_per_epoch  # noqa: E402
 
@@ -118,7 +118,7 @@ def _slice(tree, lo, hi):
 
 
 def resolve_engine(label: str, model_name: str, conv_impl: str, dtype_name: str, num_seeds: int) -> str:
-  """The benchmark strategy that ``tuning.seed_runner(strategy=label)`` (``auto`` or ``tune``) runs for this workload."""
+  """The benchmark strategy ``tuning.seed_runner(strategy=label)`` (``auto`` or ``tune``) runs for this workload."""
   workload = tuning.Workload(model=model_name, num_classes=10, image_shape=(32, 32, 3), recipe="competition",
                              batch_size=BATCH, conv_impl=conv_impl, dtype=dtype_name)
   strategy, chunk, _ = tuning.resolve_strategy(label, None, model_name, workload, max_chunk=num_seeds)

@@ -316,7 +316,8 @@ def test_checker_accepts_a_layered_package(tmp_path):
     # peers of one rank do not import each other
     ({"high.py": "import pkg.lib\n", "lib.py": ""}, "pkg.high:1: imports pkg.lib: high (rank 2)"),
     # a circle inside one package, through a function-level import
-    ({"mid/__init__.py": "", "mid/a.py": "from pkg.mid import b\n", "mid/b.py": "def f():\n  from pkg.mid import a\n"},
+    ({"mid/__init__.py": "", "mid/a.py": "from pkg.mid import b\n",
+      "mid/b.py": "def f():\n  from pkg.mid import a\n"},
      "import circle: pkg.mid.a -> pkg.mid.b -> pkg.mid.a"),
     # a library module importing commands
     ({"high.py": "from pkg.commands import run\n", "commands/__init__.py": "def run(): pass\n"},
@@ -324,8 +325,10 @@ def test_checker_accepts_a_layered_package(tmp_path):
     # a module nobody placed
     ({"newcomer.py": ""}, "pkg.newcomer: no rank (place it in RANKS)"),
     # private names of another module, imported or read as an attribute
-    ({"low.py": "_Y = 1\n", "mid/__init__.py": "from pkg.low import _Y\n"}, "pkg.mid:1: uses the private name pkg.low._Y"),
-    ({"low.py": "_Y = 1\n", "high.py": "from pkg import low\nZ = low._Y\n"}, "pkg.high:2: uses the private name pkg.low._Y"),
+    ({"low.py": "_Y = 1\n", "mid/__init__.py": "from pkg.low import _Y\n"},
+     "pkg.mid:1: uses the private name pkg.low._Y"),
+    ({"low.py": "_Y = 1\n", "high.py": "from pkg import low\nZ = low._Y\n"},
+     "pkg.high:2: uses the private name pkg.low._Y"),
     # another package's private submodule
     ({"mid/__init__.py": "", "mid/_impl.py": "", "high.py": "from pkg.mid import _impl\n"},
      "pkg.high:1: uses the private name pkg.mid._impl"),
@@ -341,3 +344,19 @@ def test_pending_exceptions_silence_one_edge_and_must_still_occur(tmp_path):
   clean = _package(tmp_path / "clean", {"low.py": "", "high.py": ""})
   assert violations(clean, "pkg", TOY_RANKS, {("pkg.low", "pkg.high")}) == [
       "pending exception ('pkg.low', 'pkg.high') no longer occurs: remove it from PENDING"]
+
+
+def test_no_test_module_imports_another_test_module():
+  """Shared test code lives in helper modules (``tests/helpers.py``, ``tests/methods/support.py``), not in tests."""
+  tests_dir = os.path.dirname(os.path.abspath(__file__))
+  offenders = []
+  for module, path in modules_of(tests_dir, "tests").items():
+    with open(path, encoding="utf-8") as f:
+      tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+      names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+               [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+      for name in names:
+        if name.rsplit(".", 1)[-1].startswith("test_") and name != module:
+          offenders.append(f"{module}:{node.lineno} imports {name}")
+  assert offenders == []

@@ -136,7 +136,8 @@ def setup():
   return tiny_mlp_original()
 
 
-@pytest.mark.parametrize("name", [n for n, f in METHODS.items() if any(h.traceable for h in hparams.declared(f).values())])
+@pytest.mark.parametrize("name", [n for n, f in METHODS.items()
+                                  if any(h.traceable for h in hparams.declared(f).values())])
 def test_traceable_hyperparameters_accept_traced_scalars(name, setup):
   model, data, original = setup
   factory = METHODS[name]

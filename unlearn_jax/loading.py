@@ -30,7 +30,7 @@ import inspect
 import os
 import re
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 _MODULE_PREFIX = "_unlearn_jax_plugin_"
 

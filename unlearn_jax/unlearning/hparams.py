@@ -11,6 +11,8 @@ so it is the single place that says what a user may set:
   value out of range, NaN or infinity is a one-line ``ValueError`` naming the
   method, the key and what is allowed);
 * :func:`parse_overrides` does the same for command-line text (``--hp lr=0.01``);
+* :func:`resolve_preset` fills the fields a user left ``None`` from a named preset
+  (reference settings such as finetune's ``kit`` or scrub's ``MIA``);
 * ``unlearn-jax methods M`` lists a method's declarations.
 
 ``traceable`` marks the hyperparameters a method uses only arithmetically (both
@@ -33,11 +35,11 @@ import inspect
 import math
 import sys
 import typing
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from unlearn_jax._validate import parse_value
+from unlearn_jax._validate import check_in, parse_value
 
 KINDS = ("int", "float", "bool", "str", "ints", "floats", "any")
 _SEQUENCE_KINDS = {"ints": "int", "floats": "float"}
@@ -316,6 +318,31 @@ def _kind_of(hint: Any, default: Any) -> tuple[str, bool]:
   if hint is None and type(default) in simple:
     return simple[type(default)], optional
   return "any", True
+
+
+# ------------------------------------------------------------------ presets
+
+
+def resolve_preset(label: str, presets: Mapping[str, Mapping[str, Any]], preset: str,
+                   overrides: Mapping[str, Any], defaults: Optional[Mapping[str, Any]] = None,
+                   declarations: Sequence[HParam] = ()) -> dict[str, Any]:
+  """The hyperparameters of ``presets[preset]`` with every non-``None`` override applied.
+
+  ``defaults`` fill the fields a preset does not set (the preset wins over them,
+  an override over both). A field declared ``ints``/``floats`` in ``declarations``
+  is stored as a tuple, as the presets write sequences. Keys keep their order:
+  defaults, then the preset's, then overrides of fields neither sets.
+
+  Raises a one-line ``ValueError`` (``unknown <label> 'x'; expected one of [...]``)
+  for a preset that is not in ``presets``.
+  """
+  check_in(label, preset, presets)
+  sequences = {h.name for h in declarations if h.kind in _SEQUENCE_KINDS}
+  hp = dict(defaults or {}, **presets[preset])
+  for name, value in overrides.items():
+    if value is not None:
+      hp[name] = tuple(value) if name in sequences else value
+  return hp
 
 
 # ------------------------------------------------------------------ validation
