@@ -16,6 +16,8 @@ import json
 import os
 from typing import Any, Iterable, Mapping
 
+import yaml
+
 from unlearn_jax._validate import parse_value  # re-exported: configs.parse_value
 from unlearn_jax.configs import default
 
@@ -68,7 +70,6 @@ def load_config(spec: str | None) -> dict[str, Any]:
     except (json.JSONDecodeError, RecursionError) as err:
       raise ValueError(f"config file {spec!r} is not valid JSON: {err}") from None
   elif ext in (".yaml", ".yml"):
-    import yaml
     try:
       data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:

@@ -133,7 +133,7 @@ def import_torchvision_resnet18(state_dict: Mapping[str, Any], num_classes: int 
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   """Reads a ``.pth`` / ``.pt`` state dict with torch (the optional ``torch`` extra) as NumPy arrays."""
   try:
-    import torch
+    import torch  # the optional ``torch`` extra: imported only here, where a .pth is read
   except ImportError:
     raise ValueError(f"reading {path!r} needs PyTorch: pip install 'unlearn_jax[torch]'") from None
   obj = torch.load(path, map_location="cpu", weights_only=True)
