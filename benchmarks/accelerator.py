@@ -45,7 +45,7 @@ c. ``end_to_end``: the protocol's stages (:mod:`unlearn_jax.protocol.run`: origi
    and recorded).
 d. ``choice``: the strategy (loop or chunk size), lowering and dtype that part b
    measured fastest, the engine's current defaults on this backend, and the table
-   rows to add (``seeds.DEFAULT_STRATEGY``, ``models.DEFAULT_CONV_IMPL``); then the
+   rows to add (``tuning.DEFAULT_STRATEGY``, ``models.DEFAULT_CONV_IMPL``); then the
    verdicts against the targets (vmapped >= 10x the loop; 512 ResNet-18 x 30 epochs
    < 1 h; the metric at 512 x 512 x 5,000 < 10 s).
 
@@ -78,7 +78,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import bench_train_throughput as btt  # noqa: E402  (its bench_model, MFU and memory)
-from unlearn_jax import autotune, compile_cache, seeds  # noqa: E402
+from unlearn_jax import compile_cache, tuning  # noqa: E402
 from unlearn_jax.data import synthetic  # noqa: E402
 from unlearn_jax.protocol import context as protocol_context  # noqa: E402
 from unlearn_jax.protocol import stages  # noqa: E402
@@ -262,8 +262,8 @@ class Rung:
 
 def part_ladder(rec: Recorder, budget: Budget, sizes: Sizes, state: dict) -> None:
   model = sizes.model
-  data = autotune.random_split_data(sizes.image_shape, 10, sizes.steps * btt.BATCH)
-  capacity, cap_label = autotune.device_capacity()
+  data = tuning.random_split_data(sizes.image_shape, 10, sizes.steps * btt.BATCH)
+  capacity, cap_label = tuning.device_capacity()
   flops: dict[str, float] = {}
   peaks: dict[str, tuple[float, str]] = {}
   rungs: list[Rung] = state.setdefault("rungs", [])
@@ -316,7 +316,7 @@ def part_ladder(rec: Recorder, budget: Budget, sizes: Sizes, state: dict) -> Non
     try:
       res = measure(rec, budget, "b", name, estimate(conv_impl, dtype, chunk), config, go)
     except Exception as err:  # noqa: BLE001 - running out of memory ends the ladder, not the run
-      if not autotune._is_oom(err):  # pylint: disable=protected-access
+      if not tuning.is_oom(err):
         raise
       rec.record("b", name, "skipped", config, note="out of memory")
       return None
@@ -347,14 +347,14 @@ def part_ladder(rec: Recorder, budget: Budget, sizes: Sizes, state: dict) -> Non
 
 def choose(rungs: list[Rung]) -> Optional[tuple[str, str, int, float]]:
   """``(conv_impl, dtype, chunk, models·epochs/s)``: the fastest lowering and dtype, then the smallest
-  chunk within 5% of its fastest chunk (:func:`unlearn_jax.autotune.choose`); ``None`` if nothing ran."""
+  chunk within 5% of its fastest chunk (:func:`unlearn_jax.tuning.choose`); ``None`` if nothing ran."""
   ran = [r for r in rungs if math.isfinite(r.row["model_epochs_per_s"])]
   if not ran:
     return None
   top = max(ran, key=lambda r: r.row["model_epochs_per_s"])
   same = [r for r in ran if (r.conv_impl, r.dtype) == (top.conv_impl, top.dtype)]
-  trials = [autotune.Trial(chunk=r.chunk, seed_step_s=1.0 / r.row["model_epochs_per_s"]) for r in same]
-  chunk = autotune.choose(trials)
+  trials = [tuning.Trial(chunk=r.chunk, seed_step_s=1.0 / r.row["model_epochs_per_s"]) for r in same]
+  chunk = tuning.choose(trials)
   rate = next(r.row["model_epochs_per_s"] for r in same if r.chunk == chunk)
   return top.conv_impl, top.dtype, chunk, rate
 
@@ -513,8 +513,8 @@ def part_choice(rec: Recorder, budget: Budget, sizes: Sizes, state: dict) -> Non
   del budget
   chosen = state.get("choice")
   backend = jax.default_backend()
-  current = {"strategy_table": seeds.default_strategy(sizes.model), "conv_impl_table": default_conv_impl(),
-             "family": seeds.model_family(sizes.model)}
+  current = {"strategy_table": tuning.default_strategy(sizes.model), "conv_impl_table": default_conv_impl(),
+             "family": tuning.model_family(sizes.model)}
   if chosen is None:
     rec.record("d", "choice", "skipped", current, note="part b measured nothing to choose from")
   else:
@@ -522,7 +522,7 @@ def part_choice(rec: Recorder, budget: Budget, sizes: Sizes, state: dict) -> Non
     row = ("loop", 1) if chunk == 1 else ("chunked", chunk)
     rec.record("d", "choice", "ok", current,
                {"conv_impl": conv_impl, "dtype": dtype, "chunk": chunk, "model_epochs_per_s": rate,
-                "DEFAULT_STRATEGY": f"({backend!r}, {seeds.model_family(sizes.model)!r}): {row!r}",
+                "DEFAULT_STRATEGY": f"({backend!r}, {tuning.model_family(sizes.model)!r}): {row!r}",
                 "DEFAULT_CONV_IMPL": f"{backend!r}: {conv_impl!r}"})
   verdicts(rec, state)
 
@@ -556,7 +556,7 @@ def describe(sizes: Sizes, args) -> dict[str, Any]:
   import unlearn_jax
 
   dev = jax.devices()[0]
-  capacity, cap_label = autotune.device_capacity()
+  capacity, cap_label = tuning.device_capacity()
   return {"device": device_description(), "platform": dev.platform, "device_kind": dev.device_kind,
           "num_devices": len(jax.devices()), "memory_gib": capacity / 2**30, "memory_source": cap_label,
           "jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),

@@ -11,10 +11,10 @@ in a ``lax.scan``; the strategies are built exactly as
 * ``loop``: ``jit(steps)`` called once per seed;
 * ``vmap``: ``jit(vmap(steps))`` over all seeds in one call;
 * ``chunk<k>``: the same vmapped program over chunks of ``k`` seeds;
-* ``auto``: whichever of these ``seeds.resolve_strategy`` picks for the model
+* ``auto``: whichever of these ``tuning.resolve_strategy`` picks for the model
   (the measured table, or on a backend without a row the chunk size that
-  :mod:`unlearn_jax.autotune` measures for this workload, stored per machine);
-* ``tune``: the chunk size :mod:`unlearn_jax.autotune` measures for this
+  :mod:`unlearn_jax.tuning` measures for this workload, stored per machine);
+* ``tune``: the chunk size :mod:`unlearn_jax.tuning` measures for this
   workload (on any backend), timed here like the others;
 * ``shard``: the vmapped program with the seed axis sharded over all local
   devices (one device on CPU unless run under
@@ -65,7 +65,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _timing  # noqa: E402
 
-from unlearn_jax import autotune, seeds  # noqa: E402
+from unlearn_jax import tuning  # noqa: E402
 from unlearn_jax.models import COMPUTE_DTYPES, get_model  # noqa: E402
 from unlearn_jax.training import competition_recipe, steps_per_epoch  # noqa: E402
 
@@ -85,9 +85,9 @@ PEAK_FLOPS = {
 
 
 def build(model_name: str, conv_impl: str, dtype_name: str):
-  """``(init, steps_fn, one_step)`` of the competition recipe (see ``autotune.step_programs``)."""
+  """``(init, steps_fn, one_step)`` of the competition recipe (see ``tuning.step_programs``)."""
   model = get_model(model_name, 10, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[dtype_name])
-  return autotune.step_programs(model, competition_recipe(), BATCH, STEPS_PER_EPOCH)
+  return tuning.step_programs(model, competition_recipe(), BATCH, STEPS_PER_EPOCH)
 
 
 def _flops(compiled) -> float:
@@ -118,10 +118,10 @@ def _slice(tree, lo, hi):
 
 
 def resolve_engine(label: str, model_name: str, conv_impl: str, dtype_name: str, num_seeds: int) -> str:
-  """The benchmark strategy that ``SeedRunner(strategy=label)`` (``auto`` or ``tune``) runs for this workload."""
-  workload = autotune.Workload(model=model_name, num_classes=10, image_shape=(32, 32, 3), recipe="competition",
-                               batch_size=BATCH, conv_impl=conv_impl, dtype=dtype_name)
-  strategy, chunk, _ = seeds.resolve_strategy(label, None, model_name, workload, max_chunk=num_seeds)
+  """The benchmark strategy ``tuning.seed_runner(strategy=label)`` (``auto`` or ``tune``) runs for this workload."""
+  workload = tuning.Workload(model=model_name, num_classes=10, image_shape=(32, 32, 3), recipe="competition",
+                             batch_size=BATCH, conv_impl=conv_impl, dtype=dtype_name)
+  strategy, chunk, _ = tuning.resolve_strategy(label, None, model_name, workload, max_chunk=num_seeds)
   if strategy == "chunked" and chunk and chunk < num_seeds:
     return f"chunk{chunk}"
   return "vmap" if strategy == "chunked" else strategy
@@ -169,7 +169,7 @@ def bench_model(model_name: str, conv_impl: str, dtype_name: str, num_seeds: int
     compiled = prog.lower(*calls[0]).compile()
     compile_s = time.perf_counter() - t0
     call = lambda compiled=compiled, calls=calls: [compiled(*c) for c in calls]
-    per_seed_bytes = (autotune.memory_bytes(compiled) - data_bytes) / per_call
+    per_seed_bytes = (tuning.memory_bytes(compiled) - data_bytes) / per_call
     t0 = time.perf_counter()
     jax.block_until_ready(call())
     first_s = time.perf_counter() - t0
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
   p.add_argument("--chunks", default=None, help="chunk sizes k (default 8,16,32; quick 2)")
   p.add_argument("--strategies", default="loop,vmap,chunked,shard,auto",
                  help="comma list of loop, vmap, chunked (one per --chunks k), shard, auto (the engine's default), "
-                      "tune (the chunk autotune measures for this workload; stored per machine)")
+                      "tune (the chunk unlearn_jax.tuning measures for this workload; stored per machine)")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--no-record", action="store_true", help="do not append to results.jsonl")
   args = p.parse_args(argv)
@@ -232,8 +232,8 @@ def main(argv=None) -> int:
   strategies = []
   for s in args.strategies.split(","):
     strategies += [f"chunk{k}" for k in chunks.split(",") if k] if s == "chunked" else [s]
-  data = autotune.random_split_data((32, 32, 3), 10, steps * BATCH)
-  capacity, cap_label = autotune.device_capacity()
+  data = tuning.random_split_data((32, 32, 3), 10, steps * BATCH)
+  capacity, cap_label = tuning.device_capacity()
   rows = []
   for dtype_name in args.dtypes.split(","):
     peak, peak_src = peak_flops(dtype_name)

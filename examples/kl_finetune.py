@@ -14,6 +14,8 @@ N seeds), ``original`` holds the trained model's params and BatchNorm statistics
 ``HPARAMS`` declares the hyperparameters (types, defaults, ranges) so that bad values
 are refused before anything is trained and ``unlearn-jax methods
 examples/kl_finetune.py:make`` lists them; it must match ``make``'s signature.
+The step and the epochs come from :mod:`unlearn_jax.unlearning.toolkit`, the helpers
+the built-in methods are written with.
 
 The update, per retain batch: ``CE(f_θ(x), y) + kl_weight · KL(p_θ₀^T(x) ‖ p_θ^T(x))``,
 i.e. fine-tuning that keeps the original's soft predictions on retain data while the
@@ -24,13 +26,10 @@ fit to the forget set decays. Cost: ``epochs`` retain passes plus a teacher forw
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
-import optax
 
-from unlearn_jax.training import TrainState, apply_eval, apply_train, cross_entropy, kl_divergence, run_epoch
-from unlearn_jax.training import torch_optimizer
-from unlearn_jax.unlearning import ModelState, UnlearningMethod, UnlearnResult
-from unlearn_jax.unlearning.hparams import HParam
+from unlearn_jax.training import apply_eval, cross_entropy, kl_divergence, torch_optimizer
+from unlearn_jax.unlearning import ModelState, UnlearningMethod, UnlearnResult, toolkit
+from unlearn_jax.unlearning.toolkit import HParam
 
 HPARAMS = (
     HParam("lr", "float", 0.01, low=0, traceable=True, doc="SGD learning rate"),
@@ -47,29 +46,20 @@ def make(model, lr: float = 0.01, kl_weight: float = 1.0, temperature: float = 2
   """Retain-set fine-tuning with a KL term to the original model's predictions."""
   tx = torch_optimizer("sgd", lr, momentum)
 
-  def loss_fn(params, batch_stats, x, y, teacher_logits):
-    logits, new_stats = apply_train(model, params, batch_stats, x)
-    loss = cross_entropy(logits, y) + kl_weight * kl_divergence(teacher_logits, logits, temperature)
-    return loss, new_stats
-
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
 
-    def step(state: TrainState, batch, step_key):
+    def loss_fn(params, batch_stats, batch, step_key):
       del step_key  # no per-step randomness
       x, y = batch
       teacher = jax.lax.stop_gradient(apply_eval(model, original.params, original.batch_stats, x))
-      (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.batch_stats, x, y,
-                                                                          teacher)
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      return TrainState(state.step + 1, optax.apply_updates(state.params, updates), new_stats, opt_state), \
-          {"loss": loss}
+      logits, new_stats = toolkit.forward(model, params, batch_stats, x, bn_train=True)
+      loss = cross_entropy(logits, y) + kl_weight * kl_divergence(teacher, logits, temperature)
+      return loss, (new_stats, {})
 
-    def epoch(state, e):  # each epoch visits D_r in the order permutation(fold_in(key, e))
-      return run_epoch(step, state, data, data.retain, batch_size, key, e)
-
-    state = TrainState.create(original.params, original.batch_stats, tx)
-    state, losses = jax.lax.scan(epoch, state, jnp.arange(epochs))
-    return UnlearnResult(ModelState(state.params, state.batch_stats), {"loss": losses})
+    # each epoch e visits D_r in the order permutation(fold_in(fold_in(key, e), 0))
+    state, losses = toolkit.run_epochs(toolkit.make_step(loss_fn, tx), toolkit.start(original, tx), data,
+                                       data.retain, batch_size, epochs, key)
+    return UnlearnResult(toolkit.finish(state), {"loss": losses})
 
   return UnlearningMethod(
       name="kl_finetune", unlearn=unlearn, cost_fn=lambda sizes: epochs * (1.0 + 1.0 / 3.0),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 import pathlib
 import pickle
 import struct
+import tarfile
 
 import numpy as np
 
@@ -101,3 +103,91 @@ def run_cli(args, expect_rc: int = 0) -> tuple[str, str]:
     rc = cli.main(args)
   assert rc == expect_rc, err.getvalue()
   return out.getvalue(), err.getvalue()
+
+
+# ------------------------------------------------------------------ miniature data sources on disk
+
+
+def cifar_batch(rng, n):
+  """One CIFAR-10 python batch of ``n`` random images, as the pickled dict holds it."""
+  return {b"batch_label": b"x", b"labels": rng.integers(0, 10, n).tolist(),
+          b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"f"] * n}
+
+
+
+def write_cifar(root, rng, per_batch=6, n_test=8, layout="tar"):
+  """Writes a miniature CIFAR-10 python archive (or extracted folder); returns its path and batches."""
+  batches = {f"data_batch_{i}": cifar_batch(rng, per_batch) for i in range(1, 6)}
+  batches["test_batch"] = cifar_batch(rng, n_test)
+  folder = os.path.join(root, "cifar-10-batches-py")
+  os.makedirs(folder)
+  for name, batch in batches.items():
+    with open(os.path.join(folder, name), "wb") as f:
+      f.write(py2_pickle(batch))
+  if layout == "dir":
+    return folder, batches
+  archive = os.path.join(root, "cifar-10-python.tar.gz")
+  with tarfile.open(archive, "w:gz") as tar:
+    tar.add(folder, arcname="cifar-10-batches-py")
+  for name in batches:
+    os.remove(os.path.join(folder, name))
+  os.rmdir(folder)
+  return archive, batches
+
+
+
+# Persons 0..5 retain, 6..7 forget, 8..9 validation; 3 images each.
+PEOPLE = {"retain.csv": range(0, 6), "forget.csv": range(6, 8), "validation.csv": range(8, 10)}
+
+
+
+def write_competition(root, rng, id_style="kaggle"):
+  """Writes a miniature competition folder; returns ``{file: [(image_id, person, age_group, pixels)]}``."""
+  from PIL import Image
+
+  rows = {}
+  for name, people in PEOPLE.items():
+    rows[name] = []
+    for person in people:
+      os.makedirs(os.path.join(root, "images", str(person)), exist_ok=True)
+      for n in range(3):
+        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(os.path.join(root, "images", str(person), f"{n}.png"))
+        image_id = f"{person}_{n}" if id_style == "kaggle" else f"images/{person}/{n}.png"
+        rows[name].append((image_id, person, (person + n) % 10, pixels))
+    with open(os.path.join(root, name), "w", newline="") as f:
+      w = csv.writer(f)
+      w.writerow(["image_id", "person_id", "age", "age_group"])
+      for image_id, person, group, _ in rows[name]:
+        w.writerow([image_id, person, 20 + group, group])
+  return rows
+
+
+
+# ------------------------------------------------------------------ confidence populations for the metric
+
+
+def random_case(rng, n, e, kind):
+  """``(unlearned, retrained)`` ``[n, e]`` confidences of one kind: shifted, ties, saturated or narrow."""
+  r = rng.normal(size=(n, e))
+  u = rng.normal(size=(n, e))
+  if kind == "shifted":
+    u = u * rng.uniform(0.5, 2.0, size=e) + rng.uniform(-1.5, 1.5, size=e)
+  elif kind == "ties":  # heavy ties: data on a 0.1 grid, like rounded confidences
+    r, u = np.round(r, 1), np.round(u - 0.3, 1)
+  elif kind == "saturated":  # some models at the +-103.6163 saturation
+    sat = -np.log(1e-45)
+    u = u * 3 + 5
+    u[rng.random(size=u.shape) < 0.2] = sat
+    r[rng.random(size=r.shape) < 0.1] = -sat
+  elif kind == "narrow":  # ranges below 2: many empty intervals (l > r)
+    u, r = 0.2 * u, 0.25 * r + 0.1
+  return u, r
+
+
+
+def mixed_case(rng, n):
+  """Four examples: shifted/rescaled, rounded (ties), saturated, narrow."""
+  cols = [random_case(rng, n, 1, kind) for kind in ("shifted", "ties", "saturated", "narrow")]
+  return np.concatenate([c[0] for c in cols], 1), np.concatenate([c[1] for c in cols], 1)
+

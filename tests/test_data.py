@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import csv
 import os
-import tarfile
 
 import numpy as np
 import pytest
 
-from tests.helpers import py2_pickle
+from tests.helpers import py2_pickle, write_cifar, write_competition
 from unlearn_jax.data import Dataset, SOURCES, SplitSpec, forget_indices, load_dataset, make_splits
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -27,31 +26,6 @@ CIFAR_STD = (0.2023, 0.1994, 0.2010)
 # Builders of small on-disk datasets in the sources' native formats.
 
 
-def _cifar_batch(rng, n):
-  return {b"batch_label": b"x", b"labels": rng.integers(0, 10, n).tolist(),
-          b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"f"] * n}
-
-
-def _write_cifar(root, rng, per_batch=6, n_test=8, layout="tar"):
-  """Writes a miniature CIFAR-10 python archive (or extracted folder); returns its path and batches."""
-  batches = {f"data_batch_{i}": _cifar_batch(rng, per_batch) for i in range(1, 6)}
-  batches["test_batch"] = _cifar_batch(rng, n_test)
-  folder = os.path.join(root, "cifar-10-batches-py")
-  os.makedirs(folder)
-  for name, batch in batches.items():
-    with open(os.path.join(folder, name), "wb") as f:
-      f.write(py2_pickle(batch))
-  if layout == "dir":
-    return folder, batches
-  archive = os.path.join(root, "cifar-10-python.tar.gz")
-  with tarfile.open(archive, "w:gz") as tar:
-    tar.add(folder, arcname="cifar-10-batches-py")
-  for name in batches:
-    os.remove(os.path.join(folder, name))
-  os.rmdir(folder)
-  return archive, batches
-
-
 def _hwc(data_row):
   """Naive CHW-row -> HWC conversion, pixel by pixel."""
   out = np.zeros((32, 32, 3), np.uint8)
@@ -60,32 +34,6 @@ def _hwc(data_row):
       for c in range(32):
         out[r, c, ch] = data_row[ch * 1024 + r * 32 + c]
   return out
-
-
-# Persons 0..5 retain, 6..7 forget, 8..9 validation; 3 images each.
-PEOPLE = {"retain.csv": range(0, 6), "forget.csv": range(6, 8), "validation.csv": range(8, 10)}
-
-
-def _write_competition(root, rng, id_style="kaggle"):
-  """Writes a miniature competition folder; returns ``{file: [(image_id, person, age_group, pixels)]}``."""
-  from PIL import Image
-
-  rows = {}
-  for name, people in PEOPLE.items():
-    rows[name] = []
-    for person in people:
-      os.makedirs(os.path.join(root, "images", str(person)), exist_ok=True)
-      for n in range(3):
-        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(os.path.join(root, "images", str(person), f"{n}.png"))
-        image_id = f"{person}_{n}" if id_style == "kaggle" else f"images/{person}/{n}.png"
-        rows[name].append((image_id, person, (person + n) % 10, pixels))
-    with open(os.path.join(root, name), "w", newline="") as f:
-      w = csv.writer(f)
-      w.writerow(["image_id", "person_id", "age", "age_group"])
-      for image_id, person, group, _ in rows[name]:
-        w.writerow([image_id, person, 20 + group, group])
-  return rows
 
 
 def _rewrite_csv(path, header, rows):
@@ -115,7 +63,7 @@ def digits():
 @pytest.fixture(scope="module")
 def competition(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("competition"))
-  rows = _write_competition(root, np.random.default_rng(1))
+  rows = write_competition(root, np.random.default_rng(1))
   return root, rows
 
 
@@ -179,7 +127,7 @@ def test_tfds_missing_or_unprepared_data_dir(tmp_path):
 @pytest.mark.parametrize("layout", ["tar", "tar_dir", "dir", "dir_parent"])
 def test_cifar10_tarball_layouts(tmp_path, layout):
   rng = np.random.default_rng(2)
-  path, batches = _write_cifar(str(tmp_path), rng, layout="dir" if layout.startswith("dir") else "tar")
+  path, batches = write_cifar(str(tmp_path), rng, layout="dir" if layout.startswith("dir") else "tar")
   if layout in ("tar_dir", "dir_parent"):
     path = os.path.dirname(path)
   ds = load_dataset("cifar10_tarball", path)
@@ -195,7 +143,7 @@ def test_cifar10_tarball_layouts(tmp_path, layout):
 
 
 def test_cifar10_tarball_forget_idx_file_is_the_source_forget_set(tmp_path):
-  archive, _ = _write_cifar(str(tmp_path), np.random.default_rng(3))
+  archive, _ = write_cifar(str(tmp_path), np.random.default_rng(3))
   np.save(tmp_path / "forget_idx.npy", np.array([4, 0, 17]))
   ds = load_dataset("cifar10_tarball", archive)
   idx, _ = make_splits(ds, SplitSpec(forget="source"))
@@ -213,7 +161,7 @@ def test_cifar10_tarball_errors(tmp_path):
     load_dataset("cifar10_tarball", str(tmp_path / "missing_dir"))
   with pytest.raises(FileNotFoundError, match="no CIFAR-10 data in .*expected cifar-10-python.tar.gz"):
     load_dataset("cifar10_tarball", str(tmp_path))
-  folder, _ = _write_cifar(str(tmp_path), np.random.default_rng(4), layout="dir")
+  folder, _ = write_cifar(str(tmp_path), np.random.default_rng(4), layout="dir")
   with open(os.path.join(folder, "data_batch_3"), "wb") as f:
     f.write(py2_pickle({b"data": np.zeros((2, 3072), np.uint8)}))
   with pytest.raises(ValueError, match="data_batch_3 has no 'labels' entry"):
@@ -247,7 +195,7 @@ def test_competition_loads_images_labels_people(competition):
 
 
 def test_competition_accepts_relative_path_ids(tmp_path):
-  rows = _write_competition(str(tmp_path), np.random.default_rng(6), id_style="path")
+  rows = write_competition(str(tmp_path), np.random.default_rng(6), id_style="path")
   ds = load_dataset("competition", str(tmp_path))
   np.testing.assert_array_equal(ds.images[18], rows["forget.csv"][0][3])
 
@@ -270,7 +218,7 @@ HEADER = ["image_id", "person_id", "age", "age_group"]
 ])
 def test_competition_malformed_inputs(tmp_path, case, error, message):
   root = str(tmp_path)
-  rows = _write_competition(root, np.random.default_rng(7))
+  rows = write_competition(root, np.random.default_rng(7))
   plain = {name: [[r[0], r[1], 20, r[2]] for r in rs] for name, rs in rows.items()}
   if case == "missing_column":
     _corrupt(root, "forget.csv", HEADER[:3], [r[:3] for r in plain["forget.csv"]])

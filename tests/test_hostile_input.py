@@ -19,8 +19,7 @@ import zlib
 import numpy as np
 import pytest
 
-from tests.helpers import py2_pickle
-from tests.test_data import _write_cifar, _write_competition
+from tests.helpers import py2_pickle, write_cifar, write_competition
 from unlearn_jax.data import load_dataset
 from unlearn_jax.data.cifar_tarball import ALLOWED_GLOBALS, safe_load_batch
 
@@ -78,7 +77,7 @@ def test_cifar_batch_with_a_reduce_payload_is_refused_and_not_executed(tmp_path,
   else:
     evil = _Payload(exec, f"import pathlib; pathlib.Path({str(marker)!r}).write_text('ran')")
   raw = py2_pickle({b"data": evil, b"labels": [0]})
-  folder, _ = _write_cifar(str(tmp_path / "c"), np.random.default_rng(0), layout="dir")
+  folder, _ = write_cifar(str(tmp_path / "c"), np.random.default_rng(0), layout="dir")
   with open(os.path.join(folder, "data_batch_2"), "wb") as f:
     f.write(raw)
   with pytest.raises(ValueError) as err:
@@ -106,7 +105,7 @@ def test_cifar_array_reconstruction_cannot_allocate_or_build_other_types():
 
 def test_cifar_oversized_batch_is_refused_before_reading(tmp_path, monkeypatch):
   from unlearn_jax.data import cifar_tarball
-  archive, _ = _write_cifar(str(tmp_path), np.random.default_rng(0))
+  archive, _ = write_cifar(str(tmp_path), np.random.default_rng(0))
   monkeypatch.setattr(cifar_tarball, "MAX_BATCH_BYTES", 1000)
   with pytest.raises(ValueError, match=r"data_batch_1 is 0 MiB, larger than any CIFAR batch"):
     load_dataset("cifar10_tarball", archive)
@@ -120,7 +119,7 @@ def test_cifar_oversized_batch_is_refused_before_reading(tmp_path, monkeypatch):
 def competition_dir(tmp_path):
   root = tmp_path / "data"
   root.mkdir()
-  _write_competition(str(root), np.random.default_rng(0))
+  write_competition(str(root), np.random.default_rng(0))
   outside = tmp_path / "outside"
   outside.mkdir()
   from PIL import Image
@@ -203,28 +202,7 @@ def test_competition_decompression_bomb_is_a_one_line_error(competition_dir, sid
 
 
 # ---------------------------------------------------------------------------
-# 4. A valid cache entry in the wrong place is not trusted.
-
-
-def test_chunk_copied_over_another_chunk_or_from_another_store_is_rebuilt(tmp_path):
-  from unlearn_jax import checkpoint
-  store = checkpoint.ChunkStore(str(tmp_path / "a"), '{"kind": "retrained", "seed": 0}')
-  other = checkpoint.ChunkStore(str(tmp_path / "b"), '{"kind": "retrained", "seed": 1}')
-  for lo in (0, 8):
-    store.save(lo, lo + 8, {"out/x": np.arange(lo, lo + 8)})
-    other.save(lo, lo + 8, {"out/x": -np.arange(lo, lo + 8)})
-  np.testing.assert_array_equal(store.load(8, 16)["out/x"], np.arange(8, 16))
-  os.replace(store.path(0, 8), store.path(8, 16))  # a valid entry under another chunk's name
-  assert store.load(8, 16) is None and not os.path.exists(store.path(8, 16))
-  assert "chunk-000008-000016.npz: entry records seeds 0-8" in store.rebuilt[0]
-  assert "but this file holds seeds 8-16" in store.rebuilt[0]
-  with open(other.path(0, 8), "rb") as f:  # a valid entry of another cache under the right name
-    raw = f.read()
-  checkpoint.atomic_write_bytes(store.path(0, 8), raw)
-  assert store.load(0, 8) is None and f"cache key {other.key}" in store.rebuilt[1]
-  store.save_entry("model", {"w": np.ones(2)})
-  os.replace(os.path.join(store.directory, "model.npz"), os.path.join(store.directory, "optimizer.npz"))
-  assert store.load_entry("optimizer") is None and "entry records entry 'model'" in store.rebuilt[2]
+# 4. A valid cache entry in the wrong place is not trusted: tests/test_checkpoint.py.
 
 
 # ---------------------------------------------------------------------------
@@ -436,7 +414,7 @@ def test_results_record_a_chunk_size_only_where_programs_have_one(strategy, chun
 
 
 def test_cifar_forget_index_file_that_is_not_integers_names_the_file(tmp_path):
-  archive, _ = _write_cifar(str(tmp_path), np.random.default_rng(0))
+  archive, _ = write_cifar(str(tmp_path), np.random.default_rng(0))
   for content, message in ((np.array([1.5, 2.0]), "forget indices must be a .npy array of integers, got float64"),
                            (np.array([[1, "a"]], dtype=object), "cannot read forget indices as a .npy integer array")):
     np.save(tmp_path / "forget_idx.npy", content, allow_pickle=True)

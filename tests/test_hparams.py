@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import pytest
 
 from tests.helpers import tiny_mlp_original
+from unlearn_jax import plugins
 from unlearn_jax.models import get_model
 from unlearn_jax.unlearning import METHODS, UnlearningMethod, hparams
 from unlearn_jax.unlearning.base import small_overrides
@@ -34,7 +35,7 @@ def _keywords(factory):
 @pytest.mark.parametrize("name", list(METHODS))
 def test_declarations_match_the_factory_signature(name):
   factory = METHODS[name]
-  decl = hparams.declared(name)
+  decl = hparams.declared(METHODS[name])
   assert hparams.module_declarations(factory) is not None, f"{name} declares no HPARAMS"
   params = _keywords(factory)
   assert list(decl)[:len(params)] == [p.name for p in params]
@@ -62,30 +63,31 @@ def test_declarations_match_the_factory_signature(name):
                                        ("bn_train", 1), ("preset", "nope"), ("schedule", 3)])
 def test_bad_values_are_refused_with_method_key_and_range(key, value):
   with pytest.raises(ValueError) as err:
-    hparams.validate("finetune", None, {key: value})
+    hparams.validate("finetune", METHODS["finetune"], {key: value})
   msg = str(err.value)
   assert "\n" not in msg and "'finetune'" in msg and repr(key) in msg and "must be" in msg
-  h = hparams.declared("finetune")[key]
+  h = hparams.declared(METHODS["finetune"])[key]
   assert h.range_text() in msg
 
 
 def test_coercion_and_ranges():
-  decl = hparams.declared("bad_teacher")
-  assert hparams.validate("bad_teacher", None, {"lr": 3, "epochs": 2.0, "kl_reduction": "batchmean"}) == \
+  decl = hparams.declared(METHODS["bad_teacher"])
+  assert hparams.validate("bad_teacher", METHODS["bad_teacher"],
+                          {"lr": 3, "epochs": 2.0, "kl_reduction": "batchmean"}) == \
       {"lr": 3.0, "epochs": 2, "kl_reduction": "batchmean"}
-  assert type(hparams.validate("bad_teacher", None, {"epochs": 2.0})["epochs"]) is int
+  assert type(hparams.validate("bad_teacher", METHODS["bad_teacher"], {"epochs": 2.0})["epochs"]) is int
   frac = decl["retain_frac"]  # open interval (0, 1)
   for bad in (0, 1, 1.5, -0.2):
     with pytest.raises(ValueError, match=r"in \(0, 1\)"):
       frac.check("bad_teacher", bad)
   assert frac.check("bad_teacher", 0.999) == 0.999
-  mom = hparams.declared("neggrad")["momentum"]  # closed interval [0, 1]
+  mom = hparams.declared(METHODS["neggrad"])["momentum"]  # closed interval [0, 1]
   assert mom.check("neggrad", 0) == 0.0 and mom.check("neggrad", 1) == 1.0
-  assert hparams.declared("finetune")["bn_train"].check("finetune", False) is False
-  assert hparams.declared("finetune")["lr"].check("finetune", None) is None  # optional: the preset's value
+  assert hparams.declared(METHODS["finetune"])["bn_train"].check("finetune", False) is False
+  assert hparams.declared(METHODS["finetune"])["lr"].check("finetune", None) is None  # optional: the preset's value
   with pytest.raises(ValueError, match=">= 0, got None"):
-    hparams.declared("neggrad")["lr"].check("neggrad", None)
-  seq = hparams.declared("scrub")["decay_epochs"]
+    hparams.declared(METHODS["neggrad"])["lr"].check("neggrad", None)
+  seq = hparams.declared(METHODS["scrub"])["decay_epochs"]
   assert seq.check("scrub", [3, 5.0]) == (3, 5)
   for bad in ([3, 1.5], [-1], 3, "3,5"):
     with pytest.raises(ValueError, match="decay_epochs"):
@@ -94,26 +96,29 @@ def test_coercion_and_ranges():
 
 def test_unknown_key_lists_the_valid_ones():
   with pytest.raises(ValueError) as err:
-    hparams.validate("neggrad", None, {"learning_rate": 0.1})
+    hparams.validate("neggrad", METHODS["neggrad"], {"learning_rate": 0.1})
   assert str(err.value) == ("method 'neggrad' has no hyperparameter 'learning_rate'; valid keys: lr, epochs, "
                             "batch_size, momentum, weight_decay, bn_train")
-  with pytest.raises(ValueError, match="unknown method"):
-    hparams.declared("no_such_method")
+  with pytest.raises(ValueError, match="unknown method 'no_such_method'"):
+    plugins.resolve_method("no_such_method")
+  with pytest.raises(ValueError, match=r"expected a method factory, got 'neggrad' \(a registered method's factory"):
+    hparams.declared("neggrad")  # names are resolved by the registry, not by the declarations
 
 
 def test_parse_reads_command_line_text_by_kind():
-  decl = hparams.declared("finetune")
+  decl = hparams.declared(METHODS["finetune"])
   assert decl["lr"].parse("1e-3") == 1e-3 and decl["epochs"].parse("3") == 3
   assert decl["bn_train"].parse("false") is False and decl["bn_train"].parse("Yes") is True
   assert decl["schedule"].parse("constant") == "constant" and decl["lr"].parse("null") is None
-  assert hparams.declared("scrub")["decay_epochs"].parse("[3, 5]") == [3, 5]
-  assert hparams.declared("scrub")["decay_epochs"].parse("3,5") == [3, 5]
-  assert hparams.parse_overrides("finetune", None, {"epochs": "2", "bn_train": "no", "preset": "kaggle"}) == \
+  assert hparams.declared(METHODS["scrub"])["decay_epochs"].parse("[3, 5]") == [3, 5]
+  assert hparams.declared(METHODS["scrub"])["decay_epochs"].parse("3,5") == [3, 5]
+  assert hparams.parse_overrides("finetune", METHODS["finetune"],
+                                 {"epochs": "2", "bn_train": "no", "preset": "kaggle"}) == \
       {"epochs": 2, "bn_train": False, "preset": "kaggle"}
   with pytest.raises(ValueError, match="'epochs' must be an integer >= 1"):
-    hparams.parse_overrides("finetune", None, {"epochs": "1.5"})
+    hparams.parse_overrides("finetune", METHODS["finetune"], {"epochs": "1.5"})
   with pytest.raises(ValueError, match="'bn_train' must be true or false"):
-    hparams.parse_overrides("finetune", None, {"bn_train": "maybe"})
+    hparams.parse_overrides("finetune", METHODS["finetune"], {"bn_train": "maybe"})
 
 
 def test_range_text():
@@ -131,11 +136,12 @@ def setup():
   return tiny_mlp_original()
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS if any(h.traceable for h in hparams.declared(n).values())])
+@pytest.mark.parametrize("name", [n for n, f in METHODS.items()
+                                  if any(h.traceable for h in hparams.declared(f).values())])
 def test_traceable_hyperparameters_accept_traced_scalars(name, setup):
   model, data, original = setup
   factory = METHODS[name]
-  traced = [h for h in hparams.declared(name).values() if h.traceable]
+  traced = [h for h in hparams.declared(METHODS[name]).values() if h.traceable]
   values = jnp.asarray([h.default if h.default is not None else 0.5 for h in traced], jnp.float32)
 
   def run(vals):
@@ -214,7 +220,7 @@ def test_methods_command_lists_hyperparameters():
   assert rc == 0 and lines[0].startswith("# bad_teacher: 7 hyperparameter(s)")
   assert lines[1].split() == ["name", "type", "default", "valid", "values", "description"]
   rows = {line.split()[0]: line for line in lines[2:]}
-  assert list(rows) == list(hparams.declared("bad_teacher"))
+  assert list(rows) == list(hparams.declared(METHODS["bad_teacher"]))
   assert "retain_frac" in rows and "float" in rows["retain_frac"] and "0.3" in rows["retain_frac"]
   assert "a finite number in (0, 1)" in rows["retain_frac"]
   assert "one of 'mean', 'batchmean'" in rows["kl_reduction"]

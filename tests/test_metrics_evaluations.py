@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.reference import reference_points
-from tests.test_metrics_privacy import _mixed_case
+from tests.helpers import mixed_case
 from unlearn_jax.metrics import (example_bootstrap, forgetting_metric, forgetting_quality, interval, klom, klom_summary,
                                  model_bootstrap, ulira)
 from unlearn_jax.metrics import bootstrap
@@ -23,7 +23,7 @@ N_BS, E_BS, B_BS = 16, 12, 24
 def tied_populations():
   # Shifted, rounded (ties), saturated and narrow columns, three of each kind.
   rng = np.random.default_rng(0)
-  cases = [_mixed_case(rng, N_BS) for _ in range(E_BS // 4)]
+  cases = [mixed_case(rng, N_BS) for _ in range(E_BS // 4)]
   u, r = np.concatenate([c[0] for c in cases], 1), np.concatenate([c[1] for c in cases], 1)
   return u, r, model_bootstrap(u, r, num_draws=B_BS, seed=3)
 
@@ -105,7 +105,7 @@ def test_bootstrap_bad_inputs(call, match):
 
 
 # ----------------------------------------------------------------------------------------
-# U-LiRA: a per-example transcription of shared/spec/evaluations.md section 4.
+# U-LiRA: a per-example transcription of docs/evaluations.md section 4.
 
 
 def _gauss_logpdf(c, mu, sd):
@@ -192,7 +192,7 @@ def test_ulira_bad_inputs(kwargs, shape_r, match):
 
 
 # ----------------------------------------------------------------------------------------
-# KLOM: a per-example transcription of shared/spec/evaluations.md section 5.
+# KLOM: a per-example transcription of docs/evaluations.md section 5.
 
 
 def _klom_numpy(u, r):

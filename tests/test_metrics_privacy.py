@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import VECTORS_DIR
+from tests.helpers import VECTORS_DIR, mixed_case, random_case
 from tests.reference import reference_example, reference_points
 from unlearn_jax.metrics import (epsilon_points, epsilon_table, forgetting_metric, forgetting_quality, num_buckets,
                                  per_example_epsilons)
@@ -37,29 +37,6 @@ def test_vector_set_is_complete():
   assert names >= set(VECTOR_NAMES), f"conformance vectors missing from {VECTORS_DIR}: {set(VECTOR_NAMES) - names}"
 
 
-def _random_case(rng, n, e, kind):
-  r = rng.normal(size=(n, e))
-  u = rng.normal(size=(n, e))
-  if kind == "shifted":
-    u = u * rng.uniform(0.5, 2.0, size=e) + rng.uniform(-1.5, 1.5, size=e)
-  elif kind == "ties":  # heavy ties: data on a 0.1 grid, like rounded confidences
-    r, u = np.round(r, 1), np.round(u - 0.3, 1)
-  elif kind == "saturated":  # some models at the +-103.6163 saturation
-    sat = -np.log(1e-45)
-    u = u * 3 + 5
-    u[rng.random(size=u.shape) < 0.2] = sat
-    r[rng.random(size=r.shape) < 0.1] = -sat
-  elif kind == "narrow":  # ranges below 2: many empty intervals (l > r)
-    u, r = 0.2 * u, 0.25 * r + 0.1
-  return u, r
-
-
-def _mixed_case(rng, n):
-  """Four examples: shifted/rescaled, rounded (ties), saturated, narrow."""
-  cols = [_random_case(rng, n, 1, kind) for kind in ("shifted", "ties", "saturated", "narrow")]
-  return np.concatenate([c[0] for c in cols], 1), np.concatenate([c[1] for c in cols], 1)
-
-
 def _assert_matches_reference(res, u, r):
   for s in range(u.shape[1]):
     ref = reference_example(u[:, s], r[:, s])
@@ -73,14 +50,14 @@ def _assert_matches_reference(res, u, r):
 @pytest.mark.parametrize("n", [2, 3, 100])
 def test_fast_equals_reference(n):
   rng = np.random.default_rng(n)
-  u, r = _mixed_case(rng, n)
+  u, r = mixed_case(rng, n)
   _assert_matches_reference(forgetting_metric(u, r, chunk_size=4), u, r)
 
 
 @pytest.mark.parametrize("method", ["bucket", "lattice", "search"])
 def test_count_methods_equal_reference(method):
   rng = np.random.default_rng(16)
-  u, r = _mixed_case(rng, 16)
+  u, r = mixed_case(rng, 16)
   _assert_matches_reference(forgetting_metric(u, r, count_method=method, chunk_size=4), u, r)
 
 
@@ -185,7 +162,7 @@ def test_no_retrace_for_new_num_examples_in_same_bucket():
 
 def test_chunking_does_not_change_results():
   rng = np.random.default_rng(6)
-  u, r = _random_case(rng, 16, 9, "shifted")
+  u, r = random_case(rng, 16, 9, "shifted")
   a = forgetting_metric(u, r, chunk_size=4)  # chunks of 4, the last one padded
   b = forgetting_metric(u[:, 4:8], r[:, 4:8], chunk_size=4)
   np.testing.assert_array_equal(a.epsilons[4:8], b.epsilons)

@@ -97,7 +97,7 @@ def test_resnet18_bf16_shapes_and_dtypes(key):
 def _train_accuracy(dtype, data, keys):
   model = get_model("cnn", data.num_classes, conv_impl="gemm", dtype=dtype)
   recipe = digits_recipe(epochs=8, min_save_epoch=4)
-  result = seeds.run_seeds(make_train_fn(model, recipe, split="train"), keys, data, strategy="vmap")
+  result = seeds.SeedRunner(make_train_fn(model, recipe, split="train"), "vmap")(keys, data)
   predict = jax.vmap(make_predict_fn(model), in_axes=(0, 0, None, None))
   logits = jax.jit(predict)(result.params, result.batch_stats, data, data.test)
   acc = jax.vmap(accuracy, in_axes=(0, None))(logits, data.labels[data.test])

@@ -1,9 +1,8 @@
-"""Library pieces of the evaluation pipeline: atomic checkpoints, cache keys, chunk plans, configs, reports."""
+"""Library pieces of the evaluation pipeline: chunk plans, configs, reports (the cache store: test_checkpoint.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
 import numpy as np
@@ -16,50 +15,6 @@ from unlearn_jax.results.progress import Progress
 from unlearn_jax.results import report
 from unlearn_jax.data import SplitSpec
 from unlearn_jax.training import digits_recipe
-
-
-def test_save_load_roundtrip_and_tree_flattening(tmp_path):
-  tree = {"params": {"fc1": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3), "bias": np.ones(3)}},
-          "out": {"acc": np.float32(0.5)}}
-  path = str(tmp_path / "entry.npz")
-  checkpoint.save_arrays(path, checkpoint.flatten_tree(tree), {"note": "x"})
-  arrays, meta = checkpoint.load_arrays(path)
-  assert meta == {"note": "x"}
-  back = checkpoint.unflatten_tree(arrays)
-  np.testing.assert_array_equal(back["params"]["fc1"]["kernel"], tree["params"]["fc1"]["kernel"])
-  assert back["params"]["fc1"]["bias"].dtype == np.float64
-  assert float(back["out"]["acc"]) == 0.5
-  assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
-
-
-@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
-def test_corrupt_entries_are_detected_deleted_and_reported(tmp_path, damage):
-  store = checkpoint.ChunkStore(str(tmp_path / "store"))
-  store.save(0, 4, {"out/x": np.arange(4000, dtype=np.float32)})
-  path = store.path(0, 4)
-  raw = bytearray(pathlib.Path(path).read_bytes())
-  if damage == "flip":
-    # the array payload starts after the zip member header; flip a byte in the middle of the data
-    raw[len(raw) // 3] ^= 0xFF
-  elif damage == "truncate":
-    raw = raw[: len(raw) // 2]
-  else:
-    raw = bytearray(b"not a zip file at all")
-  pathlib.Path(path).write_bytes(bytes(raw))
-  with pytest.raises(checkpoint.CorruptEntry):
-    checkpoint.load_arrays(path)
-  assert store.load(0, 4) is None
-  assert not os.path.exists(path)
-  assert len(store.rebuilt) == 1 and "chunk-000000-000004" in store.rebuilt[0]
-
-
-def test_cache_key_is_stable_and_sensitive():
-  parts = dict(kind="retrained", split=SplitSpec(), recipe=digits_recipe(), seed=0)
-  assert checkpoint.cache_key(parts) == checkpoint.cache_key(dict(parts))
-  assert checkpoint.cache_key(parts) != checkpoint.cache_key(dict(parts, recipe=digits_recipe(epochs=3)))
-  assert checkpoint.cache_key(parts) != checkpoint.cache_key(dict(parts, split=SplitSpec(fraction=0.2)))
-  assert checkpoint.cache_key(parts) != checkpoint.cache_key(dict(parts, seed=1))
-  assert json.loads(checkpoint.describe(parts))["recipe"]["epochs"] == 20
 
 
 def test_chunk_plan_reuses_existing_chunks_and_splits_gaps(tmp_path):

@@ -91,20 +91,16 @@ def test_bad_strategy_arguments():
     seeds.SeedRunner(lambda k: k, "pmap")
   with pytest.raises(ValueError, match="chunk_size must be >= 1"):
     seeds.SeedRunner(lambda k: k, "chunked", 0)
-
-
-def test_auto_strategy_comes_from_the_table():
-  strategy, chunk = seeds.default_strategy("resnet18", "cpu")
-  assert (strategy, chunk) == seeds.DEFAULT_STRATEGY[("cpu", "conv")]
-  runner = seeds.SeedRunner(lambda k: k, "auto", model_name="mlp")
-  assert runner.strategy in seeds.STRATEGIES and runner.strategy != "auto"
+  for choice in ("auto", "tune"):  # a choice for unlearn_jax.tuning, not a program this module builds
+    with pytest.raises(ValueError, match="tuning.plan_strategy"):
+      seeds.SeedRunner(lambda k: k, choice)
 
 
 SHARD_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from tests.helpers import small_digits
     from tests.test_seeds import RECIPE
-    from unlearn_jax import seeds
+    from unlearn_jax import seeds, tuning
     from unlearn_jax.models import get_model
     from unlearn_jax.training import make_train_fn
     assert jax.device_count() == 4, jax.devices()
@@ -117,8 +113,8 @@ SHARD_SCRIPT = textwrap.dedent("""
     looped = seeds.SeedRunner(fn, "loop")(keys, data)
     for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(looped)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-    auto = seeds.SeedRunner(fn, "auto", model_name="tiny_cnn")  # several devices: auto shards over them
-    per_device = seeds.DEFAULT_STRATEGY[("cpu", "small_conv")][1]
+    auto = tuning.seed_runner(fn, "auto", model_name="tiny_cnn")  # several devices: auto shards over them
+    per_device = tuning.DEFAULT_STRATEGY[("cpu", "small_conv")][1]
     assert (auto.strategy, auto.chunk_size) == ("shard", 4 * per_device), (auto.strategy, auto.chunk_size)
     for a, b in zip(jax.tree.leaves(auto(keys, data)), jax.tree.leaves(looped)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

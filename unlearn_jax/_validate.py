@@ -1,8 +1,11 @@
-"""Argument checks that raise one-line ``ValueError``s naming the problem."""
+"""Argument checks that raise one-line ``ValueError``s naming the problem, and the reading of
+command-line values (:func:`parse_value`)."""
 
 from __future__ import annotations
 
 from typing import Any, Iterable
+
+import yaml
 
 
 def check_in(name: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -32,3 +35,18 @@ def check_seed(name: str, value: int) -> None:
   """Raises unless ``value`` is an integer in ``[0, 2**32)``, the seeds ``jax.random.key`` keeps apart."""
   if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
     raise ValueError(f"{name} must be an integer in [0, {MAX_SEED}] (JAX keys hold 32 bits), got {value!r}")
+
+
+def parse_value(text: str) -> Any:
+  """``"0.01"`` -> 0.01, ``"1e-4"`` -> 0.0001, ``"true"`` -> True, ``"null"`` -> None, ``"[1,2]"`` -> [1, 2],
+  else the string. (YAML 1.1 reads ``1e-4`` without a dot as a string; it is a float here.)"""
+  try:
+    value = yaml.safe_load(text)
+  except yaml.YAMLError:
+    return text
+  if isinstance(value, str):
+    try:
+      return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity", "+inf") else value
+    except ValueError:
+      return value
+  return value

@@ -3,182 +3,30 @@
 ``--method path/to/file.py:make`` or ``--method package.module:make`` names a
 factory with the built-in methods' contract, ``make(model, **hyperparameters)
 -> UnlearningMethod``; ``--model path/to/file.py:make`` (or ``module:make``) a
-Flax module factory ``make(num_classes, conv_impl, dtype) -> nn.Module``.
-:func:`load_factory` imports it and returns a :class:`Plugin`: the factory, a
-name, the file that defines it and that file's SHA-256. The name and hash go
-into ``results.json`` and into the cache keys, so editing the file never reuses
-results of its earlier contents (only the defining file is hashed: a change in
-another module it imports is not seen).
+Flax module factory ``make(num_classes, conv_impl, dtype) -> nn.Module``
+(built by :func:`unlearn_jax.models.get_model`). The loading itself (specs,
+hashes, one-line errors) is :mod:`unlearn_jax.loading`; its names are re-exported
+here.
 
-Loading a ``.py`` file executes it, by design: it is the user's own code. The
-module runs from the bytes that were hashed, registered in ``sys.modules`` under
-a name derived from that hash (loading the same contents again reuses it); its
-directory is on ``sys.path`` while it runs, so it can import its neighbours. A
-``package.module`` is imported with the current directory on ``sys.path``.
-
-Every failure (no such file, no such attribute, not callable, an import that
-raises, a factory that raises or returns the wrong thing) is a one-line
-``ValueError``.
-
-:func:`resolve_method` / :func:`build_method` accept what
-:attr:`unlearn_jax.protocol.run.EvalConfig.method` may hold: a registry name, a
-plugin spec, a factory or a built :class:`~unlearn_jax.unlearning.UnlearningMethod`.
+:func:`resolve_method` / :func:`build_method` accept what a configured method
+may be: a registry name, a plugin spec, a factory or a built
+:class:`~unlearn_jax.unlearning.UnlearningMethod`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib
-import importlib.util
-import inspect
-import os
-import re
-import sys
 from typing import Any, Callable, Mapping, Optional
 
-_MODULE_PREFIX = "_unlearn_jax_plugin_"
+from unlearn_jax.loading import Plugin, call_factory, file_origin, is_spec, load_factory, safe_name
+from unlearn_jax.models import build_model
+from unlearn_jax.unlearning import METHODS, UnlearningMethod, hparams
 
-
-@dataclasses.dataclass(frozen=True)
-class Plugin:
-  """A loaded factory.
-
-  Attributes:
-    factory: the callable.
-    name: ``<file stem or module>:<attribute>``, e.g. ``kl_finetune:make``.
-    source: the resolved path of the file that defines it.
-    sha256: SHA-256 of that file's contents (hex).
-    spec: the spec as given.
-  """
-
-  factory: Callable[..., Any]
-  name: str
-  source: str
-  sha256: str
-  spec: str
-
-  def record(self) -> dict[str, str]:
-    """What ``results.json`` records: spec, name, source file and content hash."""
-    return {"spec": self.spec, "name": self.name, "source": self.source, "sha256": self.sha256}
-
-  def key(self) -> str:
-    """A cache-key token of name and contents, independent of where the file lies: ``name@sha256``."""
-    return f"{self.name}@{self.sha256}"
-
-
-def is_spec(text: Any) -> bool:
-  """Whether ``text`` is a plugin spec (``file.py:attr`` or ``module:attr``) rather than a registry name."""
-  return isinstance(text, str) and ":" in text
-
-
-def _one_line(err: BaseException) -> str:
-  text = " ".join(str(err).split())
-  return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def _read(path: str, label: str) -> bytes:
-  try:
-    with open(path, "rb") as f:
-      return f.read()
-  except OSError as err:
-    raise ValueError(f"{label}: cannot read {path}: {err.strerror or err}") from None
-
-
-def _exec_file(path: str, content: bytes, digest: str, label: str):
-  name = _MODULE_PREFIX + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0]) + "_" + digest[:16]
-  if name in sys.modules:
-    return sys.modules[name]
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[name] = module  # dataclasses and pickling inside the module look themselves up here
-  folder = os.path.dirname(path)
-  sys.path.insert(0, folder)
-  try:
-    exec(compile(content, path, "exec", dont_inherit=True), module.__dict__)
-  except (Exception, SystemExit) as err:
-    del sys.modules[name]
-    raise ValueError(f"{label}: importing {path} raised {_one_line(err)}") from None
-  finally:
-    if sys.path and sys.path[0] == folder:
-      del sys.path[0]
-  return module
-
-
-def _import_module(target: str, label: str):
-  cwd = os.getcwd()
-  added = cwd not in sys.path
-  if added:
-    sys.path.insert(0, cwd)
-  try:
-    return importlib.import_module(target)
-  except ModuleNotFoundError as err:
-    if err.name and (target == err.name or target.startswith(err.name + ".")):
-      raise ValueError(f"{label}: no module named {err.name!r} (and no file {target!r})") from None
-    raise ValueError(f"{label}: importing {target} raised {_one_line(err)}") from None
-  except (Exception, SystemExit) as err:
-    raise ValueError(f"{label}: importing {target} raised {_one_line(err)}") from None
-  finally:
-    if added and cwd in sys.path:
-      sys.path.remove(cwd)
-
-
-def load_factory(spec: str, what: str) -> Plugin:
-  """Loads ``spec`` (``path/to/file.py:attr`` or ``package.module:attr``) as a ``what`` factory.
-
-  ``what`` names the kind in messages (``method``, ``model``). Raises a one-line
-  ``ValueError`` for a malformed spec, a missing file or module, an import that
-  raises, a missing attribute or one that is not callable.
-  """
-  label = f"{what} {spec!r}"
-  target, sep, attr = str(spec).rpartition(":")
-  if not sep or not target or not attr:
-    raise ValueError(f"{label}: expected path/to/file.py:factory or package.module:factory")
-  if not attr.isidentifier():
-    raise ValueError(f"{label}: {attr!r} is not a Python name")
-  if target.endswith(".py") or "/" in target or os.sep in target:
-    if not os.path.isfile(target):
-      raise ValueError(f"{label}: no such file {target!r}")
-    path = os.path.realpath(target)
-    content = _read(path, label)
-    digest = hashlib.sha256(content).hexdigest()
-    module = _exec_file(path, content, digest, label)
-    name = f"{os.path.splitext(os.path.basename(path))[0]}:{attr}"
-  else:
-    module = _import_module(target, label)
-    path = getattr(module, "__file__", None)
-    if not path:
-      raise ValueError(f"{label}: module {target!r} has no source file to hash")
-    path = os.path.realpath(path)
-    digest = hashlib.sha256(_read(path, label)).hexdigest()
-    name = f"{target}:{attr}"
-  if not hasattr(module, attr):
-    raise ValueError(f"{label}: {path} has no attribute {attr!r}")
-  factory = getattr(module, attr)
-  if not callable(factory):
-    raise ValueError(f"{label}: {attr!r} in {path} is not callable (it is a {type(factory).__name__})")
-  return Plugin(factory=factory, name=name, source=path, sha256=digest, spec=str(spec))
-
-
-def call_factory(factory: Callable[..., Any], label: str, *args, **kwargs) -> Any:
-  """``factory(*args, **kwargs)``, any exception turned into a one-line ``ValueError`` naming ``label``."""
-  try:
-    return factory(*args, **kwargs)
-  except (Exception, SystemExit) as err:
-    raise ValueError(f"{label} raised {_one_line(err)}") from None
+__all__ = ["Plugin", "call_factory", "is_spec", "load_factory", "safe_name", "build_model", "model_key",
+           "model_record", "MethodSource", "resolve_method", "validate_method", "build_method"]
 
 
 # ------------------------------------------------------------------ models
-
-
-def build_model(spec: str, num_classes: int, conv_impl: str = "xla", dtype=None):
-  """The Flax module a ``--model`` plugin spec builds: ``make(num_classes, conv_impl, dtype)``."""
-  import flax.linen as nn
-  plugin = load_factory(spec, "model")
-  model = call_factory(plugin.factory, f"model factory {spec!r}", num_classes, conv_impl, dtype)
-  if not isinstance(model, nn.Module):
-    raise ValueError(f"model factory {spec!r} returned a {type(model).__name__}, not a flax.linen Module")
-  return model
 
 
 def model_key(model: str) -> str:
@@ -211,24 +59,10 @@ class MethodSource:
   origin: Optional[dict[str, Any]]
 
 
-def _file_origin(obj: Any, name: str) -> dict[str, Any]:
-  """Name, defining file and its hash for a factory or method object given in Python."""
-  try:
-    path = inspect.getsourcefile(inspect.unwrap(obj))
-  except TypeError:
-    path = None
-  digest = None
-  if path and os.path.isfile(path):
-    path = os.path.realpath(path)
-    digest = hashlib.sha256(_read(path, f"method {name!r}")).hexdigest()
-  return {"name": name, "source": path, "sha256": digest}
-
-
 def resolve_method(method: Any) -> MethodSource:
   """A registry name, a plugin spec, a factory or an ``UnlearningMethod``, as a :class:`MethodSource`."""
-  from unlearn_jax.unlearning import METHODS, UnlearningMethod
   if isinstance(method, UnlearningMethod):
-    return MethodSource(method.name, None, method, _file_origin(method.unlearn, method.name))
+    return MethodSource(method.name, None, method, file_origin(method.unlearn, method.name))
   if isinstance(method, str):
     if method in METHODS:
       return MethodSource(method, METHODS[method], None, None)
@@ -243,14 +77,13 @@ def resolve_method(method: Any) -> MethodSource:
       return MethodSource(name, method, None, None)
     base = getattr(method, "func", method)
     name = f"{getattr(base, '__module__', '?')}:{getattr(base, '__qualname__', type(base).__name__)}"
-    return MethodSource(name, method, None, _file_origin(base, name))
+    return MethodSource(name, method, None, file_origin(base, name))
   raise ValueError(f"method must be a registry name, a plugin spec, a factory or an UnlearningMethod, "
                    f"got a {type(method).__name__}")
 
 
 def validate_method(method: Any, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
   """Resolves ``method`` and checks ``hyperparameters`` against its declarations (coerced copy returned)."""
-  from unlearn_jax.unlearning import hparams
   src = resolve_method(method)
   if src.built is not None:
     if hyperparameters:
@@ -267,7 +100,6 @@ def build_method(method: Any, model, hyperparameters: Mapping[str, Any], recipe=
   given to ``retrain`` when it sets none. A plugin factory that raises, or that
   returns something other than an ``UnlearningMethod``, is a one-line error.
   """
-  from unlearn_jax.unlearning import UnlearningMethod
   src = resolve_method(method)
   hp = validate_method(method, hyperparameters)
   if src.built is not None:
@@ -284,8 +116,3 @@ def build_method(method: Any, model, hyperparameters: Mapping[str, Any], recipe=
   if not isinstance(built, UnlearningMethod):
     raise ValueError(f"method factory {src.name!r} returned a {type(built).__name__}, not an UnlearningMethod")
   return built, src.origin
-
-
-def safe_name(name: str) -> str:
-  """``name`` usable as a directory name (characters other than letters, digits, ``._-`` become ``_``)."""
-  return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "method"

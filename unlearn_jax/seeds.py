@@ -16,11 +16,10 @@ reassociation; the tests state the tolerance). Seed ``i`` always gets the key
 ``fold_in(root, i)``, so its result does not depend on how many seeds run
 together, the chunk size, the device count or a resume point.
 
-``"auto"`` picks a strategy from :data:`DEFAULT_STRATEGY`, a table measured by
-``benchmarks/bench_train_throughput.py`` (see ``benchmarks/README.md``), where the
-table has a row for the backend; elsewhere, and always with ``"tune"``, the chunk
-size is measured on the device for the workload (:mod:`unlearn_jax.autotune`) and
-remembered. :func:`resolve_strategy` makes that choice.
+``"auto"`` and ``"tune"`` name no program of their own: :mod:`unlearn_jax.tuning`
+turns them into one of the strategies above (from a table measured ahead of time, or
+by timing the workload on the device) and builds the runner
+(:func:`unlearn_jax.tuning.seed_runner`). This module only runs what it is given.
 """
 
 from __future__ import annotations
@@ -32,37 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-STRATEGIES = ("auto", "tune", "vmap", "chunked", "loop", "shard")
-
-# (backend, model family) -> (strategy, chunk size). Families: "conv" (ResNet-18 and
-# any other convolutional network), "small_conv" (cnn, tiny_cnn), "dense" (MLPs); a
-# family missing for a backend falls back to that backend's "conv" entry.
-# CPU values are measured, conv_impl="gemm", with benchmarks/bench_train_throughput.py
-# on a shared 2-core CPU (medians of interleaved repeats; tables in benchmarks/README.md,
-# "Training throughput"; each run also appends JSON lines to benchmarks/results.jsonl).
-# The load made identical programs differ by up to ~35% between runs, so each entry is
-# the setting that stayed within 10% of the best strategy in every run: ResNet-18 in
-# chunks of 2 (within 6% of a per-seed loop at 4 and 8 seeds, best at 2; a full vmap of
-# 8 seeds was 1.6x slower than the loop), the small CNN in chunks of 8 (within 3%), the
-# MLP in chunks of 4 (best once, 7% behind the loop once; larger vmaps were 20-60% slower).
-# Only measured rows belong here: on a backend without a row, "auto" measures the
-# chunk size on the device itself (unlearn_jax/autotune.py) instead of guessing.
-DEFAULT_STRATEGY = {
-    ("cpu", "conv"): ("chunked", 2),
-    ("cpu", "small_conv"): ("chunked", 8),
-    ("cpu", "dense"): ("chunked", 4),
-}
-# Used by "auto" on a backend without a measured row when no workload is given to tune on.
-FALLBACK_STRATEGY = ("chunked", 8)
-
-
-def model_family(model_name: str) -> str:
-  """The :data:`DEFAULT_STRATEGY` family of a model name: ``dense``, ``small_conv`` or ``conv``."""
-  if "mlp" in model_name:
-    return "dense"
-  if model_name in ("cnn", "tiny_cnn"):
-    return "small_conv"
-  return "conv"
+# The programs a SeedRunner builds.
+RUN_STRATEGIES = ("vmap", "chunked", "loop", "shard")
+# What a user may ask for: a program, or a choice left to unlearn_jax.tuning ("auto": a
+# measured table or a measurement; "tune": always a measurement).
+STRATEGIES = ("auto", "tune", *RUN_STRATEGIES)
 
 
 def seed_keys(root: jax.Array, num_seeds: int, start: int = 0) -> jax.Array:
@@ -70,74 +43,9 @@ def seed_keys(root: jax.Array, num_seeds: int, start: int = 0) -> jax.Array:
   return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(start, start + num_seeds, dtype=jnp.uint32))
 
 
-def default_strategy(model_name: str, backend: Optional[str] = None) -> Optional[tuple[str, int]]:
-  """``(strategy, chunk_size)`` from :data:`DEFAULT_STRATEGY`, or ``None`` where the backend has no row."""
-  backend = backend or jax.default_backend()
-  family = model_family(model_name)
-  if (backend, family) in DEFAULT_STRATEGY:
-    return DEFAULT_STRATEGY[(backend, family)]
-  return DEFAULT_STRATEGY.get((backend, "conv"))
-
-
-def resolve_strategy(strategy: str, chunk_size: Optional[int] = None, model_name: str = "",
-                     workload=None, max_chunk: int = 512,
-                     tune_kwargs: Optional[dict] = None) -> tuple[str, Optional[int], str]:
-  """Turns ``auto``/``tune`` into a concrete ``(strategy, chunk_size, source)``.
-
-  ``source`` says where the choice came from: ``"given"``, ``"measured table (<backend>)"``,
-  ``"tuned on this device"`` or ``"fallback (unmeasured backend)"``.
-
-  Args:
-    strategy: an entry of :data:`STRATEGIES`.
-    chunk_size: a chunk size fixed by the caller (kept as given).
-    model_name: the model, for the :data:`DEFAULT_STRATEGY` lookup.
-    workload: an :class:`unlearn_jax.autotune.Workload` to measure on when the
-      table has no row for this backend (and always for ``"tune"``).
-    max_chunk: the largest chunk worth measuring (e.g. the number of models).
-    tune_kwargs: passed to :func:`unlearn_jax.autotune.tuned_chunk` (where the choice is
-      stored; whether this process measures or waits for another's choice).
-  """
-  if strategy not in STRATEGIES:
-    raise ValueError(f"unknown seed strategy {strategy!r}; expected one of {list(STRATEGIES)}")
-  if chunk_size is not None and int(chunk_size) < 1:
-    raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-  if strategy not in ("auto", "tune"):
-    return strategy, chunk_size, "given"
-  table = default_strategy(model_name) if strategy == "auto" else None
-  if table is not None:
-    source = f"measured table ({jax.default_backend()})" + (", chunk size given" if chunk_size else "")
-    return table[0], chunk_size or table[1], source
-  if chunk_size is not None:
-    return "chunked", chunk_size, "given"
-  if workload is None:
-    if strategy == "tune":
-      raise ValueError("strategy 'tune' needs a workload (model, data shape, recipe) to measure")
-    return FALLBACK_STRATEGY[0], FALLBACK_STRATEGY[1], "fallback (unmeasured backend)"
-  from unlearn_jax import autotune  # the tuner trains models; seeds stays import-light
-
-  chunk = autotune.tuned_chunk(workload, max(1, max_chunk), **(tune_kwargs or {}))
-  return ("loop", 1, "tuned on this device") if chunk == 1 else ("chunked", chunk, "tuned on this device")
-
-
 def seeds_per_device(num_seeds: int, num_devices: Optional[int] = None) -> int:
   """Seeds each local device runs (at least 1): ``ceil(num_seeds / num_devices)``."""
   return -(-max(1, num_seeds) // (num_devices or len(jax.local_devices())))
-
-
-def plan_strategy(strategy: str, chunk_size: Optional[int] = None, model_name: str = "", workload=None,
-                  num_seeds: int = 512, num_devices: int = 1,
-                  tune_kwargs: Optional[dict] = None) -> tuple[str, Optional[int], str]:
-  """:func:`resolve_strategy` for ``num_seeds`` seeds on ``num_devices`` local devices.
-
-  With several devices ``auto``/``tune`` shard the seed axis over them: the table's
-  or the measurement's chunk is per device and multiplied by the device count (a
-  given ``chunk_size`` stays the total seeds per program).
-  """
-  concrete, chunk, source = resolve_strategy(strategy, chunk_size, model_name, workload,
-                                             seeds_per_device(num_seeds, num_devices), tune_kwargs)
-  if strategy in ("auto", "tune") and num_devices > 1:
-    return "shard", chunk_size or (chunk or 1) * num_devices, f"{source}; sharded over {num_devices} devices"
-  return concrete, chunk, source
 
 
 def _pad_keys(keys: jax.Array, size: int) -> jax.Array:
@@ -159,24 +67,25 @@ class SeedRunner:
 
   Args:
     fn: the per-seed function.
-    strategy: one of :data:`STRATEGIES`; ``"auto"``/``"tune"`` are resolved by
-      :func:`resolve_strategy` (``"auto"`` needs ``model_name``, ``"tune"`` a ``workload``).
+    strategy: one of :data:`RUN_STRATEGIES` (``"auto"``/``"tune"`` are resolved by
+      :func:`unlearn_jax.tuning.plan_strategy`; :func:`unlearn_jax.tuning.seed_runner`
+      does both steps).
     chunk_size: seeds per program for ``chunked`` and ``shard``.
-    model_name: used by ``"auto"`` to look up :data:`DEFAULT_STRATEGY`.
     devices: devices for ``"shard"`` (default: all local devices).
-    workload: an :class:`unlearn_jax.autotune.Workload` to measure the chunk size on
-      where the table has no row for this backend.
-    num_seeds: how many seeds will run (bounds the chunk sizes measured).
-
-  With several devices, ``auto``/``tune`` shard over them (see :func:`plan_strategy`).
+    source: where the choice of strategy came from, kept for reports (``"given"``).
   """
 
-  def __init__(self, fn: Callable[..., Any], strategy: str = "auto", chunk_size: Optional[int] = None,
-               model_name: str = "", devices: Optional[Sequence[jax.Device]] = None, workload=None,
-               num_seeds: int = 512):
+  def __init__(self, fn: Callable[..., Any], strategy: str, chunk_size: Optional[int] = None,
+               devices: Optional[Sequence[jax.Device]] = None, source: str = "given"):
+    if strategy in ("auto", "tune"):
+      raise ValueError(f"strategy {strategy!r} is a choice, not a program: resolve it with "
+                       "unlearn_jax.tuning.plan_strategy (or build the runner with unlearn_jax.tuning.seed_runner)")
+    if strategy not in RUN_STRATEGIES:
+      raise ValueError(f"unknown seed strategy {strategy!r}; expected one of {list(STRATEGIES)}")
+    if chunk_size is not None and int(chunk_size) < 1:
+      raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     self.devices = list(devices) if devices is not None else jax.local_devices()
-    strategy, chunk_size, self.source = plan_strategy(strategy, chunk_size, model_name, workload, num_seeds,
-                                                      len(self.devices))
+    self.source = source
     self.fn = fn
     self.strategy = strategy
     self.chunk_size = chunk_size
@@ -236,10 +145,3 @@ class SeedRunner:
 
   def __call__(self, keys: jax.Array, *shared) -> Any:
     return _concat([out for _, _, out in self.iter_chunks(keys, *shared)])
-
-
-def run_seeds(fn: Callable[..., Any], keys: jax.Array, *shared, strategy: str = "auto",
-              chunk_size: Optional[int] = None, model_name: str = "", workload=None) -> Any:
-  """Runs ``fn(key, *shared)`` for every key and stacks the results on a leading seed axis."""
-  return SeedRunner(fn, strategy, chunk_size, model_name, workload=workload,
-                    num_seeds=int(keys.shape[0]))(keys, *shared)

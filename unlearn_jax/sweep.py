@@ -480,5 +480,5 @@ def write_plot(result: SweepResult, path: str) -> str:
       bottom.legend(fontsize=7)
   fig.suptitle(f"sweep of {result.method}: {result.reference['setup']}", fontsize=10)
   fig.tight_layout()
-  report._save_figure(fig, path)
+  report.save_figure(fig, path)
   return path

@@ -4,7 +4,6 @@ from typing import Any, Mapping
 
 import jax
 
-PRNGKey = jax.Array
 Array = jax.Array
 Params = Any  # a pytree of arrays
 BatchStats = Any  # a pytree of arrays (BatchNorm running statistics)

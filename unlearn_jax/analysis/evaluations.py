@@ -5,7 +5,7 @@ is the per-example likelihood-ratio attack of Hayes et al. (:func:`unlearn_jax.m
 on the forget confidences; ``klom`` the KL divergence of margins of Georgiev et al.
 (:func:`unlearn_jax.metrics.klom.klom`) on the forget set and, where margins were recorded
 (:mod:`unlearn_jax.protocol.margins`), on fixed retain and held-out subsets. Definitions:
-``shared/spec/evaluations.md`` of the project.
+``docs/evaluations.md``.
 
 Both ``evaluate --metrics`` and ``score --metrics`` go through :func:`many_model_scores`,
 so a results file from either has the same ``ulira`` / ``klom`` fields.

@@ -145,5 +145,5 @@ def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
   fig.suptitle(title or f"ranking stability over {result['repeats']} subsamples per n")
   fig.tight_layout()
   from unlearn_jax.results import report
-  report._save_figure(fig, path)
+  report.save_figure(fig, path)
   return path

@@ -9,7 +9,7 @@ import time
 import jax
 import numpy as np
 
-from unlearn_jax import autotune, compile_cache, seeds
+from unlearn_jax import compile_cache, seeds, tuning
 from unlearn_jax._validate import check_seed
 from unlearn_jax.configs import default as default_config
 from unlearn_jax.data import SplitSpec, make_splits
@@ -68,13 +68,13 @@ def _run(args) -> int:
   recipe = RECIPES[recipe_name]()
   if args.epochs is not None:
     recipe = recipe.with_epochs(args.epochs)
-  workload = autotune.Workload.of_run(model_name, data, recipe_name, recipe, args.conv_impl, args.dtype)
-  conv_impl, conv_source = autotune.resolve_conv_impl(args.conv_impl, workload,
-                                                      max_chunk=seeds.seeds_per_device(args.num_models))
+  workload = tuning.Workload.of_run(model_name, data, recipe_name, recipe, args.conv_impl, args.dtype)
+  conv_impl, conv_source = tuning.resolve_conv_impl(args.conv_impl, workload,
+                                                    max_chunk=seeds.seeds_per_device(args.num_models))
   workload = dataclasses.replace(workload, conv_impl=conv_impl)
   model = get_model(model_name, data.num_classes, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[args.dtype])
-  runner = seeds.SeedRunner(make_train_fn(model, recipe, split=args.split), args.strategy, args.chunk_size,
-                            model_name=model_name, workload=workload, num_seeds=args.num_models)
+  runner = tuning.seed_runner(make_train_fn(model, recipe, split=args.split), args.strategy, args.chunk_size,
+                              model_name=model_name, workload=workload, num_seeds=args.num_models)
   keys = seeds.seed_keys(jax.random.key(args.seed), args.num_models)
   predict = jax.jit(jax.vmap(make_predict_fn(model), in_axes=(0, 0, None, None)))
   print(f"training {args.num_models} x {model_name} on {args.dataset} ({args.split}: "

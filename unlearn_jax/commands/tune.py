@@ -3,7 +3,7 @@
 ``evaluate`` and ``train`` do this by themselves (``--strategy auto`` on a backend
 without a measured row, or ``--strategy tune``); this command does it ahead of a long
 run, prints every rung and stores the choice where they look it up
-(:func:`unlearn_jax.autotune.cache_file`). The workload must match the run's: model,
+(:func:`unlearn_jax.tuning.cache_file`). The workload must match the run's: model,
 classes, image shape, recipe (batch size), convolution lowering and compute dtype.
 """
 
@@ -15,7 +15,7 @@ import math
 
 import jax
 
-from unlearn_jax import autotune
+from unlearn_jax import tuning
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, MODELS
 from unlearn_jax.training import RECIPES
 
@@ -53,23 +53,23 @@ def run(args) -> int:
   if args.batch_size is not None and args.batch_size < 1:
     raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
   batch = args.batch_size or RECIPES[args.recipe]().batch_size
-  workload = autotune.Workload(model=args.model, num_classes=args.num_classes, image_shape=shape,
-                               recipe=args.recipe, batch_size=batch, conv_impl=args.conv_impl, dtype=args.dtype)
-  path = autotune.cache_file()
-  conv_impl, conv_source = autotune.resolve_conv_impl(args.conv_impl, workload, args.max_chunk, path=path,
-                                                      retune=args.retune, steps=args.steps)
+  workload = tuning.Workload(model=args.model, num_classes=args.num_classes, image_shape=shape,
+                             recipe=args.recipe, batch_size=batch, conv_impl=args.conv_impl, dtype=args.dtype)
+  path = tuning.cache_file()
+  conv_impl, conv_source = tuning.resolve_conv_impl(args.conv_impl, workload, args.max_chunk, path=path,
+                                                    retune=args.retune, steps=args.steps)
   workload = dataclasses.replace(workload, conv_impl=conv_impl)
   print(f"conv_impl: {conv_impl} ({conv_source})")
   # Timing the lowerings measured the gemm ladder afresh just now: no need to measure it twice.
   fresh = args.retune and conv_source == "tuned on this device" and conv_impl == "gemm"
-  chunk = autotune.tuned_chunk(workload, args.max_chunk, path=path, retune=args.retune and not fresh,
-                               steps=args.steps)
-  entry = autotune.load_choices(path).get(workload.cache_key(), {})
+  chunk = tuning.tuned_chunk(workload, args.max_chunk, path=path, retune=args.retune and not fresh,
+                             steps=args.steps)
+  entry = tuning.load_choices(path).get(workload.cache_key(), {})
   print(f"device: {jax.local_devices()[0].device_kind} ({jax.default_backend()}); workload: {workload.cache_key()}")
   print("| chunk | ms per seed-step | models·epochs/s (50,000 examples) | MB/seed | compile s | note |")
   print("|-------|------------------|-----------------------------------|---------|-----------|------|")
   steps_per_epoch = math.ceil(50_000 / batch)
-  for t in (autotune.Trial(**row) for row in entry.get("trials", [])):
+  for t in (tuning.Trial(**row) for row in entry.get("trials", [])):
     rate = f"{1 / (t.seed_step_s * steps_per_epoch):.3g}" if t.ran else "-"
     ms = f"{1e3 * t.seed_step_s:.3f}" if t.ran else "-"
     mb = f"{t.bytes_per_seed / 2**20:.0f}" if math.isfinite(t.bytes_per_seed) else "-"

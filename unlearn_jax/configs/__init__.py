@@ -16,6 +16,9 @@ import json
 import os
 from typing import Any, Iterable, Mapping
 
+import yaml
+
+from unlearn_jax._validate import parse_value  # re-exported: configs.parse_value
 from unlearn_jax.configs import default
 
 
@@ -67,7 +70,6 @@ def load_config(spec: str | None) -> dict[str, Any]:
     except (json.JSONDecodeError, RecursionError) as err:
       raise ValueError(f"config file {spec!r} is not valid JSON: {err}") from None
   elif ext in (".yaml", ".yml"):
-    import yaml
     try:
       data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
@@ -167,22 +169,6 @@ def check_types(config: Mapping[str, Any], where: str = "config") -> dict[str, A
   if classes is not None and not all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
     raise ValueError(f"{where}: key 'forget_classes' must be a list of integer class ids, got {classes!r}")
   return dict(config)
-
-
-def parse_value(text: str) -> Any:
-  """``"0.01"`` -> 0.01, ``"1e-4"`` -> 0.0001, ``"true"`` -> True, ``"null"`` -> None, ``"[1,2]"`` -> [1, 2],
-  else the string. (YAML 1.1 reads ``1e-4`` without a dot as a string; it is a float here.)"""
-  import yaml
-  try:
-    value = yaml.safe_load(text)
-  except yaml.YAMLError:
-    return text
-  if isinstance(value, str):
-    try:
-      return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity", "+inf") else value
-    except ValueError:
-      return value
-  return value
 
 
 def apply_overrides(config: Mapping[str, Any], assignments: Iterable[str], where: str = "--set") -> dict[str, Any]:

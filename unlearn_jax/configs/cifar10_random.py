@@ -8,7 +8,7 @@ the real files)::
 
 The seed axis is left to ``strategy=auto``: on a backend without a measured row it
 times chunk sizes of this very workload on the device first (about a minute per rung,
-once per machine; the choice is stored, see :mod:`unlearn_jax.autotune`; ``unlearn-jax
+once per machine; the choice is stored, see :mod:`unlearn_jax.tuning`; ``unlearn-jax
 tune --model resnet18 --recipe starting_kit`` measures it ahead of time). The
 convolution lowering is left to ``conv_impl=auto`` likewise (``gemm`` and XLA's own
 convolution timed on the device); add ``--dtype bfloat16`` for mixed precision.

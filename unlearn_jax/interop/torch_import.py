@@ -22,6 +22,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from unlearn_jax.models import get_model
+
 BN_PARAMS = {"weight": "scale", "bias": "bias"}
 BN_STATS = {"running_mean": "mean", "running_var": "var"}
 
@@ -85,7 +87,6 @@ def import_torchvision_resnet18(state_dict: Mapping[str, Any], num_classes: int 
   Raises:
     ValueError: on a missing, unexpected or mis-shaped entry (named in the message).
   """
-  from unlearn_jax.models import get_model
 
   sd = {str(k).removeprefix("module."): _to_numpy(v) for k, v in state_dict.items()}
   if "fc.weight" not in sd:
@@ -132,7 +133,7 @@ def import_torchvision_resnet18(state_dict: Mapping[str, Any], num_classes: int 
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   """Reads a ``.pth`` / ``.pt`` state dict with torch (the optional ``torch`` extra) as NumPy arrays."""
   try:
-    import torch
+    import torch  # the optional ``torch`` extra: imported only here, where a .pth is read
   except ImportError:
     raise ValueError(f"reading {path!r} needs PyTorch: pip install 'unlearn_jax[torch]'") from None
   obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,4 +1,4 @@
-"""Bootstrap uncertainty of the forgetting quality (``shared/spec/evaluations.md`` section 1).
+"""Bootstrap uncertainty of the forgetting quality (``docs/evaluations.md`` section 1).
 
 * :func:`model_bootstrap` resamples the N unlearned and, independently, the N retrained
   models with replacement and recomputes every per-example epsilon and F for each draw.

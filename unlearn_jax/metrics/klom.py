@@ -1,4 +1,4 @@
-"""KLOM, the KL divergence of margins (``shared/spec/evaluations.md`` section 5).
+"""KLOM, the KL divergence of margins (``docs/evaluations.md`` section 5).
 
 Georgiev et al., *Attribute-to-Delete: machine unlearning via datamodel matching*
 (arXiv 2410.23232), as the EasyDUB benchmark computes it. Per example, over the models:

@@ -1,6 +1,6 @@
 """Per-example epsilons and the forgetting quality of the NeurIPS 2023 unlearning competition.
 
-Semantics follow the competition metric specification: the organizers' scoring rule
+Semantics follow the competition metric specification (``docs/metric.md``): the organizers' scoring rule
 (arXiv 2406.09073; released as ``google-deepmind/unlearning_evaluation``, ``metric.py``),
 reproduced exactly (same per-example epsilons, same score) but jitted and vectorized.
 :mod:`unlearn_jax.metrics.reference` is the slow oracle it is tested against.

@@ -1,4 +1,4 @@
-"""U-LiRA, the per-example likelihood-ratio attack on unlearning (``shared/spec/evaluations.md`` section 4).
+"""U-LiRA, the per-example likelihood-ratio attack on unlearning (``docs/evaluations.md`` section 4).
 
 Hayes, Shumailov, Triantafillou, Khalifa, Papernot, *Inexact unlearning needs more
 careful evaluations to avoid a false sense of privacy* (arXiv 2403.01218). The two

@@ -2,7 +2,7 @@
 convolution lowering and seed strategy, and the cache keys they define.
 
 :func:`build_context` makes every choice up front (the lowering and the strategy may be
-measured on this device, :mod:`unlearn_jax.autotune`), so every stage of a run, and every
+measured on this device, :mod:`unlearn_jax.tuning`), so every stage of a run, and every
 method scored against one reference, sees the same context.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 import jax
 import numpy as np
 
-from unlearn_jax import autotune, plugins, seeds
+from unlearn_jax import plugins, seeds, tuning
 from unlearn_jax.data import make_splits
 from unlearn_jax.data.synthetic import load_data
 from unlearn_jax.models import COMPUTE_DTYPES, get_model
@@ -107,16 +107,16 @@ def tune_options(config: EvalConfig, progress: Optional[Progress] = None) -> dic
   return opts
 
 
-def workload_of(config: EvalConfig, data, recipe: Recipe) -> autotune.Workload:
-  """What one seed trains, as :mod:`unlearn_jax.autotune` measures it."""
-  return autotune.Workload.of_run(config.model, data, config.recipe, recipe, config.conv_impl, config.dtype)
+def workload_of(config: EvalConfig, data, recipe: Recipe) -> tuning.Workload:
+  """What one seed trains, as :mod:`unlearn_jax.tuning` measures it."""
+  return tuning.Workload.of_run(config.model, data, config.recipe, recipe, config.conv_impl, config.dtype)
 
 
 def plan_seeds(config: EvalConfig, data, recipe: Recipe, progress: Optional[Progress] = None) -> SeedPlan:
   """Resolves ``auto``/``tune`` (measuring on this device if needed; sharding over the local
-  devices when there are several, see :func:`seeds.plan_strategy`)."""
+  devices when there are several, see :func:`unlearn_jax.tuning.plan_strategy`)."""
   c = config
-  strategy, chunk, source = seeds.plan_strategy(c.strategy, c.chunk_size, c.model, workload_of(c, data, recipe),
+  strategy, chunk, source = tuning.plan_strategy(c.strategy, c.chunk_size, c.model, workload_of(c, data, recipe),
                                                 c.num_models, len(jax.local_devices()), tune_options(c, progress))
   # only chunked and shard programs have a chunk size (loop runs 1 seed, vmap all of them)
   return SeedPlan(strategy, chunk if strategy in ("chunked", "shard") else None, source)
@@ -129,7 +129,7 @@ def build_context(config: EvalConfig, progress: Optional[Progress] = None) -> Co
   dataset = load_data(config.dataset, config.data_dir)
   indices, data = make_splits(dataset, config.split)
   recipe = resolve_recipe(config.recipe, config.recipe_overrides)
-  conv_impl, conv_source = autotune.resolve_conv_impl(config.conv_impl, workload_of(config, data, recipe),
+  conv_impl, conv_source = tuning.resolve_conv_impl(config.conv_impl, workload_of(config, data, recipe),
                                                       max_chunk=seeds.seeds_per_device(config.num_models),
                                                       **tune_options(config, progress))
   config = dataclasses.replace(config, conv_impl=conv_impl)  # cache keys name the concrete lowering
@@ -150,4 +150,4 @@ def build_method(ctx: Context, hyperparameters: Optional[Mapping[str, Any]] = No
 
 def make_runner(fn, ctx: Context) -> seeds.SeedRunner:
   """A :class:`~unlearn_jax.seeds.SeedRunner` for ``fn`` following the context's seed plan."""
-  return seeds.SeedRunner(fn, ctx.seed_plan.strategy, ctx.seed_plan.chunk_size, model_name=ctx.config.model)
+  return seeds.SeedRunner(fn, ctx.seed_plan.strategy, ctx.seed_plan.chunk_size, source=ctx.seed_plan.source)

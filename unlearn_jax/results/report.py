@@ -209,7 +209,7 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) ->
   return "\n".join(out) + "\n"
 
 
-def _save_figure(fig, path: str) -> None:
+def save_figure(fig, path: str) -> None:
   """Renders ``fig`` as PNG in memory, closes it, and writes it to ``path`` atomically."""
   import matplotlib.pyplot as plt
 
@@ -242,7 +242,7 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
                f"N = {results['num_models_scored']}")
   fig.tight_layout()
   paths.append(os.path.join(output_dir, "epsilons.png"))
-  _save_figure(fig, paths[-1])
+  save_figure(fig, paths[-1])
 
   order = np.argsort(eps, kind="stable")
   k = min(num_examples, len(eps))
@@ -259,5 +259,5 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
     fig.suptitle(f"{label} forget examples ({results['method']})")
     fig.tight_layout()
     paths.append(os.path.join(output_dir, f"confidences_{label}.png"))
-    _save_figure(fig, paths[-1])
+    save_figure(fig, paths[-1])
   return paths

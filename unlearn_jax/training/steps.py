@@ -8,7 +8,7 @@ are updated (per seed under a vmap: nothing is averaged across seeds).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +16,6 @@ import optax
 
 from unlearn_jax.training import losses
 from unlearn_jax.training.state import TrainState
-
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def apply_train(model, params, batch_stats, x):

@@ -2,7 +2,7 @@
 
 Reset the layers least similar between original and retrained weights,
 re-learn them by distillation on validation data, then fine-tune on the retain
-set (algorithms spec §6.16). Teacher θ₀ in eval mode, student in train mode.
+set (``docs/algorithms.md`` §6.16). Teacher θ₀ in eval mode, student in train mode.
 
 1. reset the stem and the output layer with torch's default init (weights
    U(±1/√fan_in), biases U(±1/√fan_in)): ResNet ``conv1`` and ``fc``; the
@@ -41,7 +41,7 @@ from unlearn_jax.training import losses as losses_lib
 from unlearn_jax.training import steps
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
 from unlearn_jax.training.state import TrainState
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -62,7 +62,7 @@ def filtered_epochs(step, state: TrainState, data, indices: jax.Array, classes: 
 
   ``step(state, (x, y, w), key)`` gets per-example weights ``w`` (0 on padding).
   Epoch ``e`` shuffles with ``permutation(fold_in(fold_in(key, e), 0))`` (as
-  :func:`_common.run_epochs`), keeps the selected examples in that order and
+  :func:`toolkit.run_epochs`), keeps the selected examples in that order and
   cuts them into batches; slots past the last selected example do not update.
   Returns ``(state, [epochs] mean losses over the selected examples)``.
   """
@@ -123,8 +123,8 @@ def make(model, temperature: float = 5.0, warmup_epochs: int = 3, warmup_lr: flo
 
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     teacher = lambda x: jax.lax.stop_gradient(steps.apply_eval(model, original.params, original.batch_stats, x))
-    modules = [_common.stem_module(original.params), _common.head_module(original.params)]
-    params = _common.reinit_modules(jax.random.fold_in(key, RESET_STREAM), original.params, modules,
+    modules = [toolkit.stem_module(original.params), toolkit.head_module(original.params)]
+    params = toolkit.reinit_modules(jax.random.fold_in(key, RESET_STREAM), original.params, modules,
                                     "torch_default")
 
     def warmup_loss(params, batch_stats, batch, key):
@@ -150,19 +150,19 @@ def make(model, temperature: float = 5.0, warmup_epochs: int = 3, warmup_lr: flo
       return ce + soft_ce + kl, (stats, {})
 
     tx_w = torch_optimizer("sgd", warmup_lr, momentum, weight_decay)
-    warm_step = _common.make_step(warmup_loss, tx_w)
-    warm_start = _common.start(ModelState(params, original.batch_stats), tx_w)
+    warm_step = toolkit.make_step(warmup_loss, tx_w)
+    warm_start = toolkit.start(ModelState(params, original.batch_stats), tx_w)
     if classes is None:
-      state, warm_losses = _common.run_epochs(warm_step, warm_start, data, data.validation, batch_size,
+      state, warm_losses = toolkit.run_epochs(warm_step, warm_start, data, data.validation, batch_size,
                                               warmup_epochs, jax.random.fold_in(key, WARMUP_STREAM))
     else:
       state, warm_losses = filtered_epochs(warm_step, warm_start, data, data.validation, classes, batch_size,
                                            warmup_epochs, jax.random.fold_in(key, WARMUP_STREAM))
     n_steps = steps_per_epoch(data.retain.shape[0], batch_size)
-    tx = torch_optimizer("sgd", _common.epoch_cosine_schedule(lr, epochs, n_steps), momentum, weight_decay)
-    state, losses = _common.run_epochs(_common.make_step(finetune_loss, tx), _common.start(_common.finish(state), tx),
+    tx = torch_optimizer("sgd", toolkit.epoch_cosine_schedule(lr, epochs, n_steps), momentum, weight_decay)
+    state, losses = toolkit.run_epochs(toolkit.make_step(finetune_loss, tx), toolkit.start(toolkit.finish(state), tx),
                                        data, data.retain, batch_size, epochs, jax.random.fold_in(key, FINETUNE_STREAM))
-    return UnlearnResult(_common.finish(state), {"warmup_loss": warm_losses, "loss": losses})
+    return UnlearnResult(toolkit.finish(state), {"warmup_loss": warm_losses, "loss": losses})
 
   def cost(sizes) -> float:
     teacher = 1.0 + 1.0 / 3.0

@@ -28,7 +28,7 @@ from unlearn_jax import _validate
 from unlearn_jax.training import steps
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.training.state import init_variables
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -94,16 +94,16 @@ def make(model, retain_frac: float = 0.3, temperature: float = 1.0, lr: float = 
       return kl_to_target(q, logits, temperature, kl_reduction), (stats, {})
 
     tx = torch_optimizer("adam", lr, 0.9, weight_decay)
-    step = _common.make_step(loss_fn, tx)
+    step = toolkit.make_step(loss_fn, tx)
     order_key, step_key = jax.random.fold_in(key, ORDER_STREAM), jax.random.fold_in(key, STEP_STREAM)
 
     def epoch(state, e):
-      order = _common.epoch_order(order_key, e, idx.shape[0])
-      return _common.run_batches(step, state, (idx[order], flag[order]), batch_size,
+      order = toolkit.epoch_order(order_key, e, idx.shape[0])
+      return toolkit.run_batches(step, state, (idx[order], flag[order]), batch_size,
                                  jax.random.fold_in(step_key, e))
 
-    state, epoch_losses = jax.lax.scan(epoch, _common.start(original, tx), jnp.arange(epochs))
-    return UnlearnResult(_common.finish(state), {"loss": epoch_losses})
+    state, epoch_losses = jax.lax.scan(epoch, toolkit.start(original, tx), jnp.arange(epochs))
+    return UnlearnResult(toolkit.finish(state), {"loss": epoch_losses})
 
   def cost(sizes: SetSizes) -> float:
     return epochs * (retain_frac + sizes.forget / sizes.retain) * (1.0 + 2.0 / 3.0)

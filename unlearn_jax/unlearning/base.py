@@ -27,6 +27,7 @@ every method as ``make(model, **small_overrides(make))``.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Callable, Mapping
 
 import flax.struct
@@ -89,6 +90,5 @@ class UnlearningMethod:
 
 def small_overrides(factory: Callable[..., UnlearningMethod]) -> dict[str, Any]:
   """The ``SMALL_OVERRIDES`` of ``factory``'s module (``{}`` when it has none): tiny-run settings."""
-  import sys
   module = sys.modules.get(getattr(factory, "__module__", ""), None)
   return dict(getattr(module, "SMALL_OVERRIDES", {}))

@@ -2,7 +2,7 @@
 
 Every conv kernel is transposed spatially — a structured scramble the authors
 liken to training on flipped inputs — and the model is then fine-tuned with
-cross-entropy on the retain set to restore utility (algorithms spec §6.15).
+cross-entropy on the retain set to restore utility (``docs/algorithms.md`` §6.15).
 
 * kernels ``(kh, kw, I, O)`` → ``(kw, kh, I, O)`` (swap axes 0 and 1) for every
   conv layer: ResNet stem, blocks and 1×1 projections; the small CNNs' convs;
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -31,10 +31,10 @@ def transpose_conv_kernels(params):
   """``params`` with every conv kernel's spatial axes swapped (square kernels only)."""
 
   def one(path, leaf):
-    if not _common.is_conv_kernel(path, leaf):
+    if not toolkit.is_conv_kernel(path, leaf):
       return leaf
     if leaf.shape[0] != leaf.shape[1]:
-      raise ValueError(f"conv kernel {_common.path_str(path)} must be square to transpose, "
+      raise ValueError(f"conv kernel {toolkit.path_str(path)} must be square to transpose, "
                        f"got shape {leaf.shape}")
     return jnp.swapaxes(leaf, 0, 1)
 
@@ -59,11 +59,11 @@ def make(model, epochs: int = 3, lr: float = 1e-3, momentum: float = 0.9, weight
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     start = ModelState(transpose_conv_kernels(original.params), original.batch_stats)
     n_steps = steps_per_epoch(data.retain.shape[0], batch_size)
-    tx = torch_optimizer("sgd", _common.epoch_cosine_schedule(lr, epochs, n_steps), momentum, weight_decay)
-    step = _common.make_step(_common.ce_loss(model), tx)
-    state, losses = _common.run_epochs(step, _common.start(start, tx), data, data.retain, batch_size,
+    tx = torch_optimizer("sgd", toolkit.epoch_cosine_schedule(lr, epochs, n_steps), momentum, weight_decay)
+    step = toolkit.make_step(toolkit.ce_loss(model), tx)
+    state, losses = toolkit.run_epochs(step, toolkit.start(start, tx), data, data.retain, batch_size,
                                        epochs, key)
-    return UnlearnResult(_common.finish(state), {"loss": losses})
+    return UnlearnResult(toolkit.finish(state), {"loss": losses})
 
   return UnlearningMethod("conv_transpose", unlearn, lambda sizes: float(epochs),
                           "Kaggle 458531 (toshi_k & marvelworld, Convolution Transpose); Deep Unlearn kgltop5.py",

@@ -2,7 +2,7 @@
 
 Drive forget outputs to uniform, then alternate a contrastive step (forget
 outputs equally similar to all retain outputs) with CE repair on the retain
-set (algorithms spec §6.11). Three SGD optimisers, each created once:
+set (``docs/algorithms.md`` §6.11). Three SGD optimisers, each created once:
 
 * **stage 1**: one shuffled pass over D_f (bs 64) minimising the batch mean of
   KL(u ‖ p_θ(x_f)), u uniform; SGD lr 5e-3, momentum 0.9, wd 0;
@@ -35,7 +35,7 @@ from unlearn_jax.training import engine
 from unlearn_jax.training import steps
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.training.state import TrainState
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -115,7 +115,7 @@ def make(model, epochs: int = 8, temperature: float = 1.15, batch_size: int = 64
     n_f, n_r = data.forget.shape[0], data.retain.shape[0]
     # Stage 1.
     tx1 = torch_optimizer("sgd", stage1_lr, momentum, 0.0)
-    state, stage1 = _common.run_epochs(_common.make_step(stage1_loss, tx1), _common.start(original, tx1), data,
+    state, stage1 = toolkit.run_epochs(toolkit.make_step(stage1_loss, tx1), toolkit.start(original, tx1), data,
                                        data.forget, batch_size, 1, jax.random.fold_in(key, STAGE1_STREAM))
     nb_f, rem, rbs = pairs(n_f, n_r)
     per_epoch = nb_f + (rem > 0)
@@ -123,8 +123,8 @@ def make(model, epochs: int = 8, temperature: float = 1.15, batch_size: int = 64
     tx_f = torch_optimizer("sgd", optax.cosine_decay_schedule(forget_lr, total, alpha=forget_eta_min / forget_lr),
                            momentum, 0.0)
     tx_r = torch_optimizer("sgd", retain_lr, momentum, retain_weight_decay)
-    forget_step = _common.make_step(forget_loss, tx_f)
-    retain_step = _common.make_step(_common.ce_loss(model), tx_r)
+    forget_step = toolkit.make_step(forget_loss, tx_f)
+    retain_step = toolkit.make_step(toolkit.ce_loss(model), tx_r)
 
     def epoch_fn(carry, epoch):
       params, stats, opt_f, opt_r = carry

@@ -1,6 +1,6 @@
 """``finetune``: keep training on the retain set so forget-specific fit decays.
 
-Presets (algorithms spec §6.1):
+Presets (``docs/algorithms.md`` §6.1):
 
 * ``kit`` (default): SGD 0.1 / momentum 0.9 / wd 5e-4, per-epoch cosine, 5 epochs, bs 128;
 * ``kaggle``: the organizers' baseline (``do_unlearning`` in ``google-deepmind/unlearning_evaluation``
@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Optional
 
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -65,35 +65,31 @@ def make(model, preset: str = "kit", lr: Optional[float] = None, epochs: Optiona
 
   ``l2_init`` is λ of a (λ/2)‖θ − θ₀‖² penalty; ``bn_train=False`` runs the student's BatchNorm in eval mode.
   """
-  if preset not in PRESETS:
-    raise ValueError(f"unknown finetune preset {preset!r}; expected one of {sorted(PRESETS)}")
-  hp = dict(PRESET_DEFAULTS, **PRESETS[preset])
-  for name, value in dict(lr=lr, epochs=epochs, batch_size=batch_size, momentum=momentum,
-                          weight_decay=weight_decay, schedule=schedule, l2_init=l2_init,
-                          bn_train=bn_train).items():
-    if value is not None:
-      hp[name] = value
+  hp = toolkit.resolve_preset("finetune preset", PRESETS, preset,
+                              dict(lr=lr, epochs=epochs, batch_size=batch_size, momentum=momentum,
+                                   weight_decay=weight_decay, schedule=schedule, l2_init=l2_init,
+                                   bn_train=bn_train), defaults=PRESET_DEFAULTS)
   if hp["schedule"] not in ("constant", "cosine_epoch"):
     raise ValueError(f"finetune schedule must be 'constant' or 'cosine_epoch', got {hp['schedule']!r}")
 
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     n_steps = steps_per_epoch(data.retain.shape[0], hp["batch_size"])
     if hp["schedule"] == "cosine_epoch":
-      lr = _common.epoch_cosine_schedule(hp["lr"], hp["epochs"], n_steps)
+      lr = toolkit.epoch_cosine_schedule(hp["lr"], hp["epochs"], n_steps)
     else:
       lr = hp["lr"]
     tx = torch_optimizer("sgd", lr, hp["momentum"], hp["weight_decay"])
-    ce = _common.ce_loss(model, bn_train=hp["bn_train"])
+    ce = toolkit.ce_loss(model, bn_train=hp["bn_train"])
     if hp["l2_init"]:
       def loss_fn(params, batch_stats, batch, k):
         loss, aux = ce(params, batch_stats, batch, k)
-        return loss + 0.5 * hp["l2_init"] * _common.l2_to(params, original.params), aux
+        return loss + 0.5 * hp["l2_init"] * toolkit.l2_to(params, original.params), aux
     else:
       loss_fn = ce
-    step = _common.make_step(loss_fn, tx)
-    state, losses = _common.run_epochs(step, _common.start(original, tx), data, data.retain,
+    step = toolkit.make_step(loss_fn, tx)
+    state, losses = toolkit.run_epochs(step, toolkit.start(original, tx), data, data.retain,
                                        hp["batch_size"], hp["epochs"], key)
-    return UnlearnResult(_common.finish(state), {"loss": losses})
+    return UnlearnResult(toolkit.finish(state), {"loss": losses})
 
   return UnlearningMethod("finetune", unlearn, lambda sizes: float(hp["epochs"]),
                           "starting kit notebook; Kaggle starter run-unlearn-finetune; meghdadk/SCRUB; "

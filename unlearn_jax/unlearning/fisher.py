@@ -1,4 +1,4 @@
-"""``fisher``: Fisher forgetting, Gaussian noise scaled by the inverse retain Fisher (spec §6.10).
+"""``fisher``: Fisher forgetting, Gaussian noise scaled by the inverse retain Fisher (``docs/algorithms.md`` §6.10).
 
 No gradient steps:
 
@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from unlearn_jax import _validate
 from unlearn_jax.training import losses, steps
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -144,7 +144,7 @@ def make(model, alpha: float = 1e-7, fisher_batch: int = 1, subsample: Optional[
     fisher = fisher_diagonal(model, original, data, fisher_indices(data.retain, subsample), fisher_batch, chunk)
     var = noise_variance(fisher, data.num_classes, alpha)
     params = jax.tree.map(lambda p, v, k: p + jnp.sqrt(v) * jax.random.normal(k, p.shape, p.dtype),
-                          original.params, var, _common.keys_like(key, original.params))
+                          original.params, var, toolkit.keys_like(key, original.params))
     mean_var = sum(v.sum() for v in jax.tree.leaves(var)) / sum(v.size for v in jax.tree.leaves(var))
     return UnlearnResult(ModelState(params, original.batch_stats), {"mean_variance": mean_var})
 

@@ -1,7 +1,7 @@
 """``forget_cycles``: "Forget" cycles (Jaesin Ahn et al.; LB #9, no prize).
 
 Repeated random-layer re-initialisation followed by logit distillation on the
-retain set; D_f is never used (algorithms spec §6.18). Each cycle:
+retain set; D_f is never used (``docs/algorithms.md`` §6.18). Each cycle:
 
 1. re-initialise ``n_layers`` = 6 layers sampled **with replacement** (so at
    most 6 distinct) from a pool of layers that excludes the output layer and
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from unlearn_jax.training import engine, steps
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.training.state import TrainState
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -57,9 +57,9 @@ def variant_tables(variant: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
 def layer_pool(params) -> list[str]:
   """Modules eligible for re-initialisation: conv layers except projections (or hidden Dense layers)."""
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  convs = [_common.module_path(p) for p, x in flat
-           if _common.is_conv_kernel(p, x) and "downsample" not in _common.path_str(p)]
-  return convs or _common.hidden_dense_modules(params)
+  convs = [toolkit.module_path(p) for p, x in flat
+           if toolkit.is_conv_kernel(p, x) and "downsample" not in toolkit.path_str(p)]
+  return convs or toolkit.hidden_dense_modules(params)
 
 HPARAMS = (
     HParam("variant", "str", "A", choices=("A", "B"), doc="reference cycle/learning-rate tables"),
@@ -115,12 +115,12 @@ def make(model, variant: str = "A", n_layers: int = 6, input_noise: float = 0.1,
       epoch, lr, cycle, start = xs
       choice = jax.random.randint(jax.random.fold_in(jax.random.fold_in(key, REINIT_STREAM), cycle),
                                   (n_layers,), 0, len(pool))
-      gates = _common.gates_from_choice(choice, len(pool)) * start
-      params = _common.reinit_modules(jax.random.fold_in(jax.random.fold_in(key, REDRAW_STREAM), cycle),
+      gates = toolkit.gates_from_choice(choice, len(pool)) * start
+      params = toolkit.reinit_modules(jax.random.fold_in(jax.random.fold_in(key, REDRAW_STREAM), cycle),
                                       params, pool, reinit_law, gates={m: gates[j] for j, m in enumerate(pool)})
       tx = torch_optimizer("sgd", lr, momentum, weight_decay)
       opt_state = jax.tree.map(lambda fresh, old: jnp.where(start > 0, fresh, old), tx.init(params), opt_state)
-      step = _common.make_step(loss_fn, tx)
+      step = toolkit.make_step(loss_fn, tx)
       state, loss = engine.run_epoch(step, TrainState(jnp.zeros((), jnp.int32), params, stats, opt_state), data,
                                      data.retain, batch_size, data_key, epoch)
       return (state.params, state.batch_stats, state.opt_state), (loss, gates)

@@ -11,6 +11,8 @@ so it is the single place that says what a user may set:
   value out of range, NaN or infinity is a one-line ``ValueError`` naming the
   method, the key and what is allowed);
 * :func:`parse_overrides` does the same for command-line text (``--hp lr=0.01``);
+* :func:`resolve_preset` fills the fields a user left ``None`` from a named preset
+  (reference settings such as finetune's ``kit`` or scrub's ``MIA``);
 * ``unlearn-jax methods M`` lists a method's declarations.
 
 ``traceable`` marks the hyperparameters a method uses only arithmetically (both
@@ -33,9 +35,11 @@ import inspect
 import math
 import sys
 import typing
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
+
+from unlearn_jax._validate import check_in, parse_value
 
 KINDS = ("int", "float", "bool", "str", "ints", "floats", "any")
 _SEQUENCE_KINDS = {"ints": "int", "floats": "float"}
@@ -192,8 +196,7 @@ class HParam:
     if self.kind in _SEQUENCE_KINDS:
       inner = text[1:-1] if text[:1] in "[(" and text[-1:] in "])" else text
       return [_number(t.strip()) for t in inner.split(",") if t.strip()]
-    from unlearn_jax import configs
-    return configs.parse_value(text)
+    return parse_value(text)
 
 
 def _number(text: str) -> Any:
@@ -225,15 +228,12 @@ def _unwrap(factory: Callable) -> Callable:
   return factory
 
 
-def _factory_of(factory_or_name: Any) -> Callable:
-  if isinstance(factory_or_name, str):
-    from unlearn_jax.unlearning import METHODS
-    if factory_or_name not in METHODS:
-      raise ValueError(f"unknown method {factory_or_name!r}; expected one of {sorted(METHODS)}")
-    return METHODS[factory_or_name]
-  if not callable(factory_or_name):
-    raise ValueError(f"expected a method factory or a registered method name, got {_show(factory_or_name)}")
-  return factory_or_name
+def _factory_of(factory: Any) -> Callable:
+  if not callable(factory):
+    hint = (" (a registered method's factory is unlearn_jax.unlearning.METHODS[name])"
+            if isinstance(factory, str) else "")
+    raise ValueError(f"expected a method factory, got {_show(factory)}{hint}")
+  return factory
 
 
 def module_declarations(factory: Callable) -> Optional[tuple[HParam, ...]]:
@@ -247,12 +247,13 @@ def module_declarations(factory: Callable) -> Optional[tuple[HParam, ...]]:
   return None if found is None else tuple(found)
 
 
-def declared(factory_or_method_name: Any) -> dict[str, HParam]:
-  """A factory's (or registered method's) hyperparameters by name, in declaration order.
+def declared(factory: Callable) -> dict[str, HParam]:
+  """A method factory's hyperparameters by name, in declaration order.
 
   From its module's ``HPARAMS`` when it declares them, else derived from its signature.
+  (A registered method's factory is ``unlearn_jax.unlearning.METHODS[name]``.)
   """
-  factory = _factory_of(factory_or_method_name)
+  factory = _factory_of(factory)
   decl = module_declarations(factory)
   if decl is None:
     decl = from_signature(factory)
@@ -319,16 +320,41 @@ def _kind_of(hint: Any, default: Any) -> tuple[str, bool]:
   return "any", True
 
 
+# ------------------------------------------------------------------ presets
+
+
+def resolve_preset(label: str, presets: Mapping[str, Mapping[str, Any]], preset: str,
+                   overrides: Mapping[str, Any], defaults: Optional[Mapping[str, Any]] = None,
+                   declarations: Sequence[HParam] = ()) -> dict[str, Any]:
+  """The hyperparameters of ``presets[preset]`` with every non-``None`` override applied.
+
+  ``defaults`` fill the fields a preset does not set (the preset wins over them,
+  an override over both). A field declared ``ints``/``floats`` in ``declarations``
+  is stored as a tuple, as the presets write sequences. Keys keep their order:
+  defaults, then the preset's, then overrides of fields neither sets.
+
+  Raises a one-line ``ValueError`` (``unknown <label> 'x'; expected one of [...]``)
+  for a preset that is not in ``presets``.
+  """
+  check_in(label, preset, presets)
+  sequences = {h.name for h in declarations if h.kind in _SEQUENCE_KINDS}
+  hp = dict(defaults or {}, **presets[preset])
+  for name, value in overrides.items():
+    if value is not None:
+      hp[name] = tuple(value) if name in sequences else value
+  return hp
+
+
 # ------------------------------------------------------------------ validation
 
 
-def validate(method_name: str, factory: Any, overrides: Mapping[str, Any]) -> dict[str, Any]:
+def validate(method_name: str, factory: Callable, overrides: Mapping[str, Any]) -> dict[str, Any]:
   """``overrides`` checked against the declarations of ``factory`` and coerced to their kinds.
 
   Raises a one-line ``ValueError`` for an unknown key (listing the valid keys) or an
   invalid value (naming ``method_name``, the key and the valid range).
   """
-  factory = _factory_of(factory if factory is not None else method_name)
+  factory = _factory_of(factory)
   decl = declared(factory)
   out: dict[str, Any] = {}
   for key, value in overrides.items():
@@ -342,17 +368,16 @@ def validate(method_name: str, factory: Any, overrides: Mapping[str, Any]) -> di
   return out
 
 
-def parse_overrides(method_name: str, factory: Any, texts: Mapping[str, str]) -> dict[str, Any]:
+def parse_overrides(method_name: str, factory: Callable, texts: Mapping[str, str]) -> dict[str, Any]:
   """Command-line ``NAME -> text`` overrides parsed by their declared kinds, then :func:`validate`-d."""
-  factory = _factory_of(factory if factory is not None else method_name)
+  factory = _factory_of(factory)
   decl = declared(factory)
   parsed = {}
   for key, text in texts.items():
     if key in decl:
       parsed[key] = decl[key].parse(text)
     else:
-      from unlearn_jax import configs
-      parsed[key] = configs.parse_value(text)
+      parsed[key] = parse_value(text)
   return validate(method_name, factory, parsed)
 
 

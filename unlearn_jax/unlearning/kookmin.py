@@ -2,7 +2,7 @@
 
 Re-initialise the conv weights least implicated by a retain-minus-forget
 gradient, then fine-tune with damped updates on the kept weights
-(algorithms spec §6.12):
+(``docs/algorithms.md`` §6.12):
 
 1. draw a per-seed random retain subset of size |D_f| (the authors report that
    this randomness matters);
@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -58,7 +58,7 @@ def smallest_mask(scores: jax.Array, count: int) -> jax.Array:
 def reinit_masks(grads, ratio: float, scope: str):
   """Per-leaf bool masks: True on conv-kernel entries to re-draw (others all False)."""
   flat, treedef = jax.tree_util.tree_flatten_with_path(grads)
-  is_conv = [_common.is_conv_kernel(p, g) for p, g in flat]
+  is_conv = [toolkit.is_conv_kernel(p, g) for p, g in flat]
   if scope == "layer":
     masks = [smallest_mask(jnp.abs(g), int(round(ratio * g.size))) if c else jnp.zeros(g.shape, bool)
              for (p, g), c in zip(flat, is_conv)]
@@ -66,7 +66,7 @@ def reinit_masks(grads, ratio: float, scope: str):
     convs = [jnp.abs(g).reshape(-1) for (p, g), c in zip(flat, is_conv) if c]
     total = sum(int(c.size) for c in convs)
     joint = smallest_mask(jnp.concatenate(convs), int(round(ratio * total))) if convs else jnp.zeros((0,), bool)
-    masks = _common.split_joint(joint, [g for _, g in flat], is_conv)
+    masks = toolkit.split_joint(joint, [g for _, g in flat], is_conv)
   return jax.tree.unflatten(treedef, masks)
 
 HPARAMS = (
@@ -100,8 +100,8 @@ def make(model, ratio: float = 0.3, epochs: int = 5, lr: float = 1e-3, momentum:
   hp = dict(ratio=ratio, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
             batch_size=batch_size, kept_grad_scale=kept_grad_scale, mask_scope=mask_scope,
             grad_bn_mode=grad_bn_mode, lr_factors=tuple(factors))
-  retain_ce = _common.ce_loss(model, bn_train=grad_bn_mode == "train")
-  forget_neg_ce = _common.negated(retain_ce)
+  retain_ce = toolkit.ce_loss(model, bn_train=grad_bn_mode == "train")
+  forget_neg_ce = toolkit.negated(retain_ce)
 
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     n_sub = min(data.forget.shape[0], data.retain.shape[0])
@@ -109,27 +109,27 @@ def make(model, ratio: float = 0.3, epochs: int = 5, lr: float = 1e-3, momentum:
                                                 data.retain.shape[0])[:n_sub]]
     forget = data.forget[jax.random.permutation(jax.random.fold_in(key, FORGET_ORDER_STREAM),
                                                 data.forget.shape[0])]
-    g_r, stats = _common.sum_gradients(retain_ce, original.params, original.batch_stats, data, subset,
+    g_r, stats = toolkit.sum_gradients(retain_ce, original.params, original.batch_stats, data, subset,
                                        batch_size, key)
-    g_f, stats = _common.sum_gradients(forget_neg_ce, original.params, stats, data, forget, batch_size, key)
+    g_f, stats = toolkit.sum_gradients(forget_neg_ce, original.params, stats, data, forget, batch_size, key)
     grads = jax.tree.map(jnp.add, g_r, g_f)
     masks = reinit_masks(grads, ratio, mask_scope)
-    keys = _common.keys_like(jax.random.fold_in(key, REINIT_STREAM), original.params)
-    params = jax.tree.map(lambda x, m, k: jnp.where(m, _common.torchvision_reinit(k, x), x) if x.ndim == 4 else x,
+    keys = toolkit.keys_like(jax.random.fold_in(key, REINIT_STREAM), original.params)
+    params = jax.tree.map(lambda x, m, k: jnp.where(m, toolkit.torchvision_reinit(k, x), x) if x.ndim == 4 else x,
                           original.params, masks, keys)
     grad_scale = jax.tree_util.tree_map_with_path(
-        lambda p, m, x: jnp.where(m, 1.0, kept_grad_scale) if _common.is_conv_kernel(p, x)
+        lambda p, m, x: jnp.where(m, 1.0, kept_grad_scale) if toolkit.is_conv_kernel(p, x)
         else jnp.ones((), jnp.float32), masks, params)
     n_steps = steps_per_epoch(data.retain.shape[0], batch_size)
-    tx = torch_optimizer("sgd", _common.epoch_table_lr([lr * f for f in factors],
+    tx = torch_optimizer("sgd", toolkit.epoch_table_lr([lr * f for f in factors],
                                                                 [e * n_steps for e in range(epochs)]),
                          momentum, weight_decay)
-    step = _common.make_step(_common.ce_loss(model), tx, grad_scale=grad_scale)
-    state, losses = _common.run_epochs(step, _common.start(ModelState(params, stats), tx), data, data.retain,
+    step = toolkit.make_step(toolkit.ce_loss(model), tx, grad_scale=grad_scale)
+    state, losses = toolkit.run_epochs(step, toolkit.start(ModelState(params, stats), tx), data, data.retain,
                                        batch_size, epochs, jax.random.fold_in(key, DATA_STREAM))
     conv_masks = [m for m in jax.tree.leaves(masks) if m.ndim == 4]
     fraction = (jnp.stack([m.mean() for m in conv_masks]) if conv_masks else jnp.zeros((0,), jnp.float32))
-    return UnlearnResult(_common.finish(state), {"loss": losses, "reinit_fraction": fraction})
+    return UnlearnResult(toolkit.finish(state), {"loss": losses, "reinit_fraction": fraction})
 
   def cost(sizes) -> float:
     return float(epochs) + 2.0 * sizes.forget / max(sizes.retain, 1)

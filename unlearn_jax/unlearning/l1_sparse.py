@@ -1,4 +1,4 @@
-"""``l1_sparse``: fine-tune on D_r under a decaying ℓ1 penalty (spec §6.8).
+"""``l1_sparse``: fine-tune on D_r under a decaying ℓ1 penalty (``docs/algorithms.md`` §6.8).
 
 At epoch t (0-based) the loss is CE(f_θ(x_r), y_r) + γ_t‖θ‖₁ with
 
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from unlearn_jax import _validate
 from unlearn_jax.training import engine
 from unlearn_jax.training.recipes import torch_optimizer
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -40,7 +40,7 @@ def gamma_schedule(gamma: float, epochs: int, no_l1_epochs: int) -> list[float]:
 def l1_norm(params, scope: str) -> jax.Array:
   """``‖θ‖₁`` over all leaves (``all``) or over the non-BatchNorm leaves (``no_bn``)."""
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  return sum(jnp.abs(x).sum() for p, x in flat if scope == "all" or not _common.is_batchnorm(p, x))
+  return sum(jnp.abs(x).sum() for p, x in flat if scope == "all" or not toolkit.is_batchnorm(p, x))
 
 HPARAMS = (
     HParam("gamma", "float", 1e-4, low=0, traceable=True, doc="initial ℓ1 coefficient γ"),
@@ -71,7 +71,7 @@ def make(model, gamma: float = 1e-4, no_l1_epochs: int = 0, l1_scope: str = "all
     raise ValueError(f"no_l1_epochs must lie in [0, {epochs}], got {no_l1_epochs}")
   gammas = gamma_schedule(gamma, epochs, no_l1_epochs)
 
-  ce = _common.ce_loss(model)
+  ce = toolkit.ce_loss(model)
 
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     tx = torch_optimizer("sgd", lr, momentum, weight_decay)
@@ -84,10 +84,10 @@ def make(model, gamma: float = 1e-4, no_l1_epochs: int = 0, l1_scope: str = "all
         loss, aux = ce(params, batch_stats, batch, k)
         return loss + g * l1_norm(params, l1_scope), aux
 
-      return engine.run_epoch(_common.make_step(loss_fn, tx), state, data, data.retain, batch_size, key, e)
+      return engine.run_epoch(toolkit.make_step(loss_fn, tx), state, data, data.retain, batch_size, key, e)
 
-    state, epoch_losses = jax.lax.scan(epoch, _common.start(original, tx), (jnp.arange(epochs), gamma_table))
-    return UnlearnResult(_common.finish(state), {"loss": epoch_losses, "gamma": gamma_table})
+    state, epoch_losses = jax.lax.scan(epoch, toolkit.start(original, tx), (jnp.arange(epochs), gamma_table))
+    return UnlearnResult(toolkit.finish(state), {"loss": epoch_losses, "gamma": gamma_table})
 
   return UnlearningMethod("l1_sparse", unlearn, lambda sizes: float(epochs),
                           "Jia et al. NeurIPS 2023 arXiv 2304.04934, OPTML-Group/Unlearn-Sparse unlearn/FT.py",

@@ -1,4 +1,4 @@
-"""``neggrad``: gradient ascent on the forget set ("GA"), algorithms spec §6.2.
+"""``neggrad``: gradient ascent on the forget set ("GA"), ``docs/algorithms.md`` §6.2.
 
 Minimises −CE(f_θ(x_f), y_f) over D_f only, with torch SGD lr 1e-4, momentum
 0.9, coupled weight decay 5e-4, 5 epochs, bs 256, student in train mode. It
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from unlearn_jax import _validate
 from unlearn_jax.training.recipes import torch_optimizer
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -42,14 +42,14 @@ def make(model, lr: float = 1e-4, epochs: int = 5, batch_size: int = 256, moment
   _validate.check_positive_int("epochs", epochs)
   _validate.check_positive_int("batch_size", batch_size)
 
-  loss_fn = _common.negated(_common.ce_loss(model, bn_train=bn_train))
+  loss_fn = toolkit.negated(toolkit.ce_loss(model, bn_train=bn_train))
 
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     tx = torch_optimizer("sgd", lr, momentum, weight_decay)
-    step = _common.make_step(loss_fn, tx)
-    state, epoch_losses = _common.run_epochs(step, _common.start(original, tx), data, data.forget,
+    step = toolkit.make_step(loss_fn, tx)
+    state, epoch_losses = toolkit.run_epochs(step, toolkit.start(original, tx), data, data.forget,
                                              batch_size, epochs, key)
-    return UnlearnResult(_common.finish(state), {"loss": epoch_losses})
+    return UnlearnResult(toolkit.finish(state), {"loss": epoch_losses})
 
   def cost(sizes: SetSizes) -> float:
     return epochs * sizes.forget / sizes.retain

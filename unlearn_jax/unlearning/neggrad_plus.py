@@ -1,4 +1,4 @@
-"""``neggrad_plus``: joint descent on retain and ascent on forget, algorithms spec §6.3.
+"""``neggrad_plus``: joint descent on retain and ascent on forget, ``docs/algorithms.md`` §6.3.
 
 Each retain batch is paired with the next forget batch (cycling through a
 per-epoch shuffle of D_f; forget batches are always full, wrapping around) and
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from unlearn_jax import _validate
 from unlearn_jax.training import losses
 from unlearn_jax.training.recipes import torch_optimizer
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -81,13 +81,10 @@ def make(model, preset: str = "small-scale", beta: Optional[float] = None, epoch
     l2_init: λ of the (λ/2)‖θ − θ₀‖² penalty inside the retain term.
     batch_size, forget_batch_size: retain and forget batch sizes.
   """
-  _validate.check_in("neggrad_plus preset", preset, PRESETS)
-  hp = dict(PRESETS[preset])
-  for name, value in dict(beta=beta, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                          l2_init=l2_init, bn_train=bn_train, batch_size=batch_size,
-                          forget_batch_size=forget_batch_size).items():
-    if value is not None:
-      hp[name] = value
+  hp = toolkit.resolve_preset("neggrad_plus preset", PRESETS, preset,
+                              dict(beta=beta, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                   l2_init=l2_init, bn_train=bn_train, batch_size=batch_size,
+                                   forget_batch_size=forget_batch_size))
   _validate.check_positive_int("epochs", hp["epochs"])
   _validate.check_positive_int("batch_size", hp["batch_size"])
   _validate.check_positive_int("forget_batch_size", hp["forget_batch_size"])
@@ -99,13 +96,13 @@ def make(model, preset: str = "small-scale", beta: Optional[float] = None, epoch
     def loss_fn(params, batch_stats, batch, key):
       del key
       (xr, yr), (xf, yf) = batch
-      logits_r, stats = _common.forward(model, params, batch_stats, xr, hp["bn_train"])
-      logits_f, stats = _common.forward(model, params, stats, xf, hp["bn_train"])
+      logits_r, stats = toolkit.forward(model, params, batch_stats, xr, hp["bn_train"])
+      logits_f, stats = toolkit.forward(model, params, stats, xf, hp["bn_train"])
       ce_r = losses.cross_entropy(logits_r, yr)
       ce_f = losses.cross_entropy(logits_f, yf)
       retain_term = ce_r
       if hp["l2_init"]:
-        retain_term = retain_term + 0.5 * hp["l2_init"] * _common.l2_to(params, anchor)
+        retain_term = retain_term + 0.5 * hp["l2_init"] * toolkit.l2_to(params, anchor)
       loss = hp["beta"] * retain_term - (1.0 - hp["beta"]) * ce_f
       return loss, (stats, {"ce_retain": ce_r, "ce_forget": ce_f})
 
@@ -113,7 +110,7 @@ def make(model, preset: str = "small-scale", beta: Optional[float] = None, epoch
 
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     tx = torch_optimizer("sgd", hp["lr"], hp["momentum"], hp["weight_decay"])
-    inner = _common.make_step(make_loss(original.params), tx)
+    inner = toolkit.make_step(make_loss(original.params), tx)
 
     def step(state, batch, k):
       r_idx, f_idx = batch
@@ -123,14 +120,14 @@ def make(model, preset: str = "small-scale", beta: Optional[float] = None, epoch
     n_steps = math.ceil(n_r / hp["batch_size"])
 
     def epoch(state, e):
-      r_order = data.retain[_common.epoch_order(jax.random.fold_in(key, RETAIN_STREAM), e, n_r)]
-      f_order = data.forget[_common.epoch_order(jax.random.fold_in(key, FORGET_STREAM), e, n_f)]
-      f_batches = _common.cycled_batches(f_order, n_steps, hp["forget_batch_size"])
+      r_order = data.retain[toolkit.epoch_order(jax.random.fold_in(key, RETAIN_STREAM), e, n_r)]
+      f_order = data.forget[toolkit.epoch_order(jax.random.fold_in(key, FORGET_STREAM), e, n_f)]
+      f_batches = toolkit.cycled_batches(f_order, n_steps, hp["forget_batch_size"])
       step_key = jax.random.fold_in(jax.random.fold_in(key, 2), e)
-      return _common.run_batches(step, state, r_order, hp["batch_size"], step_key, per_step=f_batches)
+      return toolkit.run_batches(step, state, r_order, hp["batch_size"], step_key, per_step=f_batches)
 
-    state, epoch_losses = jax.lax.scan(epoch, _common.start(original, tx), jnp.arange(hp["epochs"]))
-    return UnlearnResult(_common.finish(state), {"loss": epoch_losses})
+    state, epoch_losses = jax.lax.scan(epoch, toolkit.start(original, tx), jnp.arange(hp["epochs"]))
+    return UnlearnResult(toolkit.finish(state), {"loss": epoch_losses})
 
   def cost(sizes: SetSizes) -> float:
     steps_ = math.ceil(sizes.retain / hp["batch_size"])

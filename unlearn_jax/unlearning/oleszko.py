@@ -1,7 +1,7 @@
 """``oleszko``: Sebastian Oleszko's entry (4th prize, LB #5).
 
 Prune almost everything, re-draw it at random, fine-tune with weighted CE plus
-an entropy-matching term, round through fp16 (algorithms spec §6.14):
+an entropy-matching term, round through fp16 (``docs/algorithms.md`` §6.14):
 
 1. global L1 unstructured pruning, ``amount`` = 0.99, over all conv and Dense
    kernels plus the output layer's bias (ResNet ``fc``; the small models'
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from unlearn_jax.training import losses as losses_lib
 from unlearn_jax.training import steps
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -41,9 +41,9 @@ SMALL_OVERRIDES = dict(batch_size=16, num_steps=5)
 
 def prunable_mask(params):
   """Bool pytree: conv/Dense kernels and the output layer's bias."""
-  head = _common.head_module(params)
-  return _common.leaf_mask(params, lambda p, x: _common.is_conv_kernel(p, x) or _common.is_dense_kernel(p, x)
-                           or (_common.module_path(p) == head and _common.path_str(p).endswith("bias")))
+  head = toolkit.head_module(params)
+  return toolkit.leaf_mask(params, lambda p, x: toolkit.is_conv_kernel(p, x) or toolkit.is_dense_kernel(p, x)
+                           or (toolkit.module_path(p) == head and toolkit.path_str(p).endswith("bias")))
 
 
 def global_prune_masks(params, prunable, amount: float):
@@ -61,7 +61,7 @@ def global_prune_masks(params, prunable, amount: float):
     pruned = jnp.ones(joint.shape, bool).at[idx].set(False)
   else:
     pruned = jnp.ones(joint.shape, bool)
-  return jax.tree.unflatten(treedef, _common.split_joint(pruned, leaves, flags))
+  return jax.tree.unflatten(treedef, toolkit.split_joint(pruned, leaves, flags))
 
 
 def entropy(logits: jax.Array) -> jax.Array:
@@ -106,9 +106,9 @@ def make(model, amount: float = 0.99, steps_factor: float = 3.2, lr: float = 5e-
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     params0 = original.params
     pruned = global_prune_masks(params0, prunable_mask(params0), amount)
-    keys = _common.keys_like(jax.random.fold_in(key, REINIT_STREAM), params0)
+    keys = toolkit.keys_like(jax.random.fold_in(key, REINIT_STREAM), params0)
     params = jax.tree.map(
-        lambda x, m, k: jnp.where(m, _common.reinit_leaf(k, x, 1, reinit_law) if x.ndim >= 2 else 0.0, x),
+        lambda x, m, k: jnp.where(m, toolkit.reinit_leaf(k, x, 1, reinit_law) if x.ndim >= 2 else 0.0, x),
         params0, pruned, keys)
     counts = data.class_counts("retain")
     weights = jnp.where(counts > 0, jnp.maximum(counts, 1.0) ** class_weight_power, 0.0)
@@ -123,13 +123,13 @@ def make(model, amount: float = 0.99, steps_factor: float = 3.2, lr: float = 5e-
       return ce + entropy_weight * mse, (new_stats, {})
 
     tx = torch_optimizer("sgd", lr, momentum, weight_decay)
-    step = _common.make_step(loss_fn, tx)
-    state, losses = _common.run_steps(step, _common.start(ModelState(params, original.batch_stats), tx),
+    step = toolkit.make_step(loss_fn, tx)
+    state, losses = toolkit.run_steps(step, toolkit.start(ModelState(params, original.batch_stats), tx),
                                       data, data.retain, batch_size, total_steps(data.retain.shape[0]),
                                       jax.random.fold_in(key, DATA_STREAM))
-    out = _common.finish(state)
+    out = toolkit.finish(state)
     if fp16:
-      out = ModelState(_common.fp16_round_trip(out.params), _common.fp16_round_trip(out.batch_stats))
+      out = ModelState(toolkit.fp16_round_trip(out.params), toolkit.fp16_round_trip(out.batch_stats))
     return UnlearnResult(out, {"loss": losses})
 
   def cost(sizes) -> float:

@@ -1,4 +1,4 @@
-"""``random_label``: fit D_f to random labels while keeping D_r's labels (spec §6.6).
+"""``random_label``: fit D_f to random labels while keeping D_r's labels (``docs/algorithms.md`` §6.6).
 
 Cross-entropy on both sets, the student in train mode. Two reference variants
 (``variant``), each field overridable:
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from unlearn_jax import _validate
 from unlearn_jax.training import losses, steps
 from unlearn_jax.training.recipes import torch_optimizer
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -44,9 +44,7 @@ LABEL_STREAM, ORDER_STREAM, STEP_STREAM = 0, 1, 2
 
 def resolve(variant: str, overrides: dict) -> dict:
   """The variant's hyperparameters with the non-``None`` ``overrides`` applied, validated."""
-  _validate.check_in("random_label variant", variant, VARIANTS)
-  hp = dict(VARIANTS[variant])
-  hp.update({k: v for k, v in overrides.items() if v is not None})
+  hp = toolkit.resolve_preset("random_label variant", VARIANTS, variant, overrides)
   _validate.check_in("relabel", hp["relabel"], ("all", "others"))
   _validate.check_in("redraw", hp["redraw"], ("batch", "once"))
   _validate.check_in("order", hp["order"], ("sequential", "union"))
@@ -84,7 +82,7 @@ def build_unlearn(model, hp: dict,
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     tx = torch_optimizer(hp["optimizer"], hp["lr"], hp["momentum"], hp["weight_decay"])
     mask = mask_fn(original, data) if mask_fn is not None else None
-    inner = _common.make_step(loss_fn, tx, update_mask=mask if mask_target == "update" else None,
+    inner = toolkit.make_step(loss_fn, tx, update_mask=mask if mask_target == "update" else None,
                               grad_scale=mask if mask_target == "gradient" else None)
     step = lambda state, batch, k: inner(state, (batch, data), k)
     n_f, n_r = data.forget.shape[0], data.retain.shape[0]
@@ -99,19 +97,19 @@ def build_unlearn(model, hp: dict,
       ek = jax.random.fold_in(step_key, e)
       if hp["order"] == "union":
         union = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), forget_ex, retain_ex)
-        order = _common.epoch_order(order_key, e, n_f + n_r)
-        state, loss = _common.run_batches(step, state, take(union, order), hp["batch_size"], ek)
+        order = toolkit.epoch_order(order_key, e, n_f + n_r)
+        state, loss = toolkit.run_batches(step, state, take(union, order), hp["batch_size"], ek)
         return state, dict(loss=loss)
-      f_order = _common.epoch_order(jax.random.fold_in(order_key, 0), e, n_f)
-      r_order = _common.epoch_order(jax.random.fold_in(order_key, 1), e, n_r)
-      state, f_loss = _common.run_batches(step, state, take(forget_ex, f_order), hp["batch_size"],
+      f_order = toolkit.epoch_order(jax.random.fold_in(order_key, 0), e, n_f)
+      r_order = toolkit.epoch_order(jax.random.fold_in(order_key, 1), e, n_r)
+      state, f_loss = toolkit.run_batches(step, state, take(forget_ex, f_order), hp["batch_size"],
                                           jax.random.fold_in(ek, 0))
-      state, r_loss = _common.run_batches(step, state, take(retain_ex, r_order), hp["batch_size"],
+      state, r_loss = toolkit.run_batches(step, state, take(retain_ex, r_order), hp["batch_size"],
                                           jax.random.fold_in(ek, 1))
       return state, dict(loss=r_loss, forget_loss=f_loss)
 
-    state, metrics = jax.lax.scan(epoch, _common.start(original, tx), jnp.arange(hp["epochs"]))
-    return UnlearnResult(_common.finish(state), metrics)
+    state, metrics = jax.lax.scan(epoch, toolkit.start(original, tx), jnp.arange(hp["epochs"]))
+    return UnlearnResult(toolkit.finish(state), metrics)
 
   return unlearn
 

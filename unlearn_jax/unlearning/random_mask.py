@@ -1,6 +1,6 @@
 """``random_mask``: zero a random half of the weights, then fine-tune (songxinkuan).
 
-Algorithms spec §6.19:
+``docs/algorithms.md`` §6.19:
 
 1. multiply every tensor in the pool by an independent Bernoulli(``keep_prob``
    = 0.5) mask. ``pool='torch_name'`` (default, the notebook): every parameter
@@ -22,7 +22,7 @@ import jax
 import optax
 
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -35,9 +35,9 @@ SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
 def pool_mask(params, pool: str):
   """Bool pytree of the leaves a name-based pool selects (shared by Sun's and this entry's rules)."""
   if pool == "torch_name":
-    return _common.leaf_mask(params, lambda p, x: "bn" not in _common.torch_name(p))
-  return _common.leaf_mask(params, lambda p, x: "bn" not in _common.torch_name(p)
-                           and not _common.is_batchnorm(p, x))
+    return toolkit.leaf_mask(params, lambda p, x: "bn" not in toolkit.torch_name(p))
+  return toolkit.leaf_mask(params, lambda p, x: "bn" not in toolkit.torch_name(p)
+                           and not toolkit.is_batchnorm(p, x))
 
 HPARAMS = (
     HParam("keep_prob", "float", 0.5, low=0, high=1, doc="probability a weight is kept"),
@@ -67,17 +67,17 @@ def make(model, keep_prob: float = 0.5, pool: str = "torch_name", epochs: int = 
 
   def unlearn(original: ModelState, data, key) -> UnlearnResult:
     selected = pool_mask(original.params, pool)
-    keys = _common.keys_like(jax.random.fold_in(key, MASK_STREAM), original.params)
+    keys = toolkit.keys_like(jax.random.fold_in(key, MASK_STREAM), original.params)
     params = jax.tree.map(
         lambda x, s, k: x * jax.random.bernoulli(k, keep_prob, x.shape).astype(x.dtype) if s else x,
         original.params, selected, keys)
     total = max(epochs * steps_per_epoch(data.retain.shape[0], batch_size), 1)
     schedule = optax.cosine_decay_schedule(lr, total, alpha=min_lr / lr if lr else 0.0)
     tx = torch_optimizer(optimizer, schedule, momentum, weight_decay)
-    step = _common.make_step(_common.ce_loss(model), tx)
-    state, losses = _common.run_epochs(step, _common.start(ModelState(params, original.batch_stats), tx), data,
+    step = toolkit.make_step(toolkit.ce_loss(model), tx)
+    state, losses = toolkit.run_epochs(step, toolkit.start(ModelState(params, original.batch_stats), tx), data,
                                        data.retain, batch_size, epochs, jax.random.fold_in(key, DATA_STREAM))
-    return UnlearnResult(_common.finish(state), {"loss": losses})
+    return UnlearnResult(toolkit.finish(state), {"loss": losses})
 
   return UnlearningMethod("random_mask", unlearn, lambda sizes: float(epochs),
                           "songxinkuan/Machine-unlearning-random-mask (notebook)", hp)

@@ -1,4 +1,4 @@
-"""``salun``: random-label unlearning restricted to salient weights (spec §6.9).
+"""``salun``: random-label unlearning restricted to salient weights (``docs/algorithms.md`` §6.9).
 
 1. Mask at θ₀ in eval mode: g = Σ over forget batches (data order, remainder
    batch kept) of the batch-mean ∇θ[−CE(f_θ(x_f), y_f)]. |g| is ranked
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from unlearn_jax import _validate
-from unlearn_jax.unlearning import _common, random_label
+from unlearn_jax.unlearning import toolkit, random_label
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -34,8 +34,8 @@ SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
 
 def forget_gradient(model, original: ModelState, data, batch_size: int):
   """Σ over D_f's batches (data order, remainder kept) of the batch-mean ∇[−CE] at θ₀, eval mode."""
-  neg_ce = _common.negated(_common.ce_loss(model, bn_train=False))
-  grads, _ = _common.sum_gradients(neg_ce, original.params, original.batch_stats, data, data.forget, batch_size,
+  neg_ce = toolkit.negated(toolkit.ce_loss(model, bn_train=False))
+  grads, _ = toolkit.sum_gradients(neg_ce, original.params, original.batch_stats, data, data.forget, batch_size,
                                    key=None)
   return grads
 
@@ -54,7 +54,7 @@ def saliency_mask(grads, rho: float, scope: str = "global"):
   leaves, treedef = jax.tree.flatten(grads)
   flat = jnp.concatenate([jnp.abs(g).ravel() for g in leaves])
   mask = top_fraction_mask(flat, rho)
-  return jax.tree.unflatten(treedef, _common.split_joint(mask, leaves, [True] * len(leaves)))
+  return jax.tree.unflatten(treedef, toolkit.split_joint(mask, leaves, [True] * len(leaves)))
 
 HPARAMS = (
     HParam("rho", "float", 0.5, low=0, high=1, low_open=True, high_open=True, doc="fraction of entries updated"),

@@ -1,4 +1,4 @@
-"""``scrub``: SCRUB and SCRUB+R, algorithms spec §6.4.
+"""``scrub``: SCRUB and SCRUB+R, ``docs/algorithms.md`` §6.4.
 
 A student starting at θ₀ alternates, against the frozen teacher θ₀ (eval mode),
 a *max* epoch over D_f minimising −DistillKL_T(teacher, student) and a *min*
@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from unlearn_jax import _validate
 from unlearn_jax.training import engine, losses, steps
 from unlearn_jax.training.recipes import torch_optimizer
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, SetSizes, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -66,11 +66,7 @@ HP_NAMES = tuple(PRESETS["MIA"])
 
 def resolve(preset: str, overrides: dict) -> dict:
   """The preset's hyperparameters with the non-``None`` ``overrides`` applied, validated."""
-  _validate.check_in("scrub preset", preset, PRESETS)
-  hp = dict(PRESETS[preset])
-  for name, value in overrides.items():
-    if value is not None:
-      hp[name] = tuple(value) if name == "decay_epochs" else value
+  hp = toolkit.resolve_preset("scrub preset", PRESETS, preset, overrides, declarations=HPARAMS)
   _validate.check_positive_int("epochs", hp["epochs"])
   _validate.check_positive_int("msteps", hp["msteps"], minimum=0)
   _validate.check_positive_int("batch_size", hp["batch_size"])
@@ -123,28 +119,28 @@ def build_unlearn(model, hp: dict, rewind: bool, separate_optimizers: bool = Fal
       del k
       x, _ = batch
       logits, stats = steps.apply_train(model, params, batch_stats, x)
-      return -_common.distill_kl(teacher(x), logits, T), (stats, {})
+      return -toolkit.distill_kl(teacher(x), logits, T), (stats, {})
 
     def min_loss(params, batch_stats, batch, k):
       del k
       x, y = batch
       logits, stats = steps.apply_train(model, params, batch_stats, x)
-      loss = hp["gamma"] * losses.cross_entropy(logits, y) + hp["alpha"] * _common.distill_kl(teacher(x), logits, T)
+      loss = hp["gamma"] * losses.cross_entropy(logits, y) + hp["alpha"] * toolkit.distill_kl(teacher(x), logits, T)
       return loss, (stats, {})
 
     n_r, n_f = data.retain.shape[0], data.forget.shape[0]
     lrs = epoch_lrs(hp)
     if separate_optimizers:
       nr, nf = math.ceil(n_r / hp["batch_size"]), math.ceil(n_f / hp["forget_batch_size"])
-      min_lr = _common.epoch_table_lr(lrs, [e * nr for e in range(hp["epochs"])])
-      max_lr = _common.epoch_table_lr(lrs, [e * nf for e in range(hp["epochs"])])
+      min_lr = toolkit.epoch_table_lr(lrs, [e * nr for e in range(hp["epochs"])])
+      max_lr = toolkit.epoch_table_lr(lrs, [e * nf for e in range(hp["epochs"])])
     else:
-      min_lr = max_lr = _common.epoch_table_lr(lrs, epoch_starts(hp, n_r, n_f))
+      min_lr = max_lr = toolkit.epoch_table_lr(lrs, epoch_starts(hp, n_r, n_f))
     tx = torch_optimizer(hp["optimizer"], min_lr, hp["momentum"], hp["weight_decay"])
     max_tx = torch_optimizer(hp["optimizer"], max_lr, hp["momentum"], hp["weight_decay"])
-    max_step, min_step = _common.make_step(max_loss, max_tx), _common.make_step(min_loss, tx)
+    max_step, min_step = toolkit.make_step(max_loss, max_tx), toolkit.make_step(min_loss, tx)
     start = original if perturb is None else perturb(original, jax.random.fold_in(key, 2))
-    state = _common.start(start, tx)
+    state = toolkit.start(start, tx)
     max_opt = max_tx.init(start.params) if separate_optimizers else None
     max_key, min_key = jax.random.fold_in(key, MAX_STREAM), jax.random.fold_in(key, MIN_STREAM)
     reinject_key = jax.random.fold_in(key, 3)
@@ -170,7 +166,7 @@ def build_unlearn(model, hp: dict, rewind: bool, separate_optimizers: bool = Fal
       state, min_l = engine.run_epoch(min_step, state, data, data.retain, hp["batch_size"], min_key, e)
       out = dict(max_loss=max_l, min_loss=min_l)
       if rewind:
-        out.update(forget_error=forget_error(state), snapshot=_common.finish(state))
+        out.update(forget_error=forget_error(state), snapshot=toolkit.finish(state))
       return (state, max_opt), out
 
     outs, carry = [], (state, max_opt)
@@ -183,7 +179,7 @@ def build_unlearn(model, hp: dict, rewind: bool, separate_optimizers: bool = Fal
     state = carry[0]
     per_epoch = jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
     metrics = {"loss": per_epoch["min_loss"], "max_loss": per_epoch["max_loss"]}
-    result = _common.finish(state)
+    result = toolkit.finish(state)
     if rewind:
       mask = forget_validation_mask(data)
       val_logits = predict(state.params, state.batch_stats, data, data.validation)

@@ -1,4 +1,4 @@
-"""``scrub_noise``: per-seed weight noise, then SCRUB with the un-noised teacher (spec §6.5).
+"""``scrub_noise``: per-seed weight noise, then SCRUB with the un-noised teacher (``docs/algorithms.md`` §6.5).
 
 1. From the seed key pick a leaf set S (``noise_scope``) and draw ε ~ N(0, σ²)
    on S (σ absolute, or ``relative``: σ_leaf = σ·std(θ₀ leaf)).
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from unlearn_jax import _validate
-from unlearn_jax.unlearning import _common, scrub
+from unlearn_jax.unlearning import toolkit, scrub
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -44,7 +44,7 @@ def noise_gates(params, scope: str, k: int, key: jax.Array):
   static list of non-BN leaves, so shapes stay static under a vmap).
   """
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  non_bn = [i for i, (p, x) in enumerate(flat) if not _common.is_batchnorm(p, x)]
+  non_bn = [i for i, (p, x) in enumerate(flat) if not toolkit.is_batchnorm(p, x)]
   if scope == "random_k":
     if not 1 <= k <= len(non_bn):
       raise ValueError(f"k must lie in [1, {len(non_bn)}] (the number of non-BN tensors), got {k}")
@@ -55,9 +55,9 @@ def noise_gates(params, scope: str, k: int, key: jax.Array):
       gates[i] = hit[j]
     return jax.tree.unflatten(treedef, gates)
   if scope == "conv":
-    chosen = {i for i, (p, x) in enumerate(flat) if _common.is_conv_kernel(p, x)}
+    chosen = {i for i, (p, x) in enumerate(flat) if toolkit.is_conv_kernel(p, x)}
   elif scope == "stem":
-    convs = [i for i, (p, x) in enumerate(flat) if _common.is_conv_kernel(p, x)]
+    convs = [i for i, (p, x) in enumerate(flat) if toolkit.is_conv_kernel(p, x)]
     chosen = set(convs[:1])
   else:
     chosen = set(non_bn)
@@ -74,7 +74,7 @@ def add_noise(params, gates, sigma: float, relative: bool, key: jax.Array):
     scale = sigma * jnp.std(p) if relative else sigma
     return p + g * scale * jax.random.normal(k, p.shape, p.dtype)
 
-  return jax.tree.map(one, params, gates, _common.keys_like(key, params))
+  return jax.tree.map(one, params, gates, toolkit.keys_like(key, params))
 
 HPARAMS = (
     HParam("noise_scope", "str", "random_k", choices=SCOPES, doc="which tensors are noised"),

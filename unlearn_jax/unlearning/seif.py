@@ -2,7 +2,7 @@
 
 Heavy Gaussian noise on conv weights, a fine-tune whose loss is scaled by the
 batch's mean class weight (1 for class 0, 0.05 otherwise), and a small second
-noise draw before the last epoch (algorithms spec §6.13):
+noise draw before the last epoch (``docs/algorithms.md`` §6.13):
 
 1. θ_conv += N(0, σ₁²), σ₁ = 0.6;
 2. fine-tune ``epochs`` (4) on D_r with loss CE × mean_i w[y_i], SGD lr 7e-4,
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from unlearn_jax.training import losses as losses_lib
 from unlearn_jax.training import steps
 from unlearn_jax.training.recipes import steps_per_epoch, torch_optimizer
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 
@@ -39,14 +39,14 @@ SMALL_OVERRIDES = dict(epochs=2, batch_size=16)
 def noise_mask(params, scope: str):
   """Bool pytree: the kernels that receive noise under ``scope``."""
   if scope == "stem":
-    stem = _common.stem_module(params)
-    return _common.leaf_mask(params, lambda p, x: _common.module_path(p) == stem and x.ndim >= 2)
-  return _common.leaf_mask(params, _common.is_conv_kernel)
+    stem = toolkit.stem_module(params)
+    return toolkit.leaf_mask(params, lambda p, x: toolkit.module_path(p) == stem and x.ndim >= 2)
+  return toolkit.leaf_mask(params, toolkit.is_conv_kernel)
 
 
 def add_noise(params, mask, key: jax.Array, std: float):
   """``params`` plus N(0, std²) on the leaves where ``mask`` is True."""
-  keys = _common.keys_like(key, params)
+  keys = toolkit.keys_like(key, params)
   return jax.tree.map(lambda x, m, k: x + std * jax.random.normal(k, x.shape, x.dtype) if m else x,
                       params, mask, keys)
 
@@ -87,16 +87,16 @@ def make(model, epochs: int = 4, lr: float = 7e-4, momentum: float = 0.9, weight
     mask = noise_mask(original.params, noise_scope)
     params = add_noise(original.params, mask, jax.random.fold_in(key, NOISE1_STREAM), noise_std)
     n_steps = steps_per_epoch(data.retain.shape[0], batch_size)
-    tx = torch_optimizer("sgd", _common.epoch_cosine_schedule(lr, epochs, n_steps), momentum, weight_decay)
-    step = _common.make_step(loss_fn, tx)
+    tx = torch_optimizer("sgd", toolkit.epoch_cosine_schedule(lr, epochs, n_steps), momentum, weight_decay)
+    step = toolkit.make_step(loss_fn, tx)
     data_key = jax.random.fold_in(key, DATA_STREAM)
-    state = _common.start(ModelState(params, original.batch_stats), tx)
-    state, first = _common.run_epochs(step, state, data, data.retain, batch_size, epochs - 1, data_key)
+    state = toolkit.start(ModelState(params, original.batch_stats), tx)
+    state, first = toolkit.run_epochs(step, state, data, data.retain, batch_size, epochs - 1, data_key)
     state = state.replace(params=add_noise(state.params, mask, jax.random.fold_in(key, NOISE2_STREAM),
                                            last_noise_std))
-    state, last = _common.run_epochs(step, state, data, data.retain, batch_size, 1, data_key,
+    state, last = toolkit.run_epochs(step, state, data, data.retain, batch_size, 1, data_key,
                                      epoch_offset=epochs - 1)
-    return UnlearnResult(_common.finish(state), {"loss": jnp.concatenate([first, last])})
+    return UnlearnResult(toolkit.finish(state), {"loss": jnp.concatenate([first, last])})
 
   return UnlearningMethod("seif", unlearn, lambda sizes: float(epochs),
                           "Kaggle 459334 (Seif Achour, 3rd prize); Deep Unlearn kgltop3.py", hp)

@@ -1,7 +1,7 @@
 """``sun``: Sun (sunkroos)'s entry (7th prize, LB #8).
 
 Reset the output layer, then train only random tensors each epoch while
-noising some of them, then fine-tune everything (algorithms spec §6.17). Plain
+noising some of them, then fine-tune everything (``docs/algorithms.md`` §6.17). Plain
 CE on D_r at bs 64; a **new** SGD (momentum 0.9, wd 5e-4) every epoch; frozen
 tensors are excluded by masking the final update, so they get no decay and no
 momentum, as torch skips parameters without gradients.
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from unlearn_jax.training import engine
 from unlearn_jax.training.recipes import torch_optimizer
 from unlearn_jax.training.state import TrainState
-from unlearn_jax.unlearning import _common
+from unlearn_jax.unlearning import toolkit
 from unlearn_jax.unlearning.base import ModelState, UnlearningMethod, UnlearnResult
 from unlearn_jax.unlearning.hparams import HParam
 from unlearn_jax.unlearning.random_mask import POOLS, pool_mask
@@ -91,8 +91,8 @@ def make(model, lrs: Sequence[float] = REFERENCE_LRS, select_epochs: int = 5, re
     n_pool = len(pool_idx)
     k_eff = min(k, n_pool)
     n_noise = min(int(noise_fraction * k), k_eff)
-    params = _common.reinit_modules(jax.random.fold_in(key, RESET_STREAM), original.params,
-                                    [_common.head_module(original.params)], "torch_default")
+    params = toolkit.reinit_modules(jax.random.fold_in(key, RESET_STREAM), original.params,
+                                    [toolkit.head_module(original.params)], "torch_default")
     data_key = jax.random.fold_in(key, DATA_STREAM)
 
     def epoch_fn(carry, xs):
@@ -101,9 +101,9 @@ def make(model, lrs: Sequence[float] = REFERENCE_LRS, select_epochs: int = 5, re
       selecting = epoch < select_epochs
       noising = selecting & (epoch >= reset_epochs)
       order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, PICK_STREAM), epoch), n_pool)
-      picked = _common.gates_from_choice(order[:k_eff], n_pool)
+      picked = toolkit.gates_from_choice(order[:k_eff], n_pool)
       sub = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, NOISE_PICK_STREAM), epoch), k_eff)
-      noised = _common.gates_from_choice(order[:k_eff][sub[:n_noise]], n_pool)
+      noised = toolkit.gates_from_choice(order[:k_eff][sub[:n_noise]], n_pool)
       if skip_previously_selected:
         noised = noised * (1.0 - prev)
       noised = noised * noising
@@ -116,7 +116,7 @@ def make(model, lrs: Sequence[float] = REFERENCE_LRS, select_epochs: int = 5, re
         gates[i] = picked[j]
       params = jax.tree.unflatten(treedef, flat)
       tx = torch_optimizer("sgd", lr, momentum, weight_decay)
-      step = _common.make_step(_common.ce_loss(model), tx, update_mask=jax.tree.unflatten(treedef, gates))
+      step = toolkit.make_step(toolkit.ce_loss(model), tx, update_mask=jax.tree.unflatten(treedef, gates))
       state = TrainState(jnp.zeros((), jnp.int32), params, stats, tx.init(params))
       state, loss = engine.run_epoch(step, state, data, data.retain, batch_size, data_key, epoch)
       prev = jnp.maximum(prev, jnp.where(selecting, picked, 0.0))

@@ -1,4 +1,4 @@
-"""Measuring the seed-axis chunk size on the device: the ladder, the choice, the stored table."""
+"""Choosing the seed-axis strategy: the measured table, the ladder, the choice, the stored table."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from tests.helpers import small_digits
-from unlearn_jax import autotune, seeds
+from unlearn_jax import seeds, tuning
 from unlearn_jax.models import get_model
 from unlearn_jax.training import Recipe, make_train_fn
 
 # The cheapest real workload: a 16-unit MLP on 8x8 digits, batch 16.
-WORKLOAD = autotune.Workload(model="tiny_mlp", num_classes=10, image_shape=(8, 8, 1), recipe="digits",
-                             batch_size=16, conv_impl="gemm", dtype="float32")
+WORKLOAD = tuning.Workload(model="tiny_mlp", num_classes=10, image_shape=(8, 8, 1), recipe="digits",
+                           batch_size=16, conv_impl="gemm", dtype="float32")
 FAST = dict(steps=1, repeats=1, min_call_s=0.005)
 
 
@@ -28,38 +28,38 @@ def _read(path):
 
 
 def test_choose_takes_the_smallest_chunk_within_tolerance_of_the_fastest():
-  trials = [autotune.Trial(1, 1.00), autotune.Trial(2, 0.52), autotune.Trial(4, 0.50), autotune.Trial(8, 0.60)]
-  assert autotune.choose(trials) == 2  # 0.52 <= 1.05 * 0.50
-  assert autotune.choose(trials, tolerance=0.01) == 4
-  trials.append(autotune.Trial(16, note="exceeds memory"))
-  assert autotune.choose(trials, tolerance=0.01) == 4
+  trials = [tuning.Trial(1, 1.00), tuning.Trial(2, 0.52), tuning.Trial(4, 0.50), tuning.Trial(8, 0.60)]
+  assert tuning.choose(trials) == 2  # 0.52 <= 1.05 * 0.50
+  assert tuning.choose(trials, tolerance=0.01) == 4
+  trials.append(tuning.Trial(16, note="exceeds memory"))
+  assert tuning.choose(trials, tolerance=0.01) == 4
   with pytest.raises(ValueError, match="no chunk size could be measured"):
-    autotune.choose([autotune.Trial(1, note="exceeds memory")])
+    tuning.choose([tuning.Trial(1, note="exceeds memory")])
 
 
 def test_ladder_doubles_chunks_and_stops_when_a_rung_does_not_pay():
-  everything = autotune.measure(WORKLOAD, 4, min_gain=-1e9, **FAST)  # a gain is never required
+  everything = tuning.measure(WORKLOAD, 4, min_gain=-1e9, **FAST)  # a gain is never required
   assert [t.chunk for t in everything] == [1, 2, 4]
   for t in everything:
     assert t.ran and 0 < t.seed_step_s < 1 and t.bytes_per_seed > 0 and t.compile_s > 0 and t.note == ""
   # Demanding a 99% gain per rung: chunk 2 cannot be 100x faster than the loop, so the ladder stops there.
-  assert [t.chunk for t in autotune.measure(WORKLOAD, 64, min_gain=0.99, **FAST)] == [1, 2]
+  assert [t.chunk for t in tuning.measure(WORKLOAD, 64, min_gain=0.99, **FAST)] == [1, 2]
 
 
 def test_ladder_stops_at_the_memory_budget():
-  per_seed = autotune.measure(WORKLOAD, 1, **FAST)[0].bytes_per_seed
+  per_seed = tuning.measure(WORKLOAD, 1, **FAST)[0].bytes_per_seed
   # Room for 1.5 seeds in half the capacity: chunk 1 runs, chunk 2 is not even started.
-  trials = autotune.measure(WORKLOAD, 8, min_gain=-1e9, capacity=3 * per_seed, memory_fraction=0.5, **FAST)
+  trials = tuning.measure(WORKLOAD, 8, min_gain=-1e9, capacity=3 * per_seed, memory_fraction=0.5, **FAST)
   assert [(t.chunk, t.note) for t in trials] == [(1, ""), (2, "exceeds memory")]
   assert trials[0].ran and not trials[1].ran and math.isnan(trials[1].seed_step_s)
-  assert autotune.choose(trials) == 1
-  nothing = autotune.measure(WORKLOAD, 8, capacity=1.0, **FAST)
+  assert tuning.choose(trials) == 1
+  nothing = tuning.measure(WORKLOAD, 8, capacity=1.0, **FAST)
   assert [(t.chunk, t.note) for t in nothing] == [(1, "exceeds memory")]
 
 
 def test_choice_is_stored_per_workload_and_reused(tmp_path, monkeypatch):
   path = str(tmp_path / "strategies.json")
-  chunk = autotune.tuned_chunk(WORKLOAD, 4, path=path, log=lambda line: None, **FAST)
+  chunk = tuning.tuned_chunk(WORKLOAD, 4, path=path, log=lambda line: None, **FAST)
   table = _read(path)
   entry = table[WORKLOAD.cache_key()]
   assert entry["chunk"] == chunk and entry["max_chunk"] == 4
@@ -70,67 +70,67 @@ def test_choice_is_stored_per_workload_and_reused(tmp_path, monkeypatch):
   def no_measuring(*args, **kwargs):
     raise AssertionError("measured although a stored choice exists")
 
-  monkeypatch.setattr(autotune, "measure", no_measuring)
-  autotune._MEMO.clear()
-  assert autotune.tuned_chunk(WORKLOAD, 4, path=path) == chunk  # read back from the file
+  monkeypatch.setattr(tuning, "measure", no_measuring)
+  tuning._MEMO.clear()
+  assert tuning.tuned_chunk(WORKLOAD, 4, path=path) == chunk  # read back from the file
   other = dataclasses.replace(WORKLOAD, dtype="bfloat16")
   with pytest.raises(AssertionError, match="measured although"):
-    autotune.tuned_chunk(other, 4, path=path)  # another workload has no stored choice
+    tuning.tuned_chunk(other, 4, path=path)  # another workload has no stored choice
   with pytest.raises(AssertionError, match="measured although"):
-    autotune.tuned_chunk(WORKLOAD, 4, path=path, retune=True)
+    tuning.tuned_chunk(WORKLOAD, 4, path=path, retune=True)
 
 
 def test_larger_seed_counts_remeasure_only_if_the_ladder_was_cut_short(tmp_path, monkeypatch):
   path = str(tmp_path / "strategies.json")
   calls = []
-  real = autotune.measure
+  real = tuning.measure
 
   def counting(*args, **kwargs):
     calls.append(args[1])
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(autotune, "measure", counting)
-  autotune.tuned_chunk(WORKLOAD, 2, path=path, log=lambda line: None, min_gain=-1e9, **FAST)  # reaches its top
-  autotune._MEMO.clear()
-  autotune.tuned_chunk(WORKLOAD, 8, path=path, log=lambda line: None, min_gain=-1e9, **FAST)
+  monkeypatch.setattr(tuning, "measure", counting)
+  tuning.tuned_chunk(WORKLOAD, 2, path=path, log=lambda line: None, min_gain=-1e9, **FAST)  # reaches its top
+  tuning._MEMO.clear()
+  tuning.tuned_chunk(WORKLOAD, 8, path=path, log=lambda line: None, min_gain=-1e9, **FAST)
   assert calls == [2, 8]
-  autotune._MEMO.clear()
-  assert autotune.tuned_chunk(WORKLOAD, 4, path=path) <= 4 and calls == [2, 8]  # 8 covers 4
+  tuning._MEMO.clear()
+  assert tuning.tuned_chunk(WORKLOAD, 4, path=path) <= 4 and calls == [2, 8]  # 8 covers 4
   with open(path, "w") as f:
     f.write("{not json")
-  autotune._MEMO.clear()
-  autotune.tuned_chunk(WORKLOAD, 1, path=path, log=lambda line: None, **FAST)  # unreadable file: measure again
+  tuning._MEMO.clear()
+  tuning.tuned_chunk(WORKLOAD, 1, path=path, log=lambda line: None, **FAST)  # unreadable file: measure again
   assert calls == [2, 8, 1] and WORKLOAD.cache_key() in _read(path)
 
 
 def test_resolve_strategy_uses_the_table_then_the_measurement(tmp_path, monkeypatch):
   monkeypatch.setenv("UNLEARN_JAX_TUNE_FILE", str(tmp_path / "strategies.json"))
-  autotune._MEMO.clear()
-  assert seeds.resolve_strategy("auto", None, "mlp") == (*seeds.DEFAULT_STRATEGY[("cpu", "dense")],
+  tuning._MEMO.clear()
+  assert tuning.resolve_strategy("auto", None, "mlp") == (*tuning.DEFAULT_STRATEGY[("cpu", "dense")],
                                                          "measured table (cpu)")
-  assert seeds.resolve_strategy("auto", 3, "mlp") == ("chunked", 3, "measured table (cpu), chunk size given")
-  assert seeds.resolve_strategy("loop", None, "mlp") == ("loop", None, "given")
+  assert tuning.resolve_strategy("auto", 3, "mlp") == ("chunked", 3, "measured table (cpu), chunk size given")
+  assert tuning.resolve_strategy("loop", None, "mlp") == ("loop", None, "given")
   with pytest.raises(ValueError, match="'tune' needs a workload"):
-    seeds.resolve_strategy("tune", None, "mlp")
-  tuned = seeds.resolve_strategy("tune", None, "tiny_mlp", WORKLOAD, max_chunk=2)
+    tuning.resolve_strategy("tune", None, "mlp")
+  tuned = tuning.resolve_strategy("tune", None, "tiny_mlp", WORKLOAD, max_chunk=2)
   assert tuned[2] == "tuned on this device" and tuned[:2] in (("loop", 1), ("chunked", 2))
   # A backend without a measured row: "auto" measures when it has a workload, else falls back.
-  monkeypatch.setattr(seeds, "DEFAULT_STRATEGY", {})
-  assert seeds.resolve_strategy("auto", None, "tiny_mlp", WORKLOAD, max_chunk=2) == tuned  # stored choice
-  assert seeds.resolve_strategy("auto", None, "mlp") == (*seeds.FALLBACK_STRATEGY, "fallback (unmeasured backend)")
-  assert seeds.resolve_strategy("auto", 3, "mlp", WORKLOAD) == ("chunked", 3, "given")
+  monkeypatch.setattr(tuning, "DEFAULT_STRATEGY", {})
+  assert tuning.resolve_strategy("auto", None, "tiny_mlp", WORKLOAD, max_chunk=2) == tuned  # stored choice
+  assert tuning.resolve_strategy("auto", None, "mlp") == (*tuning.FALLBACK_STRATEGY, "fallback (unmeasured backend)")
+  assert tuning.resolve_strategy("auto", 3, "mlp", WORKLOAD) == ("chunked", 3, "given")
 
 
 def test_tuned_runner_gives_the_models_of_the_loop(tmp_path, monkeypatch):
   monkeypatch.setenv("UNLEARN_JAX_TUNE_FILE", str(tmp_path / "strategies.json"))
-  monkeypatch.setattr(seeds, "DEFAULT_STRATEGY", {})
-  autotune._MEMO.clear()
+  monkeypatch.setattr(tuning, "DEFAULT_STRATEGY", {})
+  tuning._MEMO.clear()
   data = small_digits(n_retain=48, n_forget=8, n_val=8)
   recipe = Recipe(optimizer="sgd", lr=0.05, momentum=0.9, epochs=2, batch_size=16, schedule="constant",
                   loss="ce")
   fn = make_train_fn(get_model("tiny_mlp", 10), recipe, split="retain")
   keys = seeds.seed_keys(jax.random.key(3), 5)
-  tuned = seeds.SeedRunner(fn, "auto", model_name="tiny_mlp", workload=WORKLOAD, num_seeds=4)
+  tuned = tuning.seed_runner(fn, "auto", model_name="tiny_mlp", workload=WORKLOAD, num_seeds=4)
   assert tuned.source == "tuned on this device"
   out, ref = tuned(keys, data), seeds.SeedRunner(fn, "loop")(keys, data)
   for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref), strict=True):
@@ -142,7 +142,7 @@ def test_tune_command_prints_the_ladder_and_stores_the_choice(tmp_path, monkeypa
 
   path = tmp_path / "strategies.json"
   monkeypatch.setenv("UNLEARN_JAX_TUNE_FILE", str(path))
-  autotune._MEMO.clear()
+  tuning._MEMO.clear()
   args = ["tune", "--model", "tiny_mlp", "--image-shape", "8,8,1", "--recipe", "digits", "--batch-size", "16",
           "--max-chunk", "2", "--steps", "1"]
   assert cli.main(args) == 0
@@ -161,15 +161,15 @@ def test_conv_impl_auto_uses_the_table_or_times_both_lowerings(tmp_path, monkeyp
 
   path = tmp_path / "strategies.json"
   monkeypatch.setenv("UNLEARN_JAX_TUNE_FILE", str(path))
-  autotune._MEMO.clear()
+  tuning._MEMO.clear()
   conv = dataclasses.replace(WORKLOAD, model="tiny_cnn")
-  assert autotune.resolve_conv_impl("auto", conv) == ("gemm", "measured table (cpu)")
-  assert autotune.resolve_conv_impl("xla", conv) == ("xla", "given")
+  assert tuning.resolve_conv_impl("auto", conv) == ("gemm", "measured table (cpu)")
+  assert tuning.resolve_conv_impl("xla", conv) == ("xla", "given")
   with pytest.raises(ValueError, match="unknown conv impl 'cudnn'"):
-    autotune.resolve_conv_impl("cudnn", conv)
+    tuning.resolve_conv_impl("cudnn", conv)
   monkeypatch.setattr(models, "DEFAULT_CONV_IMPL", {})
-  assert autotune.resolve_conv_impl("auto", WORKLOAD) == ("gemm", "no convolutions")  # an MLP: nothing to time
-  impl, source = autotune.resolve_conv_impl("auto", conv, max_chunk=2)
+  assert tuning.resolve_conv_impl("auto", WORKLOAD) == ("gemm", "no convolutions")  # an MLP: nothing to time
+  impl, source = tuning.resolve_conv_impl("auto", conv, max_chunk=2)
   assert source == "tuned on this device"
   stored = _read(path)
   entry = stored[dataclasses.replace(conv, conv_impl="auto").cache_key()]
@@ -180,7 +180,7 @@ def test_conv_impl_auto_uses_the_table_or_times_both_lowerings(tmp_path, monkeyp
   assert entry["chunk"] == gemm_ladder["chunk"]  # XLA's lowering was timed at the GEMM ladder's choice
   with open(path, "w") as f:  # a stored choice is reused without measuring
     json.dump({dataclasses.replace(conv, conv_impl="auto").cache_key(): {"conv_impl": "xla"}}, f)
-  assert autotune.resolve_conv_impl("auto", conv, max_chunk=2) == ("xla", "tuned on this device")
+  assert tuning.resolve_conv_impl("auto", conv, max_chunk=2) == ("xla", "tuned on this device")
 
 
 def test_other_processes_wait_for_the_measuring_process_choice(tmp_path):
@@ -190,21 +190,21 @@ def test_other_processes_wait_for_the_measuring_process_choice(tmp_path):
   from unlearn_jax.protocol.config import EvalConfig
 
   path = str(tmp_path / "shared.json")
-  autotune._MEMO.clear()
+  tuning._MEMO.clear()
   with pytest.raises(TimeoutError, match="no tuned choice"):
-    autotune.tuned_chunk(WORKLOAD, 8, path=path, measure_here=False, wait_s=0.3, log=lambda line: None)
+    tuning.tuned_chunk(WORKLOAD, 8, path=path, measure_here=False, wait_s=0.3, log=lambda line: None)
   conv_key = dataclasses.replace(WORKLOAD, conv_impl="auto").cache_key()
 
   def measuring_process():  # stores its choices a moment later, as process 0 does after measuring
     time.sleep(0.5)
-    autotune._store_choice(path, WORKLOAD.cache_key(), {"chunk": 16, "max_chunk": 8, "stopped_early": True})
-    autotune._store_choice(path, conv_key, {"conv_impl": "xla"})
+    tuning._store_choice(path, WORKLOAD.cache_key(), {"chunk": 16, "max_chunk": 8, "stopped_early": True})
+    tuning._store_choice(path, conv_key, {"conv_impl": "xla"})
 
   thread = threading.Thread(target=measuring_process)
   thread.start()
   try:
-    assert autotune.tuned_chunk(WORKLOAD, 8, path=path, measure_here=False, wait_s=30, log=lambda line: None) == 8
-    assert autotune.tuned_conv_impl(WORKLOAD, 8, path=path, measure_here=False, wait_s=30) == "xla"
+    assert tuning.tuned_chunk(WORKLOAD, 8, path=path, measure_here=False, wait_s=30, log=lambda line: None) == 8
+    assert tuning.tuned_conv_impl(WORKLOAD, 8, path=path, measure_here=False, wait_s=30) == "xla"
   finally:
     thread.join()
   single = EvalConfig(cache_dir=str(tmp_path))
@@ -215,10 +215,19 @@ def test_other_processes_wait_for_the_measuring_process_choice(tmp_path):
                         wait_s=single.wait_timeout_s)
 
 
+def test_auto_strategy_comes_from_the_table():
+  strategy, chunk = tuning.default_strategy("resnet18", "cpu")
+  assert (strategy, chunk) == tuning.DEFAULT_STRATEGY[("cpu", "conv")]
+  runner = tuning.seed_runner(lambda k: k, "auto", model_name="mlp")
+  assert runner.strategy in seeds.RUN_STRATEGIES and runner.strategy != "auto"
+  assert (runner.strategy, runner.chunk_size) == tuning.DEFAULT_STRATEGY[("cpu", "dense")]
+  assert runner.source == "measured table (cpu)"
+
+
 def test_plan_strategy_shards_auto_over_several_devices():
-  table = seeds.DEFAULT_STRATEGY[("cpu", "dense")]
-  assert seeds.plan_strategy("auto", None, "mlp", num_seeds=64, num_devices=1) == (*table, "measured table (cpu)")
-  assert seeds.plan_strategy("auto", None, "mlp", num_seeds=64, num_devices=4) == (
+  table = tuning.DEFAULT_STRATEGY[("cpu", "dense")]
+  assert tuning.plan_strategy("auto", None, "mlp", num_seeds=64, num_devices=1) == (*table, "measured table (cpu)")
+  assert tuning.plan_strategy("auto", None, "mlp", num_seeds=64, num_devices=4) == (
       "shard", 4 * table[1], "measured table (cpu); sharded over 4 devices")
-  assert seeds.plan_strategy("auto", 10, "mlp", num_seeds=64, num_devices=4)[:2] == ("shard", 10)  # total given
-  assert seeds.plan_strategy("loop", None, "mlp", num_seeds=64, num_devices=4) == ("loop", None, "given")
+  assert tuning.plan_strategy("auto", 10, "mlp", num_seeds=64, num_devices=4)[:2] == ("shard", 10)  # total given
+  assert tuning.plan_strategy("loop", None, "mlp", num_seeds=64, num_devices=4) == ("loop", None, "given")

@@ -1,8 +1,37 @@
-"""Building blocks shared by the unlearning methods.
+"""The public toolkit the built-in unlearning methods are written with; use it for your own.
 
-* optimiser/loop helpers: a step from any loss, epochs over a split, final-update masks;
-* parameter-tree helpers: paths, torch-style names, conv-kernel and BN predicates,
-  per-leaf masks and re-initialisation with torch's init laws.
+A method is ``make(model, **hyperparameters) -> UnlearningMethod`` whose
+``unlearn(original, data, key)`` is one pure per-seed JAX function (see
+:mod:`unlearn_jax.unlearning.base`; ``examples/kl_finetune.py`` is a complete one
+written outside the package). These helpers keep such a function short and
+torch-faithful:
+
+* **steps and loops**: :data:`LossFn` (``loss_fn(params, batch_stats, batch, key) ->
+  (loss, (new_batch_stats, metrics))``), :func:`make_step` (a step from any loss,
+  optionally with a final-update mask or a gradient scale), :func:`ce_loss`,
+  :func:`negated`, :func:`forward`; :func:`start` / :func:`finish` between
+  :class:`~unlearn_jax.unlearning.base.ModelState` and a training state;
+  :func:`run_epochs` (shuffled passes, epoch ``e`` ordered by
+  ``permutation(fold_in(fold_in(key, e), 0))``), :func:`run_steps` (a step budget that
+  stops mid-epoch), :func:`run_batches` (already-ordered examples),
+  :func:`epoch_order`, :func:`cycled_batches`;
+* **gradients and losses**: :func:`sum_gradients` (Σ of per-batch gradients, BatchNorm
+  statistics threaded), :func:`l2_to`, :func:`distill_kl`;
+* **schedules**: :func:`epoch_cosine_schedule`, :func:`epoch_table_lr`;
+* **parameter paths**: :func:`path_str`, :func:`module_path`, :func:`torch_name`,
+  :func:`leaf_names`, :func:`leaf_mask`, :func:`is_conv_kernel`, :func:`is_dense_kernel`,
+  :func:`is_batchnorm`, :func:`head_module`, :func:`stem_module`,
+  :func:`hidden_dense_modules`, :func:`split_joint`, :func:`fp16_round_trip`;
+* **re-initialisation** with torch's laws: :func:`reinit_modules` (optionally gated per
+  module under ``jit``/``vmap``), :func:`reinit_leaf`, :func:`torch_default_reinit`,
+  :func:`torchvision_reinit`, :func:`bias_reinit`, :func:`fan_in`,
+  :func:`module_fan_ins`, :func:`keys_like`, :func:`gates_from_choice`;
+* **hyperparameters**: :class:`~unlearn_jax.unlearning.hparams.HParam` declarations and
+  :func:`~unlearn_jax.unlearning.hparams.resolve_preset` (named reference settings whose
+  fields a user overrides one by one), re-exported here.
+
+Every helper is a pure function of its arguments (randomness only from the keys
+given), so it composes with ``jit``, ``vmap`` over seeds, and ``lax.scan``.
 """
 
 from __future__ import annotations
@@ -15,9 +44,20 @@ import jax.numpy as jnp
 import optax
 
 from unlearn_jax.models.layers import torch_conv_init, torch_default_init
-from unlearn_jax.training import engine, steps
+from unlearn_jax.training import engine, losses, steps
+from unlearn_jax.training.recipes import per_epoch_cosine, steps_per_epoch
 from unlearn_jax.training.state import TrainState
 from unlearn_jax.unlearning.base import ModelState
+from unlearn_jax.unlearning.hparams import HParam, resolve_preset
+
+__all__ = [
+    "LossFn", "make_step", "forward", "ce_loss", "negated", "run_epochs", "start", "finish", "path_str",
+    "torch_name", "is_conv_kernel", "is_dense_kernel", "is_batchnorm", "leaf_mask", "leaf_names", "fan_in",
+    "torchvision_reinit", "torch_default_reinit", "bias_reinit", "keys_like", "epoch_order", "cycled_batches",
+    "run_batches", "l2_to", "distill_kl", "epoch_table_lr", "module_path", "head_module", "hidden_dense_modules",
+    "stem_module", "reinit_leaf", "module_fan_ins", "reinit_modules", "gates_from_choice", "epoch_cosine_schedule",
+    "run_steps", "sum_gradients", "fp16_round_trip", "split_joint", "HParam", "resolve_preset",
+]
 
 # ---------------------------------------------------------------- steps and loops
 
@@ -61,7 +101,6 @@ def forward(model, params, batch_stats, x, bn_train: bool):
 
 def ce_loss(model, class_weights=None, bn_train: bool = True) -> LossFn:
   """Plain (or class-weighted) cross-entropy on ``batch = (x, y)``."""
-  from unlearn_jax.training import losses
 
   def loss_fn(params, batch_stats, batch, key):
     del key
@@ -103,6 +142,7 @@ def start(original: ModelState, tx: optax.GradientTransformation) -> TrainState:
 
 
 def finish(state: TrainState) -> ModelState:
+  """The :class:`ModelState` (params, BatchNorm statistics) a training state ends at."""
   return ModelState(state.params, state.batch_stats)
 
 
@@ -133,10 +173,12 @@ def torch_name(path) -> str:
 
 
 def is_conv_kernel(path, leaf) -> bool:
+  """A convolution kernel: a 4-D ``kernel`` leaf."""
   return path_str(path).endswith("kernel") and leaf.ndim == 4
 
 
 def is_dense_kernel(path, leaf) -> bool:
+  """A Dense kernel: a 2-D ``kernel`` leaf."""
   return path_str(path).endswith("kernel") and leaf.ndim == 2
 
 
@@ -174,6 +216,7 @@ def torch_default_reinit(key: jax.Array, leaf: jax.Array) -> jax.Array:
 
 
 def bias_reinit(key: jax.Array, leaf: jax.Array, fan_in_: int) -> jax.Array:
+  """A fresh bias with torch's law U(±1/sqrt(fan_in_)), ``fan_in_`` the owning layer's."""
   bound = 1.0 / math.sqrt(fan_in_)
   return jax.random.uniform(key, leaf.shape, leaf.dtype, -bound, bound)
 
@@ -242,7 +285,6 @@ def l2_to(params, anchor) -> jax.Array:
 
 def distill_kl(teacher_logits: jax.Array, student_logits: jax.Array, temperature: float) -> jax.Array:
   """RepDistiller's ``DistillKL(T)``: ``T² · batchmean KL(p_teacher^T ‖ p_student^T)``."""
-  from unlearn_jax.training import losses
   return losses.kl_divergence(teacher_logits, student_logits, temperature, "batchmean") * temperature ** 2
 
 
@@ -359,7 +401,6 @@ def gates_from_choice(chosen: jax.Array, n: int) -> jax.Array:
 
 def epoch_cosine_schedule(lr: float, epochs: int, steps_in_epoch: int):
   """``count -> lr`` of torch ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch of ``steps_in_epoch`` steps."""
-  from unlearn_jax.training.recipes import per_epoch_cosine
   epoch_lr = per_epoch_cosine(lr, epochs)
   return lambda count: epoch_lr(count // steps_in_epoch)
 
@@ -373,7 +414,6 @@ def run_steps(step, state: TrainState, data, indices: jax.Array, batch_size: int
   all full batches. Returns ``(state, [ceil(n_steps / batches_per_epoch)] losses)``
   (mean loss per epoch; the partial one over its own steps).
   """
-  from unlearn_jax.training.recipes import steps_per_epoch
   per_epoch = steps_per_epoch(indices.shape[0], batch_size)
   full, rest = divmod(n_steps, per_epoch)
   state, losses = run_epochs(step, state, data, indices, batch_size, full, key)

@@ -1,17 +1,25 @@
-"""Choosing the seed-axis chunk size by measuring it on the machine at hand.
+"""Choosing how the seed axis runs: measured tables, measurements, and the plan.
 
-:data:`unlearn_jax.seeds.DEFAULT_STRATEGY` holds choices benchmarked ahead of
-time for some backends. Anywhere else (or with ``strategy="tune"``) the engine
-measures instead of guessing: it times a few training steps of the real
-workload (model, recipe, batch size, image shape, compute dtype, convolution
-lowering) as a per-seed loop (chunk 1) and as vmapped chunks of 2, 4, 8, ...
-seeds. The ladder stops when a larger chunk no longer speeds a seed-step up by
-``min_gain``, when its compiled program would not fit in ``memory_fraction`` of
-the device's memory, or when the device runs out of memory. The choice is the
-smallest chunk whose time per seed-step is within ``tolerance`` of the fastest
-(smaller chunks hold less memory and lose less work to an interruption).
+:mod:`unlearn_jax.seeds` runs a per-seed function over many keys with a concrete
+strategy (``vmap``, ``chunked``, ``loop``, ``shard``). This module decides which:
 
-A choice is stored in a JSON file (``$UNLEARN_JAX_TUNE_FILE``, default
+* :data:`DEFAULT_STRATEGY` (and :data:`unlearn_jax.models.DEFAULT_CONV_IMPL` for the
+  convolution lowering) hold choices benchmarked ahead of time for some backends
+  (``benchmarks/bench_train_throughput.py``, tables in ``benchmarks/README.md``);
+* anywhere else (or with ``strategy="tune"``) the choice is measured instead of
+  guessed: a few training steps of the real workload (model, recipe, batch size,
+  image shape, compute dtype, convolution lowering) are timed as a per-seed loop
+  (chunk 1) and as vmapped chunks of 2, 4, 8, ... seeds. The ladder stops when a
+  larger chunk no longer speeds a seed-step up by ``min_gain``, when its compiled
+  program would not fit in ``memory_fraction`` of the device's memory, or when the
+  device runs out of memory. The choice is the smallest chunk whose time per
+  seed-step is within ``tolerance`` of the fastest (smaller chunks hold less memory
+  and lose less work to an interruption);
+* :func:`plan_strategy` turns ``auto``/``tune`` into ``(strategy, chunk_size, source)``
+  for a number of seeds and devices, and :func:`seed_runner` builds the
+  :class:`~unlearn_jax.seeds.SeedRunner` from it.
+
+A measured choice is stored in a JSON file (``$UNLEARN_JAX_TUNE_FILE``, default
 ``$XDG_CACHE_HOME/unlearn_jax/strategies.json``) under a key naming the device
 kind, the jax version and the workload, so each machine measures a workload once.
 ``unlearn-jax tune`` runs the measurement and prints every rung.
@@ -35,8 +43,50 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import checkpoint
-from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, CONV_IMPLS, default_conv_impl
+from unlearn_jax import checkpoint, seeds
+from unlearn_jax.data import Dataset, to_device
+from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, CONV_IMPLS, default_conv_impl, get_model
+from unlearn_jax.training import (RECIPES, TrainState, class_weights_for, init_variables, make_optimizer,
+                                  make_train_step, run_epoch)
+
+# (backend, model family) -> (strategy, chunk size). Families: "conv" (ResNet-18 and
+# any other convolutional network), "small_conv" (cnn, tiny_cnn), "dense" (MLPs); a
+# family missing for a backend falls back to that backend's "conv" entry.
+# CPU values are measured, conv_impl="gemm", with benchmarks/bench_train_throughput.py
+# on a shared 2-core CPU (medians of interleaved repeats; tables in benchmarks/README.md,
+# "Training throughput"; each run also appends JSON lines to benchmarks/results.jsonl).
+# The load made identical programs differ by up to ~35% between runs, so each entry is
+# the setting that stayed within 10% of the best strategy in every run: ResNet-18 in
+# chunks of 2 (within 6% of a per-seed loop at 4 and 8 seeds, best at 2; a full vmap of
+# 8 seeds was 1.6x slower than the loop), the small CNN in chunks of 8 (within 3%), the
+# MLP in chunks of 4 (best once, 7% behind the loop once; larger vmaps were 20-60% slower).
+# Only measured rows belong here: on a backend without a row, "auto" measures the
+# chunk size on the device itself (tuned_chunk below) instead of guessing.
+DEFAULT_STRATEGY = {
+    ("cpu", "conv"): ("chunked", 2),
+    ("cpu", "small_conv"): ("chunked", 8),
+    ("cpu", "dense"): ("chunked", 4),
+}
+# Used by "auto" on a backend without a measured row when no workload is given to tune on.
+FALLBACK_STRATEGY = ("chunked", 8)
+
+
+def model_family(model_name: str) -> str:
+  """The :data:`DEFAULT_STRATEGY` family of a model name: ``dense``, ``small_conv`` or ``conv``."""
+  if "mlp" in model_name:
+    return "dense"
+  if model_name in ("cnn", "tiny_cnn"):
+    return "small_conv"
+  return "conv"
+
+
+def default_strategy(model_name: str, backend: Optional[str] = None) -> Optional[tuple[str, int]]:
+  """``(strategy, chunk_size)`` from :data:`DEFAULT_STRATEGY`, or ``None`` where the backend has no row."""
+  backend = backend or jax.default_backend()
+  family = model_family(model_name)
+  if (backend, family) in DEFAULT_STRATEGY:
+    return DEFAULT_STRATEGY[(backend, family)]
+  return DEFAULT_STRATEGY.get((backend, "conv"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +135,6 @@ class Trial:
 
 def random_split_data(image_shape: tuple[int, ...], num_classes: int, num_examples: int, seed: int = 0):
   """Device-resident random uint8 images with every example in ``retain`` (for timing only)."""
-  from unlearn_jax.data import Dataset, to_device
-
   rng = np.random.default_rng(seed)
   images = rng.integers(0, 256, (num_examples, *image_shape), dtype=np.uint8)
   labels = rng.integers(0, num_classes, num_examples).astype(np.int64)
@@ -107,9 +155,6 @@ def step_programs(model, recipe, batch_size: int, epoch_steps: int):
   steps); ``one_step(state, key, data)`` is a single step on the first batch.
   ``epoch_steps`` sets the learning-rate schedule's epoch length.
   """
-  from unlearn_jax.training import (TrainState, class_weights_for, init_variables, make_optimizer,
-                                    make_train_step, run_epoch)
-
   tx = make_optimizer(recipe, epoch_steps)
 
   def init(key, data):
@@ -149,7 +194,7 @@ def device_capacity() -> tuple[float, str]:
   return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "host memory"
 
 
-def _is_oom(err: Exception) -> bool:
+def is_oom(err: Exception) -> bool:
   text = str(err)
   return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
 
@@ -178,9 +223,6 @@ def measure(workload: Workload, max_chunk: int, *, steps: int = 3, repeats: int 
   Returns:
     One :class:`Trial` per rung tried, in order.
   """
-  from unlearn_jax.models import get_model
-  from unlearn_jax.training import RECIPES
-
   if max_chunk < 1:
     raise ValueError(f"max_chunk must be >= 1, got {max_chunk}")
   if workload.recipe not in RECIPES:
@@ -241,7 +283,7 @@ def measure(workload: Workload, max_chunk: int, *, steps: int = 3, repeats: int 
         trial.seed_step_s = statistics.median(times) / (k * steps)
         del args, out
     except Exception as err:  # noqa: BLE001 - only running out of memory ends the ladder quietly
-      if not _is_oom(err):
+      if not is_oom(err):
         raise
       trial.note = "out of memory"
     if log:
@@ -384,8 +426,6 @@ def resolve_conv_impl(conv_impl: str, workload: Workload, max_chunk: int = 512, 
   with a measured default takes it; elsewhere both lowerings are timed on the device
   (:func:`tuned_conv_impl`, given ``tune_kwargs``).
   """
-  from unlearn_jax.seeds import model_family
-
   if conv_impl not in CONV_IMPL_CHOICES:
     raise ValueError(f"unknown conv impl {conv_impl!r}; expected one of {list(CONV_IMPL_CHOICES)}")
   if conv_impl != "auto":
@@ -396,3 +436,73 @@ def resolve_conv_impl(conv_impl: str, workload: Workload, max_chunk: int = 512, 
   if measured is not None:
     return measured, f"measured table ({jax.default_backend()})"
   return tuned_conv_impl(workload, max_chunk, **tune_kwargs), "tuned on this device"
+
+
+def resolve_strategy(strategy: str, chunk_size: Optional[int] = None, model_name: str = "",
+                     workload: Optional[Workload] = None, max_chunk: int = 512,
+                     tune_kwargs: Optional[dict] = None) -> tuple[str, Optional[int], str]:
+  """Turns ``auto``/``tune`` into a concrete ``(strategy, chunk_size, source)``.
+
+  ``source`` says where the choice came from: ``"given"``, ``"measured table (<backend>)"``,
+  ``"tuned on this device"`` or ``"fallback (unmeasured backend)"``.
+
+  Args:
+    strategy: an entry of :data:`unlearn_jax.seeds.STRATEGIES`.
+    chunk_size: a chunk size fixed by the caller (kept as given).
+    model_name: the model, for the :data:`DEFAULT_STRATEGY` lookup.
+    workload: the :class:`Workload` to measure on when the table has no row for
+      this backend (and always for ``"tune"``).
+    max_chunk: the largest chunk worth measuring (e.g. the number of models).
+    tune_kwargs: passed to :func:`tuned_chunk` (where the choice is stored; whether
+      this process measures or waits for another's choice).
+  """
+  if strategy not in seeds.STRATEGIES:
+    raise ValueError(f"unknown seed strategy {strategy!r}; expected one of {list(seeds.STRATEGIES)}")
+  if chunk_size is not None and int(chunk_size) < 1:
+    raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+  if strategy not in ("auto", "tune"):
+    return strategy, chunk_size, "given"
+  table = default_strategy(model_name) if strategy == "auto" else None
+  if table is not None:
+    source = f"measured table ({jax.default_backend()})" + (", chunk size given" if chunk_size else "")
+    return table[0], chunk_size or table[1], source
+  if chunk_size is not None:
+    return "chunked", chunk_size, "given"
+  if workload is None:
+    if strategy == "tune":
+      raise ValueError("strategy 'tune' needs a workload (model, data shape, recipe) to measure")
+    return FALLBACK_STRATEGY[0], FALLBACK_STRATEGY[1], "fallback (unmeasured backend)"
+  chunk = tuned_chunk(workload, max(1, max_chunk), **(tune_kwargs or {}))
+  return ("loop", 1, "tuned on this device") if chunk == 1 else ("chunked", chunk, "tuned on this device")
+
+
+def plan_strategy(strategy: str, chunk_size: Optional[int] = None, model_name: str = "",
+                  workload: Optional[Workload] = None, num_seeds: int = 512, num_devices: int = 1,
+                  tune_kwargs: Optional[dict] = None) -> tuple[str, Optional[int], str]:
+  """:func:`resolve_strategy` for ``num_seeds`` seeds on ``num_devices`` local devices.
+
+  With several devices ``auto``/``tune`` shard the seed axis over them: the table's
+  or the measurement's chunk is per device and multiplied by the device count (a
+  given ``chunk_size`` stays the total seeds per program).
+  """
+  concrete, chunk, source = resolve_strategy(strategy, chunk_size, model_name, workload,
+                                             seeds.seeds_per_device(num_seeds, num_devices), tune_kwargs)
+  if strategy in ("auto", "tune") and num_devices > 1:
+    return "shard", chunk_size or (chunk or 1) * num_devices, f"{source}; sharded over {num_devices} devices"
+  return concrete, chunk, source
+
+
+def seed_runner(fn: Callable[..., Any], strategy: str = "auto", chunk_size: Optional[int] = None,
+                model_name: str = "", devices: Optional[Sequence[jax.Device]] = None,
+                workload: Optional[Workload] = None, num_seeds: int = 512,
+                tune_kwargs: Optional[dict] = None) -> seeds.SeedRunner:
+  """A :class:`~unlearn_jax.seeds.SeedRunner` for ``fn`` with ``strategy`` planned by :func:`plan_strategy`.
+
+  ``auto`` needs ``model_name`` (the table lookup), ``tune`` a ``workload``; with
+  several ``devices`` (default: all local devices) ``auto``/``tune`` shard over them.
+  The runner's ``source`` says where the choice came from.
+  """
+  devices = list(devices) if devices is not None else jax.local_devices()
+  concrete, chunk, source = plan_strategy(strategy, chunk_size, model_name, workload, num_seeds, len(devices),
+                                          tune_kwargs)
+  return seeds.SeedRunner(fn, concrete, chunk, devices=devices, source=source)
