@@ -53,8 +53,11 @@ attack, +inf perfect separation), and every attack becomes one gather.
   binary search per left edge). Measured on the shared 2-core CPU (N = 512, CPU ms per
   example): lattice ~8-9, bucket ~14 (K = 4), search ~15-18.
 
-XLA's CPU backend contracts ``a * b + c`` into a fused multiply-add; the grids would then
-differ from numpy's by an ulp, so products are passed through :func:`_rounded` first.
+XLA's CPU backend contracts ``a * b + c`` into a fused multiply-add, and rewrites a division
+by a broadcast value (``(stop - start) / 399``) into a multiplication by its reciprocal; the
+grids would then differ from numpy's by an ulp (and a count flips where a data point sits
+on a grid point), so products are passed through :func:`_rounded` and divisions through
+:func:`_divide` first.
 
 The grids are float64 where the organizers' are, and the single-threshold grid is the
 float64 linspace rounded to float32 and compared with float64 data, as theirs is.
@@ -185,12 +188,26 @@ def _rounded(p):
   return jax.lax.bitcast_convert_type(bits, p.dtype)
 
 
+def _divide(num, den):
+  """``num / den`` correctly rounded, as numpy divides, whatever the shapes.
+
+  XLA's algebraic simplifier rewrites a division by a broadcast scalar (a constant such
+  as 399, or one value per row spread over a row) into a multiplication by its
+  reciprocal, which is off by an ulp for about a third of the quotients; no XLA flag
+  turns that off. A divisor that is an elementwise function of the numerator itself
+  (``den`` where ``num`` is not NaN, 1 where it is: the same quotient) is not a
+  broadcast, so the division stays a division.
+  """
+  den = jnp.where(num != num, jnp.ones((), num.dtype), jnp.asarray(den).astype(num.dtype))
+  return num / den
+
+
 def _linspace_at(idx, start, stop, num):
   """numpy's ``linspace(start, stop, num)[idx]``: ``idx * ((stop - start) / (num - 1)) + start``, last = stop.
 
   As numpy, a one-point grid is ``[start]``.
   """
-  step = (stop - start) / jnp.maximum(num - 1, 1).astype(start.dtype)
+  step = _divide(stop - start, jnp.maximum(num - 1, 1))
   return jnp.where((idx == num - 1) & (num > 1), stop, _rounded(idx.astype(start.dtype) * step) + start)
 
 
@@ -206,7 +223,7 @@ def _count_below_rows(x, start, stop, weights=None):
   last = NUM_LEFT - 1
   start = start[:, None]
   stop = stop[:, None]
-  step = (stop - start) / jnp.asarray(last, start.dtype)
+  step = _divide(stop - start, last)
   xs = x[None, :]
   guess = jnp.floor((xs - start) / step)
   g = jnp.clip(guess, -1, last).astype(jnp.int32)
