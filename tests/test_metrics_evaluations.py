@@ -233,3 +233,20 @@ def test_klom_bad_inputs():
     klom(np.zeros((4, 2)), np.zeros((5, 2)))
   with pytest.raises(ValueError, match="finite"):
     klom(np.full((4, 2), np.nan), np.zeros((4, 2)))
+
+
+def test_model_bootstrap_blocks_report_progress_and_change_nothing(tied_populations, monkeypatch):
+  u, r, boot = tied_populations
+  calls = []
+  monkeypatch.setattr(bootstrap, "PAIR_BLOCK", 64)  # 288 pairs -> 5 blocks, the last one padded
+  again = model_bootstrap(u, r, num_draws=B_BS, seed=3, progress=lambda done, total: calls.append((done, total)))
+  np.testing.assert_array_equal(again.forgetting_quality, boot.forgetting_quality)
+  assert calls == [(64, 288), (128, 288), (192, 288), (256, 288), (288, 288)]
+
+
+def test_metric_and_bootstrap_share_one_kernel():
+  import inspect
+  from unlearn_jax.metrics import privacy
+  source = inspect.getsource(bootstrap)
+  assert "privacy._" not in source and "competition_example" in source
+  assert "competition_example" in inspect.getsource(privacy._chunk_kernel)

@@ -97,7 +97,7 @@ def test_left_edge_grids_and_counts_match_numpy_bitwise():
   x = np.sort(rng.choice(want.reshape(-1), size=64))  # data exactly on grid points
   with jax.enable_x64(True):
     j = jnp.arange(privacy.NUM_LEFT)[None, :]
-    grid = jax.jit(jax.vmap(lambda a, b: privacy._linspace_at(j, a[:, None], b[:, None], privacy.NUM_LEFT)))
+    grid = jax.jit(jax.vmap(lambda a, b: privacy.linspace_at(j, a[:, None], b[:, None], privacy.NUM_LEFT)))
     got = np.asarray(grid(jnp.asarray(starts).reshape(4, -1), jnp.asarray(stops).reshape(4, -1))).reshape(want.shape)
     counts = jax.jit(jax.vmap(privacy._count_below_rows, in_axes=(None, 0, 0)))
     below = np.asarray(counts(jnp.asarray(x), jnp.asarray(starts).reshape(4, -1), jnp.asarray(stops).reshape(4, -1)))
