@@ -151,6 +151,8 @@ def _ulira_numpy(u, r, folds, fixed_variance, seed):
     res[f"{prefix}_auc"] = auc
     for name, v in tprs.items():
       res[f"{prefix}_tpr_at_{name}_fpr"] = v
+    for name, level in (("1pct", 0.01), ("0p1pct", 0.001)):  # the FPR each threshold may have
+      res[f"{prefix}_max_fpr_at_{name}_fpr"] = np.floor(level * neg.size + 1e-9) / neg.size
   return res
 
 
@@ -178,6 +180,7 @@ def test_ulira_same_distribution_is_a_coin_flip_and_separated_is_perfect():
   apart = ulira(u + 6.0, r)
   assert apart["pair_balanced_accuracy"] > 0.99 and apart["pair_auc"] > 0.99
   assert apart["model_balanced_accuracy"] == 1.0 and apart["model_tpr_at_0p1pct_fpr"] == 1.0
+  assert apart["model_max_fpr_at_1pct_fpr"] == 0.0  # N < 100 negatives: a TPR at 0% FPR, and labelled so
 
 
 @pytest.mark.parametrize("kwargs,shape_r,match", [
