@@ -275,20 +275,26 @@ def _count_below_bucket(p, q, lefts, lo, hi, valid_rows, occupancy_pad):
 
 
 def _column(values, weights):
-  """A column as its values sorted ascending (``+inf`` pads last), their multiplicities and cumulative multiplicities."""
+  """A column as its values sorted ascending (``+inf`` pads last), their multiplicities and cumulative multiplicities.
+
+  ``weights=None`` is every value once: then the multiplicities are ``None`` and every
+  count below is the plain index (no cumulative gathers).
+  """
+  if weights is None:
+    return jnp.sort(values), None, None
   order = jnp.argsort(values)
   return values[order], weights[order], jnp.cumsum(weights[order])
 
 
 def _kth(v, cum, k):
-  """The k-th smallest (0-based) value of a weighted column from :func:`_column`."""
-  return v[jnp.searchsorted(cum, k, side="right")]
+  """The k-th smallest (0-based) value of a column from :func:`_column`."""
+  return v[k] if cum is None else v[jnp.searchsorted(cum, k, side="right")]
 
 
 def _count(v, cum, t, side: str):
-  """Weighted ``#(x < t)`` (``side="left"``) or ``#(x <= t)`` (``side="right"``) of a column from :func:`_column`."""
-  idx = jnp.searchsorted(v, t, side=side)
-  return jnp.where(idx > 0, cum[jnp.maximum(idx - 1, 0)], 0).astype(jnp.int32)
+  """``#(x < t)`` (``side="left"``) or ``#(x <= t)`` (``side="right"``), with multiplicities, of a column from :func:`_column`."""
+  idx = jnp.searchsorted(v, t, side=side).astype(jnp.int32)
+  return idx if cum is None else jnp.where(idx > 0, cum[jnp.maximum(idx - 1, 0)], 0).astype(jnp.int32)
 
 
 def _geometry(unlearned, u_weights, retrained, r_weights, n):
@@ -302,7 +308,7 @@ def _geometry(unlearned, u_weights, retrained, r_weights, n):
   r, rw, rcum = _column(retrained, r_weights)
   half = lambda v, c: (_kth(v, c, (n - 1) // 2) + _kth(v, c, n // 2)) / 2
   retrained_pos = half(r, rcum) > half(u, ucum)
-  pick = lambda a, b: tuple(jnp.where(retrained_pos, x, y) for x, y in zip(a, b))
+  pick = lambda a, b: tuple(None if x is None else jnp.where(retrained_pos, x, y) for x, y in zip(a, b))
   pos = pick((r, rw, rcum), (u, uw, ucum))
   neg = pick((u, uw, ucum), (r, rw, rcum))
   pos_lo, pos_hi = pos[0][0], _kth(pos[0], pos[2], n - 1)
@@ -314,7 +320,7 @@ def _geometry(unlearned, u_weights, retrained, r_weights, n):
   peaky = (smaller / larger) < PEAKY_RATIO  # 0/0 is NaN: not peaky.
   # Interval family: P (smaller range) is the predicted class.
   p_is_neg = pos_range >= neg_range
-  sel = lambda a, b: tuple(jnp.where(p_is_neg, x, y) for x, y in zip(a, b))
+  sel = lambda a, b: tuple(None if x is None else jnp.where(p_is_neg, x, y) for x, y in zip(a, b))
   p = sel(neg, pos)
   q = sel(pos, neg)
   p_lo, p_hi = sel((neg_lo, neg_hi), (pos_lo, pos_hi))
@@ -350,8 +356,7 @@ def _chunk_occupancy(unlearned, retrained):
   """``[C]`` largest lattice-cell occupancy of each example (0 for degenerate ones)."""
 
   def one(u, r):
-    ones = jnp.ones(u.shape, jnp.int32)
-    g = _geometry(u, ones, r, ones, u.shape[0])
+    g = _geometry(u, None, r, None, u.shape[0])
     cell = _lattice_cells(g["starts"][0], g["stops"][g["num_right"] - 1])
     occ = jnp.maximum(_cell_starts(cell(g["p"][0]))[1], _cell_starts(cell(g["q"][0]))[1])
     return jnp.where(g["peaky"], 0, occ)
@@ -395,12 +400,15 @@ def competition_example(unlearned, u_weights, retrained, r_weights, table, *, se
 
   ``unlearned`` / ``retrained`` are ``[D]`` float64 values and ``u_weights`` /
   ``r_weights`` ``[D]`` int32 multiplicities summing to ``N = table.shape[0] - 1`` (pad
-  with ``+inf`` values of multiplicity 0). The metric passes each model once (weights 1);
+  with ``+inf`` values of multiplicity 0), or both ``None``: every value once (D = N, the
+  same counts without the cumulative gathers). The metric passes each model once;
   a model-bootstrap draw passes its distinct models with their multiplicities, so
   duplicated models count as ties, exactly as if the resampled columns were passed.
   Every count is a cumulative multiplicity and every order statistic a search in them.
-  ``count_method`` ``"bucket"`` and ``"search"`` need unit weights (no pads).
+  ``count_method`` ``"bucket"`` and ``"search"`` need ``None`` weights.
   """
+  if count_method != "lattice" and u_weights is not None:
+    raise ValueError(f"count_method {count_method!r} counts each value once; weighted columns need 'lattice'")
   n = table.shape[0] - 1
   f64 = unlearned.dtype
   g = _geometry(unlearned, u_weights, retrained, r_weights, n)
@@ -484,11 +492,10 @@ def competition_example(unlearned, u_weights, retrained, r_weights, table, *, se
 @functools.partial(jax.jit, static_argnames=("search_steps", "occupancy_pad", "count_method"))
 def _chunk_kernel(unlearned, retrained, table, *, search_steps: int, occupancy_pad: int = 4,
                   count_method: str = "lattice"):
-  """vmapped :func:`competition_example` (unit weights) over ``[C, N]`` example-major float64 chunks."""
+  """vmapped :func:`competition_example` (each model once) over ``[C, N]`` example-major float64 chunks."""
   fn = functools.partial(competition_example, search_steps=search_steps, occupancy_pad=occupancy_pad,
                          count_method=count_method)
-  ones = jnp.ones(unlearned.shape[1:], jnp.int32)
-  return jax.vmap(fn, in_axes=(0, None, 0, None, None))(unlearned, ones, retrained, ones, table)
+  return jax.vmap(lambda u, r, t: fn(u, None, r, None, t), in_axes=(0, 0, None))(unlearned, retrained, table)
 
 
 # ----------------------------------------------------------------------------------------
