@@ -151,6 +151,8 @@ def _ulira_numpy(u, r, folds, fixed_variance, seed):
     res[f"{prefix}_auc"] = auc
     for name, v in tprs.items():
       res[f"{prefix}_tpr_at_{name}_fpr"] = v
+    for name, level in (("1pct", 0.01), ("0p1pct", 0.001)):  # the FPR each threshold may have
+      res[f"{prefix}_max_fpr_at_{name}_fpr"] = np.floor(level * neg.size + 1e-9) / neg.size
   return res
 
 
@@ -178,6 +180,7 @@ def test_ulira_same_distribution_is_a_coin_flip_and_separated_is_perfect():
   apart = ulira(u + 6.0, r)
   assert apart["pair_balanced_accuracy"] > 0.99 and apart["pair_auc"] > 0.99
   assert apart["model_balanced_accuracy"] == 1.0 and apart["model_tpr_at_0p1pct_fpr"] == 1.0
+  assert apart["model_max_fpr_at_1pct_fpr"] == 0.0  # N < 100 negatives: a TPR at 0% FPR, and labelled so
 
 
 @pytest.mark.parametrize("kwargs,shape_r,match", [
@@ -233,3 +236,20 @@ def test_klom_bad_inputs():
     klom(np.zeros((4, 2)), np.zeros((5, 2)))
   with pytest.raises(ValueError, match="finite"):
     klom(np.full((4, 2), np.nan), np.zeros((4, 2)))
+
+
+def test_model_bootstrap_blocks_report_progress_and_change_nothing(tied_populations, monkeypatch):
+  u, r, boot = tied_populations
+  calls = []
+  monkeypatch.setattr(bootstrap, "PAIR_BLOCK", 64)  # 288 pairs -> 5 blocks, the last one padded
+  again = model_bootstrap(u, r, num_draws=B_BS, seed=3, progress=lambda done, total: calls.append((done, total)))
+  np.testing.assert_array_equal(again.forgetting_quality, boot.forgetting_quality)
+  assert calls == [(64, 288), (128, 288), (192, 288), (256, 288), (288, 288)]
+
+
+def test_metric_and_bootstrap_share_one_kernel():
+  import inspect
+  from unlearn_jax.metrics import privacy
+  source = inspect.getsource(bootstrap)
+  assert "privacy._" not in source and "competition_example" in source
+  assert "competition_example" in inspect.getsource(privacy._chunk_kernel)

@@ -66,7 +66,7 @@ def test_linspace_matches_numpy_bitwise():
   starts, stops = rng.normal(size=50) * 30, rng.normal(size=50) * 30 + 4
   nums = rng.integers(2, 900, size=50)
   with jax.enable_x64(True):
-    fn = jax.jit(jax.vmap(lambda a, b, n: privacy._linspace_at(jnp.arange(1024), a, b, n)))
+    fn = jax.jit(jax.vmap(lambda a, b, n: privacy.linspace_at(jnp.arange(1024), a, b, n)))
     got = np.asarray(fn(jnp.asarray(starts), jnp.asarray(stops), jnp.asarray(nums, jnp.int32)))
   for row, a, b, n in zip(got, starts, stops, nums):
     np.testing.assert_array_equal(row[:n], np.linspace(a, b, n))
@@ -241,7 +241,7 @@ def test_single_threshold_grid_without_materialising_it_equals_reference():
 
 def test_linspace_of_one_point_is_its_start():
   with jax.enable_x64(True):
-    got = privacy._linspace_at(jnp.arange(1), jnp.float64(0.25), jnp.float64(0.75), jnp.int32(1))
+    got = privacy.linspace_at(jnp.arange(1), jnp.float64(0.25), jnp.float64(0.75), jnp.int32(1))
   np.testing.assert_array_equal(np.asarray(got), np.linspace(0.25, 0.75, 1))
 
 

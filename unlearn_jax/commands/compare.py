@@ -1,10 +1,13 @@
 """``unlearn-jax compare DIR_A DIR_B``: is method A's forgetting quality better than B's on one setup?
 
 Both results must share a setup (:mod:`unlearn_jax.results.setups`: the same forget set and the
-same retrained population), so their per-example points pair up. The difference of F
-is the mean of ``points_A[x] - points_B[x]``; its interval is a paired bootstrap over
-forget examples, its test the Wilcoxon signed-rank test of the per-example differences.
-The verdict says "not distinguishable at this N" whenever the interval covers 0.
+same retrained population). The verdict treats the models as the random units
+(:func:`unlearn_jax.metrics.paired.model_groups_test`): the N models are split into K
+disjoint groups, F of A and of B is scored on each, and a paired t test over the K
+groups decides; it reads both results' ``populations.npz``. Beside it, the paired
+bootstrap over forget examples of ``points_A - points_B`` is reported as what it is: an
+interval *given these N models* (examples as the random units), which is not a test of
+the methods, because models differ as wholes.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from unlearn_jax import checkpoint
-from unlearn_jax.results import report
-from unlearn_jax.results import setups
+from unlearn_jax.results import populations, report, setups
 
 DEFAULT_DRAWS = 2000
 
@@ -29,6 +31,8 @@ def add_parser(sub) -> None:
   p.add_argument("run_a", metavar="DIR_A", help="output directory (or results.json) of method A")
   p.add_argument("run_b", metavar="DIR_B", help="output directory (or results.json) of method B")
   p.add_argument("--draws", type=int, default=DEFAULT_DRAWS, help="paired bootstrap draws over examples")
+  p.add_argument("--groups", type=int, default=None,
+                 help="disjoint model groups K of the model-level test (default: N/4, between 2 and 8)")
   p.add_argument("--level", type=float, default=0.95, help="coverage of the interval")
   p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
   p.add_argument("--output", default=None, help="also write the comparison as JSON to this file")
@@ -78,21 +82,42 @@ def compare_points(points_a: np.ndarray, points_b: np.ndarray, *, draws: int = D
           "draws": int(draws), "level": float(level), "verdict": verdict}
 
 
+def _populations_of(path: str) -> dict[str, np.ndarray]:
+  return populations.read_populations(path if os.path.isdir(path) else os.path.dirname(path) or ".")
+
+
 def run(args) -> int:
+  from unlearn_jax.metrics.paired import model_groups_test
   a, b = report.read_results(args.run_a), report.read_results(args.run_b)
   setups.require_same_setup([a, b], [args.run_a, args.run_b])
-  out = compare_points(points_of(a, args.run_a), points_of(b, args.run_b), draws=args.draws, level=args.level,
-                       seed=args.seed)
+  pop_a, pop_b = _populations_of(args.run_a), _populations_of(args.run_b)
+  examples = compare_points(points_of(a, args.run_a), points_of(b, args.run_b), draws=args.draws, level=args.level,
+                            seed=args.seed)
+  models = model_groups_test(pop_a["unlearned/forget_confidence"], pop_a["retrained/forget_confidence"],
+                             pop_b["unlearned/forget_confidence"], pop_b["retrained/forget_confidence"],
+                             groups=args.groups, level=args.level, seed=args.seed)
+  out = {"mean_difference": examples["mean_difference"], "verdict": models["verdict"], "models": models,
+         "given_models": examples, "level": float(args.level),
+         "conditional_on": "the models of each population are independent draws of their method's process; "
+                           "this forget set and setup; the difference of expected F at "
+                           f"{models['models_per_group']} models per population"}
   out |= {"a": {"method": a["method"], "dir": args.run_a, "forgetting_quality": float(a["forgetting_quality"])},
           "b": {"method": b["method"], "dir": args.run_b, "forgetting_quality": float(b["forgetting_quality"])},
           "setup": setups.describe(setups.setup_of(a))}
-  lo, hi = out["interval"]
+  level = f"{100 * out['level']:g}%"
   print(f"setup: {out['setup']}")
   print(f"A = {a['method']} ({args.run_a}): F {a['forgetting_quality']:.4f}")
   print(f"B = {b['method']} ({args.run_b}): F {b['forgetting_quality']:.4f}")
-  print(f"F(A) - F(B) = {out['mean_difference']:+.4f}, {100 * out['level']:g}% paired bootstrap interval over "
-        f"{out['num_examples']} examples [{lo:+.4f}, {hi:+.4f}]; Wilcoxon signed-rank p = {out['wilcoxon_p']:.3g}")
-  print(f"verdict: {out['verdict']}")
+  print(f"F(A) - F(B) = {out['mean_difference']:+.4f}")
+  lo, hi = models["interval"]
+  print(f"models as the random units: {models['groups']} disjoint groups of {models['models_per_group']} models, "
+        f"mean difference {models['mean_difference']:+.4f}, {level} t interval [{lo:+.4f}, {hi:+.4f}], "
+        f"p = {models['p_value']:.3g}")
+  lo, hi = examples["interval"]
+  print(f"given these {len(pop_a['unlearned/forget_confidence'])} models (examples as the random units, not a test "
+        f"of the methods): {level} paired bootstrap interval over {examples['num_examples']} examples "
+        f"[{lo:+.4f}, {hi:+.4f}]; Wilcoxon signed-rank p = {examples['wilcoxon_p']:.3g}")
+  print(f"verdict: {out['verdict']} (conditional on {out['conditional_on']})")
   if args.output:
     if os.path.dirname(args.output):
       os.makedirs(os.path.dirname(args.output), exist_ok=True)

@@ -36,7 +36,7 @@ def _example(u, r):
   r = jnp.clip(r, -CLIP, CLIP)
   lo = jnp.minimum(jnp.min(u), jnp.min(r))
   hi = jnp.maximum(jnp.max(u), jnp.max(r))
-  edges = privacy._linspace_at(jnp.arange(NUM_BINS + 1), lo, hi, NUM_BINS + 1)
+  edges = privacy.linspace_at(jnp.arange(NUM_BINS + 1), lo, hi, NUM_BINS + 1)
 
   def hist(x):
     b = jnp.clip(jnp.searchsorted(edges, x, side="right") - 1, 0, NUM_BINS - 1)

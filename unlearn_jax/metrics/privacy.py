@@ -53,8 +53,11 @@ attack, +inf perfect separation), and every attack becomes one gather.
   binary search per left edge). Measured on the shared 2-core CPU (N = 512, CPU ms per
   example): lattice ~8-9, bucket ~14 (K = 4), search ~15-18.
 
-XLA's CPU backend contracts ``a * b + c`` into a fused multiply-add; the grids would then
-differ from numpy's by an ulp, so products are passed through :func:`_rounded` first.
+XLA's CPU backend contracts ``a * b + c`` into a fused multiply-add, and rewrites a division
+by a broadcast value (``(stop - start) / 399``) into a multiplication by its reciprocal; the
+grids would then differ from numpy's by an ulp (and a count flips where a data point sits
+on a grid point), so products are passed through :func:`_rounded` and divisions through
+:func:`_divide` first.
 
 The grids are float64 where the organizers' are, and the single-threshold grid is the
 float64 linspace rounded to float32 and compared with float64 data, as theirs is.
@@ -185,12 +188,26 @@ def _rounded(p):
   return jax.lax.bitcast_convert_type(bits, p.dtype)
 
 
-def _linspace_at(idx, start, stop, num):
+def _divide(num, den):
+  """``num / den`` correctly rounded, as numpy divides, whatever the shapes.
+
+  XLA's algebraic simplifier rewrites a division by a broadcast scalar (a constant such
+  as 399, or one value per row spread over a row) into a multiplication by its
+  reciprocal, which is off by an ulp for about a third of the quotients; no XLA flag
+  turns that off. A divisor that is an elementwise function of the numerator itself
+  (``den`` where ``num`` is not NaN, 1 where it is: the same quotient) is not a
+  broadcast, so the division stays a division.
+  """
+  den = jnp.where(num != num, jnp.ones((), num.dtype), jnp.asarray(den).astype(num.dtype))
+  return num / den
+
+
+def linspace_at(idx, start, stop, num):
   """numpy's ``linspace(start, stop, num)[idx]``: ``idx * ((stop - start) / (num - 1)) + start``, last = stop.
 
   As numpy, a one-point grid is ``[start]``.
   """
-  step = (stop - start) / jnp.maximum(num - 1, 1).astype(start.dtype)
+  step = _divide(stop - start, jnp.maximum(num - 1, 1))
   return jnp.where((idx == num - 1) & (num > 1), stop, _rounded(idx.astype(start.dtype) * step) + start)
 
 
@@ -206,7 +223,7 @@ def _count_below_rows(x, start, stop, weights=None):
   last = NUM_LEFT - 1
   start = start[:, None]
   stop = stop[:, None]
-  step = (stop - start) / jnp.asarray(last, start.dtype)
+  step = _divide(stop - start, last)
   xs = x[None, :]
   guess = jnp.floor((xs - start) / step)
   g = jnp.clip(guess, -1, last).astype(jnp.int32)
@@ -257,35 +274,67 @@ def _count_below_bucket(p, q, lefts, lo, hi, valid_rows, occupancy_pad):
   return lt_p, lt_q, in_range, jnp.maximum(occ_p, occ_q)
 
 
-def _geometry(unlearned, retrained):
-  """Orientation, the degenerate check and the interval grids of one example (``[N]`` float64 columns)."""
-  n = unlearned.shape[0]
-  u = jnp.sort(unlearned)
-  r = jnp.sort(retrained)
-  med_u = (u[(n - 1) // 2] + u[n // 2]) / 2
-  med_r = (r[(n - 1) // 2] + r[n // 2]) / 2
-  retrained_pos = med_r > med_u
-  pos = jnp.where(retrained_pos, r, u)
-  neg = jnp.where(retrained_pos, u, r)
-  pos_range = pos[-1] - pos[0]
-  neg_range = neg[-1] - neg[0]
+def _column(values, weights):
+  """A column as its values sorted ascending (``+inf`` pads last), their multiplicities and cumulative multiplicities.
+
+  ``weights=None`` is every value once: then the multiplicities are ``None`` and every
+  count below is the plain index (no cumulative gathers).
+  """
+  if weights is None:
+    return jnp.sort(values), None, None
+  order = jnp.argsort(values)
+  return values[order], weights[order], jnp.cumsum(weights[order])
+
+
+def _kth(v, cum, k):
+  """The k-th smallest (0-based) value of a column from :func:`_column`."""
+  return v[k] if cum is None else v[jnp.searchsorted(cum, k, side="right")]
+
+
+def _count(v, cum, t, side: str):
+  """``#(x < t)`` (``side="left"``) or ``#(x <= t)`` (``side="right"``), with multiplicities, of a column from :func:`_column`."""
+  idx = jnp.searchsorted(v, t, side=side).astype(jnp.int32)
+  return idx if cum is None else jnp.where(idx > 0, cum[jnp.maximum(idx - 1, 0)], 0).astype(jnp.int32)
+
+
+def _geometry(unlearned, u_weights, retrained, r_weights, n):
+  """Orientation, the degenerate check and the interval grids of one example.
+
+  The columns are ``[D]`` float64 values with int32 multiplicities summing to ``n``
+  (``+inf`` values of multiplicity 0 pad them); each column enters sorted, with its
+  cumulative multiplicities, so order statistics and counts are searches.
+  """
+  u, uw, ucum = _column(unlearned, u_weights)
+  r, rw, rcum = _column(retrained, r_weights)
+  half = lambda v, c: (_kth(v, c, (n - 1) // 2) + _kth(v, c, n // 2)) / 2
+  retrained_pos = half(r, rcum) > half(u, ucum)
+  pick = lambda a, b: tuple(None if x is None else jnp.where(retrained_pos, x, y) for x, y in zip(a, b))
+  pos = pick((r, rw, rcum), (u, uw, ucum))
+  neg = pick((u, uw, ucum), (r, rw, rcum))
+  pos_lo, pos_hi = pos[0][0], _kth(pos[0], pos[2], n - 1)
+  neg_lo, neg_hi = neg[0][0], _kth(neg[0], neg[2], n - 1)
+  pos_range = pos_hi - pos_lo
+  neg_range = neg_hi - neg_lo
   larger = jnp.where(pos_range > neg_range, pos_range, neg_range)
   smaller = jnp.where(pos_range > neg_range, neg_range, pos_range)
   peaky = (smaller / larger) < PEAKY_RATIO  # 0/0 is NaN: not peaky.
   # Interval family: P (smaller range) is the predicted class.
   p_is_neg = pos_range >= neg_range
-  p = jnp.where(p_is_neg, neg, pos)
-  q = jnp.where(p_is_neg, pos, neg)
+  sel = lambda a, b: tuple(None if x is None else jnp.where(p_is_neg, x, y) for x, y in zip(a, b))
+  p = sel(neg, pos)
+  q = sel(pos, neg)
+  p_lo, p_hi = sel((neg_lo, neg_hi), (pos_lo, pos_hi))
   width = smaller
-  a = (p[0] + width) - BUFFER
-  b = p[-1] + BUFFER
+  a = (p_lo + width) - BUFFER
+  b = p_hi + BUFFER
   num_right = jnp.ceil((b - a) * PER_UNIT).astype(jnp.int32)
   i = jnp.arange(NUM_RIGHT_MAX)
-  rights = _linspace_at(i, a, b, num_right)
+  rights = linspace_at(i, a, b, num_right)
   starts = (rights - width) - BUFFER
   stops = (rights - width) + BUFFER
   return {"pos": pos, "neg": neg, "p": p, "q": q, "peaky": peaky, "retrained_pos": retrained_pos,
-          "p_is_neg": p_is_neg, "num_right": num_right, "rights": rights, "starts": starts, "stops": stops}
+          "p_is_neg": p_is_neg, "num_right": num_right, "rights": rights, "starts": starts, "stops": stops,
+          "lo": jnp.minimum(pos_lo, neg_lo), "hi": jnp.maximum(pos_hi, neg_hi)}
 
 
 def _lattice_cells(lo, hi):
@@ -307,9 +356,9 @@ def _chunk_occupancy(unlearned, retrained):
   """``[C]`` largest lattice-cell occupancy of each example (0 for degenerate ones)."""
 
   def one(u, r):
-    g = _geometry(u, r)
+    g = _geometry(u, None, r, None, u.shape[0])
     cell = _lattice_cells(g["starts"][0], g["stops"][g["num_right"] - 1])
-    occ = jnp.maximum(_cell_starts(cell(g["p"]))[1], _cell_starts(cell(g["q"]))[1])
+    occ = jnp.maximum(_cell_starts(cell(g["p"][0]))[1], _cell_starts(cell(g["q"][0]))[1])
     return jnp.where(g["peaky"], 0, occ)
 
   return jax.vmap(one)(unlearned, retrained)
@@ -317,7 +366,7 @@ def _chunk_occupancy(unlearned, retrained):
 
 def _single_grid(k, lo, hi, num_t):
   """Single-threshold grid point ``k``: numpy's float64 ``linspace(lo, hi, T)[k]`` rounded to float32, as float64."""
-  return _linspace_at(k, lo, hi, num_t).astype(jnp.float32).astype(lo.dtype)
+  return linspace_at(k, lo, hi, num_t).astype(jnp.float32).astype(lo.dtype)
 
 
 def _single_candidates(pos, neg, lo, hi, num_t, steps: int):
@@ -345,12 +394,26 @@ def _single_candidates(pos, neg, lo, hi, num_t, steps: int):
   return jnp.clip(idx, 0, jnp.maximum(num_t - 1, 0))
 
 
-def _example(unlearned, retrained, table, *, search_steps: int, occupancy_pad: int, count_method: str):
-  """Epsilon and best attack of one example from its ``[N]`` float64 columns."""
-  n = unlearned.shape[0]
+def competition_example(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
+                        occupancy_pad: int = 4, count_method: str = "lattice"):
+  """The competition kernel: epsilon and best attack of one example (jittable, vmappable).
+
+  ``unlearned`` / ``retrained`` are ``[D]`` float64 values and ``u_weights`` /
+  ``r_weights`` ``[D]`` int32 multiplicities summing to ``N = table.shape[0] - 1`` (pad
+  with ``+inf`` values of multiplicity 0), or both ``None``: every value once (D = N, the
+  same counts without the cumulative gathers). The metric passes each model once;
+  a model-bootstrap draw passes its distinct models with their multiplicities, so
+  duplicated models count as ties, exactly as if the resampled columns were passed.
+  Every count is a cumulative multiplicity and every order statistic a search in them.
+  ``count_method`` ``"bucket"`` and ``"search"`` need ``None`` weights.
+  """
+  if count_method != "lattice" and u_weights is not None:
+    raise ValueError(f"count_method {count_method!r} counts each value once; weighted columns need 'lattice'")
+  n = table.shape[0] - 1
   f64 = unlearned.dtype
-  g = _geometry(unlearned, retrained)
-  pos, neg, p, q, peaky = g["pos"], g["neg"], g["p"], g["q"], g["peaky"]
+  g = _geometry(unlearned, u_weights, retrained, r_weights, n)
+  (pos, _, pos_cum), (neg, _, neg_cum), (p, p_w, p_cum), (q, q_w, q_cum) = g["pos"], g["neg"], g["p"], g["q"]
+  peaky = g["peaky"]
   retrained_pos, p_is_neg, num_right = g["retrained_pos"], g["p_is_neg"], g["num_right"]
   rights, starts, stops = g["rights"], g["starts"], g["stops"]
   i = jnp.arange(NUM_RIGHT_MAX)
@@ -359,20 +422,20 @@ def _example(unlearned, retrained, table, *, search_steps: int, occupancy_pad: i
   def gather_eps(k_fp, k_fn):
     return flat_table[k_fp * (n + 1) + k_fn]
 
-  le_p = jnp.searchsorted(p, rights, side="right").astype(jnp.int32)
-  le_q = jnp.searchsorted(q, rights, side="right").astype(jnp.int32)
+  le_p = _count(p, p_cum, rights, "right")
+  le_q = _count(q, q_cum, rights, "right")
   occupancy = jnp.int32(0)
   if count_method == "lattice":
-    lt_p = _count_below_rows(p, starts, stops)
-    lt_q = _count_below_rows(q, starts, stops)
+    lt_p = _count_below_rows(p, starts, stops, p_w)
+    lt_q = _count_below_rows(q, starts, stops, q_w)
   elif count_method == "bucket":
     j = jnp.arange(NUM_LEFT)
-    lefts = _linspace_at(j[None, :], starts[:, None], stops[:, None], NUM_LEFT)
+    lefts = linspace_at(j[None, :], starts[:, None], stops[:, None], NUM_LEFT)
     lt_p, lt_q, bucket_ok, occupancy = _count_below_bucket(p, q, lefts, starts[0], stops[num_right - 1],
                                                           i < num_right, occupancy_pad)
   elif count_method == "search":
     j = jnp.arange(NUM_LEFT)
-    lefts = _linspace_at(j[None, :], starts[:, None], stops[:, None], NUM_LEFT)
+    lefts = linspace_at(j[None, :], starts[:, None], stops[:, None], NUM_LEFT)
     lt_p = jnp.searchsorted(p, lefts.reshape(-1), side="left").reshape(lefts.shape).astype(jnp.int32)
     lt_q = jnp.searchsorted(q, lefts.reshape(-1), side="left").reshape(lefts.shape).astype(jnp.int32)
   else:
@@ -385,17 +448,16 @@ def _example(unlearned, retrained, table, *, search_steps: int, occupancy_pad: i
   bi, bj = best_int // NUM_LEFT, best_int % NUM_LEFT
   int_fp = in_q[bi, bj]
   int_fn = n - in_p[bi, bj]
-  int_left = _linspace_at(bj, starts[bi], stops[bi], NUM_LEFT)
+  int_left = linspace_at(bj, starts[bi], stops[bi], NUM_LEFT)
   int_right = rights[bi]
 
   # Single thresholds: predict positive iff c >= t, t on a float32 grid over the pooled range.
-  lo = jnp.minimum(pos[0], neg[0])
-  hi = jnp.maximum(pos[-1], neg[-1])
+  lo, hi = g["lo"], g["hi"]
   num_t = jnp.ceil((hi - lo) * PER_UNIT).astype(jnp.int32)
   candidates = _single_candidates(pos, neg, lo, hi, num_t, search_steps)
   thresholds = _single_grid(candidates, lo, hi, num_t)
-  k_fn = jnp.searchsorted(pos, thresholds, side="left").astype(jnp.int32)
-  k_fp = n - jnp.searchsorted(neg, thresholds, side="left").astype(jnp.int32)
+  k_fn = _count(pos, pos_cum, thresholds, "left")
+  k_fp = n - _count(neg, neg_cum, thresholds, "left")
   eps_single = jnp.where(num_t > 0, gather_eps(k_fp, k_fn), -jnp.inf)
   best_single = jnp.argmax(eps_single)  # candidates ascend: the first maximum of the grid
 
@@ -430,10 +492,10 @@ def _example(unlearned, retrained, table, *, search_steps: int, occupancy_pad: i
 @functools.partial(jax.jit, static_argnames=("search_steps", "occupancy_pad", "count_method"))
 def _chunk_kernel(unlearned, retrained, table, *, search_steps: int, occupancy_pad: int = 4,
                   count_method: str = "lattice"):
-  """vmapped :func:`_example` over ``[C, N]`` example-major float64 chunks."""
-  fn = functools.partial(_example, search_steps=search_steps, occupancy_pad=occupancy_pad,
+  """vmapped :func:`competition_example` (each model once) over ``[C, N]`` example-major float64 chunks."""
+  fn = functools.partial(competition_example, search_steps=search_steps, occupancy_pad=occupancy_pad,
                          count_method=count_method)
-  return jax.vmap(fn, in_axes=(0, 0, None))(unlearned, retrained, table)
+  return jax.vmap(lambda u, r, t: fn(u, None, r, None, t), in_axes=(0, 0, None))(unlearned, retrained, table)
 
 
 # ----------------------------------------------------------------------------------------
@@ -455,7 +517,8 @@ def _as_confs(name: str, value: Any) -> np.ndarray:
   return arr
 
 
-def _check_pair(unlearned_confs: Any, retrained_confs: Any) -> tuple[np.ndarray, np.ndarray]:
+def check_pair(unlearned_confs: Any, retrained_confs: Any) -> tuple[np.ndarray, np.ndarray]:
+  """Both ``[N, E]`` confidence arrays as checked float64 NumPy arrays (N >= 2, E >= 1, finite, bounded)."""
   u = _as_confs("unlearned_confs", unlearned_confs)
   r = _as_confs("retrained_confs", retrained_confs)
   if u.shape != r.shape:
@@ -539,7 +602,7 @@ def forgetting_metric(unlearned_confs: Any, retrained_confs: Any, *, chunk_size:
   >>> res.epsilons.tolist(), res.forgetting_quality
   ([50.0, 50.0, 50.0], 0.0)
   """
-  u, r = _check_pair(unlearned_confs, retrained_confs)
+  u, r = check_pair(unlearned_confs, retrained_confs)
   n = u.shape[0]
   out = _run_kernel(u, r, chunk_size, count_method)
   eps = out["epsilon"].astype(np.float64)

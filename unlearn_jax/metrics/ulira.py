@@ -24,6 +24,9 @@ examples of the per-example balanced accuracy), ROC AUC (``P(s_pos > s_neg) + P(
 pairs pooled over all examples), and TPR at 1% and 0.1% FPR: the largest TPR of a
 threshold ``t`` (predict unlearned iff ``s >= t``) whose FPR is at most the level, i.e.
 ``#(pos > v) / n_pos`` with v the ``(floor(level * n_neg) + 1)``-th largest negative score.
+Beside each, ``*_max_fpr_at_*`` is the FPR that threshold is allowed, ``floor(level *
+n_neg) / n_neg``: with fewer negatives than ``1 / level`` (the per-model attack has N
+negatives, so N < 100 for 1%) it is 0, and the "TPR at 1% FPR" is a TPR at 0% FPR.
 Perfect unlearning gives accuracy and AUC about 0.5.
 
 Device: one jitted function, float64 under a scoped ``jax.enable_x64``: the Gaussian
@@ -48,7 +51,9 @@ MIN_OUT_OF_FOLD = 2
 # FPR levels as exact fractions: (name suffix, denominator).
 FPR_LEVELS = (("1pct", 100), ("0p1pct", 1000))
 KEYS = ("pair_balanced_accuracy", "pair_auc", "pair_tpr_at_1pct_fpr", "pair_tpr_at_0p1pct_fpr",
-        "model_balanced_accuracy", "model_auc", "model_tpr_at_1pct_fpr", "model_tpr_at_0p1pct_fpr")
+        "model_balanced_accuracy", "model_auc", "model_tpr_at_1pct_fpr", "model_tpr_at_0p1pct_fpr",
+        "pair_max_fpr_at_1pct_fpr", "pair_max_fpr_at_0p1pct_fpr", "model_max_fpr_at_1pct_fpr",
+        "model_max_fpr_at_0p1pct_fpr")
 
 
 def fold_assignment(num_models: int, folds: int, seed: int) -> np.ndarray:
@@ -91,6 +96,7 @@ def _ranking(prefix: str, pos: np.ndarray, neg: np.ndarray) -> dict[str, float]:
     v = neg[n_neg - 1 - k] if k < n_neg else -np.inf
     above = pos.shape[0] - np.searchsorted(pos, v, side="right")
     out[f"{prefix}_tpr_at_{name}_fpr"] = float(above) / pos.shape[0]
+    out[f"{prefix}_max_fpr_at_{name}_fpr"] = float(k) / n_neg
   return out
 
 

@@ -1,0 +1,119 @@
+"""Level and power of ``compare`` by simulation, against known data-generating processes.
+
+Command (CPU; run it with ``nice``, it is CPU-bound)::
+
+  python benchmarks/sim_statistics.py                  # 100 / 60 / 30 datasets at N = 16 / 64 / 256
+  python benchmarks/sim_statistics.py --reps 40        # a quick look
+
+Processes, per forget example e (E = ``--examples``): mu_e ~ Normal(0, 1); retrained
+confidences Normal(mu_e, 1); unlearned confidences of model j Normal(mu_e + delta + o_j, s),
+o_j a per-model offset shared by all examples of that model (Normal(0, tau)):
+
+* ``null iid``: A and B both delta = 0, s = 1, tau = 0 (identical i.i.d. populations);
+* ``null model effect``: A and B both delta = 0, s = 1, tau = 0.5 (independent offsets);
+* ``power shift 1.0``: A as the i.i.d. null, B delta = 1.0.
+
+Each dataset draws fresh populations of N models for A, B and one retrained population
+shared by both (the same setup). Reported per cell: the rejection rate at a nominal 5% of
+
+* ``model groups`` (:func:`unlearn_jax.metrics.paired.model_groups_test`, what ``compare``
+  now reports), and
+* ``examples`` (the previous test: paired bootstrap over examples of the full-N points,
+  rejecting when its 95% interval excludes 0),
+
+each with its Monte-Carlo standard error ``sqrt(p (1 - p) / reps)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from unlearn_jax.metrics import forgetting_metric  # noqa: E402
+from unlearn_jax.metrics.paired import default_groups, group_qualities  # noqa: E402
+
+CELLS = {
+    "null iid": (0.0, 0.0, 0.0),  # (delta_b, tau, shift of B) -- A is always delta 0
+    "null model effect": (0.0, 0.5, 0.0),
+    "power shift 1.0": (1.0, 0.0, 0.0),
+}
+
+
+def draw(rng, n, e, delta, tau):
+  mu = rng.normal(size=e)
+  retrained = mu + rng.normal(size=(n, e))
+
+  def unlearned(d):
+    return mu + d + rng.normal(0.0, tau, size=(n, 1)) * (tau > 0) + rng.normal(size=(n, e))
+
+  return unlearned(0.0), unlearned(delta), retrained
+
+
+def one_cell(rng, n, e, reps, delta, tau, draws=1000):
+  """Rejections of the model-groups test and of the example bootstrap over ``reps`` datasets."""
+  from scipy import stats
+  k = default_groups(n)
+  size = n // k
+  crit = stats.t.ppf(0.975, k - 1)
+  data = [draw(rng, n, e, delta, tau) for _ in range(reps)]
+  groups = [np.sort(rng.permutation(n)[:k * size].reshape(k, size), axis=1) for _ in range(reps)]
+  # One metric call per method for all datasets' full-N points, one per dataset for the groups.
+  ua = np.concatenate([d[0] for d in data], 1)
+  ub = np.concatenate([d[1] for d in data], 1)
+  r = np.concatenate([d[2] for d in data], 1)
+  pa = forgetting_metric(ua, r).points.reshape(reps, e)
+  pb = forgetting_metric(ub, r).points.reshape(reps, e)
+  rej_model = np.zeros(reps, bool)
+  rej_example = np.zeros(reps, bool)
+  # [2, K] group qualities of every dataset from one metric call: datasets side by side as examples
+  ga = np.concatenate([d[0][g] for d, g in zip(data, groups)], 2)  # [K, n, reps * E]
+  gb = np.concatenate([d[1][g] for d, g in zip(data, groups)], 2)
+  gr = np.concatenate([d[2][g] for d, g in zip(data, groups)], 2)
+  lay = lambda x: x.transpose(1, 0, 2).reshape(size, -1)  # [n, K * reps * E]
+  pts = forgetting_metric(np.concatenate([lay(ga), lay(gb)], 1), np.concatenate([lay(gr), lay(gr)], 1)).points
+  q_every = pts.reshape(2, k, reps, e).mean(axis=3)  # [2, K, reps]
+  # the batched layout scores what model_groups_test scores (checked on the first dataset)
+  np.testing.assert_allclose(q_every[:, :, 0], group_qualities(data[0][0], data[0][2], data[0][1], data[0][2],
+                                                                groups[0]), rtol=0, atol=1e-12)
+  for i in range(reps):
+    dk = q_every[0, :, i] - q_every[1, :, i]
+    sd = dk.std(ddof=1)
+    rej_model[i] = (abs(dk.mean()) > crit * sd / np.sqrt(k)) if sd > 0 else dk.mean() != 0
+    diff = pa[i] - pb[i]
+    means = diff[rng.integers(0, e, (draws, e))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    rej_example[i] = not (lo <= 0.0 <= hi)
+  return rej_model.mean(), rej_example.mean(), k, size
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--reps", type=int, default=None, help="datasets per cell (default 100 / 60 / 30)")
+  parser.add_argument("--examples", type=int, default=10)
+  parser.add_argument("--sizes", default="16,64,256")
+  parser.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args()
+  rng = np.random.default_rng(args.seed)
+  sizes = [int(s) for s in args.sizes.split(",")]
+  default_reps = {16: 100, 64: 60, 256: 30}
+  print(f"E = {args.examples} examples; rejection rate at nominal 5% +- Monte-Carlo s.e.; CPU seconds per cell")
+  print("| process | N | K x n | reps | model groups (compare) | examples (previous) | CPU s |")
+  print("|---|---|---|---|---|---|---|")
+  for n in sizes:
+    reps = args.reps or default_reps.get(n, 100)
+    for name, (delta, tau, _) in CELLS.items():
+      t0 = time.process_time()
+      pm, pe, k, size = one_cell(rng, n, args.examples, reps, delta, tau)
+      se = lambda p: np.sqrt(p * (1 - p) / reps)
+      print(f"| {name} | {n} | {k} x {size} | {reps} | {pm:.3f} +- {se(pm):.3f} | {pe:.3f} +- {se(pe):.3f} | "
+            f"{time.process_time() - t0:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
