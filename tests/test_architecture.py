@@ -63,12 +63,6 @@ PENDING: set[tuple[str, str]] = {
     # the commands' shared options move into one place
     ("unlearn_jax.commands.sweep", "unlearn_jax.commands.evaluate._env_int"),
     ("unlearn_jax.commands.sweep", "unlearn_jax.commands.evaluate._download"),
-    ("unlearn_jax.metrics.klom", "unlearn_jax.metrics.privacy._linspace_at"),  # one competition kernel
-    ("unlearn_jax.metrics.bootstrap", "unlearn_jax.metrics.privacy._linspace_at"),
-    ("unlearn_jax.metrics.bootstrap", "unlearn_jax.metrics.privacy._count_below_rows"),
-    ("unlearn_jax.metrics.bootstrap", "unlearn_jax.metrics.privacy._single_grid"),
-    ("unlearn_jax.metrics.bootstrap", "unlearn_jax.metrics.privacy._single_candidates"),
-    ("unlearn_jax.metrics.bootstrap", "unlearn_jax.metrics.privacy._check_pair"),
 }
 
 
