@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from unlearn_jax import files
 from unlearn_jax import checkpoint, report, setups
 
 DEFAULT_DRAWS = 2000
@@ -77,6 +78,7 @@ def compare_points(points_a: np.ndarray, points_b: np.ndarray, *, draws: int = D
 
 
 def run(args) -> int:
+  files.refuse_special_target(args.output or "")  # before any work: outputs replace only regular files
   a, b = report.read_results(args.run_a), report.read_results(args.run_b)
   setups.require_same_setup([a, b], [args.run_a, args.run_b])
   out = compare_points(points_of(a, args.run_a), points_of(b, args.run_b), draws=args.draws, level=args.level,
