@@ -153,10 +153,10 @@ def load_arrays(path: str, max_bytes: Optional[int] = None) -> tuple[dict[str, n
     raise FileNotFoundError(path)
   bound = int(files.available_memory() * MEMORY_SHARE) if max_bytes is None else int(max_bytes)
   try:
-    raw = files.read_regular(path, bound, "entry")
+    raw = files.read_regular(path, bound, "cache entry")
     files.npz_members(io.BytesIO(raw), path, require_stored=True)
   except files.BadFile as err:
-    raise CorruptEntry(f"{path}: {' '.join(str(err).split())}") from None
+    raise CorruptEntry(" ".join(str(err).split())) from None  # names the path already
   except FileNotFoundError:
     raise
   except OSError as err:

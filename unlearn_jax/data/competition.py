@@ -77,7 +77,8 @@ def _csv_error(path: str, line: int, err: Exception) -> ValueError:
   if isinstance(err, UnicodeDecodeError):
     return ValueError(f"{path} after line {line}: cannot read the CSV file: it is not text in the expected encoding "
                       f"({err.encoding})")
-  return ValueError(f"{path} line {max(line, 1)}: cannot read this CSV row: {' '.join(str(err).split())}")
+  # the reader counts a line once it is parsed: the failing one is the next
+  return ValueError(f"{path} line {line + 1}: cannot read this CSV row: {' '.join(str(err).split())}")
 
 
 def _parse_int(path: str, line: int, column: str, value: str) -> int:
