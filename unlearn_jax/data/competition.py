@@ -20,6 +20,9 @@ folder) is refused, naming the CSV file and line, before any file outside is
 opened or even tested for existence. Images larger than PIL's decompression-bomb
 limit (``PIL.Image.MAX_IMAGE_PIXELS``) are refused too.
 
+An image's identity is its file: ``0_0`` and ``images/0/0.png`` (or a link to that
+file) are one image, which may not be both forgotten and retained.
+
 Conventions (as the organisers' ``original_model.pth`` expects): pixels stay
 0–255 and are not normalised (``scale=1``, mean 0, std 1); the label is
 ``age_group`` (10 classes); the group id is ``person_id``. The training pool
@@ -220,8 +223,11 @@ def load_competition(data_dir: Optional[str]) -> Dataset:
     FileNotFoundError: ``data_dir``, a CSV or an image file is missing.
     ValueError: a row's image path leaves ``data_dir``, an image exceeds
       PIL's pixel limit, a CSV lacks a column, has no rows or a non-integer value,
-      an ``age_group`` is outside ``[0, 10)``, an image id repeats across
-      retain and forget, or the images differ in size.
+      an ``age_group`` is outside ``[0, 10)``, a ``person_id`` outside
+      ``[0, MAX_PERSON_ID]``, one image (its file, however its id is spelled)
+      is listed twice in retain and forget, a CSV row or an image cannot be
+      decoded, the images differ in size, or all of them decoded would exceed
+      :data:`MEMORY_SHARE` of the available memory (checked from the headers).
   """
   if data_dir is None:
     raise ValueError("dataset 'competition' needs data_dir: the folder holding retain.csv, forget.csv, "
