@@ -109,6 +109,20 @@ def test_command_outputs_refuse_special_files_before_any_work(tmp_path, capsys, 
     _unchanged(target, kind, tmp_path)
 
 
+@pytest.mark.parametrize("name", ["results.json", "populations.npz", "confidences_worst.png"])
+def test_evaluate_checks_its_outputs_before_any_work(tmp_path, capsys, alarm, name):
+  out = tmp_path / "o"
+  out.mkdir()
+  os.mkfifo(out / name)
+  err = _cli_error(capsys, ["evaluate", "--config", "tiny", "--num-models", "2", "--output-dir", str(out),
+                            "--cache-dir", str(tmp_path / "c")])
+  assert f"refusing to write {str(out / name)!r}: it is a FIFO (named pipe), not a regular file" in err
+  assert not (tmp_path / "c").exists() and os.listdir(out) == [name]  # nothing trained, nothing written
+  (tmp_path / "file").write_text("x")
+  err = _cli_error(capsys, ["evaluate", "--config", "tiny", "--output-dir", str(tmp_path / "file")])
+  assert f"output folder {str(tmp_path / 'file')!r} exists and is not a folder" in err
+
+
 @pytest.mark.parametrize("kind", ["fifo", "device", "folder", "symlink"])
 def test_results_populations_plots_and_tables_refuse_special_files(tmp_path, alarm, kind):
   from unlearn_jax import populations, report
@@ -542,3 +556,12 @@ def test_complex_margins_and_populations_are_refused(tmp_path, capsys):
   checkpoint.save_arrays(str(run / "populations.npz"), arrays)
   err = _cli_error(capsys, ["stability", str(run), "--plot", ""])
   assert "array 'unlearned/forget_confidence' is complex (complex64); it must hold real numbers" in err
+
+
+def test_cifar_forget_index_header_declaring_more_than_the_file_is_refused_unread(tmp_path, capsys):
+  archive, _ = _write_cifar(str(tmp_path), np.random.default_rng(0))
+  with open(tmp_path / "forget_idx.npy", "wb") as f:  # 80 GB declared, a few bytes present
+    npy.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": (10**10,)})
+    f.write(np.arange(4, dtype="<i8").tobytes())
+  err = _cli_error(capsys, _evaluate_cifar(tmp_path, tmp_path))
+  assert "forget_idx.npy: cannot read forget indices as a .npy integer array" in err

@@ -65,6 +65,18 @@ def refuse_special_target(path: str) -> None:
                           f"(outputs only ever replace regular files; name another path)")
 
 
+# What ``evaluate`` writes into its output folder.
+RUN_OUTPUTS = ("results.json", "populations.npz", "epsilons.png", "confidences_best.png", "confidences_worst.png")
+
+
+def check_output_folder(folder: str, names=RUN_OUTPUTS) -> None:
+  """Before a run: ``folder`` must be a folder (or absent) and none of ``names`` in it a special file."""
+  if os.path.exists(folder) and not os.path.isdir(folder):
+    raise NotARegularFile(f"output folder {folder!r} exists and is not a folder")
+  for name in names:
+    refuse_special_target(os.path.join(folder, name))
+
+
 def _read_int(path: str) -> int | None:
   try:
     with open(path) as f:

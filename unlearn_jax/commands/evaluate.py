@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Any
 
+from unlearn_jax import files
 from unlearn_jax import configs, seeds
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES
 
@@ -242,6 +243,7 @@ def run(args) -> int:
     raise ValueError("the config has a sweep grid; run it with 'unlearn-jax sweep' (evaluate scores one point)")
   process_index, process_count = _init_distributed(args)
   config = to_eval_config(cfg, process_index, process_count)
+  files.check_output_folder(config.output_dir)  # before any work: outputs replace only regular files
   bootstrap, with_ceiling = _draws(cfg), bool(cfg.get("with_ceiling"))
   if with_ceiling and process_count > 1:
     raise ValueError("--with-ceiling runs in a single process; evaluate --method retrain on the same setup "

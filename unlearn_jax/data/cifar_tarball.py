@@ -264,8 +264,8 @@ def load_cifar10_tarball(data_dir: Optional[str]) -> Dataset:
   found = [f for f in (os.path.join(d, FORGET_FILE) for d in folders) if os.path.isfile(f)]
   if found:
     forget_file = found[0]
-    try:
-      loaded = np.load(forget_file, allow_pickle=False)
+    try:  # mapped, not read: a header declaring more than the file holds is refused before any allocation
+      loaded = np.array(np.load(forget_file, mmap_mode="r", allow_pickle=False))
     except Exception as err:  # not .npy, an object array, a truncated file: np.load raises several types
       raise ValueError(f"{forget_file}: cannot read forget indices as a .npy integer array "
                        f"({type(err).__name__}: {' '.join(str(err).split())})") from None
