@@ -31,8 +31,8 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 # Rank of every top-level module or package of unlearn_jax: a unit may import only units of
 # a strictly lower rank. Units of equal rank are peers that do not import each other.
 RANKS: dict[str, int] = {
-    # base: argument checks, shared types, loading a user's factory by spec
-    "_validate": 0, "types": 0, "loading": 0,
+    # base: argument checks, shared types, loading a user's factory by spec, bounded file reads and safe writes
+    "_validate": 0, "types": 0, "loading": 0, "files": 0,
     # the parts: data, models, training (import nothing above the base); configs, the compile cache
     "data": 1, "models": 1, "training": 1, "configs": 1, "compile_cache": 1,
     # the seed axis (mechanism); the cache store; checkpoint formats of other frameworks

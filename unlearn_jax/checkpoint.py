@@ -25,11 +25,15 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import stat
 import tempfile
 from typing import Any, Mapping, Optional
 
 import jax
 import numpy as np
+
+from unlearn_jax import files
 
 MANIFEST = "__manifest__"
 SEP = "/"
@@ -74,7 +78,11 @@ def atomic_write_bytes(path: str, data: bytes, make_dirs: bool = True) -> None:
   shared through group permissions stays readable. ``make_dirs=False`` refuses
   a missing parent folder instead of creating it. A failed write (a full disk,
   no permission) raises ``OSError`` naming ``path`` and leaves no partial file.
+  A ``path`` that exists and is not a regular file (a device, FIFO, folder or
+  symbolic link) is refused with :class:`unlearn_jax.files.NotARegularFile`
+  before anything is written: it is never replaced nor written through.
   """
+  files.refuse_special_target(path)
   directory = os.path.dirname(os.path.abspath(path))
   if make_dirs:
     os.makedirs(directory, exist_ok=True)
@@ -88,6 +96,7 @@ def atomic_write_bytes(path: str, data: bytes, make_dirs: bool = True) -> None:
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
+    files.refuse_special_target(path)  # again, right before the rename: it may have appeared meanwhile
     os.replace(tmp, path)
   except BaseException as err:
     if tmp is not None and os.path.exists(tmp):
@@ -121,17 +130,37 @@ def save_arrays(path: str, arrays: Mapping[str, Any], meta: Optional[Mapping[str
   atomic_write_bytes(path, buf.getvalue())
 
 
-def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+# Entries are read whole: a file over this share of the available memory is refused unread.
+MEMORY_SHARE = 0.5
+
+
+def load_arrays(path: str, max_bytes: Optional[int] = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """Loads and verifies a file written by :func:`save_arrays`: ``(arrays, meta)``.
+
+  Before a byte is read the entry must be a regular file (a symbolic link is not
+  followed, a FIFO is not waited on) no larger than ``max_bytes`` (default:
+  :data:`MEMORY_SHARE` of :func:`unlearn_jax.files.available_memory`). Before an
+  array is decompressed its member must be stored uncompressed, as :func:`save_arrays`
+  writes it, with a ``.npy`` header that agrees with the zip directory, so what
+  loading allocates is at most the file's own size (a zip bomb is refused unread).
 
   Raises:
     FileNotFoundError: when ``path`` does not exist.
-    CorruptEntry: when it cannot be read or a hash, dtype or shape differs.
+    CorruptEntry: when it is not a regular file, too large, cannot be read, or a
+      hash, dtype or shape differs.
   """
-  if not os.path.exists(path):
+  if not os.path.lexists(path):
     raise FileNotFoundError(path)
-  with open(path, "rb") as f:
-    raw = f.read()
+  bound = int(files.available_memory() * MEMORY_SHARE) if max_bytes is None else int(max_bytes)
+  try:
+    raw = files.read_regular(path, bound, "cache entry")
+    files.npz_members(io.BytesIO(raw), path, require_stored=True)
+  except files.BadFile as err:
+    raise CorruptEntry(" ".join(str(err).split())) from None  # names the path already
+  except FileNotFoundError:
+    raise
+  except OSError as err:
+    raise CorruptEntry(f"{path}: unreadable ({type(err).__name__}: {err})") from None
   try:
     with np.load(io.BytesIO(raw), allow_pickle=False) as z:
       manifest = json.loads(bytes(z[MANIFEST]).decode())
@@ -217,6 +246,8 @@ class ChunkStore:
     os.makedirs(directory, exist_ok=True)
     if description is not None:
       key_file = os.path.join(directory, "key.json")
+      if os.path.lexists(key_file) and not os.path.isfile(key_file) or os.path.islink(key_file):
+        remove_entry(key_file)  # a link, folder or device in our place: ours to replace
       if not os.path.exists(key_file):
         atomic_write_text(key_file, description)
 
@@ -224,9 +255,20 @@ class ChunkStore:
     return os.path.join(self.directory, f"chunk-{lo:06d}-{hi:06d}.npz")
 
   def exists(self, lo: int, hi: int) -> bool:
-    return os.path.exists(self.path(lo, hi))
+    return os.path.lexists(self.path(lo, hi))
+
+  def _clear(self, path: str) -> None:
+    """Removes what sits at ``path`` if it is not a regular file (recorded as rebuilt), so a save can replace it."""
+    try:
+      mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+      return
+    if not stat.S_ISREG(mode):
+      self.rebuilt.append(f"{path}: a {files.kind_of(mode)}, not a regular file")
+      remove_entry(path)
 
   def save(self, lo: int, hi: int, arrays: Mapping[str, Any], meta: Optional[Mapping[str, Any]] = None) -> None:
+    self._clear(self.path(lo, hi))
     save_arrays(self.path(lo, hi), arrays, dict(meta or {}, lo=lo, hi=hi, key=self.key))
 
   def _load_path(self, path: str, identity: Mapping[str, Any]) -> Optional[dict[str, np.ndarray]]:
@@ -245,7 +287,7 @@ class ChunkStore:
       return None
     except CorruptEntry as err:
       self.rebuilt.append(str(err))
-      os.unlink(path)
+      remove_entry(path)
       return None
     return arrays
 
@@ -257,7 +299,21 @@ class ChunkStore:
     return self._load_path(os.path.join(self.directory, f"{name}.npz"), {"name": name})
 
   def save_entry(self, name: str, arrays: Mapping[str, Any]) -> None:
+    self._clear(os.path.join(self.directory, f"{name}.npz"))
     save_arrays(os.path.join(self.directory, f"{name}.npz"), arrays, {"name": name, "key": self.key})
+
+
+def remove_entry(path: str) -> None:
+  """Deletes a cache entry: a file, link, FIFO or device node is unlinked (a link's target is left alone),
+  a real folder is removed with its contents."""
+  try:
+    mode = os.lstat(path).st_mode
+  except FileNotFoundError:
+    return
+  if stat.S_ISDIR(mode):
+    shutil.rmtree(path)
+  else:
+    os.unlink(path)
 
 
 def _identity_text(fields: Mapping[str, Any]) -> str:

@@ -314,9 +314,9 @@ def cache_file() -> str:
 
 def load_choices(path: str) -> dict[str, Any]:
   """The stored choices (empty if the file is missing or unreadable)."""
-  try:
-    with open(path) as f:
-      table = json.load(f)
+  from unlearn_jax import files
+  try:  # a regular file only, at most 16 MiB: a FIFO or link in its place is ignored, never waited on
+    table = json.loads(files.read_regular(path, 16 << 20, "choices file").decode("utf-8"))
     return table if isinstance(table, dict) else {}
   except (OSError, ValueError):
     return {}

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from unlearn_jax import checkpoint
+from unlearn_jax import checkpoint, files
 from unlearn_jax.results import populations, report, setups
 
 DEFAULT_DRAWS = 2000
@@ -88,6 +88,7 @@ def _populations_of(path: str) -> dict[str, np.ndarray]:
 
 def run(args) -> int:
   from unlearn_jax.metrics.paired import model_groups_test
+  files.refuse_special_target(args.output or "")  # before any work: outputs replace only regular files
   a, b = report.read_results(args.run_a), report.read_results(args.run_b)
   setups.require_same_setup([a, b], [args.run_a, args.run_b])
   pop_a, pop_b = _populations_of(args.run_a), _populations_of(args.run_b)

@@ -7,7 +7,7 @@ setup, or an error with ``--strict``.
 
 from __future__ import annotations
 
-from unlearn_jax import checkpoint
+from unlearn_jax import checkpoint, files
 from unlearn_jax.results import report
 
 
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+  files.refuse_special_target(args.output or "")  # before any work: outputs replace only regular files
   table = report.leaderboard_table(report.leaderboard_rows(args.runs, strict=args.strict), args.format)
   if args.output:
     checkpoint.atomic_write_text(args.output, table, make_dirs=False)

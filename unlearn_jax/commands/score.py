@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from unlearn_jax import files
 from unlearn_jax import checkpoint, compile_cache
 from unlearn_jax.metrics import forgetting_metric, logit_scaled_confidence
 
@@ -53,10 +54,58 @@ def _read_array(data, key: str, path: str, name: str) -> np.ndarray:
   return a
 
 
+# The arrays of one file, as loaded plus their float copies, must fit in this share of the available memory.
+MEMORY_SHARE = 0.25
+
+
+def check_sizes(path: str, name: str) -> None:
+  """Refuses ``path`` from its headers alone, before any array is decompressed or loaded.
+
+  Read from the ``.npy`` headers: each array's dtype must be real (complex and object
+  arrays are refused), N (the first axis of ``confs`` / ``logits`` and of the margins) at
+  most :data:`unlearn_jax.metrics.privacy.MAX_NUM_MODELS`, and the bytes the arrays take
+  once loaded and converted (``confs`` and margins to float64, ``logits`` to float32 with
+  float64 confidences) at most :data:`MEMORY_SHARE` of the available memory.
+  """
+  from unlearn_jax import files
+  from unlearn_jax.metrics import privacy
+  try:
+    members = files.npz_members(path, f"{name}: {path!r}")
+  except files.BadFile as err:
+    if "not a readable .npz archive" in str(err):
+      return  # not a zip: load_confs says what it is (a plain .npy, garbage)
+    raise
+  need = 0
+  for key in ("confs", "logits", "labels", *MARGIN_KEYS):
+    m = members.get(key)
+    if m is None:
+      continue
+    if m.dtype.hasobject:
+      raise ValueError(f"{name}: array {key!r} in {path!r} is an object array (pickled Python objects), "
+                       f"which is never loaded; save it as a numeric array")
+    if np.issubdtype(m.dtype, np.complexfloating):
+      raise ValueError(f"{name}: array {key!r} in {path!r} is complex ({m.dtype}); it must hold real numbers")
+    if key != "labels" and m.shape and m.shape[0] > privacy.MAX_NUM_MODELS:
+      raise ValueError(f"{name}: array {key!r} in {path!r} has N = {m.shape[0]} models (shape {m.shape}), over "
+                       f"the bound of {privacy.MAX_NUM_MODELS}: the metric's epsilon table grows as N squared")
+    convert = {"confs": 8, "logits": 4, "labels": 8}.get(key, 8)
+    need += m.nbytes + m.size * convert
+    if key == "logits" and len(m.shape) == 3:
+      need += m.shape[0] * m.shape[1] * 8
+  bound = int(files.available_memory() * MEMORY_SHARE)
+  if need > bound:
+    shapes = ", ".join(f"{k} {members[k].shape} {members[k].dtype}" for k in members if k in
+                       ("confs", "logits", "labels", *MARGIN_KEYS))
+    raise ValueError(f"{name}: {path!r} holds {shapes}, which need {files.size_text(need)} once loaded and "
+                     f"converted, over the bound of {files.size_text(bound)} ({MEMORY_SHARE:g} of the available "
+                     f"memory); refusing to load it")
+
+
 def load_confs(path: str, name: str) -> np.ndarray:
   """``[N, E]`` float64 confidences from an ``.npz`` (``confs``, or ``logits`` + ``labels``)."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{name}: no such file {path!r}")
+  check_sizes(path, name)
   try:
     data = np.load(path, allow_pickle=False)
   except Exception as err:  # np.load raises several types for non-npz input
@@ -107,7 +156,7 @@ def load_margins(path: str, name: str, num_models: int) -> dict[str, np.ndarray]
   with np.load(path, allow_pickle=False) as data:
     for key, field in MARGIN_KEYS.items():
       if key in data.files:
-        a = np.asarray(data[key])
+        a = _read_array(data, key, path, name)  # real numbers only: complex and object arrays are refused
         if a.ndim != 2 or a.shape[0] != num_models or not np.issubdtype(a.dtype, np.number):
           raise ValueError(f"{name}: array {key!r} must be numeric with shape [N={num_models}, M], got {a.shape}")
         if not np.all(np.isfinite(a)):
@@ -123,6 +172,7 @@ def run(args) -> int:
 
 def _run(args) -> int:
   from unlearn_jax.analysis import evaluations
+  files.refuse_special_target(args.output or "")  # before any work: outputs replace only regular files
   metrics = evaluations.parse_metrics(args.metrics)
   u = load_confs(args.unlearned, "--unlearned")
   r = load_confs(args.retrained, "--retrained")

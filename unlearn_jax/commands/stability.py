@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from unlearn_jax import checkpoint
+from unlearn_jax import checkpoint, files
 from unlearn_jax.results import populations
 from unlearn_jax.results import report
 from unlearn_jax.results import setups
@@ -40,6 +40,8 @@ def _sizes(text):
 
 
 def run(args) -> int:
+  for target in (args.table, args.plot):  # before any work: outputs replace only regular files
+    files.refuse_special_target(target or "")
   results = [report.read_results(d) for d in args.runs]
   setups.require_same_setup(results, args.runs)
   pops = [populations.read_populations(d if os.path.isdir(d) else os.path.dirname(d) or ".") for d in args.runs]

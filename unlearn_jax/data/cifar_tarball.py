@@ -19,15 +19,22 @@ of bytes keys, bytes values, lists of ints or bytes, and NumPy arrays (through
 NumPy 2 names the first ``numpy._core.multiarray._reconstruct``). Any other
 global a pickle asks for is refused before anything runs, so a doctored batch
 cannot execute code, and a batch larger than :data:`MAX_BATCH_BYTES` is refused
-before it is read.
+before it is read. The unpickler runs at most :data:`MAX_PICKLE_OPS` opcodes (a real
+batch of 10,000 images needs about 40,000), so a stream of cheap opcodes that each
+build an object or push a reference (``DUP``, ``EMPTY_LIST``) cannot grow memory past
+a few hundred bytes per opcode; an archive of more than :data:`MAX_ARCHIVE_MEMBERS`
+entries is refused as it is scanned. Labels must be integers in ``[0, 10)`` (never
+cast: 1.7 is refused, not read as 1), ``data`` an unpickled uint8 array.
 """
 
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import pickle
 import tarfile
+import zlib
 from typing import Any, Optional
 
 import numpy as np
@@ -43,6 +50,10 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 # The largest real batch (CIFAR-100's ``train``: 50,000 x 3,072 bytes) is ~147 MiB.
 MAX_BATCH_BYTES = 256 * 2**20
+# Opcodes the unpickler runs for one batch (a real one runs ~4 per image: 40,000 for CIFAR-10's 10,000).
+MAX_PICKLE_OPS = 1_000_000
+# Entries scanned in an archive (the real one has 8: the folder, 6 batches, batches.meta and readme.html).
+MAX_ARCHIVE_MEMBERS = 1000
 
 _RECONSTRUCT = np.zeros(0, np.uint8).__reduce__()[0]  # numpy.(_)core.multiarray._reconstruct
 
@@ -77,8 +88,27 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class CifarUnpickler(pickle.Unpickler):
-  """An unpickler that builds only the objects of a CIFAR python batch (see :data:`ALLOWED_GLOBALS`)."""
+class CifarUnpickler(pickle._Unpickler):
+  """An unpickler that builds only the objects of a CIFAR python batch (see :data:`ALLOWED_GLOBALS`).
+
+  It is Python's own pure-Python unpickler (``pickle._Unpickler``) with every opcode
+  counted: past :data:`MAX_PICKLE_OPS` the load stops, so what it builds is bounded by
+  the stream's size plus a constant per opcode, whatever the opcodes are.
+  """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.ops = 0
+    self.dispatch = {code: self._counted(handler) for code, handler in pickle._Unpickler.dispatch.items()}
+
+  def _counted(self, handler):
+    def run(unpickler):
+      unpickler.ops += 1
+      if unpickler.ops > MAX_PICKLE_OPS:
+        raise pickle.UnpicklingError(f"more than {MAX_PICKLE_OPS:,} pickle opcodes, far beyond a CIFAR batch "
+                                     f"(about 4 per image); refusing to build more")
+      handler(unpickler)
+    return run
 
   def find_class(self, module: str, name: str) -> Any:
     try:
@@ -121,8 +151,10 @@ def _decode_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
   for key in ("data", "labels"):
     if key not in batch:
       raise ValueError(f"{where} has no {key!r} entry; keys are {sorted(batch)}")
-  data = np.asarray(batch["data"])
-  labels = np.asarray(batch["labels"], np.int64)
+  data = batch["data"]
+  if not isinstance(data, np.ndarray):  # a nested list would be expanded by np.asarray: refuse it as it is
+    raise ValueError(f"{where}: 'data' must be a uint8 array [n, 3072], got {type(data).__name__}")
+  labels = _labels(batch["labels"], where)
   if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
     raise ValueError(f"{where}: 'data' must be uint8 [n, 3072], got {data.dtype} {data.shape}")
   if labels.shape != (data.shape[0],):
@@ -131,6 +163,30 @@ def _decode_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"{where}: labels must lie in [0, 10), got range [{labels.min()}, {labels.max()}]")
   images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
   return np.ascontiguousarray(images), labels
+
+
+def _labels(value: Any, where: str) -> np.ndarray:
+  """A batch's labels as int64, each checked to be an integer in [0, 10) before any conversion."""
+  if isinstance(value, np.ndarray):
+    if value.ndim != 1 or not np.issubdtype(value.dtype, np.integer):
+      raise ValueError(f"{where}: 'labels' must be a list of integers, got a {value.dtype} array of shape "
+                       f"{value.shape}")
+    items = value.tolist()
+  elif isinstance(value, list):
+    items = value
+  else:
+    raise ValueError(f"{where}: 'labels' must be a list of integers, got {type(value).__name__}")
+  for i, label in enumerate(items):
+    if type(label) is not int:
+      raise ValueError(f"{where}: label {i} is {_short(label)}, not an integer (labels are class ids in [0, 10))")
+    if not 0 <= label <= 9:
+      raise ValueError(f"{where}: label {i} is {_short(label)}; labels must lie in [0, 10)")
+  return np.asarray(items, np.int64).reshape(-1)
+
+
+def _short(value: Any) -> str:
+  text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else f"an integer of {value.bit_length()} bits"
+  return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_size(size: int, where: str) -> None:
@@ -153,7 +209,7 @@ def _read_batches(kind: str, path: str) -> dict[str, tuple[np.ndarray, np.ndarra
     return out
   try:
     with tarfile.open(path, "r:*") as tar:
-      members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+      members = _scan_members(tar, path)
       for name in names:
         if name not in members:
           raise FileNotFoundError(f"CIFAR-10 archive {path!r} has no member {FOLDER}/{name}")
@@ -162,7 +218,25 @@ def _read_batches(kind: str, path: str) -> dict[str, tuple[np.ndarray, np.ndarra
         out[name] = _decode_batch(raw, f"{path}:{members[name].name}")
   except tarfile.TarError as e:
     raise ValueError(f"{path!r} is not a readable tar archive: {e}") from e
+  except FileNotFoundError:
+    raise
+  except (EOFError, OSError, lzma.LZMAError, zlib.error) as e:  # truncated .gz, corrupt .xz/.bz2 streams
+    text = " ".join(str(e).split())
+    raise ValueError(f"{path!r} is not a readable tar archive: it is truncated or corrupt "
+                     f"({type(e).__name__}{': ' + text if text else ''})") from None
   return out
+
+
+def _scan_members(tar: tarfile.TarFile, path: str) -> dict[str, tarfile.TarInfo]:
+  """Regular-file members by base name, scanning at most :data:`MAX_ARCHIVE_MEMBERS` entries."""
+  members = {}
+  for count, m in enumerate(tar, 1):
+    if count > MAX_ARCHIVE_MEMBERS:
+      raise ValueError(f"{path!r} has more than {MAX_ARCHIVE_MEMBERS} entries; the CIFAR-10 archive has 8: "
+                       f"refusing to scan further")
+    if m.isfile():
+      members[os.path.basename(m.name)] = m
+  return members
 
 
 def load_cifar10_tarball(data_dir: Optional[str]) -> Dataset:
@@ -190,8 +264,8 @@ def load_cifar10_tarball(data_dir: Optional[str]) -> Dataset:
   found = [f for f in (os.path.join(d, FORGET_FILE) for d in folders) if os.path.isfile(f)]
   if found:
     forget_file = found[0]
-    try:
-      loaded = np.load(forget_file, allow_pickle=False)
+    try:  # mapped, not read: a header declaring more than the file holds is refused before any allocation
+      loaded = np.array(np.load(forget_file, mmap_mode="r", allow_pickle=False))
     except Exception as err:  # not .npy, an object array, a truncated file: np.load raises several types
       raise ValueError(f"{forget_file}: cannot read forget indices as a .npy integer array "
                        f"({type(err).__name__}: {' '.join(str(err).split())})") from None

@@ -20,6 +20,9 @@ folder) is refused, naming the CSV file and line, before any file outside is
 opened or even tested for existence. Images larger than PIL's decompression-bomb
 limit (``PIL.Image.MAX_IMAGE_PIXELS``) are refused too.
 
+An image's identity is its file: ``0_0`` and ``images/0/0.png`` (or a link to that
+file) are one image, which may not be both forgotten and retained.
+
 Conventions (as the organisers' ``original_model.pth`` expects): pixels stay
 0–255 and are not normalised (``scale=1``, mean 0, std 1); the label is
 ``age_group`` (10 classes); the group id is ``person_id``. The training pool
@@ -52,16 +55,33 @@ def _read_csv(path: str) -> list[tuple[int, dict[str, str]]]:
     raise FileNotFoundError(f"competition file {path!r} is missing")
   with open(path, newline="") as f:
     reader = csv.DictReader(f)
-    columns = [c.strip() for c in (reader.fieldnames or [])]
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-      raise ValueError(f"{path}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)}, "
-                       f"found {columns}")
-    rows = [(reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
-            for row in reader]
+    try:
+      columns = [c.strip() for c in (reader.fieldnames or [])]
+      missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+      if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)}, "
+                         f"found {columns}")
+      rows = [(reader.line_num, {k.strip(): _cell(v) for k, v in row.items() if k is not None})
+              for row in reader]
+    except (csv.Error, UnicodeDecodeError) as err:
+      raise _csv_error(path, reader.line_num, err) from None
   if not rows:
     raise ValueError(f"{path}: has a header but no rows")
   return rows
+
+
+def _cell(value) -> str:
+  """A CSV cell as stripped text (a row with extra cells gives a list under the ``None`` key, skipped)."""
+  return (value or "").strip() if isinstance(value, str) or value is None else str(value)
+
+
+def _csv_error(path: str, line: int, err: Exception) -> ValueError:
+  """One line naming the CSV file and line for a decoding error (an over-long field, bad bytes, a stray quote)."""
+  if isinstance(err, UnicodeDecodeError):
+    return ValueError(f"{path} after line {line}: cannot read the CSV file: it is not text in the expected encoding "
+                      f"({err.encoding})")
+  # the reader counts a line once it is parsed: the failing one is the next
+  return ValueError(f"{path} line {line + 1}: cannot read this CSV row: {' '.join(str(err).split())}")
 
 
 def _parse_int(path: str, line: int, column: str, value: str) -> int:
@@ -104,8 +124,92 @@ def _load_image(path: str, csv_path: str, line: int) -> np.ndarray:
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
     raise ValueError(f"{csv_path} line {line}: image {path!r} is too large to load "
                      f"({' '.join(str(e).split())})") from None
-  except OSError as e:
-    raise ValueError(f"{csv_path} line {line}: cannot read image {path!r}: {e}") from e
+  except MemoryError:
+    raise
+  except Exception as e:  # PIL raises OSError, SyntaxError (a broken PNG chunk), ValueError, struct.error, ...
+    raise ValueError(f"{csv_path} line {line}: cannot read image {path!r}: {_reason(e)}") from e
+
+
+def _reason(err: Exception) -> str:
+  text = " ".join(str(err).split())
+  return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+# The decoded images of all three CSV files (uint8 H x W x 3 each) must fit in this share of the available
+# memory; checked from the first image's header, before any pixel is decoded (every image must share its size).
+MEMORY_SHARE = 0.25
+
+
+def _check_image_header(file: str, csv_path: str, line: int, expected: Optional[tuple[int, ...]],
+                        total_rows: int) -> None:
+  """Reads only the header of ``file``: its size must equal the first image's; at the first image, the
+  decoded size of the whole folder (``total_rows`` images of this size) is checked against the memory."""
+  from PIL import Image
+
+  from unlearn_jax import files
+  try:
+    with warnings.catch_warnings():  # over MAX_IMAGE_PIXELS PIL only warns; refuse instead
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(file) as im:
+        width, height = (int(v) for v in im.size)
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    raise ValueError(f"{csv_path} line {line}: image {file!r} is too large to load "
+                     f"({' '.join(str(e).split())})") from None
+  except MemoryError:
+    raise
+  except Exception as e:
+    raise ValueError(f"{csv_path} line {line}: cannot read image {file!r}: {_reason(e)}") from None
+  shape = (height, width, 3)
+  if expected is not None:
+    if shape != tuple(expected):
+      raise ValueError(f"{csv_path} line {line}: image {file!r} has shape {shape}, "
+                       f"expected {tuple(expected)} like the first image")
+    return
+  need = total_rows * height * width * 3 + height * width * 8  # plus one image's decoding temporaries
+  bound = int(files.available_memory() * MEMORY_SHARE)
+  if need > bound:
+    raise ValueError(f"{csv_path} line {line}: image {file!r} is {width}x{height} pixels; the {total_rows} images "
+                     f"the CSV files list, all of that size, take {files.size_text(need)} decoded, over the bound "
+                     f"of {files.size_text(bound)} ({MEMORY_SHARE:g} of the available memory); refusing to decode "
+                     f"them")
+
+
+def _claim_image(ids: dict, file: str, root: str, name: str, csv_path: str, line: int, image_id: str) -> None:
+  """Records ``file`` as named by this retain/forget row; refuses an image named twice, however spelled.
+
+  An image's identity is its file (device and inode of the resolved path), so ``0_0``,
+  ``images/0/0.png``, ``0/0.png`` and a link to the same file are one image.
+  """
+  st = os.stat(file)
+  key = (st.st_dev, st.st_ino)
+  if key in ids:
+    prev_name, prev_line, prev_id = ids[key]
+    rule = ("an image cannot be both forgotten and retained" if prev_name != name else
+            "each image is listed once")
+    raise ValueError(f"{csv_path} line {line}: image_id {image_id!r} also appears in {prev_name} (line "
+                     f"{prev_line}, as {prev_id!r}): both name the image {os.path.relpath(file, root)!r}; {rule}")
+  ids[key] = (name, line, image_id)
+
+
+# person_id is stored as int32 group ids.
+MAX_PERSON_ID = 2**31 - 1
+
+
+def _person_groups(persons: list[str], wheres: list[tuple[str, int]]) -> np.ndarray:
+  """Group ids of the rows: integer ``person_id`` values as they are (each checked to lie in
+  ``[0, MAX_PERSON_ID]``, never wrapped), or, when some are not integers, all of them numbered
+  in sorted order of their text."""
+  values = []
+  for person, (path, line) in zip(persons, wheres):
+    try:
+      value = int(person)
+    except ValueError:  # non-numeric person ids: number them in sorted order
+      return np.unique(np.asarray(persons), return_inverse=True)[1].astype(np.int64)
+    if not 0 <= value <= MAX_PERSON_ID:
+      raise ValueError(f"{path} line {line}: column 'person_id' must be an integer in [0, {MAX_PERSON_ID}], "
+                       f"got {person}")
+    values.append(value)
+  return np.asarray(values, np.int64)
 
 
 def load_competition(data_dir: Optional[str]) -> Dataset:
@@ -119,8 +223,11 @@ def load_competition(data_dir: Optional[str]) -> Dataset:
     FileNotFoundError: ``data_dir``, a CSV or an image file is missing.
     ValueError: a row's image path leaves ``data_dir``, an image exceeds
       PIL's pixel limit, a CSV lacks a column, has no rows or a non-integer value,
-      an ``age_group`` is outside ``[0, 10)``, an image id repeats across
-      retain and forget, or the images differ in size.
+      an ``age_group`` is outside ``[0, 10)``, a ``person_id`` outside
+      ``[0, MAX_PERSON_ID]``, one image (its file, however its id is spelled)
+      is listed twice in retain and forget, a CSV row or an image cannot be
+      decoded, the images differ in size, or all of them decoded would exceed
+      :data:`MEMORY_SHARE` of the available memory (checked from the headers).
   """
   if data_dir is None:
     raise ValueError("dataset 'competition' needs data_dir: the folder holding retain.csv, forget.csv, "
@@ -130,12 +237,15 @@ def load_competition(data_dir: Optional[str]) -> Dataset:
   root = os.path.realpath(data_dir)
 
   images, labels, persons, counts, ids = [], [], [], [], {}
+  wheres, tables = [], []
   for name in FILES:
     path = os.path.join(data_dir, name)
     if os.path.commonpath([os.path.realpath(path), root]) != root:
       raise ValueError(f"competition file {path!r} is a link to {os.path.realpath(path)!r}, outside the data "
                        f"directory {root!r}; refusing to read it")
-    rows = _read_csv(path)
+    tables.append((name, path, _read_csv(path)))
+  total_rows = sum(len(rows) for _, _, rows in tables)
+  for name, path, rows in tables:
     for line, row in rows:
       image_id, person = row["image_id"], row["person_id"]
       if not image_id:
@@ -143,15 +253,14 @@ def load_competition(data_dir: Optional[str]) -> Dataset:
       label = _parse_int(path, line, "age_group", row["age_group"])
       if not 0 <= label < NUM_AGE_GROUPS:
         raise ValueError(f"{path} line {line}: column 'age_group' must lie in [0, {NUM_AGE_GROUPS}), got {label}")
-      if name != "validation.csv":
-        if image_id in ids:
-          raise ValueError(f"{path} line {line}: image_id {image_id!r} also appears in {ids[image_id]}")
-        ids[image_id] = name
       candidates = _confined(_image_path(data_dir, image_id, person), root, path, line, image_id, person)
       file = next((c for c in candidates if os.path.isfile(c)), None)
       if file is None:
         raise FileNotFoundError(f"{path} line {line}: image file for image_id {image_id!r} not found "
                                 f"(looked for {candidates})")
+      if name != "validation.csv":
+        _claim_image(ids, file, root, name, path, line, image_id)
+      _check_image_header(file, path, line, images[0].shape if images else None, total_rows)
       image = _load_image(file, path, line)
       if images and image.shape != images[0].shape:
         raise ValueError(f"{path} line {line}: image {file!r} has shape {image.shape}, "
@@ -159,14 +268,10 @@ def load_competition(data_dir: Optional[str]) -> Dataset:
       images.append(image)
       labels.append(label)
       persons.append(person)
+      wheres.append((path, line))
     counts.append(len(rows))
 
-  try:
-    groups = np.asarray([int(p) for p in persons], np.int64)
-  except ValueError:  # non-numeric person ids: number them in sorted order
-    groups = np.unique(np.asarray(persons), return_inverse=True)[1]
-  if groups.min() < 0:
-    raise ValueError(f"person_id values must be non-negative, got {groups.min()}")
+  groups = _person_groups(persons, wheres)
   n_retain, n_forget, n_val = counts
   n_train = n_retain + n_forget
   val = np.arange(n_train, n_train + n_val)

@@ -86,6 +86,9 @@ NUM_RIGHT_MAX = 401
 PEAKY_RATIO = 0.01
 MAX_ABS_CONFIDENCE = 1e6
 MIN_SEARCH_STEPS = 11
+# N is bounded: the epsilon table is [N+1, N+1] float32 (64 MiB at 4096, built with a few temporaries of
+# that size), and the competition used N = 512. 32,768 models would need 4 GiB per temporary.
+MAX_NUM_MODELS = 4096
 # T < 2**28 for every accepted input: ranges are at most 2 * MAX_ABS_CONFIDENCE.
 MAX_SEARCH_STEPS = int(np.ceil(2 * MAX_ABS_CONFIDENCE * PER_UNIT)).bit_length()
 
@@ -526,6 +529,9 @@ def check_pair(unlearned_confs: Any, retrained_confs: Any) -> tuple[np.ndarray, 
                      f"got {u.shape} and {r.shape}")
   if u.shape[0] < 2:
     raise ValueError(f"need at least 2 models per kind (N >= 2), got N = {u.shape[0]}")
+  if u.shape[0] > MAX_NUM_MODELS:
+    raise ValueError(f"N = {u.shape[0]} models per kind is over the bound of {MAX_NUM_MODELS}: the epsilon table "
+                     f"takes (N + 1)^2 float32 values")
   if u.shape[1] < 1:
     raise ValueError(f"need at least 1 forget example (E >= 1), got E = {u.shape[1]}")
   return u, r

@@ -55,7 +55,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from unlearn_jax import checkpoint, compile_cache, metrics, plugins
+from unlearn_jax import checkpoint, compile_cache, files, metrics, plugins
 from unlearn_jax.analysis import evaluators
 from unlearn_jax.analysis.degenerate import DegeneracyCheck
 from unlearn_jax.protocol import margins, runner, scoring, stages
@@ -155,6 +155,8 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   """
   progress = progress or Progress()
   validate(config)  # before any folder is made
+  if config.output_dir is not None:
+    files.check_output_folder(config.output_dir)  # outputs replace only regular files: refused before any work
   with compile_cache.persistent_cache(compile_cache_dir(config)):
     t0 = time.perf_counter()
     ctx = build_context(config, progress)

@@ -50,10 +50,8 @@ def read(retrained_dir: Optional[str], num_models: Optional[int]) -> Optional[di
     return None
   path = ceiling_path(retrained_dir, num_models)
   try:
-    if os.path.getsize(path) > MAX_FILE_BYTES:
-      return None
-    with open(path) as f:
-      data = json.load(f)
+    from unlearn_jax import files  # a regular file only: a FIFO or link in the cache is ignored, never waited on
+    data = json.loads(files.read_regular(path, MAX_FILE_BYTES, "ceiling file").decode("utf-8"))
     fq = float(data["forgetting_quality"])
   except (OSError, ValueError, KeyError, TypeError, AttributeError):
     return None

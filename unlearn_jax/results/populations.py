@@ -80,6 +80,8 @@ def read_populations(path: str) -> dict[str, np.ndarray]:
   missing = [k for k in required if k not in arrays]
   if missing:
     raise ValueError(f"populations file {path!r} lacks arrays {missing}")
+  for name, value in arrays.items():
+    _check_real(path, name, value)
   n, e = arrays["unlearned/forget_confidence"].shape
   for name, value in arrays.items():
     expect = None
@@ -102,6 +104,14 @@ def read_populations(path: str) -> dict[str, np.ndarray]:
     if not np.all(np.isfinite(value)):
       raise ValueError(f"populations file {path!r}: array {name!r} has non-finite values")
   return arrays
+
+
+def _check_real(path: str, name: str, value: np.ndarray) -> None:
+  """Refuses an array that is not real numbers (complex values are never cast to their real part)."""
+  if np.issubdtype(value.dtype, np.complexfloating):
+    raise ValueError(f"populations file {path!r}: array {name!r} is complex ({value.dtype}); it must hold real numbers")
+  if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+    raise ValueError(f"populations file {path!r}: array {name!r} must hold real numbers, got dtype {value.dtype}")
 
 
 def outputs(arrays: Mapping[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
