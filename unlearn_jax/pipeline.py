@@ -154,6 +154,8 @@ class Context:
                  model=plugins.model_key(c.model), conv_impl=c.conv_impl, recipe=self.recipe, seed=c.seed)
     if c.dtype != "float32":  # float32 keys stay as they were before the option existed
       parts["dtype"] = c.dtype
+    if kind == "retrained" and not c.cache_params:  # entries without parameters: their own key (default unchanged)
+      parts["cache_params"] = False
     return parts
 
 
@@ -208,13 +210,20 @@ def load_data(name: str, data_dir: Optional[str] = None) -> Dataset:
   return load_dataset(name, data_dir)
 
 
+def check_dataset(name: str) -> None:
+  """Raises a one-line ``ValueError`` unless ``name`` is a registered, synthetic or ``tfds:`` dataset."""
+  from unlearn_jax.data import SOURCES
+  if not isinstance(name, str) or (name not in SOURCES and name not in SYNTHETIC and not name.startswith("tfds:")):
+    raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(SOURCES) + sorted(SYNTHETIC)} "
+                     f"or tfds:<name>")
+
+
 def validate(config: EvalConfig) -> None:
   """Checks every argument that can be checked without loading data."""
-  from unlearn_jax.data import SOURCES
+  from unlearn_jax import settings
   from unlearn_jax.models import MODELS
-  if config.dataset not in SOURCES and config.dataset not in SYNTHETIC and not config.dataset.startswith("tfds:"):
-    raise ValueError(f"unknown dataset {config.dataset!r}; expected one of {sorted(SOURCES) + sorted(SYNTHETIC)} "
-                     f"or tfds:<name>")
+  check_dataset(config.dataset)
+  settings.check_eval_config(config)  # settings that combine badly (klom without cached parameters)
   plugins.validate_method(config.method, dict(config.hyperparameters))  # before anything is trained
   if plugins.is_spec(config.model):
     plugins.load_factory(config.model, "model")

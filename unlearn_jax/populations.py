@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from unlearn_jax import checkpoint
+from unlearn_jax import checkpoint, untrusted
 
 POPULATIONS_FILE = "populations.npz"
 KINDS = ("unlearned", "retrained")
@@ -75,6 +75,7 @@ def read_populations(path: str) -> dict[str, np.ndarray]:
   missing = [k for k in required if k not in arrays]
   if missing:
     raise ValueError(f"populations file {path!r} lacks arrays {missing}")
+  untrusted.check_population_arrays(arrays, f"populations file {path!r}")  # dtypes, ranges, points of epsilons
   n, e = arrays["unlearned/forget_confidence"].shape
   for name, value in arrays.items():
     expect = None

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from unlearn_jax import checkpoint, report, setups
+from unlearn_jax import checkpoint, report, settings, setups, untrusted
 
 DEFAULT_DRAWS = 2000
 
@@ -79,6 +79,7 @@ def compare_points(points_a: np.ndarray, points_b: np.ndarray, *, draws: int = D
 def run(args) -> int:
   a, b = report.read_results(args.run_a), report.read_results(args.run_b)
   setups.require_same_setup([a, b], [args.run_a, args.run_b])
+  settings.check_compare_draws(args.draws, len(a.get("per_example_epsilons") or []))  # bounded before the draws
   out = compare_points(points_of(a, args.run_a), points_of(b, args.run_b), draws=args.draws, level=args.level,
                        seed=args.seed)
   out |= {"a": {"method": a["method"], "dir": args.run_a, "forgetting_quality": float(a["forgetting_quality"])},
@@ -86,8 +87,9 @@ def run(args) -> int:
           "setup": setups.describe(setups.setup_of(a))}
   lo, hi = out["interval"]
   print(f"setup: {out['setup']}")
-  print(f"A = {a['method']} ({args.run_a}): F {a['forgetting_quality']:.4f}")
-  print(f"B = {b['method']} ({args.run_b}): F {b['forgetting_quality']:.4f}")
+  shown = untrusted.terminal_text  # method names come from files that may have been edited
+  print(f"A = {shown(a['method'])} ({shown(args.run_a)}): F {a['forgetting_quality']:.4f}")
+  print(f"B = {shown(b['method'])} ({shown(args.run_b)}): F {b['forgetting_quality']:.4f}")
   print(f"F(A) - F(B) = {out['mean_difference']:+.4f}, {100 * out['level']:g}% paired bootstrap interval over "
         f"{out['num_examples']} examples [{lo:+.4f}, {hi:+.4f}]; Wilcoxon signed-rank p = {out['wilcoxon_p']:.3g}")
   print(f"verdict: {out['verdict']}")

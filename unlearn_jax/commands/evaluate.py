@@ -196,10 +196,8 @@ def _init_distributed(args) -> tuple[int, int]:
 
 
 def _draws(cfg: dict[str, Any]) -> int:
-  value = cfg.get("bootstrap") or 0
-  if not isinstance(value, int) or isinstance(value, bool) or value == 1 or value < 0:
-    raise ValueError(f"--bootstrap must be an integer >= 2 (draws), got {value!r}")
-  return value
+  from unlearn_jax import settings
+  return settings.check_bootstrap(cfg.get("bootstrap") or 0, cfg.get("num_models"))  # type and upper bounds
 
 
 def add_evaluations(results: dict[str, Any], config, *, bootstrap: int = 0, with_ceiling: bool = False,
