@@ -50,7 +50,7 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
     ValueError: a bad argument (one-line message), including
       :class:`unlearn_jax.pipeline.ProtocolError` when the method diverges.
   """
-  from unlearn_jax import configs, pipeline, report
+  from unlearn_jax import budget, configs, pipeline, report
   from unlearn_jax.commands.evaluate import to_eval_config
 
   cfg = configs.load_config(config)
@@ -71,7 +71,9 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
     eval_config = to_eval_config(cfg)
     if not named:
       eval_config = dataclasses.replace(eval_config, method=method)
-    results = pipeline.evaluate(eval_config, pipeline.Progress(enabled=verbose))
+    progress = pipeline.Progress(enabled=verbose)
+    budget.attach(progress, cfg.get("max_hours"))  # max_hours: estimate after each stage's first chunk, and refuse
+    results = pipeline.evaluate(eval_config, progress)
     if output_dir is not None:
       report.write_results(results, output_dir)
       if plots:

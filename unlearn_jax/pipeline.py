@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import autotune, checkpoint, compile_cache, degenerate, evaluations, margins, plugins, seeds, setups
+from unlearn_jax import autotune, budget, checkpoint, compile_cache, degenerate, evaluations, margins, plugins, seeds, setups
 from unlearn_jax._validate import check_seed
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
@@ -450,6 +450,7 @@ def run_chunked(stage: str, runner: seeds.SeedRunner, root: jax.Array, num: int,
     mine = [r for j, r in enumerate(missing) if j % config.process_count == config.process_index]
     done = sum(hi - lo for lo, hi in reused)
     computed, t0 = 0, time.perf_counter()
+    cost = budget.stage(progress, stage, num)  # estimate and --max-hours check after each computed chunk
     for lo, hi in mine:
       keys = seeds.seed_keys(root, hi - lo, start=lo)
       out = to_host(runner.run_chunk(keys, *shared))
@@ -457,6 +458,7 @@ def run_chunked(stage: str, runner: seeds.SeedRunner, root: jax.Array, num: int,
       computed += hi - lo
       done += hi - lo
       progress.chunk(stage, done, num, computed, time.perf_counter() - t0)
+      cost.after_chunk(done, computed)
     _wait_for(store, missing, config.wait_timeout_s, progress, stage)
     parts, ok = [], True
     for lo, hi in sorted(reused + missing):  # every entry is checked, so one retry rebuilds all bad ones

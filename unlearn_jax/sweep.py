@@ -47,7 +47,7 @@ import re
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from unlearn_jax import checkpoint, pipeline, report, setups
+from unlearn_jax import budget, checkpoint, pipeline, report, setups
 
 MAX_POINTS = 1000
 TABLE_FILE, CSV_FILE, JSON_FILE, PLOT_FILE = "sweep.md", "sweep.csv", "sweep.json", "sweep.png"
@@ -284,9 +284,14 @@ def run_sweep(config: pipeline.EvalConfig, grid: Mapping[str, Sequence[Any]], *,
   out_dir = config.output_dir
   os.makedirs(out_dir, exist_ok=True)
   rows, setup = [], None
+  cost = budget.sweep_of(progress)  # the sweep's estimated total after its first point, and --max-hours
+  if cost is not None:
+    cost.start_points(len(points))
   for i, (point, method) in enumerate(zip(points, methods)):
     progress.line(f"[sweep] point {i + 1}/{len(points)}: {point.name}")
     results, reused = _evaluate_point(ref, method, os.path.join(out_dir, point.name), progress, plots)
+    if cost is not None:
+      cost.after_point(reused)
     rows.append(_row(point, results, reused))
     setup = setup or setups.setup_of(results)
   rank_rows(rows)

@@ -18,7 +18,7 @@ See :mod:`unlearn_jax.sweep`.
 
 from __future__ import annotations
 
-from unlearn_jax import compile_cache
+from unlearn_jax import budget, compile_cache
 from unlearn_jax.commands import evaluate as evaluate_cmd
 
 
@@ -46,6 +46,7 @@ def run(args) -> int:
   config = evaluate_cmd.to_eval_config(cfg)
   confirm = bool(cfg.get("confirm")) if args.confirm is None else True
   progress = pipeline.Progress(enabled=not args.quiet)
+  budget.attach(progress, cfg.get("max_hours"))  # checks --max-hours; the sweep's estimate after its first point
   sweep.plan(config, grid, confirm_seed=args.confirm_seed)  # a bad grid fails before any file is created
   if args.download:
     evaluate_cmd._download(config, progress)
