@@ -146,6 +146,8 @@ MALFORMED = [
      "field unlearned.test_accuracy.mean must lie in [0, 1]"),
     ("MIA 10**400", _set(["mia", "unlearned"], 10**400), "field mia.unlearned must be a number"),
     ("cost a list", _set(["cost", "relative_to_retrain"], [1]), "field cost.relative_to_retrain must be a number"),
+    ("degenerate reasons a number", _set(["degenerate"], {"flagged": True, "reasons": 5}),
+     "field 'degenerate' must be an object with a list of 'reasons'"),
 ]
 
 

@@ -156,6 +156,9 @@ def check_results(data: Mapping[str, Any], where: str) -> None:
                            f"(num_models_scored), got {_show(per_model)}")
         for value in per_model:
           _number(where, f"{kind}.{name}.per_model", value, low=0.0, high=1.0)
+  check = data.get("degenerate")
+  if check is not None and (not isinstance(check, Mapping) or not isinstance(check.get("reasons", []), list)):
+    raise ValueError(f"{where}: field 'degenerate' must be an object with a list of 'reasons', got {_show(check)}")
   _number(where, "mia.unlearned", data.get("mia", {}).get("unlearned"), low=0.0, high=1.0, allow_null=True)
   _number(where, "cost.relative_to_retrain", data.get("cost", {}).get("relative_to_retrain"), low=0.0,
           allow_null=True)
