@@ -421,6 +421,34 @@ def test_max_hours_refuses_after_the_first_chunk_and_leaves_only_whole_chunks(tm
   assert not out.exists()  # no results, no populations, no plots, no unlearning chunks
 
 
+def test_forecast_of_a_stage_from_the_measured_retrained_time():
+  lines = []
+  b, clock = _budget(1.0, lines)
+  b.forecast("unlearn", 100, "retrained", 0.5)  # nothing measured yet: no estimate, no refusal
+  assert lines == []
+  stage = budget.StageBudget(b, "retrained", 100)
+  clock.now += 20.0
+  clock.compiled += 10.0
+  stage.after_chunk(100, 100)  # 0.1 s per model
+  b.forecast("unlearn", 100, "retrained", 0.5)  # 5 s
+  assert lines == ["[budget] unlearn: about 5 s for 100 model(s) (0.5 x the retrained time of 0.1 s per model); "
+                   "estimated total 25 s (budget 1 h)"]
+  with pytest.raises(budget.BudgetExceeded, match=r"before it starts"):
+    b.forecast("unlearn", 100, "retrained", 1e4)  # 100,000 s
+
+
+def test_a_method_set_to_run_for_years_is_refused_before_its_stage(tmp_path, capsys):
+  out = tmp_path / "out"
+  assert cli.main(["evaluate", "--config", "tiny", "--epochs", "1", "--num-models", "2", "--hp", "epochs=200000000",
+                   "--cache-dir", str(tmp_path / "c"), "--output-dir", str(out), "--max-hours", "1"]) == 2
+  captured = capsys.readouterr()
+  lines = captured.err.splitlines()
+  assert "Traceback" not in captured.err and lines[-1].startswith("unlearn-jax: error: this run would take about")
+  assert "stage unlearn: 2 model(s) at" in lines[-1] and "before it starts" in lines[-1]
+  assert any(line.startswith("[budget] unlearn: about") for line in lines)
+  assert not out.exists()  # the unlearning stage never started: no chunk folder
+
+
 def test_sweep_refuses_past_its_budget(tmp_path, capsys):
   out = tmp_path / "sweep"
   err = _cli_error(capsys, ["sweep", "--config", "tiny", "--epochs", "1", "--num-models", "2", "--chunk-size", "1",

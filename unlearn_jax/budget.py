@@ -13,6 +13,12 @@ so a stage that slows down is refused as soon as its total passes the budget. A 
 does the same per grid point (:meth:`Budget.after_point`): after its first computed
 point it states the sweep's estimated total and refuses one that will not fit.
 
+Before the unlearning stage starts, :meth:`Budget.forecast` turns the method's declared
+cost relative to retraining (``UnlearningMethod.cost`` in retain epochs over the recipe's
+epochs) and the retrained stage's measured time per model into the stage's cost, so a
+method set to run for far too long (``--hp epochs=200000000``) is refused before its
+first chunk, which would otherwise be one program running past any budget.
+
 Nothing half-written remains: the check runs between chunks, after the finished chunk
 was saved atomically, and the results files are written only at the end of a run, so a
 refused run leaves only complete cache entries (which the same command reuses when it
@@ -107,6 +113,7 @@ class Budget:
     self.start = clock()
     compile_clock()  # starts listening before the first program compiles
     self._points: Optional[dict[str, Any]] = None
+    self.per_model: dict[str, float] = {}  # stage -> measured seconds per model (compilation excluded)
 
   @property
   def limit_s(self) -> Optional[float]:
@@ -121,6 +128,21 @@ class Budget:
       raise BudgetExceeded(f"this run would take about {_duration(estimate_total_s)} ({what}), over --max-hours "
                            f"{self.max_hours:g}; stopped after {_duration(self.elapsed())} with every finished chunk "
                            f"saved (the same command with a larger --max-hours continues from them)")
+
+  def forecast(self, stage: str, num_models: int, relative_to: str, ratio: float) -> None:
+    """Before stage ``stage`` of ``num_models`` models starts: its cost as ``ratio`` times the measured
+    per-model time of stage ``relative_to`` (e.g. an unlearning method's cost relative to retraining).
+    States it and checks the budget; nothing happens when ``relative_to`` was not measured in this run."""
+    base = self.per_model.get(relative_to)
+    if base is None or not math.isfinite(float(ratio)) or ratio < 0:
+      return
+    ahead = num_models * base * float(ratio)
+    total = self.elapsed() + ahead
+    if self.max_hours is not None or ahead >= LONG_S:
+      self.log(f"[budget] {stage}: about {_duration(ahead)} for {num_models} model(s) ({float(ratio):.3g} x the "
+               f"{relative_to} time of {base:.3g} s per model); estimated total {_duration(total)}"
+               + self._of_budget())
+    self.check(total, f"stage {stage}: {num_models} model(s) at {float(ratio):.3g} x {base:.3g} s, before it starts")
 
   # ---------------------------------------------------------------- sweeps
 
@@ -173,6 +195,7 @@ class StageBudget:
     wall = b.clock() - self.t0
     compiling = max(0.0, b.compile_clock() - self.c0)
     per_model = max(wall - compiling, 0.0) / computed
+    b.per_model[self.stage] = per_model
     left = max(self.total - done, 0)
     if not left:
       return
@@ -197,6 +220,13 @@ def attach(progress: Any, max_hours: Optional[float] = None) -> Budget:
 def stage(progress: Any, name: str, total: int) -> StageBudget:
   """The :class:`StageBudget` of one pass of stage ``name`` (inactive when ``progress`` has no budget)."""
   return StageBudget(getattr(progress, "budget", None), name, total)
+
+
+def forecast(progress: Any, stage: str, num_models: int, relative_to: str, ratio: float) -> None:
+  """:meth:`Budget.forecast` of the budget attached to ``progress`` (nothing without one)."""
+  b = getattr(progress, "budget", None)
+  if b is not None:
+    b.forecast(stage, num_models, relative_to, ratio)
 
 
 def sweep_of(progress: Any) -> Optional[Budget]:

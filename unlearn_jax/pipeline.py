@@ -761,6 +761,7 @@ def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None,
   seed_u = config.seed if config.unlearn_seed is None else config.unlearn_seed
   root_u = ref.root if seed_u == config.seed else jax.random.key(seed_u)
 
+  budget.forecast(progress, "unlearn", config.num_models, "retrained", method.cost(sizes) / ctx.recipe.epochs)
   t0 = time.perf_counter()
   unlearned, unlearned_dir, rebuilt_u = unlearned_models(ctx, method, ref.original,
                                                          jax.random.fold_in(root_u, STREAM_UNLEARN),
