@@ -48,6 +48,7 @@ import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from unlearn_jax import checkpoint, plugins
+from unlearn_jax.protocol import budget
 from unlearn_jax.protocol import context as protocol_context
 from unlearn_jax.protocol import run as protocol_run
 from unlearn_jax.protocol.config import EvalConfig
@@ -279,6 +280,7 @@ def run_sweep(config: EvalConfig, grid: Mapping[str, Sequence[Any]], *,
   """
   progress = progress or Progress()
   source, points = plan(config, grid, factory=factory, confirm_seed=confirm_seed)
+  budget.attach(progress, config.max_hours)  # the sweep's estimated total after its first point, and --max-hours
   build = build or protocol_context.build_method
   fixed = dict(config.hyperparameters)
   t0 = time.perf_counter()
@@ -290,9 +292,14 @@ def run_sweep(config: EvalConfig, grid: Mapping[str, Sequence[Any]], *,
   out_dir = config.output_dir
   os.makedirs(out_dir, exist_ok=True)
   rows, setup = [], None
+  cost = budget.sweep_of(progress)  # the sweep's estimated total after its first point, and --max-hours
+  if cost is not None:
+    cost.start_points(len(points))
   for i, (point, method) in enumerate(zip(points, methods)):
     progress.line(f"[sweep] point {i + 1}/{len(points)}: {point.name}")
     results, reused = _evaluate_point(ref, method, os.path.join(out_dir, point.name), progress, plots)
+    if cost is not None:
+      cost.after_point(reused)
     rows.append(_row(point, results, reused))
     setup = setup or setups.setup_of(results)
   rank_rows(rows)

@@ -20,7 +20,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from unlearn_jax import checkpoint, files
-from unlearn_jax.results import populations, report, setups
+from unlearn_jax.protocol import settings
+from unlearn_jax.results import populations, report, setups, untrusted
 
 DEFAULT_DRAWS = 2000
 
@@ -91,6 +92,7 @@ def run(args) -> int:
   files.refuse_special_target(args.output or "")  # before any work: outputs replace only regular files
   a, b = report.read_results(args.run_a), report.read_results(args.run_b)
   setups.require_same_setup([a, b], [args.run_a, args.run_b])
+  settings.check_compare_draws(args.draws, len(a.get("per_example_epsilons") or []))  # bounded before the draws
   pop_a, pop_b = _populations_of(args.run_a), _populations_of(args.run_b)
   examples = compare_points(points_of(a, args.run_a), points_of(b, args.run_b), draws=args.draws, level=args.level,
                             seed=args.seed)
@@ -107,8 +109,9 @@ def run(args) -> int:
           "setup": setups.describe(setups.setup_of(a))}
   level = f"{100 * out['level']:g}%"
   print(f"setup: {out['setup']}")
-  print(f"A = {a['method']} ({args.run_a}): F {a['forgetting_quality']:.4f}")
-  print(f"B = {b['method']} ({args.run_b}): F {b['forgetting_quality']:.4f}")
+  shown = untrusted.terminal_text  # method names come from files that may have been edited
+  print(f"A = {shown(a['method'])} ({shown(args.run_a)}): F {a['forgetting_quality']:.4f}")
+  print(f"B = {shown(b['method'])} ({shown(args.run_b)}): F {b['forgetting_quality']:.4f}")
   print(f"F(A) - F(B) = {out['mean_difference']:+.4f}")
   lo, hi = models["interval"]
   print(f"models as the random units: {models['groups']} disjoint groups of {models['models_per_group']} models, "

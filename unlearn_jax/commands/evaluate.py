@@ -35,7 +35,7 @@ FLAG_KEYS = {
     "chunk_size": "chunk_size", "conv_impl": "conv_impl", "dtype": "dtype", "seed": "seed", "output_dir": "output_dir",
     "cache_dir": "cache_dir", "allow_nan_drop": "allow_nan_drop", "plots": "plots", "metrics": "metrics",
     "margin_examples": "margin_examples", "bootstrap": "bootstrap", "with_ceiling": "with_ceiling",
-    "compile_cache": "compile_cache",
+    "compile_cache": "compile_cache", "max_hours": "max_hours",
 }
 
 
@@ -96,6 +96,9 @@ def add_arguments(p) -> None:
   p.add_argument("--no-compile-cache", dest="compile_cache", action="store_false", default=None,
                  help="do not keep JAX's persistent compilation cache in <cache-dir>/jax-compilation (default: "
                       "kept, so running the same command again skips compilation)")
+  p.add_argument("--max-hours", type=float, metavar="H",
+                 help="time budget: once a stage's first chunk (a sweep's first point) has run, the run's estimated "
+                      "total is printed and a run that would exceed H hours stops (exit 2), its finished chunks kept")
   p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   p.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
                  help="multi-process: coordinator host:port (env JAX_COORDINATOR_ADDRESS)")

@@ -22,6 +22,7 @@ from typing import Any
 from unlearn_jax import configs
 from unlearn_jax.models import get_model
 from unlearn_jax.unlearning import METHODS, SetSizes
+from unlearn_jax.protocol import config as protocol_config
 
 # A retain set of the competition's order of size, with its forget/validation ratios.
 COMPETITION_SIZES = SetSizes(retain=40_000, forget=1_000, validation=5_000)
@@ -44,12 +45,14 @@ def dataset_defaults(dataset: str) -> dict[str, dict[str, Any]]:
 
 def run(args) -> int:
   method = getattr(args, "method", None)
+  dataset = getattr(args, "dataset", None)
+  if dataset is not None:
+    protocol_config.check_dataset(dataset)  # an unknown dataset is an error, not an empty list of defaults
   if method is not None:
-    return _show_method(method)
+    return _show_method(method, dataset)
   if getattr(args, "names_only", False):
     print("\n".join(METHODS))
     return 0
-  dataset = getattr(args, "dataset", None)
   defaults = dataset_defaults(dataset) if dataset else {}
   model = get_model("resnet18", 10)
   sizes = COMPETITION_SIZES
@@ -76,7 +79,7 @@ def run(args) -> int:
   return 0
 
 
-def _show_method(spec: str) -> int:
+def _show_method(spec: str, dataset: str | None = None) -> int:
   from unlearn_jax import plugins
   from unlearn_jax.unlearning import hparams
   src = plugins.resolve_method(spec)
@@ -85,6 +88,9 @@ def _show_method(spec: str) -> int:
   derived = " (derived from the factory's signature: no HPARAMS declared)" \
       if hparams.module_declarations(src.factory) is None else ""
   print(f"# {src.name}{where}: {len(decl)} hyperparameter(s){derived}; set with --hp NAME=VALUE")
+  if dataset is not None:
+    shown = " ".join(f"{k}={v}" for k, v in sorted(dataset_defaults(dataset).get(src.name, {}).items()))
+    print(f"# defaults of dataset {dataset!r}: {shown or 'none (the declared defaults below)'}")
   if not decl:
     return 0
   rows = [("name", "type", "default", "valid values", "description")] + hparams.describe_table(decl)

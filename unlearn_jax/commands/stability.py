@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 
 from unlearn_jax import checkpoint, files
-from unlearn_jax.results import populations
-from unlearn_jax.results import report
-from unlearn_jax.results import setups
 from unlearn_jax.analysis import stability
+from unlearn_jax.protocol import settings
+from unlearn_jax.results import populations, report, setups, untrusted
 
 
 def add_parser(sub) -> None:
@@ -45,9 +44,12 @@ def run(args) -> int:
   results = [report.read_results(d) for d in args.runs]
   setups.require_same_setup(results, args.runs)
   pops = [populations.read_populations(d if os.path.isdir(d) else os.path.dirname(d) or ".") for d in args.runs]
-  names = [r["method"] for r in results]
+  for r, p, d in zip(results, pops, args.runs):
+    untrusted.check_pair(r, p, f"run {d!r}")  # results.json and populations.npz of one run agree
+  names = [untrusted.terminal_text(r["method"]) for r in results]
   if len(set(names)) != len(names):  # two configurations of one method: name them by directory
-    names = [f"{r['method']} ({d})" for r, d in zip(results, args.runs)]
+    names = [untrusted.terminal_text(f"{r['method']} ({d})") for r, d in zip(results, args.runs)]
+  settings.check_repeats(args.repeats, len(pops), *pops[0]["unlearned/forget_confidence"].shape)  # bounded first
   out = stability.stability(names, [p["unlearned/forget_confidence"] for p in pops],
                             [p["retrained/forget_confidence"] for p in pops], sizes=_sizes(args.sizes),
                             repeats=args.repeats, seed=args.seed)

@@ -89,6 +89,8 @@ def _run_config_file(spec: str) -> Mapping[str, Any]:
     mod_spec.loader.exec_module(module)
   except OSError as err:
     raise ValueError(f"cannot read config file {spec!r}: {err}") from None
+  except (SystemExit, KeyboardInterrupt) as err:  # exit() or an interrupt raised by the file's own code
+    raise ValueError(f"config file {spec!r} {_exit_text(err)} while loading") from None
   except Exception as err:  # the user's module may raise anything, SyntaxError included
     raise ValueError(f"config file {spec!r} failed to load: {type(err).__name__}: {_one_line(err)}") from None
   get_config = getattr(module, "get_config", None)
@@ -96,12 +98,22 @@ def _run_config_file(spec: str) -> Mapping[str, Any]:
     raise ValueError(f"config file {spec!r} defines no get_config()")
   try:
     config = get_config()
+  except (SystemExit, KeyboardInterrupt) as err:
+    raise ValueError(f"get_config() of config file {spec!r} {_exit_text(err)}") from None
   except Exception as err:  # likewise for the user's get_config()
     raise ValueError(f"get_config() of config file {spec!r} raised {type(err).__name__}: {_one_line(err)}") from None
   if not isinstance(config, Mapping):
     raise ValueError(f"get_config() of config file {spec!r} must return a dict of config keys, "
                      f"got {type(config).__name__}")
   return config
+
+
+def _exit_text(err: BaseException) -> str:
+  """``called sys.exit(3)`` / ``raised KeyboardInterrupt``: what a config's code did instead of returning."""
+  if isinstance(err, SystemExit):
+    code = err.code
+    return f"called sys.exit({code!r})" if code is not None else "called sys.exit()"
+  return f"raised {type(err).__name__}" + (f": {_one_line(err)}" if str(err) else "")
 
 
 def _one_line(err: BaseException) -> str:
@@ -133,8 +145,16 @@ KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "cache_dir": ((str,), "a folder path"),
     "output_dir": ((str,), "a folder path"),
     "cache_params": ((bool,), "true or false"),
+    "compile_cache": ((bool,), "true or false"),
     "allow_nan_drop": ((bool,), "true or false"),
     "plots": ((bool,), "true or false"),
+    "with_ceiling": ((bool,), "true or false"),
+    "confirm": ((bool,), "true or false"),
+    "bootstrap": ((int,), "an integer (draws; 0 for none)"),
+    "margin_examples": ((int,), "an integer"),
+    "metrics": ((str, list, tuple), "a comma-separated string or list of evaluation names"),
+    "grid": ((Mapping, type(None)), "a mapping of hyperparameter names to lists of values"),
+    "max_hours": (_NUMBER + (type(None),), "a number of hours or null"),
     "dataset_defaults": ((Mapping,), "a mapping dataset -> {model, recipe}"),
 }
 

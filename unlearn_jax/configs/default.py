@@ -52,6 +52,9 @@ Keys:
   margin_examples: retain and held-out examples on which klom records margins.
   bootstrap: draws of the bootstrap intervals (0: none).
   with_ceiling: compute F of retrain as the method when the cache lacks it.
+  max_hours: time budget in hours (``None``: none). After each stage's first chunk (and a
+    sweep's first point) the run's estimated total is printed; a run estimated past the
+    budget stops with a one-line error, its finished chunks kept (:mod:`unlearn_jax.protocol.budget`).
   grid, confirm: ``unlearn-jax sweep`` only: hyperparameter name -> list of values (the
     sweep's grid; ``evaluate`` refuses a config with one) and whether to re-evaluate the
     best point on a fresh unlearning seed stream.
@@ -95,6 +98,7 @@ def get_config() -> dict[str, Any]:
       "margin_examples": 1000,
       "bootstrap": 0,
       "with_ceiling": False,
+      "max_hours": None,
       "grid": {},
       "confirm": False,
       "dataset_defaults": {

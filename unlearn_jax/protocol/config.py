@@ -29,7 +29,7 @@ from unlearn_jax.analysis import evaluations
 from unlearn_jax.data import SOURCES, SplitSpec
 from unlearn_jax.data.synthetic import SYNTHETIC
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, MODELS
-from unlearn_jax.protocol import margins
+from unlearn_jax.protocol import budget, margins, settings
 from unlearn_jax.protocol.errors import ProtocolError  # noqa: F401  (part of this module's interface)
 from unlearn_jax.training import RECIPES, Recipe
 from unlearn_jax.unlearning import UnlearningMethod
@@ -123,6 +123,8 @@ class RunOptions:
     compile_cache: keep JAX's persistent compilation cache under ``cache_dir/jax-compilation``
       (:mod:`unlearn_jax.compile_cache`), so running the same evaluation again skips compilation.
     plots: write the PNG plots beside ``results.json``.
+    max_hours: time budget (``None``: none): a run whose estimated total exceeds it stops after the
+      chunk that showed it (:mod:`unlearn_jax.protocol.budget`).
   """
 
   strategy: str = "auto"
@@ -134,6 +136,7 @@ class RunOptions:
   wait_timeout_s: float = 3600.0
   compile_cache: bool = True
   plots: bool = False
+  max_hours: Optional[float] = None
 
 
 PARTS = (Setup, MethodChoice, Evaluations, RunOptions)
@@ -191,11 +194,17 @@ def resolve_recipe(name: str, overrides: Sequence[tuple[str, Any]] = ()) -> Reci
   return recipe.replace(**overrides) if overrides else recipe
 
 
+def check_dataset(name: Any) -> None:
+  """Raises a one-line ``ValueError`` unless ``name`` is a registered, synthetic or ``tfds:`` dataset."""
+  if not isinstance(name, str) or (name not in SOURCES and name not in SYNTHETIC and not name.startswith("tfds:")):
+    raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(SOURCES) + sorted(SYNTHETIC)} "
+                     f"or tfds:<name>")
+
+
 def validate(config: EvalConfig) -> None:
   """Checks every argument that can be checked without loading data (one-line ``ValueError``)."""
-  if config.dataset not in SOURCES and config.dataset not in SYNTHETIC and not config.dataset.startswith("tfds:"):
-    raise ValueError(f"unknown dataset {config.dataset!r}; expected one of {sorted(SOURCES) + sorted(SYNTHETIC)} "
-                     f"or tfds:<name>")
+  check_dataset(config.dataset)
+  settings.check_eval_config(config)  # settings that combine badly (klom without cached parameters)
   plugins.validate_method(config.method, dict(config.hyperparameters))  # before anything is trained
   if plugins.is_spec(config.model):
     plugins.load_factory(config.model, "model")
@@ -232,20 +241,12 @@ def validate_evaluations(config: EvalConfig) -> None:
   evaluations.check_metrics(config.metrics)
   if int(config.margin_examples) != config.margin_examples or config.margin_examples < 1:
     raise ValueError(f"margin_examples must be an integer >= 1, got {config.margin_examples}")
-  check_draws(config.bootstrap)
+  settings.check_bootstrap(config.bootstrap, config.num_models)
   if config.with_ceiling and config.process_count > 1:
     raise ValueError("--with-ceiling runs in a single process; evaluate --method retrain on the same setup "
                      "(multi-process) instead, and later results will show its ceiling")
   if "ulira" in config.metrics:
     evaluations.check_ulira_size(config.num_models)
-
-
-def check_draws(value: Any) -> int:
-  """The bootstrap's draw count: 0 (none) or an integer >= 2; one-line ``ValueError`` otherwise."""
-  value = value or 0
-  if not isinstance(value, int) or isinstance(value, bool) or value == 1 or value < 0:
-    raise ValueError(f"--bootstrap must be an integer >= 2 (draws), got {value!r}")
-  return value
 
 
 def method_defaults_of(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -306,5 +307,6 @@ def from_dict(cfg: Mapping[str, Any], process_index: int = 0, process_count: int
       cache_params=bool(cfg.get("cache_params", True)), allow_nan_drop=bool(cfg.get("allow_nan_drop")),
       process_index=process_index, process_count=process_count, metrics=metrics,
       margin_examples=cfg.get("margin_examples") or margins.DEFAULT_MARGIN_EXAMPLES,
-      bootstrap=check_draws(cfg.get("bootstrap")), with_ceiling=bool(cfg.get("with_ceiling")),
-      plots=bool(cfg.get("plots", True)), compile_cache=bool(cfg.get("compile_cache", True)))
+      bootstrap=settings.check_bootstrap(cfg.get("bootstrap") or 0, cfg.get("num_models")), with_ceiling=bool(cfg.get("with_ceiling")),
+      plots=bool(cfg.get("plots", True)), compile_cache=bool(cfg.get("compile_cache", True)),
+      max_hours=budget.check_max_hours(cfg.get("max_hours")))

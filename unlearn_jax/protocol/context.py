@@ -57,6 +57,8 @@ class Context:
                  model=plugins.model_key(c.model), conv_impl=c.conv_impl, recipe=self.recipe, seed=c.seed)
     if c.dtype != "float32":  # float32 keys stay as they were before the option existed
       parts["dtype"] = c.dtype
+    if kind == "retrained" and not c.cache_params:  # entries without parameters: their own key (default unchanged)
+      parts["cache_params"] = False
     return parts
 
   def replace_config(self, **changes: Any) -> "Context":

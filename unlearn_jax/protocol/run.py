@@ -58,7 +58,7 @@ import numpy as np
 from unlearn_jax import checkpoint, compile_cache, files, metrics, plugins
 from unlearn_jax.analysis import evaluators
 from unlearn_jax.analysis.degenerate import DegeneracyCheck
-from unlearn_jax.protocol import margins, runner, scoring, stages
+from unlearn_jax.protocol import budget, margins, runner, scoring, stages
 from unlearn_jax.protocol.config import EvalConfig, validate
 from unlearn_jax.protocol.context import BuiltMethod, Context, build_context, build_method
 from unlearn_jax.protocol.errors import ProtocolError
@@ -155,6 +155,7 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
   """
   progress = progress or Progress()
   validate(config)  # before any folder is made
+  budget.attach(progress, config.max_hours)  # the estimate after each stage's first chunk, and --max-hours
   if config.output_dir is not None:
     files.check_output_folder(config.output_dir)  # outputs replace only regular files: refused before any work
   with compile_cache.persistent_cache(compile_cache_dir(config)):
@@ -273,6 +274,7 @@ def _evaluate_on(ref: Reference, ctx: Context, method: BuiltMethod, progress: Pr
   seed_u = config.seed if config.unlearn_seed is None else config.unlearn_seed
   root_u = ref.root if seed_u == config.seed else jax.random.key(seed_u)
 
+  budget.forecast(progress, "unlearn", config.num_models, "retrained", m.cost(sizes) / ctx.recipe.epochs)
   t0 = time.perf_counter()
   unlearned = stages.unlearned_models(ctx, method, ref.original, jax.random.fold_in(root_u, STREAM_UNLEARN),
                                       progress, ref.margin_subsets)

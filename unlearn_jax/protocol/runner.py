@@ -107,11 +107,13 @@ def run_chunks(stage: str, store: checkpoint.ChunkStore, num: int,
     mine = [r for j, r in enumerate(missing) if j % process_count == process_index]
     done = sum(hi - lo for lo, hi in reused)
     here, t0 = 0, time.perf_counter()
+    cost = budget.stage(progress, stage, num)  # estimate and --max-hours check after each computed chunk
     for lo, hi in mine:
       store.save(lo, hi, dict(compute(lo, hi)), {"stage": stage})
       here += hi - lo
       done += hi - lo
       progress.chunk(stage, done, num, here, time.perf_counter() - t0)
+      cost.after_chunk(done, here)
     computed += here
     wait_for(store, missing, wait_timeout_s, progress, stage)
     parts, ok = [], True

@@ -28,6 +28,7 @@ import numpy as np
 
 from unlearn_jax import checkpoint
 from unlearn_jax.metrics import epsilon_points
+from unlearn_jax.results import untrusted
 from unlearn_jax.results.record import Evaluation, Populations
 
 POPULATIONS_FILE = "populations.npz"
@@ -82,6 +83,7 @@ def read_populations(path: str) -> dict[str, np.ndarray]:
     raise ValueError(f"populations file {path!r} lacks arrays {missing}")
   for name, value in arrays.items():
     _check_real(path, name, value)
+  untrusted.check_population_arrays(arrays, f"populations file {path!r}")  # dtypes, ranges, points of epsilons
   n, e = arrays["unlearned/forget_confidence"].shape
   for name, value in arrays.items():
     expect = None

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from unlearn_jax import checkpoint
-from unlearn_jax.results import ceiling, setups
+from unlearn_jax.results import ceiling, setups, untrusted
 from unlearn_jax.results.record import Populations
 
 RESULTS_FILE = "results.json"
@@ -36,9 +36,9 @@ def write_results(results: Mapping[str, Any], output_dir: str) -> str:
 def read_results(path: str) -> dict[str, Any]:
   """Reads ``results.json`` from a file or a run directory; raises ``ValueError`` on bad input.
 
-  Beyond being JSON, the file must be an object whose ``method`` is a string,
-  ``final_score`` and ``forgetting_quality`` numbers (or null), and whose
-  optional summary fields have the types ``evaluate`` writes.
+  Beyond being JSON, the file must be an object whose fields pass
+  :func:`unlearn_jax.results.untrusted.check_results` (types, ranges, N >= 2, and F
+  recomputed from the per-example epsilons).
   """
   if os.path.isdir(path):
     path = os.path.join(path, RESULTS_FILE)
@@ -47,36 +47,19 @@ def read_results(path: str) -> dict[str, Any]:
   try:
     with open(path, encoding="utf-8") as f:
       data = json.load(f)
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+  except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON, UTF-8 or over-long integers
     raise ValueError(f"cannot read results file {path!r}: {err}") from None
   if not isinstance(data, dict):
     raise ValueError(f"results file {path!r} must hold a JSON object, got {type(data).__name__}")
-  for field in ("method", "final_score", "forgetting_quality"):
-    if field not in data:
-      raise ValueError(f"results file {path!r} lacks field {field!r}")
-  if not isinstance(data["method"], str):
-    raise ValueError(f"results file {path!r}: field 'method' must be a string, got {data['method']!r}")
-  for field in ("final_score", "forgetting_quality"):
-    if not _is_number(data[field], allow_null=True):
-      raise ValueError(f"results file {path!r}: field {field!r} must be a number, got {data[field]!r}")
-  for field in ("unlearned", "retrained", "mia", "cost"):
-    if not isinstance(data.get(field, {}), dict):
-      raise ValueError(f"results file {path!r}: field {field!r} must be an object, got {data[field]!r}")
-  for kind in ("unlearned", "retrained"):
-    for name, summary in data.get(kind, {}).items():
-      if not isinstance(summary, dict) or not _is_number(summary.get("mean", 0.0), allow_null=True):
-        raise ValueError(f"results file {path!r}: field {kind}.{name} must be an object with a numeric 'mean'")
-  for field, value in (("mia.unlearned", data.get("mia", {}).get("unlearned")),
-                       ("cost.relative_to_retrain", data.get("cost", {}).get("relative_to_retrain"))):
-    if not _is_number(value, allow_null=True):
-      raise ValueError(f"results file {path!r}: field {field} must be a number, got {value!r}")
+  untrusted.check_results(data, f"results file {path!r}")  # every field the commands use, cross-checked
   return data
 
 
 def _is_number(value: Any, allow_null: bool = False) -> bool:
+  """A JSON number a float holds (not a bool, nor an integer beyond float range such as ``10**400``)."""
   if value is None:
     return allow_null
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
+  return untrusted.as_number(value) is not None
 
 
 def leaderboard_rows(paths: Sequence[str], strict: bool = False) -> list[dict[str, Any]]:
@@ -162,16 +145,17 @@ def _uncertainty_cells(results: Mapping[str, Any]) -> dict[str, Any]:
   b = results.get("bootstrap")
   b = b.get("forgetting_quality") if isinstance(b, Mapping) else None
   ok = isinstance(b, Mapping) and _is_number(b.get("lo")) and _is_number(b.get("hi"))
-  c = ceiling.of_results(results)
+  c = ceiling.of_results(results) if results.get("forgetting_quality") is not None else None
   ratio = c.get("ratio") if c else None
   return {"F_95ci": f"[{b['lo']:.4f}, {b['hi']:.4f}]" if ok else "",
           "F_over_ceiling": float(ratio) if _is_number(ratio) else float("nan")}
 
 
 def _fmt(v: Any) -> str:
+  """A markdown cell: floats to 4 decimals, text escaped (control characters, ``|``)."""
   if isinstance(v, float):
     return f"{v:.4f}"
-  return str(v)
+  return untrusted.markdown_cell(v)
 
 
 def leaderboard_table(rows: Sequence[Mapping[str, Any]], fmt: str = "markdown") -> str:
@@ -186,7 +170,7 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], fmt: str = "markdown") 
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for row in rows:
-      w.writerow([row.get(c, "") for c in CSV_COLUMNS])
+      w.writerow([_csv_cell(row.get(c, "")) for c in CSV_COLUMNS])
     return buf.getvalue()
   if fmt != "markdown":
     raise ValueError(f"unknown table format {fmt!r}; expected 'markdown' or 'csv'")
@@ -195,8 +179,13 @@ def leaderboard_table(rows: Sequence[Mapping[str, Any]], fmt: str = "markdown") 
     groups.setdefault(row.get("setup", ""), []).append(row)
   if len(groups) <= 1:
     return markdown_table(LEADERBOARD_COLUMNS, rows)
-  return "\n".join(f"### setup: {setup}\n\n" + markdown_table(LEADERBOARD_COLUMNS, group)
+  return "\n".join(f"### setup: {untrusted.terminal_text(setup)}\n\n" + markdown_table(LEADERBOARD_COLUMNS, group)
                    for setup, group in groups.items())
+
+
+def _csv_cell(v: Any) -> Any:
+  """Text of a CSV cell with control characters escaped (the table is printed to the terminal too)."""
+  return untrusted.terminal_text(v) if isinstance(v, str) else v
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:

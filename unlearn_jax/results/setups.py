@@ -49,7 +49,8 @@ def describe(setup: Mapping[str, Any]) -> str:
   text = f"{setup.get('dataset')} / {setup.get('model')} / recipe {name} / forget {forget} / N={setup.get('num_models')}"
   if setup.get("dtype") not in (None, "float32"):
     text += f" / {setup['dtype']}"
-  return text
+  from unlearn_jax.results.untrusted import terminal_text  # fields read from results files: no control characters
+  return terminal_text(text)
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:

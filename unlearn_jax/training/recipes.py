@@ -115,6 +115,7 @@ class Recipe:
   lr_table: Optional[tuple[float, ...]] = None
 
   def __post_init__(self):
+    _check_numbers(self)  # types, finiteness and ranges first: NaN or a string never reaches training
     _validate.check_in("optimizer", self.optimizer, OPTIMIZERS)
     _validate.check_in("schedule", self.schedule, SCHEDULES)
     _validate.check_in("loss", self.loss, LOSSES)
@@ -141,9 +142,54 @@ class Recipe:
 
   def with_epochs(self, epochs: int) -> "Recipe":
     """``epochs`` replaced, each ``min_save_epoch`` kept below it (so ``best_val`` can keep some epoch)."""
+    if not _is_int(epochs) or not 1 <= epochs <= MAX_INT_FIELD:  # before min_save_epoch = epochs - 1 is derived
+      raise ValueError(f"the number of epochs (--epochs, recipe_overrides.epochs) must be an integer in "
+                       f"[1, {MAX_INT_FIELD}], got {epochs!r}")
     epochs = int(epochs)
     return self.replace(epochs=epochs, min_save_epoch=min(self.min_save_epoch, epochs - 1),
                         retrain_min_save_epoch=min(self.retrain_min_save_epoch, epochs - 1))
+
+
+MAX_INT_FIELD = 2**31 - 1  # JAX's default integers are 32-bit: larger epoch or batch counts overflow
+
+
+def _is_int(value) -> bool:
+  import numpy as np
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value) -> bool:
+  import numpy as np
+  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_numbers(recipe: "Recipe") -> None:
+  """Raises a one-line ``ValueError`` naming the recipe field whose value has the wrong type, is not
+  finite or lies outside its range (checked when a recipe is built, so before any training)."""
+  ints = {"epochs": 1, "batch_size": 1, "min_save_epoch": 0, "retrain_min_save_epoch": 0}
+  for name, minimum in ints.items():
+    value = getattr(recipe, name)
+    if not _is_int(value) or not minimum <= value <= MAX_INT_FIELD:
+      raise ValueError(f"recipe field {name!r} must be an integer in [{minimum}, {MAX_INT_FIELD}], got {value!r}")
+  if recipe.cosine_epochs is not None and (not _is_int(recipe.cosine_epochs)
+                                           or not 1 <= recipe.cosine_epochs <= MAX_INT_FIELD):
+    raise ValueError(f"recipe field 'cosine_epochs' must be null or an integer in [1, {MAX_INT_FIELD}], "
+                     f"got {recipe.cosine_epochs!r}")
+  reals = {"lr": (0.0, None, True), "momentum": (0.0, 1.0, False), "weight_decay": (0.0, None, False),
+           "min_lr": (0.0, None, False)}
+  for name, (low, high, low_open) in reals.items():
+    value = getattr(recipe, name)
+    ok = _is_real(value) and math.isfinite(float(value)) and (float(value) > low if low_open else float(value) >= low)
+    if not ok or (high is not None and float(value) > high):
+      rng = f"{'>' if low_open else '>='} {low:g}" if high is None else f"in [{low:g}, {high:g}]"
+      raise ValueError(f"recipe field {name!r} must be a finite number {rng}, got {value!r}")
+  if recipe.min_lr > recipe.lr:
+    raise ValueError(f"recipe field 'min_lr' ({recipe.min_lr!r}) must not exceed 'lr' ({recipe.lr!r})")
+  if recipe.lr_table is not None:
+    table = recipe.lr_table
+    if isinstance(table, (str, bytes)) or not hasattr(table, "__len__") or not all(
+        _is_real(v) and math.isfinite(float(v)) and v >= 0 for v in table):
+      raise ValueError(f"recipe field 'lr_table' must be null or a list of finite numbers >= 0, got {table!r}")
 
 
 def competition_recipe(**overrides) -> Recipe:

@@ -45,6 +45,7 @@ KINDS = ("int", "float", "bool", "str", "ints", "floats", "any")
 _SEQUENCE_KINDS = {"ints": "int", "floats": "float"}
 _KIND_NAMES = {"int": "integer", "float": "number", "bool": "boolean", "str": "string",
                "ints": "list of integers", "floats": "list of numbers", "any": "value"}
+MAX_INT = 2**31 - 1  # every integer hyperparameter must fit JAX's default (32-bit) integers
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
@@ -161,6 +162,9 @@ class HParam:
       if float(value) != int(value):
         raise self._fail(method, whole)
       out = int(value)
+      if not -MAX_INT <= out <= MAX_INT:  # JAX computes with 32-bit integers: larger counts overflow there
+        raise ValueError(f"method {method!r}: hyperparameter {self.name!r} must be {self.range_text()} and within "
+                         f"+-{MAX_INT} (JAX's 32-bit integers), got {_show(whole)}")
     else:
       out = float(value)
     if self.choices is not None and out not in self.choices:

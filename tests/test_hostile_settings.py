@@ -1,0 +1,481 @@
+"""Hostile settings and hand-edited results, each through ``cli.main``: exit code 2, one line, no traceback,
+and no work done (nothing trained, nothing written) before the refusal.
+
+1. ``results.json`` / ``populations.npz`` edited by hand: checked and cross-checked on reading;
+   text fields escaped before they reach the terminal or a markdown table.
+2. Settings checked before work: recipe numbers, epochs, booleans, klom without cached
+   parameters (and ``cache_params`` in the retrained key), unknown datasets.
+3. Upper bounds: integer hyperparameters, ``--bootstrap``, ``compare --draws``, ``stability --repeats``.
+4. The time budget (``--max-hours``): the estimate after the first chunk, the refusal, what remains.
+5. A config file that exits or interrupts.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from unlearn_jax import checkpoint, cli
+from unlearn_jax.protocol import budget, settings
+from unlearn_jax.protocol.config import EvalConfig
+from unlearn_jax.protocol.context import build_context
+from unlearn_jax.results import populations, report, setups, untrusted
+from unlearn_jax.metrics import epsilon_points, forgetting_metric
+
+N, E = 8, 12
+
+
+def _cli_error(capsys, argv) -> str:
+  code = cli.main(argv)
+  captured = capsys.readouterr()
+  assert code == 2, captured.err
+  err = captured.err
+  assert err.startswith("unlearn-jax: error: ") and err.count("\n") == 1, err
+  assert "Traceback" not in err + captured.out
+  return err
+
+
+# ---------------------------------------------------------------------------
+# 1. Hand-edited results and populations.
+
+
+def _write_run(directory, method: str, shift: float, seed: int) -> dict:
+  """A real result: random confidences of N models on E examples, scored by the metric, written as evaluate does."""
+  rng = np.random.default_rng(seed)
+  u = rng.normal(shift, 1.0, (N, E))
+  r = rng.normal(0.0, 1.0, (N, E))
+  res = forgetting_metric(u, r)
+  acc = lambda: rng.uniform(0.8, 1.0, N)
+  arrays = {"unlearned/forget_confidence": u.astype(np.float32), "retrained/forget_confidence": r.astype(np.float32)}
+  for kind in populations.KINDS:
+    for name in populations.PER_MODEL:
+      arrays[f"{kind}/{name}"] = acc().astype(np.float32)
+  arrays["epsilons"] = np.asarray(res.epsilons, np.float64)
+  arrays["points"] = epsilon_points(arrays["epsilons"], N)
+  summary = lambda kind: {n: {"mean": float(arrays[f"{kind}/{n}"].mean()),
+                              "per_model": arrays[f"{kind}/{n}"].astype(np.float64).tolist()}
+                          for n in populations.PER_MODEL}
+  results = {"method": method, "dataset": "digits", "model": "mlp", "num_models": N, "num_models_scored": N,
+             "forgetting_quality": float(res.forgetting_quality), "final_score": float(res.forgetting_quality) * 0.9,
+             "per_example_epsilons": arrays["epsilons"].tolist(),
+             "setup": setups.make_setup(dataset="digits", data_fingerprint="f00d", model="mlp",
+                                        recipe={"name": "digits"}, split={"forget": "random", "seed": 0},
+                                        dtype="float32", num_models=N),
+             "unlearned": summary("unlearned"), "retrained": summary("retrained"),
+             "mia": {"unlearned": 0.5}, "cost": {"relative_to_retrain": 0.25}}
+  os.makedirs(directory, exist_ok=True)
+  report.write_results(results, str(directory))
+  checkpoint.save_arrays(os.path.join(directory, populations.POPULATIONS_FILE), arrays, {"method": method})
+  return results
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+  base = tmp_path_factory.mktemp("runs")
+  a, b = base / "a", base / "b"
+  return dict(a=str(a), b=str(b), ra=_write_run(a, "finetune", 0.3, 0), rb=_write_run(b, "none", 2.0, 1))
+
+
+def test_untouched_results_pass_every_command(pair, capsys):
+  for argv in (["compare", pair["a"], pair["b"], "--draws", "200"], ["leaderboard", pair["a"], pair["b"]],
+               ["stability", pair["a"], pair["b"], "--repeats", "2", "--plot", ""]):
+    assert cli.main(argv) == 0, capsys.readouterr().err
+  capsys.readouterr()
+
+
+def _edited(tmp_path, pair, edit) -> str:
+  """A copy of run A whose results.json is changed by ``edit(dict) -> dict or text``."""
+  d = tmp_path / "edited"
+  d.mkdir()
+  data = edit(copy.deepcopy(pair["ra"]))
+  text = data if isinstance(data, str) else json.dumps(data)
+  (d / "results.json").write_text(text)
+  shutil.copy(os.path.join(pair["a"], populations.POPULATIONS_FILE), d / populations.POPULATIONS_FILE)
+  return str(d)
+
+
+def _set(path, value):
+  def edit(r):
+    node = r
+    for key in path[:-1]:
+      node = node[key]
+    node[path[-1]] = value
+    return r
+  return edit
+
+
+def _huge_number_text(field: str, digits: int):
+  def edit(r):
+    r[field] = 12345.0
+    return json.dumps(r).replace("12345.0", "1" + "0" * digits)
+  return edit
+
+
+def _eps_entry(value):
+  def edit(r):
+    r["per_example_epsilons"][3] = value
+    return r
+  return edit
+
+
+MALFORMED = [
+    ("root null", lambda r: "null", "must hold a JSON object, got NoneType"),
+    ("F null with epsilons", _set(["forgetting_quality"], None), "forgetting_quality is null although"),
+    ("F a dict", _set(["forgetting_quality"], {"v": 1}), "field 'forgetting_quality' must be a number"),
+    ("F a string", _set(["forgetting_quality"], "0.1"), "field 'forgetting_quality' must be a number"),
+    ("F above 1", _set(["forgetting_quality"], 1.5), "field 'forgetting_quality' must lie in [0, 1]"),
+    ("final score 10**400", _huge_number_text("final_score", 400), "field 'final_score' must be a number"),
+    ("final score over the int digit limit", _huge_number_text("final_score", 5000), "cannot read results file"),
+    ("final score negative", _set(["final_score"], -1.0), "field 'final_score' must lie in [0, inf]"),
+    ("method null", _set(["method"], None), "field 'method' must be a string"),
+    ("N zero", _set(["num_models_scored"], 0), "field 'num_models_scored' must be an integer in [2,"),
+    ("N a string", _set(["num_models_scored"], "8"), "field 'num_models_scored' must be an integer in [2,"),
+    ("N a boolean", _set(["num_models_scored"], True), "field 'num_models_scored' must be an integer in [2,"),
+    ("N above num_models", _set(["num_models_scored"], N + 1), "exceeds num_models"),
+    ("negative epsilon", _eps_entry(-1.0), "per_example_epsilons must lie in [0, 50]"),
+    ("epsilon above the cap", _eps_entry(60.0), "per_example_epsilons must lie in [0, 50]"),
+    ("epsilon null", _eps_entry(None), "per_example_epsilons must hold numbers only, got None"),
+    ("epsilon a string", _eps_entry("0"), "per_example_epsilons must hold numbers only, got '0'"),
+    ("epsilons a dict", _set(["per_example_epsilons"], {"0": 1}), "per_example_epsilons must be a non-empty list"),
+    ("epsilons edited, F kept", _set(["per_example_epsilons"], [0.0] * E), "disagrees with its per_example_epsilons"),
+    ("per-model list too short", _set(["unlearned", "retain_accuracy", "per_model"], [0.9]),
+     "unlearned.retain_accuracy.per_model must be a list of 8 numbers"),
+    ("accuracy above 1", _set(["unlearned", "test_accuracy", "mean"], 1.5),
+     "field unlearned.test_accuracy.mean must lie in [0, 1]"),
+    ("MIA 10**400", _set(["mia", "unlearned"], 10**400), "field mia.unlearned must be a number"),
+    ("cost a list", _set(["cost", "relative_to_retrain"], [1]), "field cost.relative_to_retrain must be a number"),
+    ("degenerate reasons a number", _set(["degenerate"], {"flagged": True, "reasons": 5}),
+     "field 'degenerate' must be an object with a list of 'reasons'"),
+]
+
+
+@pytest.mark.parametrize("name, edit, message", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_results_are_one_line_errors_in_every_command(tmp_path, capsys, pair, name, edit, message):
+  bad = _edited(tmp_path, pair, edit)
+  for argv in (["compare", bad, pair["b"]], ["leaderboard", pair["b"], bad],
+               ["stability", pair["b"], bad, "--plot", ""]):
+    err = _cli_error(capsys, argv)
+    assert message in err and "edited" in err, (argv[0], err)
+
+
+def test_negative_epsilons_are_not_scored_as_four_points():
+  # the issue's case: eps = -1 would be bucket -2, i.e. 2**2 = 4 points per example
+  assert epsilon_points(np.array([-1.0]), N)[0] == 4.0
+  with pytest.raises(ValueError, match="must lie in"):
+    untrusted.epsilons_of([-1.0], "x", "per_example_epsilons")
+
+
+def _edit_populations(tmp_path, pair, change) -> str:
+  d = tmp_path / "pops"
+  d.mkdir()
+  (d / "results.json").write_text(json.dumps(pair["ra"]))
+  arrays, meta = checkpoint.load_arrays(os.path.join(pair["a"], populations.POPULATIONS_FILE))
+  change(arrays)
+  checkpoint.save_arrays(str(d / populations.POPULATIONS_FILE), arrays, meta)  # valid checksums: only content lies
+  return str(d)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.update({"unlearned/retain_accuracy": np.array(["0.9"] * N)}),
+     "array 'unlearned/retain_accuracy' must be real numbers, got dtype <U3"),
+    (lambda a: a.update({"retrained/forget_confidence": a["retrained/forget_confidence"] * (1 + 1j)}),
+     "array 'retrained/forget_confidence' must be real numbers, got dtype complex64"),
+    (lambda a: a.update({"unlearned/test_accuracy": np.full(N, 3.0, np.float32)}), "must hold accuracies in [0, 1]"),
+    (lambda a: a.update({"epsilons": -a["epsilons"] - 1.0}), "epsilons must lie in [0, 50]"),
+    (lambda a: a.update({"points": a["points"] * 0.5 + 0.25}), "'points' is not the points of 'epsilons' at N = 8"),
+    (lambda a: a.update({"epsilons": a["epsilons"] + 0.5, "points": epsilon_points(a["epsilons"] + 0.5, N)}),
+     "per_example_epsilons of results.json differ from the populations file's epsilons"),
+])
+def test_edited_populations_are_refused(tmp_path, capsys, pair, change, message):
+  bad = _edit_populations(tmp_path, pair, change)
+  err = _cli_error(capsys, ["stability", pair["b"], bad, "--plot", ""])
+  assert message in err, err
+
+
+def test_populations_with_too_few_models_are_refused():
+  a = {"unlearned/forget_confidence": np.zeros((1, E), np.float32), "epsilons": np.zeros(E),
+       "points": np.ones(E)}
+  with pytest.raises(ValueError, match="populations of 1 model"):
+    untrusted.check_population_arrays(a, "p")
+
+
+HOSTILE_NAME = "evil\n| x |\x1b[31mred\x1b[0m\r"
+
+
+def test_text_fields_are_escaped_in_tables_and_on_the_terminal(tmp_path, capsys, pair):
+  d = _edited(tmp_path, pair, lambda r: dict(r, method=HOSTILE_NAME, dataset="digits\x1b[2J"))
+  runs = [pair["b"], d]
+  for argv in (["leaderboard", *runs], ["leaderboard", "--format", "csv", *runs], ["compare", d, pair["b"]],
+               ["stability", *runs, "--repeats", "2", "--plot", ""]):
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out, argv
+    assert "evil\\n" in out and "\\x1b[31mred" in out, (argv, out)
+    if argv[0] in ("leaderboard", "stability") and "csv" not in argv:  # markdown: one row per line, | escaped
+      row = next(line for line in out.splitlines() if "evil" in line)
+      assert "\\| x \\|" in row and row.startswith("|") and row.endswith("|")
+      assert len({line.count("|") - line.count("\\|") for line in out.splitlines() if line.startswith("|")}) == 1
+
+
+def test_markdown_cell_and_terminal_text():
+  assert untrusted.terminal_text("a\nb\x1b[0m\x7f") == "a\\nb\\x1b[0m\\x7f"
+  assert untrusted.markdown_cell("a|b\n") == "a\\|b\\n"
+  assert untrusted.terminal_text("plain ü text") == "plain ü text"
+
+
+# ---------------------------------------------------------------------------
+# 2. Settings checked before any work.
+
+
+def _no_work(cache: str, out: str) -> None:
+  """Nothing trained: no model cache entry and no output folder."""
+  entries = os.listdir(cache) if os.path.isdir(cache) else []
+  assert not [e for e in entries if e.startswith(("original-", "retrained-"))], entries
+  assert not os.path.exists(out)
+
+
+def _evaluate(tmp_path, *extra):
+  return ["evaluate", "--config", "tiny", "--quiet", "--cache-dir", str(tmp_path / "c"), "--output-dir",
+          str(tmp_path / "out"), *extra]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "recipe_overrides.lr=nan"], "recipe field 'lr' must be a finite number > 0, got 'nan'"),
+    (["--set", "recipe_overrides.lr=-1"], "recipe field 'lr' must be a finite number > 0, got -1"),
+    (["--set", "recipe_overrides.momentum=2"], "recipe field 'momentum' must be a finite number in [0, 1], got 2"),
+    (["--set", "recipe_overrides.weight_decay=abc"], "recipe field 'weight_decay' must be a finite number >= 0"),
+    (["--set", "recipe_overrides.batch_size=1e12"], "recipe field 'batch_size' must be an integer in [1, 2147483647]"),
+    (["--set", "recipe_overrides.lr_table=[1, .nan]"], "recipe field 'lr_table' must be null or a list of finite"),
+    (["--epochs", "0"], "the number of epochs (--epochs, recipe_overrides.epochs) must be an integer in [1, "),
+    (["--set", "recipe_overrides.epochs=2.5"], "the number of epochs (--epochs, recipe_overrides.epochs)"),
+    (["--metrics", "klom", "--set", "cache_params=false"], "--metrics klom measures the retrained models' margins"),
+    (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+    (["--hp", "epochs=1e12"], "hyperparameter 'epochs' must be an integer >= 1 (or null) and within +-2147483647"),
+    (["--bootstrap", "100000000000"], "--bootstrap 100000000000 exceeds the bound of 100,000 draws"),
+    (["--bootstrap", "50000", "--num-models", "512"], "the bound is B x N <= 20,000,000 (B <= 39,062 at this N)"),
+    (["--max-hours", "0"], "--max-hours must be a number of hours in (0, 8760]"),
+    (["--max-hours", "nan"], "--max-hours must be a number of hours in (0, 8760]"),
+])
+def test_bad_settings_are_refused_before_any_work(tmp_path, capsys, extra, message):
+  err = _cli_error(capsys, _evaluate(tmp_path, *extra))
+  assert message in err, err
+  _no_work(str(tmp_path / "c"), str(tmp_path / "out"))
+
+
+def test_nan_in_a_json_config_is_refused_before_training(tmp_path, capsys):
+  (tmp_path / "nan.json").write_text('{"recipe_overrides": {"lr": NaN, "epochs": 1}, "num_models": 2}')
+  err = _cli_error(capsys, ["evaluate", "--config", str(tmp_path / "nan.json"), "--quiet", "--cache-dir",
+                            str(tmp_path / "c"), "--output-dir", str(tmp_path / "out")])
+  assert "recipe field 'lr' must be a finite number > 0, got nan" in err
+  _no_work(str(tmp_path / "c"), str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"with_ceiling": "yes"}', "key 'with_ceiling' must be true or false, got 'yes'"),
+    ('{"confirm": [1]}', "key 'confirm' must be true or false, got [1]"),
+    ('{"compile_cache": 1}', "key 'compile_cache' must be true or false, got 1"),
+    ('{"bootstrap": true}', "key 'bootstrap' must be an integer (draws; 0 for none), got True"),
+    ('{"max_hours": "1"}', "key 'max_hours' must be a number of hours or null, got '1'"),
+])
+def test_booleans_and_numbers_of_config_files_have_their_types(tmp_path, capsys, content, message):
+  (tmp_path / "c.json").write_text(content)
+  for command in ("evaluate", "sweep"):
+    err = _cli_error(capsys, [command, "--config", str(tmp_path / "c.json"), "--output-dir", str(tmp_path / "o")])
+    assert message in err, err
+  assert not os.path.exists(tmp_path / "o")
+
+
+def test_methods_with_an_unknown_dataset(capsys):
+  for argv in (["methods", "scrub", "--dataset", "nosuch"], ["methods", "--dataset", "nosuch"]):
+    assert "unknown dataset 'nosuch'" in _cli_error(capsys, argv)
+  assert cli.main(["methods", "finetune", "--dataset", "competition"]) == 0
+  assert "# defaults of dataset 'competition': preset=kaggle" in capsys.readouterr().out
+
+
+def test_cache_params_keys_the_retrained_store_and_keeps_the_default_key():
+  config = EvalConfig(num_models=2, recipe_overrides=(("epochs", 1),), conv_impl="gemm")
+  ctx = build_context(config)
+  with_params = ctx.key_parts("retrained")
+  without = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, cache_params=False)).key_parts("retrained")
+  assert "cache_params" not in with_params  # the default key is the one existing caches were written under
+  assert without == dict(with_params, cache_params=False)
+  assert checkpoint.cache_key(without) != checkpoint.cache_key(with_params)
+  original = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, cache_params=False)).key_parts("original")
+  assert original == ctx.key_parts("original")  # the original model does not depend on it
+
+
+def test_sweep_grid_bounds(tmp_path, capsys):
+  err = _cli_error(capsys, ["sweep", "--config", "tiny", "--grid", "epochs=1,1e12", "--output-dir", str(tmp_path / "s")])
+  assert "hyperparameter 'epochs' must be an integer >= 1 (or null) and within +-2147483647" in err
+  assert not os.path.exists(tmp_path / "s")
+
+
+# ---------------------------------------------------------------------------
+# 3. Upper bounds of the resampling commands.
+
+
+def test_compare_draws_and_stability_repeats_are_bounded(capsys, pair):
+  err = _cli_error(capsys, ["compare", pair["a"], pair["b"], "--draws", "1000000000"])
+  assert "--draws 1000000000 exceeds the bound of 100,000" in err
+  err = _cli_error(capsys, ["compare", pair["a"], pair["b"], "--draws", "1"])
+  assert "--draws must be an integer >= 2, got 1" in err
+  err = _cli_error(capsys, ["stability", pair["a"], pair["b"], "--repeats", "1000000", "--plot", ""])
+  assert "--repeats 1000000 exceeds the bound of 10,000" in err
+
+
+def test_bounds_scale_with_the_sizes():
+  settings.check_compare_draws(100_000, 1000)  # exactly at the cell bound
+  with pytest.raises(ValueError, match=r"draws <= 99,900 here"):
+    settings.check_compare_draws(100_000, 1001)
+  settings.check_repeats(10_000, 2, 512, 9)
+  with pytest.raises(ValueError, match=r"R x M x N x E <= 100,000,000 \(R <= 97 here\)"):
+    settings.check_repeats(98, 2, 512, 1000)
+  assert settings.check_bootstrap(0, 512) == 0
+  assert settings.check_bootstrap(39_062, 512) == 39_062
+  with pytest.raises(ValueError, match="B x N"):
+    settings.check_bootstrap(39_063, 512)
+
+
+# ---------------------------------------------------------------------------
+# 4. The time budget.
+
+
+class FakeClock:
+  def __init__(self):
+    self.now, self.compiled = 100.0, 0.0
+
+  def __call__(self):
+    return self.now
+
+
+def _budget(hours, lines):
+  clock = FakeClock()
+  return budget.Budget(hours, log=lines.append, clock=clock, compile_clock=lambda: clock.compiled), clock
+
+
+def test_stage_estimate_excludes_compilation_and_refuses_past_the_budget():
+  lines = []
+  b, clock = _budget(1.0, lines)
+  stage = budget.StageBudget(b, "retrained", 100)
+  clock.now += 50.0      # the first chunk: 10 models, 40 s of it compiling
+  clock.compiled += 40.0
+  stage.after_chunk(10, 10)  # 1 s per model: 90 s left, well within an hour
+  assert len(lines) == 1 and "1 s per model" in lines[0] and "40.0 s of compilation excluded" in lines[0]
+  assert "90 left, about 1.5 min more; run so far 50 s, estimated total 2.3 min (budget 1 h)" in lines[0]
+  slow = budget.StageBudget(b, "unlearn", 1000)
+  clock.now += 50.0      # 10 models at 5 s each: 990 more take 82.5 min, past the hour
+  with pytest.raises(budget.BudgetExceeded, match=r"about 84\.2 min \(stage unlearn: 990 more model\(s\) at 5 s each\)"
+                                                  r", over --max-hours 1"):
+    slow.after_chunk(10, 10)
+
+
+def test_without_a_budget_only_long_stages_print_and_nothing_is_refused():
+  lines = []
+  b, clock = _budget(None, lines)
+  short = budget.StageBudget(b, "retrained", 20)
+  clock.now += 10.0
+  short.after_chunk(10, 10)
+  assert lines == []
+  long = budget.StageBudget(b, "unlearn", 10_000)
+  clock.now += 10.0
+  long.after_chunk(10, 10)  # 9,990 s left: stated, not refused
+  assert len(lines) == 1 and "estimated total 2.8 h" in lines[0]
+
+
+def test_sweep_states_its_total_after_the_first_computed_point_and_checks_the_budget():
+  lines = []
+  b, clock = _budget(0.5, lines)
+  b.start_points(20)
+  b.after_point(reused=True)   # read back: costs nothing, measures nothing
+  assert lines == []
+  clock.now += 60.0
+  b.after_point(reused=False)  # 60 s per point, 18 left: 18 min more
+  assert "sweep: 60 s per point measured; 18 point(s) left" in lines[0]
+  clock.now += 240.0           # the next point is slower: (60 + 240) / 2 = 150 s per point, 17 left: 47.5 min
+  with pytest.raises(budget.BudgetExceeded, match=r"about 47\.5 min \(17 more sweep point\(s\) at 2\.5 min each"):
+    b.after_point(reused=False)
+
+
+def test_max_hours_refuses_after_the_first_chunk_and_leaves_only_whole_chunks(tmp_path, capsys):
+  cache, out = tmp_path / "c", tmp_path / "out"
+  assert cli.main(["evaluate", "--config", "tiny", "--epochs", "1", "--num-models", "4", "--chunk-size", "2",
+                   "--cache-dir", str(cache), "--output-dir", str(out), "--max-hours", "1e-9"]) == 2
+  captured = capsys.readouterr()
+  lines = captured.err.splitlines()
+  assert "Traceback" not in captured.err + captured.out
+  errors = [line for line in lines if line.startswith("unlearn-jax:")]
+  assert errors == [lines[-1]]  # progress lines, then one error line
+  assert "this run would take about" in errors[0] and "(stage retrained: 2 more model(s) at" in errors[0]
+  assert "over --max-hours 1e-09" in errors[0] and "every finished chunk saved" in errors[0]
+  # the estimate was stated first, after the first chunk
+  estimate = [line for line in lines if line.startswith("[budget] retrained:")]
+  assert len(estimate) == 1 and "s per model measured (2 model(s)" in estimate[0] and "2 left" in estimate[0]
+  assert lines.index(estimate[0]) < len(lines) - 1 and "budget 1e-09 h" in estimate[0]
+  retrained = [d for d in os.listdir(cache) if d.startswith("retrained-")]
+  assert len(retrained) == 1
+  files = sorted(os.listdir(cache / retrained[0]))
+  assert files == ["chunk-000000-000002.npz", "key.json"]  # the first chunk, whole; no temporary file beside it
+  assert checkpoint.ChunkStore(str(cache / retrained[0])).load(0, 2) is not None
+  assert not out.exists()  # no results, no populations, no plots, no unlearning chunks
+
+
+def test_forecast_of_a_stage_from_the_measured_retrained_time():
+  lines = []
+  b, clock = _budget(1.0, lines)
+  b.forecast("unlearn", 100, "retrained", 0.5)  # nothing measured yet: no estimate, no refusal
+  assert lines == []
+  stage = budget.StageBudget(b, "retrained", 100)
+  clock.now += 20.0
+  clock.compiled += 10.0
+  stage.after_chunk(100, 100)  # 0.1 s per model
+  b.forecast("unlearn", 100, "retrained", 0.5)  # 5 s
+  assert lines == ["[budget] unlearn: about 5 s for 100 model(s) (0.5 x the retrained time of 0.1 s per model); "
+                   "estimated total 25 s (budget 1 h)"]
+  with pytest.raises(budget.BudgetExceeded, match=r"before it starts"):
+    b.forecast("unlearn", 100, "retrained", 1e4)  # 100,000 s
+
+
+def test_a_method_set_to_run_for_years_is_refused_before_its_stage(tmp_path, capsys):
+  out = tmp_path / "out"
+  assert cli.main(["evaluate", "--config", "tiny", "--epochs", "1", "--num-models", "2", "--hp", "epochs=200000000",
+                   "--cache-dir", str(tmp_path / "c"), "--output-dir", str(out), "--max-hours", "1"]) == 2
+  captured = capsys.readouterr()
+  lines = captured.err.splitlines()
+  assert "Traceback" not in captured.err and lines[-1].startswith("unlearn-jax: error: this run would take about")
+  assert "stage unlearn: 2 model(s) at" in lines[-1] and "before it starts" in lines[-1]
+  assert any(line.startswith("[budget] unlearn: about") for line in lines)
+  assert not out.exists()  # the unlearning stage never started: no chunk folder
+
+
+def test_sweep_refuses_past_its_budget(tmp_path, capsys):
+  out = tmp_path / "sweep"
+  err = _cli_error(capsys, ["sweep", "--config", "tiny", "--epochs", "1", "--num-models", "2", "--chunk-size", "1",
+                            "--grid", "epochs=1,2", "--quiet", "--cache-dir", str(tmp_path / "c"), "--output-dir",
+                            str(out), "--max-hours", "1e-9"])
+  assert "over --max-hours 1e-09" in err
+  assert not any(os.path.exists(out / f) for f in ("sweep.md", "sweep.csv", "sweep.json"))
+
+
+# ---------------------------------------------------------------------------
+# 5. A config that exits or interrupts.
+
+
+@pytest.mark.parametrize("body, message", [
+    ("import sys\nsys.exit(3)\n", "called sys.exit(3) while loading"),
+    ("raise SystemExit\n", "called sys.exit() while loading"),
+    ("raise KeyboardInterrupt\n", "raised KeyboardInterrupt while loading"),
+    ("import sys\ndef get_config():\n  sys.exit('bye')\n", "get_config() of config file"),
+    ("def get_config():\n  raise KeyboardInterrupt('stop')\n", "raised KeyboardInterrupt: stop"),
+])
+def test_config_that_exits_is_one_line(tmp_path, capsys, body, message):
+  (tmp_path / "exits.py").write_text(body)
+  err = _cli_error(capsys, ["evaluate", "--config", str(tmp_path / "exits.py"), "--output-dir", str(tmp_path / "o")])
+  assert f"config file '{tmp_path / 'exits.py'}'" in err and message in err, err
+  if "bye" in body:
+    assert "called sys.exit('bye')" in err
