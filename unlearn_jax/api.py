@@ -23,7 +23,8 @@ _NOT_OPTIONS = ("method", "hp", "dataset", "num_models", "output_dir", "plots")
 
 def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Optional[int] = None, *,
              hp: Optional[Mapping[str, Any]] = None, config: Optional[str] = None, output_dir: Optional[str] = None,
-             plots: bool = False, verbose: bool = True, **options: Any) -> dict[str, Any]:
+             plots: bool = False, verbose: bool = True, distributed: Any = None,
+             **options: Any) -> Optional[dict[str, Any]]:
   """Scores ``method`` on ``dataset``: N unlearned vs N retrained models; returns the results dict.
 
   Args:
@@ -37,6 +38,13 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
     output_dir: where ``results.json`` (and the plots, with ``plots=True``) and the
       resumable unlearning chunks go; ``None``: nothing is written except the model cache.
     verbose: progress lines on stderr.
+    distributed: ``None`` (this process alone, unless the ``JAX_*`` variables say
+      otherwise), ``"auto"`` (``--distributed auto``: :func:`jax.distributed.initialize`
+      with no arguments, so every host of a Cloud TPU pod slice, SLURM or Open MPI job
+      makes the same call), or a mapping of :func:`unlearn_jax.distributed.start`'s
+      arguments (``distributed="auto"``, ``coordinator``, ``num_processes``,
+      ``process_id``, ``timeout_s``). Several processes need a shared ``output_dir``
+      and ``cache_dir``; process 0 returns the results, the others ``None``.
     **options: any other config key, merged into the config's (a mapping such as
       ``recipe_overrides`` updates the config's entries) (``model``, ``recipe``, ``recipe_overrides``, ``seed``,
       ``cache_dir``, ``forget_mode``, ``forget_fraction``, ``strategy``, ``chunk_size``,
@@ -51,6 +59,7 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
       :class:`unlearn_jax.pipeline.ProtocolError` when the method diverges.
   """
   from unlearn_jax import configs, pipeline, report
+  from unlearn_jax import distributed as dist
   from unlearn_jax.commands.evaluate import to_eval_config
 
   cfg = configs.load_config(config)
@@ -66,12 +75,23 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
   named = isinstance(method, str)
   cfg["method"] = method if named else "<object>"  # method_defaults are looked up by name
   configs.check_types(cfg, "unlearn_jax.evaluate")
+  start = dict(distributed) if isinstance(distributed, Mapping) else {"distributed": distributed}
+  unknown = sorted(set(start) - {"distributed", "coordinator", "num_processes", "process_id", "timeout_s"})
+  if unknown:
+    raise ValueError(f"unknown distributed key(s) {unknown}; expected distributed, coordinator, num_processes, "
+                     f"process_id, timeout_s")
+  spec = dist.resolve(**start)
+  if spec.mode != "single" and output_dir is None:
+    raise ValueError("a multi-process evaluate needs output_dir (a folder shared by all processes)")
+  process_index, process_count = dist.initialize(spec)
   with tempfile.TemporaryDirectory(prefix="unlearn_jax_chunks_") as scratch:
     cfg["output_dir"] = output_dir if output_dir is not None else scratch
-    eval_config = to_eval_config(cfg)
+    eval_config = to_eval_config(cfg, process_index, process_count)
     if not named:
       eval_config = dataclasses.replace(eval_config, method=method)
     results = pipeline.evaluate(eval_config, pipeline.Progress(enabled=verbose))
+    if results is None:  # a process other than 0 of a multi-process run
+      return None
     if output_dir is not None:
       report.write_results(results, output_dir)
       if plots:

@@ -18,7 +18,7 @@ See :mod:`unlearn_jax.sweep`.
 
 from __future__ import annotations
 
-from unlearn_jax import compile_cache
+from unlearn_jax import compile_cache, distributed
 from unlearn_jax.commands import evaluate as evaluate_cmd
 
 
@@ -37,10 +37,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
   from unlearn_jax import pipeline, sweep
   cfg = evaluate_cmd.resolve_config(args)
-  num_processes = args.num_processes if args.num_processes is not None else \
-      evaluate_cmd._env_int("JAX_NUM_PROCESSES")
-  if (num_processes or 1) > 1:
-    raise ValueError("sweep runs in a single process; drop --num-processes (and JAX_NUM_PROCESSES)")
+  if distributed.requested(args.distributed, args.num_processes, args.distributed_timeout):
+    raise ValueError("sweep runs in a single process; drop --distributed, --distributed-timeout and "
+                     "--num-processes (and JAX_NUM_PROCESSES)")
   grid = sweep.grid_from_config(cfg.get("grid"))
   grid.update(sweep.parse_grid_args(args.grid))
   config = evaluate_cmd.to_eval_config(cfg)
