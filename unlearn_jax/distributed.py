@@ -175,7 +175,7 @@ def initialize(spec: Spec) -> tuple[int, int]:
   thread.join(spec.timeout_s)
   if thread.is_alive():
     _quiet_native_logs_at_exit()
-    address = spec.coordinator or getattr(jax._src.distributed.global_state, "coordinator_address", None)  # noqa: SLF001
+    address = spec.coordinator or _detected_address()
     where = f"the coordinator at {address}" if address else "the detected coordinator"
     raise DistributedError(
         f"distributed start-up timed out after {spec.timeout_s:g} s waiting for {where} "
@@ -193,6 +193,15 @@ def initialize(spec: Spec) -> tuple[int, int]:
     raise DistributedError(f"distributed start-up failed{where}: {type(err).__name__}: "
                            f"{' '.join(str(err).split())}") from None
   return jax.process_index(), jax.process_count()
+
+
+def _detected_address() -> Optional[str]:
+  """The coordinator address ``auto`` detected, where this JAX version exposes it."""
+  try:
+    from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
+    return getattr(jax_distributed.global_state, "coordinator_address", None)
+  except ImportError:
+    return None
 
 
 def start(distributed: Optional[str] = None, coordinator: Optional[str] = None,
