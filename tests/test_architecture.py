@@ -32,7 +32,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 # a strictly lower rank. Units of equal rank are peers that do not import each other.
 RANKS: dict[str, int] = {
     # base: argument checks, shared types, loading a user's factory by spec, bounded file reads and safe writes
-    "_validate": 0, "types": 0, "loading": 0, "files": 0,
+    "_validate": 0, "types": 0, "loading": 0, "files": 0, "distributed": 0,
     # the parts: data, models, training (import nothing above the base); configs, the compile cache
     "data": 1, "models": 1, "training": 1, "configs": 1, "compile_cache": 1,
     # the seed axis (mechanism); the cache store; checkpoint formats of other frameworks
@@ -59,11 +59,7 @@ RANKS: dict[str, int] = {
 
 # Edges that break a rule today and are being removed; each must still exist (a removed one
 # must be deleted here, so this list cannot go stale).
-PENDING: set[tuple[str, str]] = {
-    # the commands' shared options move into one place
-    ("unlearn_jax.commands.sweep", "unlearn_jax.commands.evaluate._env_int"),
-    ("unlearn_jax.commands.sweep", "unlearn_jax.commands.evaluate._download"),
-}
+PENDING: set[tuple[str, str]] = set()  # edges that break a rule and are being removed (none)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,9 +17,11 @@ returned as a dict. With ``output_dir`` it writes what the command writes there
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, Optional
 
 from unlearn_jax import configs
+from unlearn_jax import distributed as dist
 from unlearn_jax.protocol import config as protocol_config
 from unlearn_jax.protocol import run as protocol_run
 from unlearn_jax.results.progress import Progress
@@ -29,7 +31,8 @@ _NOT_OPTIONS = ("method", "hp", "dataset", "num_models", "output_dir", "plots")
 
 def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Optional[int] = None, *,
              hp: Optional[Mapping[str, Any]] = None, config: Optional[str] = None, output_dir: Optional[str] = None,
-             plots: bool = False, verbose: bool = True, **options: Any) -> dict[str, Any]:
+             plots: bool = False, verbose: bool = True, distributed: Any = None,
+             **options: Any) -> Optional[dict[str, Any]]:
   """Scores ``method`` on ``dataset``: N unlearned vs N retrained models; returns the results dict.
 
   Args:
@@ -43,6 +46,13 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
     output_dir: where ``results.json`` (and the plots, with ``plots=True``) and the
       resumable unlearning chunks go; ``None``: nothing is written except the model cache.
     verbose: progress lines on stderr.
+    distributed: ``None`` (this process alone, unless the ``JAX_*`` variables say
+      otherwise), ``"auto"`` (``--distributed auto``: :func:`jax.distributed.initialize`
+      with no arguments, so every host of a Cloud TPU pod slice, SLURM or Open MPI job
+      makes the same call), or a mapping of :func:`unlearn_jax.distributed.start`'s
+      arguments (``distributed="auto"``, ``coordinator``, ``num_processes``,
+      ``process_id``, ``timeout_s``). Several processes need a shared ``output_dir``
+      and ``cache_dir``; process 0 returns the results, the others ``None``.
     **options: any other config key, merged into the config's (a mapping such as
       ``recipe_overrides`` updates the config's entries) (``model``, ``recipe``, ``recipe_overrides``, ``seed``,
       ``cache_dir``, ``forget_mode``, ``forget_fraction``, ``strategy``, ``chunk_size``,
@@ -69,6 +79,16 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
   cfg["method"] = method  # a name, a plugin spec, a factory or a built method
   cfg["plots"] = bool(plots)
   configs.check_types({k: v for k, v in cfg.items() if k != "method"}, "unlearn_jax.evaluate")
-  eval_config = protocol_config.from_dict(dict(cfg, output_dir=output_dir))
+  start = dict(distributed) if isinstance(distributed, Mapping) else {"distributed": distributed}
+  unknown = sorted(set(start) - {"distributed", "coordinator", "num_processes", "process_id", "timeout_s"})
+  if unknown:
+    raise ValueError(f"unknown distributed key(s) {unknown}; expected distributed, coordinator, num_processes, "
+                     f"process_id, timeout_s")
+  spec = dist.resolve(**start)
+  if spec.mode != "single" and output_dir is None:
+    raise ValueError("a multi-process evaluate needs output_dir (a folder shared by all processes)")
+  eval_config = protocol_config.from_dict(dict(cfg, output_dir=output_dir))  # checked before any process starts
+  process_index, process_count = dist.initialize(spec)
+  eval_config = dataclasses.replace(eval_config, process_index=process_index, process_count=process_count)
   evaluation = protocol_run.evaluate(eval_config, Progress(enabled=verbose))
-  return evaluation.record
+  return None if evaluation is None else evaluation.record  # None: a process other than 0 of a multi-process run

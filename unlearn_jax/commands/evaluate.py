@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Any
 
-from unlearn_jax import configs, seeds
+from unlearn_jax import configs, distributed, seeds
 from unlearn_jax.data import download
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES
 from unlearn_jax.protocol import config as protocol_config
@@ -100,23 +100,19 @@ def add_arguments(p) -> None:
                  help="time budget: once a stage's first chunk (a sweep's first point) has run, the run's estimated "
                       "total is printed and a run that would exceed H hours stops (exit 2), its finished chunks kept")
   p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+  p.add_argument("--distributed", choices=distributed.MODES, default=None,
+                 help="multi-process: auto = jax.distributed.initialize() with no arguments, which finds the "
+                      "coordinator, process count and id on a Cloud TPU pod slice, SLURM or Open MPI (run the same "
+                      "command on every host)")
+  p.add_argument("--distributed-timeout", type=float, default=None, metavar="SECONDS",
+                 help=f"multi-process: seconds the processes may take to meet before start-up fails "
+                      f"(default {distributed.DEFAULT_TIMEOUT_S:g})")
   p.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
                  help="multi-process: coordinator host:port (env JAX_COORDINATOR_ADDRESS)")
   p.add_argument("--num-processes", type=int, default=None,
                  help="multi-process: number of processes (env JAX_NUM_PROCESSES)")
   p.add_argument("--process-id", type=int, default=None,
                  help="multi-process: this process's id (env JAX_PROCESS_ID)")
-
-
-def _env_int(name: str):
-  """The integer in environment variable ``name`` (``None`` if unset); read only where it is used."""
-  value = os.environ.get(name)
-  if value in (None, ""):
-    return None
-  try:
-    return int(value)
-  except ValueError:
-    raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
 def resolve_config(args) -> dict[str, Any]:
@@ -149,22 +145,12 @@ def _parse_hp(items) -> dict[str, Any]:
 
 
 def _init_distributed(args) -> tuple[int, int]:
-  if args.num_processes is None:
-    args.num_processes = _env_int("JAX_NUM_PROCESSES")
-  if args.process_id is None:
-    args.process_id = _env_int("JAX_PROCESS_ID")
-  if not args.coordinator and not args.num_processes:
-    return 0, 1
-  if not args.coordinator or args.num_processes is None or args.process_id is None:
-    raise ValueError("multi-process runs need --coordinator, --num-processes and --process-id (or the "
-                     "JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variables)")
-  import jax
-  if args.num_processes > 1:
-    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-  return jax.process_index(), jax.process_count()
+  """This process's (index, count): :func:`unlearn_jax.distributed.start` on the flags."""
+  return distributed.start(args.distributed, args.coordinator, args.num_processes, args.process_id,
+                           timeout_s=args.distributed_timeout)
 
 
-def _download(config, progress) -> None:
+def download_first(config, progress) -> None:
   """``--download``: checks every other argument, then prepares the tfds source into ``config.data_dir``."""
   name = download.check_downloadable(config.dataset)
   if config.process_count > 1:
@@ -180,7 +166,7 @@ def run(args) -> int:
   config = dataclasses.replace(config, process_index=process_index, process_count=process_count)
   progress = Progress(enabled=not args.quiet)
   if args.download:
-    _download(config, progress)
+    download_first(config, progress)
   evaluation = protocol_run.evaluate(config, progress)
   if evaluation is None:
     return 0

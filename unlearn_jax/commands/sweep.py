@@ -18,7 +18,7 @@ See :mod:`unlearn_jax.sweep`.
 
 from __future__ import annotations
 
-from unlearn_jax import compile_cache, sweep
+from unlearn_jax import compile_cache, distributed, sweep
 from unlearn_jax.commands import evaluate as evaluate_cmd
 from unlearn_jax.protocol import config as protocol_config
 from unlearn_jax.protocol import run as protocol_run
@@ -39,10 +39,9 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
   cfg = evaluate_cmd.resolve_config(args)
-  num_processes = args.num_processes if args.num_processes is not None else \
-      evaluate_cmd._env_int("JAX_NUM_PROCESSES")
-  if (num_processes or 1) > 1:
-    raise ValueError("sweep runs in a single process; drop --num-processes (and JAX_NUM_PROCESSES)")
+  if distributed.requested(args.distributed, args.num_processes, args.distributed_timeout):
+    raise ValueError("sweep runs in a single process; drop --distributed, --distributed-timeout and "
+                     "--num-processes (and JAX_NUM_PROCESSES)")
   grid = sweep.grid_from_config(cfg.get("grid"))
   grid.update(sweep.parse_grid_args(args.grid))
   config = protocol_config.from_dict(cfg, sweep=True)
@@ -50,7 +49,7 @@ def run(args) -> int:
   progress = Progress(enabled=not args.quiet)
   sweep.plan(config, grid, confirm_seed=args.confirm_seed)  # a bad grid fails before any file is created
   if args.download:
-    evaluate_cmd._download(config, progress)
+    evaluate_cmd.download_first(config, progress)
   with compile_cache.persistent_cache(protocol_run.compile_cache_dir(config)):
     result = sweep.run_sweep(config, grid, progress=progress, plots=config.plots, confirm=confirm,
                              confirm_seed=args.confirm_seed)

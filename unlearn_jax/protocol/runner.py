@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from unlearn_jax import checkpoint, seeds
+from unlearn_jax.protocol import budget
 from unlearn_jax.protocol.errors import ProtocolError
 from unlearn_jax.results.progress import Progress
 
