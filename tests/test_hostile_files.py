@@ -27,8 +27,7 @@ import numpy as np
 import pytest
 from numpy.lib import format as npy
 
-from tests.helpers import py2_pickle
-from tests.test_data import _write_cifar, _write_competition
+from tests.helpers import py2_pickle, write_cifar, write_competition
 from unlearn_jax import checkpoint, cli, files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -256,7 +255,7 @@ def test_evaluate_rebuilds_fifo_folder_link_and_bomb_entries_and_scores_equal_a_
 def competition_dir(tmp_path):
   root = tmp_path / "data"
   root.mkdir()
-  _write_competition(str(root), np.random.default_rng(0))
+  write_competition(str(root), np.random.default_rng(0))
   return root
 
 
@@ -361,7 +360,7 @@ def test_competition_csv_field_over_the_csv_limit_names_the_file_and_line(compet
 
 def _cifar_with(tmp_path, batch_raw: bytes, name="data_batch_1"):
   """A folder with a CIFAR archive whose ``name`` batch is ``batch_raw``; the other batches are valid."""
-  archive, _ = _write_cifar(str(tmp_path / "src"), np.random.default_rng(0))
+  archive, _ = write_cifar(str(tmp_path / "src"), np.random.default_rng(0))
   os.makedirs(tmp_path / "cifar")
   out = str(tmp_path / "cifar" / "cifar-10-python.tar.gz")
   with tarfile.open(archive) as src, tarfile.open(out, "w:gz") as dst:
@@ -380,7 +379,7 @@ def _evaluate_cifar(archive, tmp_path):
 
 
 def test_cifar_truncated_and_corrupt_archives_are_one_line(tmp_path, capsys):
-  archive, _ = _write_cifar(str(tmp_path / "a"), np.random.default_rng(0))
+  archive, _ = write_cifar(str(tmp_path / "a"), np.random.default_rng(0))
   raw = pathlib.Path(archive).read_bytes()
   os.makedirs(tmp_path / "t")
   truncated = tmp_path / "t" / "cifar-10-python.tar.gz"
@@ -559,7 +558,7 @@ def test_complex_margins_and_populations_are_refused(tmp_path, capsys):
 
 
 def test_cifar_forget_index_header_declaring_more_than_the_file_is_refused_unread(tmp_path, capsys):
-  archive, _ = _write_cifar(str(tmp_path), np.random.default_rng(0))
+  archive, _ = write_cifar(str(tmp_path), np.random.default_rng(0))
   with open(tmp_path / "forget_idx.npy", "wb") as f:  # 80 GB declared, a few bytes present
     npy.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": (10**10,)})
     f.write(np.arange(4, dtype="<i8").tobytes())
