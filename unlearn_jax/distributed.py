@@ -1,7 +1,7 @@
 """Multi-process start-up: explicit flags, environment variables, or ``auto``.
 
 Every process of a multi-process run executes the same command on a shared cache
-directory (see :mod:`unlearn_jax.pipeline`); this module only gives each process
+directory (see :mod:`unlearn_jax.protocol.run`); this module only gives each process
 its identity through :func:`jax.distributed.initialize`. Three ways to say how:
 
 * **explicit**: ``coordinator`` (``host:port`` of process 0), ``num_processes`` and

@@ -31,7 +31,7 @@ def _is_int(value: Any) -> bool:
 
 
 def check_eval_config(config) -> None:
-  """Settings of an :class:`~unlearn_jax.pipeline.EvalConfig` that cannot work together.
+  """Settings of an :class:`~unlearn_jax.protocol.config.EvalConfig` that cannot work together.
 
   KLOM's retain and held-out margins are measured from the retrained models' cached
   parameters, so ``--metrics klom`` needs ``cache_params`` (refused here, not after the run).
