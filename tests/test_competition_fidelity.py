@@ -1,0 +1,179 @@
+"""The competition entries' schedules and batch orders against plain-Python transcriptions of their sources.
+
+* ``kookmin``: the entry's ``LinearAnnealingLR`` (a torch ``_LRScheduler`` stepped once per
+  epoch, ``num_annealing_steps=(E+1)//2``, ``num_total_steps=E+1``), transcribed with torch's
+  step-count mechanics (the constructor takes the first step);
+* ``neggrad_plus``: ``zip(retain_loader, itertools.cycle(forget_loader))`` over loaders with
+  ``drop_last=False``, the real ``itertools.cycle`` on plain lists;
+* ``seif``: the ``author`` and ``balanced`` class weights against hand-computed scikit-learn
+  ``compute_class_weight("balanced")`` values.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.helpers import small_digits
+from unlearn_jax.models import get_model
+from unlearn_jax.training import steps
+from unlearn_jax.training.state import init_variables
+from unlearn_jax.unlearning import ModelState, SetSizes, kookmin, neggrad_plus, seif
+
+
+# ---------------------------------------------------------------- kookmin
+
+
+class _TranscribedLinearAnnealingLR:
+  """The entry's scheduler with torch's bookkeeping: ``__init__`` calls ``step()`` once, and
+  ``step()`` increments ``_step_count`` and then sets the lr from ``get_lr()``."""
+
+  def __init__(self, base_lr, num_annealing_steps, num_total_steps):
+    self.base_lr = base_lr
+    self.num_annealing_steps = num_annealing_steps
+    self.num_total_steps = num_total_steps
+    self._step_count = 0
+    self.lr = None
+    self.step()
+
+  def get_lr(self):
+    if self._step_count <= self.num_annealing_steps:
+      return self.base_lr * self._step_count / self.num_annealing_steps
+    return (self.base_lr * (self.num_total_steps - self._step_count)
+            / (self.num_total_steps - self.num_annealing_steps))
+
+  def step(self):
+    self._step_count += 1
+    self.lr = self.get_lr()
+
+
+def _entry_epoch_lrs(epochs: int) -> list[float]:
+  sched = _TranscribedLinearAnnealingLR(1.0, (epochs + 1) // 2, epochs + 1)
+  lrs = []
+  for _ in range(epochs):  # the entry: train one epoch at the current lr, then scheduler.step()
+    lrs.append(sched.lr)
+    sched.step()
+  return lrs
+
+
+@pytest.mark.parametrize("epochs", range(1, 9))
+def test_kookmin_factors_equal_the_entrys_linear_annealing_lr(epochs):
+  np.testing.assert_allclose(kookmin.lr_factors(epochs), _entry_epoch_lrs(epochs), rtol=0, atol=1e-12)
+
+
+def test_kookmin_four_epochs_is_the_entrys_half_one_two_thirds_one_third():
+  np.testing.assert_allclose(kookmin.lr_factors(4), [1 / 2, 1, 2 / 3, 1 / 3])
+  np.testing.assert_allclose(kookmin.lr_factors(5), [1 / 3, 2 / 3, 1, 2 / 3, 1 / 3])
+  assert kookmin.make(get_model("mlp", 10), epochs=4).hyperparameters["lr_factors"] == tuple(kookmin.lr_factors(4))
+
+
+# ---------------------------------------------------------------- neggrad_plus
+
+
+def _loader_batches(order, batch_size):
+  order = list(order)
+  return [order[lo:lo + batch_size] for lo in range(0, len(order), batch_size)]
+
+
+def _source_pairs(r_order, f_order, br, bf):
+  """The source's epoch: ``for (xr, yr), (xf, yf) in zip(retain_loader, cycle(forget_loader))``."""
+  return list(zip(_loader_batches(r_order, br), itertools.cycle(_loader_batches(f_order, bf))))
+
+
+def _recorded_pairs(n_r, n_f, br, bf):
+  """Runs :func:`neggrad_plus.cycle_pairs` (jitted) with a step that records each pair it sees."""
+  r_order = jnp.asarray(np.random.default_rng(0).permutation(n_r) + 1000)
+  f_order = jnp.asarray(np.random.default_rng(1).permutation(n_f) + 5000)
+  n_steps = -(-n_r // br)
+
+  def step(state, batch, key):
+    del key
+    buf, count = state
+    r_idx, f_idx = batch
+    row = jnp.concatenate([jnp.pad(r_idx, (0, br - r_idx.shape[0]), constant_values=-1),
+                           jnp.pad(f_idx, (0, bf - f_idx.shape[0]), constant_values=-1)])
+    return (buf.at[count].set(row), count + 1), {"loss": jnp.float32(r_idx.shape[0] + f_idx.shape[0])}
+
+  init = (jnp.full((n_steps, br + bf), -1, r_order.dtype), jnp.int32(0))
+  (buf, count), _ = jax.jit(lambda s: neggrad_plus.cycle_pairs(step, s, r_order, f_order, br, bf,
+                                                               jax.random.key(0)))(init)
+  assert int(count) == n_steps
+  buf = np.asarray(buf)
+  pairs = [([int(v) for v in row[:br] if v >= 0], [int(v) for v in row[br:] if v >= 0]) for row in buf]
+  return pairs, np.asarray(r_order).tolist(), np.asarray(f_order).tolist()
+
+
+@pytest.mark.parametrize("n_r,n_f,br,bf", [
+    (50, 13, 4, 5),    # forget short batch of 3, 13 steps: cycles of 3 with a tail
+    (48, 13, 4, 5),    # no retain remainder
+    (50, 15, 4, 5),    # forget divides evenly
+    (10, 23, 3, 4),    # more forget batches than steps (no wrap), retain remainder 1
+    (30, 3, 4, 8),     # forget smaller than its batch: every step replays the same short batch
+    (64, 16, 16, 8),   # the registry contract's small settings
+    (37, 11, 5, 11),   # one full forget batch per cycle
+])
+def test_neggrad_plus_batch_order_is_zip_with_itertools_cycle(n_r, n_f, br, bf):
+  got, r_order, f_order = _recorded_pairs(n_r, n_f, br, bf)
+  want = _source_pairs(r_order, f_order, br, bf)
+  assert got == [(list(r), list(f)) for r, f in want]
+
+
+def test_neggrad_plus_cost_counts_the_short_forget_batches():
+  # 10 steps (40 retain at 4), forget 13 at 5 -> batches 5, 5, 3 cycled: 3 whole cycles + one batch of 5
+  assert neggrad_plus.paired_forget_examples(40, 13, 4, 5) == 3 * 13 + 5
+  method = neggrad_plus.make(get_model("mlp", 10), batch_size=4, forget_batch_size=5, epochs=2)
+  assert method.cost(SetSizes(retain=40, forget=13, validation=1)) == pytest.approx(2 * (1 + 44 / 40))
+
+
+def test_neggrad_plus_runs_with_a_short_forget_batch():
+  data = small_digits(n_retain=40, n_forget=13)
+  model = get_model("mlp", 10)
+  params, stats = init_variables(model, jax.random.key(0), data.image_shape)
+  method = neggrad_plus.make(model, epochs=2, batch_size=16, forget_batch_size=5)
+  res = jax.jit(method.unlearn)(ModelState(params, stats), data, jax.random.key(1))
+  assert np.isfinite(np.asarray(res.metrics["loss"])).all()
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), res.state.params, params)
+  assert max(jax.tree.leaves(moved)) > 0
+
+
+# ---------------------------------------------------------------- seif
+
+
+def test_seif_balanced_weights_are_scikit_learns():
+  counts = jnp.asarray([4.0, 1.0, 0.0, 3.0])
+  # compute_class_weight("balanced", classes=[0, 1, 3], y) = n / (n_classes * bincount): 8 / (3 * n_c)
+  np.testing.assert_allclose(seif.balanced_weights(counts), [8 / 12, 8 / 3, 0.0, 8 / 9], rtol=1e-6)
+
+
+@pytest.mark.parametrize("choice", ["author", "balanced"])
+def test_seif_loss_uses_the_chosen_class_weights(choice):
+  data = small_digits()
+  model = get_model("tiny_cnn", 10, conv_impl="gemm")
+  params, stats = init_variables(model, jax.random.key(0), data.image_shape)
+  method = seif.make(model, epochs=1, lr=0.0, batch_size=128, noise_std=0.0, last_noise_std=0.0,
+                     class_weights=choice)
+  assert method.hyperparameters["class_weights"] == choice
+  res = jax.jit(method.unlearn)(ModelState(params, stats), data, jax.random.key(1))
+  x, y = data.gather(data.retain)
+  logits, _ = steps.apply_train(model, params, stats, x)
+  y = np.asarray(y)
+  ce = -np.mean(np.asarray(jax.nn.log_softmax(logits))[np.arange(y.shape[0]), y])
+  if choice == "author":
+    w = np.where(y == 0, 1.0, 0.05)
+  else:
+    counts = np.bincount(y, minlength=10).astype(np.float64)
+    present = counts > 0
+    table = np.where(present, len(y) / (present.sum() * np.maximum(counts, 1)), 0.0)
+    w = table[y]
+  np.testing.assert_allclose(res.metrics["loss"], [ce * w.mean()], rtol=1e-5)
+
+
+def test_seif_default_is_the_authors_vector_and_bad_choice_is_refused():
+  model = get_model("mlp", 10)
+  assert seif.make(model).hyperparameters["class_weights"] == "author"
+  with pytest.raises(ValueError, match="class_weights"):
+    seif.make(model, class_weights="inverse")
