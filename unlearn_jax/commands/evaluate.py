@@ -29,7 +29,7 @@ FLAG_KEYS = {
     "chunk_size": "chunk_size", "conv_impl": "conv_impl", "dtype": "dtype", "seed": "seed", "output_dir": "output_dir",
     "cache_dir": "cache_dir", "allow_nan_drop": "allow_nan_drop", "plots": "plots", "metrics": "metrics",
     "margin_examples": "margin_examples", "bootstrap": "bootstrap", "with_ceiling": "with_ceiling",
-    "compile_cache": "compile_cache",
+    "compile_cache": "compile_cache", "original": "original",
 }
 
 
@@ -54,13 +54,19 @@ def add_arguments(p) -> None:
                                  "path/to/file.py:make or module:make, make(num_classes, conv_impl, dtype)")
   p.add_argument("--recipe", help="training recipe for original and retrained models (default per dataset)")
   p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+  p.add_argument("--original", metavar="PATH",
+                 help="start from this original model instead of training one: a torchvision ResNet-18 "
+                      "state_dict (.pth, as the competition's original_model.pth; read without PyTorch) or an "
+                      "original.npz saved by this project; its SHA-256 keys every cache entry derived from it")
   p.add_argument("--method", help="unlearning method (default finetune), or your own factory path/to/file.py:make or "
                                   "module:make, make(model, **hp) -> UnlearningMethod")
   p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
                  help="method hyperparameter override (repeatable), e.g. --hp lr=0.01; checked against the "
                       "method's declared types and ranges (unlearn-jax methods METHOD lists them)")
   p.add_argument("--num-models", type=int, help="N, retrained and unlearned models each (default 512)")
-  p.add_argument("--forget-mode", help="forget set: random, groups, classes or source (default random)")
+  p.add_argument("--forget-mode", help="forget set: random, groups, classes or source (default per dataset: "
+                                       "source on competition, the data's own forget list of whole people; "
+                                       "random elsewhere)")
   p.add_argument("--forget-fraction", type=float, help="forget fraction for --forget-mode random (default 0.1)")
   p.add_argument("--forget-groups", type=int, help="number of groups for --forget-mode groups")
   p.add_argument("--forget-classes", help="comma-separated classes for --forget-mode classes")
@@ -148,19 +154,18 @@ def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: i
   """The :class:`~unlearn_jax.pipeline.EvalConfig` a config dict describes."""
   from unlearn_jax import evaluations, margins, pipeline
   from unlearn_jax.data import SplitSpec
-  ds_defaults = (cfg.get("dataset_defaults") or {}).get(cfg["dataset"], {})
-  model = cfg.get("model") or ds_defaults.get("model", "resnet18")
-  recipe = cfg.get("recipe") or ds_defaults.get("recipe", "competition")
+  setup = configs.setup_defaults(cfg)
+  model, recipe, forget_mode = setup["model"], setup["recipe"], setup["forget_mode"]
   hp = method_defaults_of(cfg)
   hp.update(cfg.get("hp") or {})
   classes = cfg.get("forget_classes")
   try:
-    split = SplitSpec(forget=cfg["forget_mode"], fraction=float(cfg["forget_fraction"]),
+    split = SplitSpec(forget=forget_mode, fraction=float(cfg["forget_fraction"]),
                       num_groups=int(cfg["forget_groups"]), classes=tuple(classes) if classes else None,
                       seed=int(cfg["split_seed"]))
   except (TypeError, ValueError) as err:
     raise ValueError(f"bad forget split settings: {err}") from None
-  if cfg["forget_mode"] == "random" and not 0.0 < float(cfg["forget_fraction"]) < 1.0:
+  if forget_mode == "random" and not 0.0 < float(cfg["forget_fraction"]) < 1.0:
     raise ValueError(f"--forget-fraction must lie strictly between 0 and 1, got {cfg['forget_fraction']} "
                      f"(0 empties the forget set, 1 forgets the whole training set)")
   for name in ("num_models", "seed"):
@@ -176,7 +181,8 @@ def to_eval_config(cfg: dict[str, Any], process_index: int = 0, process_count: i
       seed=cfg["seed"], strategy=cfg["strategy"], chunk_size=cfg.get("chunk_size"), conv_impl=cfg["conv_impl"],
       dtype=str(cfg.get("dtype") or "float32"), cache_dir=cfg["cache_dir"], output_dir=cfg["output_dir"], cache_params=bool(cfg.get("cache_params", True)),
       allow_nan_drop=bool(cfg.get("allow_nan_drop")), process_index=process_index, process_count=process_count,
-      metrics=metrics, margin_examples=margin_examples, compile_cache=bool(cfg.get("compile_cache", True)))
+      metrics=metrics, margin_examples=margin_examples, compile_cache=bool(cfg.get("compile_cache", True)),
+      original=cfg.get("original"))
 
 
 def _init_distributed(args) -> tuple[int, int]:
@@ -275,6 +281,9 @@ def run(args) -> int:
     print(f"  {line}")
   print(f"  cost {results['cost']['relative_to_retrain']:.3f} x retraining; wall "
         f"{results['wall_s']['total']:.1f} s on {results['device']}")
+  setup = configs.setup_defaults(cfg)
+  if "forget_mode" in setup["from_dataset"]:
+    print(f"  forget set: mode {setup['forget_mode']} (default of dataset {cfg['dataset']}; --forget-mode to change)")
   if defaults:
     shown = " ".join(f"{k}={v}" for k, v in sorted(defaults.items()))
     print(f"  method defaults of dataset {cfg['dataset']}: {shown} (override with --hp)")
