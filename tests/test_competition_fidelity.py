@@ -177,3 +177,92 @@ def test_seif_default_is_the_authors_vector_and_bad_choice_is_refused():
   assert seif.make(model).hyperparameters["class_weights"] == "author"
   with pytest.raises(ValueError, match="class_weights"):
     seif.make(model, class_weights="inverse")
+
+
+# ---------------------------------------------------------------- the competition's forget set and test split
+
+
+def write_kaggle_folder(root, people_per_file=(("retain.csv", 10), ("forget.csv", 3), ("validation.csv", 8)),
+                        images_per_person=3, side=8, seed=0):
+  """A miniature Kaggle folder (retain/forget/validation CSVs, ``images/<person>/<n>.png``, ids
+  ``<person>_<n>``); person ids run on across the files. Returns ``{file: [person ids]}``."""
+  import csv
+  import os
+
+  from PIL import Image
+  rng = np.random.default_rng(seed)
+  people, next_person = {}, 100
+  for name, count in people_per_file:
+    people[name] = list(range(next_person, next_person + count))
+    next_person += count
+    with open(os.path.join(root, name), "w", newline="") as f:
+      w = csv.writer(f)
+      w.writerow(["image_id", "person_id", "age", "age_group"])
+      for person in people[name]:
+        os.makedirs(os.path.join(root, "images", str(person)), exist_ok=True)
+        for n in range(images_per_person + person % 2):  # unequal counts per person
+          Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(
+              os.path.join(root, "images", str(person), f"{n}.png"))
+          group = int(rng.integers(0, 10))
+          w.writerow([f"{person}_{n}", person, 20 + group, group])
+  return people
+
+
+def _evaluate_config(argv):
+  import argparse
+
+  from unlearn_jax.commands import evaluate as evaluate_cmd
+  parser = argparse.ArgumentParser()
+  evaluate_cmd.add_parser(parser.add_subparsers(dest="command"))
+  args = parser.parse_args(["evaluate", *argv])
+  return evaluate_cmd.to_eval_config(evaluate_cmd.resolve_config(args))
+
+
+def test_competition_defaults_to_its_own_forget_list_other_datasets_to_random():
+  assert _evaluate_config(["--dataset", "competition"]).split.forget == "source"
+  assert _evaluate_config(["--config", "tiny", "--dataset", "competition"]).split.forget == "source"
+  assert _evaluate_config(["--dataset", "competition", "--forget-mode", "random"]).split.forget == "random"
+  assert _evaluate_config(["--dataset", "competition", "--forget-mode", "groups"]).split.forget == "groups"
+  assert _evaluate_config(["--dataset", "digits"]).split.forget == "random"
+  assert _evaluate_config(["--dataset", "competition", "--set", "forget_mode=random"]).split.forget == "random"
+
+
+def test_methods_command_shows_the_competition_forget_default(capsys):
+  from unlearn_jax import cli
+  assert cli.main(["methods", "--dataset", "competition"]) == 0
+  first = capsys.readouterr().out.splitlines()[0]
+  assert "forget mode source" in first and "whole people" in first
+  assert cli.main(["methods", "--dataset", "digits"]) == 0
+  assert "forget mode random" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_competition_default_split_is_the_forget_lists_people_and_test_is_person_disjoint(tmp_path):
+  from unlearn_jax.data import load_dataset, make_splits
+  from unlearn_jax.data.splits import group_counts
+  people = write_kaggle_folder(str(tmp_path))
+  ds = load_dataset("competition", str(tmp_path))
+  spec = _evaluate_config(["--dataset", "competition", "--split-seed", "3"]).split
+  idx, _ = make_splits(ds, spec)
+  groups = ds.groups
+  assert set(groups[idx["forget"]].tolist()) == set(people["forget.csv"])
+  assert set(groups[idx["retain"]].tolist()) == set(people["retain.csv"])
+  assert not set(groups[idx["forget"]].tolist()) & set(groups[idx["retain"]].tolist())
+  # validation.csv's rows, divided by person into two halves
+  val_rows = np.flatnonzero(np.isin(groups, people["validation.csv"]))
+  np.testing.assert_array_equal(np.sort(np.concatenate([idx["validation"], idx["test"]])), val_rows)
+  v, t = set(groups[idx["validation"]].tolist()), set(groups[idx["test"]].tolist())
+  assert v and t and not v & t and v | t == set(people["validation.csv"])
+  assert abs(len(idx["validation"]) - len(val_rows) / 2) <= 2  # closest whole-person share to a half
+  counts = group_counts(groups, idx)
+  assert counts["forget_people_in_retain"] == 0 and counts["validation_people_in_test"] == 0
+  assert counts["forget_people"] == 3
+  # the halves follow --split-seed (same seed: same halves) and the forget list does not
+  again, _ = make_splits(ds, spec)
+  np.testing.assert_array_equal(again["validation"], idx["validation"])
+  halves = {tuple(make_splits(ds, _evaluate_config(["--dataset", "competition", "--split-seed", str(s)]).split)[0]
+                  ["validation"]) for s in range(6)}
+  assert len(halves) > 1
+  # random forgetting (the former default) splits people between forget and retain
+  rnd, _ = make_splits(ds, _evaluate_config(["--dataset", "competition", "--forget-mode", "random",
+                                             "--forget-fraction", "0.3"]).split)
+  assert group_counts(groups, rnd)["forget_people_in_retain"] > 0

@@ -53,6 +53,8 @@ import numpy as np
 from unlearn_jax import autotune, checkpoint, compile_cache, degenerate, evaluations, margins, plugins, seeds, setups
 from unlearn_jax._validate import check_seed
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
+from unlearn_jax.data import splits as data_splits
+from unlearn_jax.interop import original as original_io
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
 from unlearn_jax.training import RECIPES, Recipe, accuracy, describe_training, make_predict_fn, make_train_fn
 from unlearn_jax.training.losses import per_example_cross_entropy
@@ -101,6 +103,9 @@ class EvalConfig:
       examples (see :mod:`unlearn_jax.margins`).
     compile_cache: keep JAX's persistent compilation cache under ``cache_dir/jax-compilation``
       (:mod:`unlearn_jax.compile_cache`), so running the same evaluation again skips compilation.
+    original: a given original model used instead of training one (:mod:`unlearn_jax.interop.original`:
+      a torchvision ResNet-18 ``.pth`` or an ``.npz`` original of ours); its SHA-256 keys the original's
+      cache entry and so every unlearning entry derived from it.
   """
 
   dataset: str = "digits"
@@ -128,6 +133,7 @@ class EvalConfig:
   metrics: tuple[str, ...] = ("competition",)
   margin_examples: int = margins.DEFAULT_MARGIN_EXAMPLES
   compile_cache: bool = True
+  original: Optional[str] = None
 
 
 # ------------------------------------------------------------------ context
@@ -147,6 +153,7 @@ class Context:
   conv_impl_source: str = "given"
   progress: Optional["Progress"] = None
   method_origin: Optional[dict[str, Any]] = None  # a user's method: name, source file, content hash
+  given_original: Optional[original_io.GivenOriginal] = None  # --original: path, format, SHA-256
 
   def key_parts(self, kind: str) -> dict[str, Any]:
     c = self.config
@@ -154,6 +161,8 @@ class Context:
                  model=plugins.model_key(c.model), conv_impl=c.conv_impl, recipe=self.recipe, seed=c.seed)
     if c.dtype != "float32":  # float32 keys stay as they were before the option existed
       parts["dtype"] = c.dtype
+    if kind == "original" and self.given_original is not None:  # --original: keyed by the file's contents
+      parts["given_original"] = self.given_original.sha256
     return parts
 
 
@@ -241,6 +250,8 @@ def validate(config: EvalConfig) -> None:
   if config.data_dir is not None and not os.access(config.data_dir, os.R_OK | os.X_OK):
     raise ValueError(f"data directory {config.data_dir!r} is not readable")
   resolve_recipe(config.recipe, config.recipe_overrides)
+  if config.original is not None and not os.path.isfile(config.original):
+    raise ValueError(f"--original {config.original!r} does not exist or is not a regular file")
   evaluations.check_metrics(config.metrics)
   if int(config.margin_examples) != config.margin_examples or config.margin_examples < 1:
     raise ValueError(f"margin_examples must be an integer >= 1, got {config.margin_examples}")
@@ -257,8 +268,9 @@ def build_context(config: EvalConfig, progress: Optional["Progress"] = None) -> 
                                                       **tune_options(config, progress))
   config = dataclasses.replace(config, conv_impl=conv_impl)  # cache keys name the concrete lowering
   model = get_model(config.model, data.num_classes, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[config.dtype])
+  given = original_io.describe(config.original) if config.original is not None else None  # --original
   return Context(config, data, indices, model, recipe, _fingerprint(dataset), conv_impl_source=conv_source,
-                 progress=progress)
+                 progress=progress, given_original=given)
 
 
 def tune_options(config: EvalConfig, progress: Optional["Progress"] = None) -> dict[str, Any]:
@@ -507,7 +519,13 @@ def original_model(ctx: Context, root: jax.Array, cache_root: str, progress: Pro
   cached = arrays is not None
   for err in store.rebuilt:
     progress.line(f"[original] corrupt cache entry rebuilt: {err}")
-  if arrays is None:
+  given = ctx.given_original
+  if arrays is None and given is not None:  # --original: load and measure the given model, no training
+    arrays = original_io.measured_arrays(given, ctx.config.model, ctx.model, ctx.data, measure)
+    if ctx.config.process_index == 0:
+      store.save_entry("model", arrays)
+    progress.line(f"[original] given {given.path} ({given.format}, sha256 {given.sha256[:16]}); not trained")
+  elif arrays is None:
     t0 = time.perf_counter()
     train = make_train_fn(ctx.model, ctx.recipe, split="train")
 
@@ -797,6 +815,7 @@ def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None,
       "recipe": results_recipe,
       "training": describe_training(ctx.recipe, ctx.data),
       "split": results_split,
+      "split_people": data_splits.group_counts(np.asarray(ctx.data.groups), ctx.indices),  # None: no group ids
       "set_sizes": dataclasses.asdict(sizes) | {"test": int(ctx.data.test.shape[0])},
       "num_models": config.num_models,
       "setup": setups.make_setup(dataset=config.dataset, data_fingerprint=ctx.fingerprint,
@@ -829,6 +848,8 @@ def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None,
     results["margin_examples"] = {k: int(v.shape[0]) for k, v in ref.margin_subsets.items()}
   if ctx.method_origin is not None:
     results["method_origin"] = ctx.method_origin
+  if ctx.given_original is not None:  # --original
+    results["original"]["given"] = ctx.given_original.record()
   if plugins.is_spec(config.model):
     results["model_origin"] = plugins.model_record(config.model)
   results["_arrays"] = {"unlearned_confidence": unlearned["forget_confidence"],

@@ -282,6 +282,11 @@ def run(args) -> int:
   print(f"  cost {results['cost']['relative_to_retrain']:.3f} x retraining; wall "
         f"{results['wall_s']['total']:.1f} s on {results['device']}")
   setup = configs.setup_defaults(cfg)
+  people = results.get("split_people")
+  if people:
+    print(f"  people: forget {people['forget_people']} ({people['forget_people_in_retain']} also in retain), "
+          f"validation {people['validation_people']} / test {people['test_people']} "
+          f"({people['validation_people_in_test']} in both)")
   if "forget_mode" in setup["from_dataset"]:
     print(f"  forget set: mode {setup['forget_mode']} (default of dataset {cfg['dataset']}; --forget-mode to change)")
   if defaults:

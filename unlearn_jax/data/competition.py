@@ -26,7 +26,11 @@ Conventions (as the organisers' ``original_model.pth`` expects): pixels stay
 is retain followed by forget, and ``forget_idx`` is the ``forget.csv`` rows, so
 ``SplitSpec(forget="source")`` reproduces the competition's forget set and
 ``forget="groups"`` draws whole people afresh. The competition's test set was
-hidden, so ``validation.csv`` serves as both the validation and the test split.
+hidden, so ``validation.csv`` is returned as the held-out pool (``test_idx``,
+``val_idx=None``): :func:`unlearn_jax.data.splits.heldout_split` divides it
+person-disjointly into validation (the original's checkpoint choice) and test (the
+reported accuracy) halves from the split seed, as the organizers kept separate
+validation and test splits (:func:`heldout_pool`).
 """
 
 from __future__ import annotations
@@ -108,12 +112,19 @@ def _load_image(path: str, csv_path: str, line: int) -> np.ndarray:
     raise ValueError(f"{csv_path} line {line}: cannot read image {path!r}: {e}") from e
 
 
+def heldout_pool(n_train: int, n_validation: int) -> tuple[None, np.ndarray]:
+  """``(val_idx, test_idx)`` of the Dataset: no fixed validation split; ``validation.csv``'s rows
+  (after the training pool) form the held-out pool that the split divides by person."""
+  return None, np.arange(n_train, n_train + n_validation)
+
+
 def load_competition(data_dir: Optional[str]) -> Dataset:
   """Loads the competition's retain/forget/validation CSVs and images from ``data_dir``.
 
   Returns:
     A :class:`Dataset` ordered retain, forget, validation, with
-    ``forget_idx`` the forget rows and ``val_idx = test_idx`` the validation rows.
+    ``forget_idx`` the forget rows, ``test_idx`` the validation rows (the held-out pool)
+    and ``val_idx`` ``None``.
 
   Raises:
     FileNotFoundError: ``data_dir``, a CSV or an image file is missing.
@@ -169,7 +180,7 @@ def load_competition(data_dir: Optional[str]) -> Dataset:
     raise ValueError(f"person_id values must be non-negative, got {groups.min()}")
   n_retain, n_forget, n_val = counts
   n_train = n_retain + n_forget
-  val = np.arange(n_train, n_train + n_val)
+  val, test = heldout_pool(n_train, n_val)
   return Dataset(
       name="competition",
       images=np.stack(images),
@@ -177,7 +188,7 @@ def load_competition(data_dir: Optional[str]) -> Dataset:
       groups=groups.astype(np.int32),
       num_classes=NUM_AGE_GROUPS,
       train_idx=np.arange(n_train),
-      test_idx=val,
+      test_idx=test,
       val_idx=val,
       forget_idx=np.arange(n_retain, n_train),
       scale=1.0,

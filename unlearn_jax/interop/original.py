@@ -135,3 +135,13 @@ def load(given: GivenOriginal, model_name: str, model, num_classes: int, image_s
   check_against(params, batch_stats, {"params": want_params, "batch_stats": want_stats}, path)
   cast = lambda tree: jax.tree.map(lambda a: np.asarray(a, np.float32), tree)
   return cast(params), cast(batch_stats)
+
+
+def measured_arrays(given: GivenOriginal, model_name: str, model, data, measure) -> dict[str, np.ndarray]:
+  """The cache entry of a given original: its ``params/``, ``batch_stats/`` and the ``out/``
+  measurements ``measure(params, batch_stats, data)`` (as a trained original's entry, without
+  ``kept_epoch``)."""
+  from unlearn_jax import checkpoint
+  params, batch_stats = load(given, model_name, model, int(data.num_classes), tuple(data.images.shape[1:]))
+  out = jax.jit(measure)(params, batch_stats, data)
+  return checkpoint.flatten_tree(dict(params=params, batch_stats=batch_stats, out=out))
