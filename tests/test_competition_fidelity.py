@@ -266,3 +266,168 @@ def test_competition_default_split_is_the_forget_lists_people_and_test_is_person
   rnd, _ = make_splits(ds, _evaluate_config(["--dataset", "competition", "--forget-mode", "random",
                                              "--forget-fraction", "0.3"]).split)
   assert group_counts(groups, rnd)["forget_people_in_retain"] > 0
+
+
+# ---------------------------------------------------------------- evaluate --original
+
+
+def _cli(args, expect_rc=0):
+  import contextlib
+  import io
+
+  from unlearn_jax import cli
+  err, out = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    rc = cli.main(args)
+  assert rc == expect_rc, err.getvalue()
+  return out.getvalue(), err.getvalue()
+
+
+def _given_original(tmp_path, config, key=3):
+  from unlearn_jax import checkpoint
+  from unlearn_jax.data import load_dataset
+  from unlearn_jax.training.state import init_variables
+  ds = load_dataset(config.dataset)
+  model = get_model(config.model, ds.num_classes)
+  params, stats = init_variables(model, jax.random.key(key), ds.image_shape)
+  path = str(tmp_path / f"given{key}.npz")  # an original saved in our format (as the cache's model.npz)
+  checkpoint.save_arrays(path, checkpoint.flatten_tree(dict(params=params, batch_stats=stats)))
+  return path, ds, model, params, stats
+
+
+def _accuracies(ds, split_spec, model, params, stats):
+  from unlearn_jax.data import make_splits
+  _, data = make_splits(ds, split_spec)
+  out = {}
+  for split in ("retain", "forget", "test"):
+    x, y = data.gather(data.split(split))
+    logits = model.apply({"params": params, "batch_stats": stats} if stats else {"params": params}, x, train=False)
+    out[split] = float(np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(y)))
+  return out
+
+
+def test_original_stage_loads_the_given_model_without_training_and_keys_by_its_sha(tmp_path, monkeypatch):
+  import dataclasses
+
+  from unlearn_jax import checkpoint, pipeline
+  config = dataclasses.replace(_evaluate_config(["--config", "tiny"]), cache_dir=str(tmp_path / "cache"))
+  given, ds, model, params, stats = _given_original(tmp_path, config)
+  other, *_ = _given_original(tmp_path, config, key=4)
+
+  def no_training(*a, **k):
+    raise AssertionError("the original must not be trained")
+
+  monkeypatch.setattr(pipeline, "make_train_fn", no_training)
+  ctx = pipeline.build_context(dataclasses.replace(config, original=given))
+  state, out, directory, cached, _ = pipeline.original_model(ctx, jax.random.key(0), config.cache_dir,
+                                                             pipeline.Progress(enabled=False))
+  assert not cached
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  want = _accuracies(ds, config.split, model, params, stats)
+  for split, acc in want.items():
+    assert float(out[f"{split}_accuracy"]) == pytest.approx(acc, abs=1e-6)
+  _, _, again, cached, _ = pipeline.original_model(ctx, jax.random.key(0), config.cache_dir,
+                                                   pipeline.Progress(enabled=False))
+  assert cached and again == directory
+  keys = lambda c: {k: checkpoint.cache_key(c.key_parts(k)) for k in ("original", "retrained")}
+  trained = pipeline.Context(dataclasses.replace(ctx.config, original=None), None, {}, None, ctx.recipe, ctx.fingerprint)
+  ctx_other = pipeline.build_context(dataclasses.replace(config, original=other))
+  assert keys(ctx)["retrained"] == keys(ctx_other)["retrained"] == keys(trained)["retrained"]
+  assert len({keys(ctx)["original"], keys(ctx_other)["original"], keys(trained)["original"]}) == 3
+
+
+@pytest.mark.slow
+def test_evaluate_original_skips_training_and_keys_caches_by_the_file(tmp_path, monkeypatch):
+  import hashlib
+  import os
+
+  from tests.helpers import load_results
+  from unlearn_jax import checkpoint, pipeline
+  from unlearn_jax.data import load_dataset, make_splits
+  from unlearn_jax.training.state import init_variables
+  config = _evaluate_config(["--config", "tiny"])
+  ds = load_dataset(config.dataset)
+  model = get_model(config.model, ds.num_classes)
+  params, stats = init_variables(model, jax.random.key(3), ds.image_shape)
+  given = str(tmp_path / "given.npz")  # an original saved in our format (as the cache's model.npz)
+  checkpoint.save_arrays(given, checkpoint.flatten_tree(dict(params=params, batch_stats=stats)))
+
+  trained_splits = []
+  real = pipeline.make_train_fn
+
+  def spy(model, recipe, split="train", **kw):
+    trained_splits.append(split)
+    return real(model, recipe, split=split, **kw)
+
+  monkeypatch.setattr(pipeline, "make_train_fn", spy)
+  cache = str(tmp_path / "cache")
+  base = ["evaluate", "--config", "tiny", "--method", "none", "--num-models", "2", "--chunk-size", "2",
+          "--cache-dir", cache]
+  _, err = _cli(base + ["--original", given, "--output-dir", str(tmp_path / "given")])
+  res = load_results(str(tmp_path / "given"))
+  assert trained_splits and "train" not in trained_splits  # retrained models trained, the original not
+  assert "[original] given" in err and "[original] trained" not in err
+  sha = hashlib.sha256((tmp_path / "given.npz").read_bytes()).hexdigest()
+  assert res["original"]["given"] == {"path": given, "format": "unlearn-jax-npz", "sha256": sha}
+  idx, data = make_splits(ds, config.split)  # the given model's accuracies, computed here independently
+  for split in ("retain", "forget", "test"):
+    x, y = data.gather(data.split(split))
+    logits = model.apply({"params": params, "batch_stats": stats} if stats else {"params": params}, x, train=False)
+    want = float(np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(y)))
+    assert res["original"][f"{split}_accuracy"] == pytest.approx(want, abs=1e-6)
+  assert "kept_epoch" not in res["original"]
+
+  arrays, meta = checkpoint.load_arrays(given)  # a changed file: new original and unlearning entries
+  name = sorted(k for k in arrays if k.startswith("params/"))[0]
+  arrays[name] = arrays[name] + 0.01
+  changed = str(tmp_path / "changed.npz")
+  checkpoint.save_arrays(changed, arrays, meta)
+  trained_splits.clear()
+  _, err = _cli(base + ["--original", changed, "--output-dir", str(tmp_path / "changed")])
+  assert "[retrained] 2 models from cache" in err and "[original] given" in err
+  other = load_results(str(tmp_path / "changed"))
+  assert "train" not in trained_splits  # the original is still not trained
+  assert other["original"]["given"]["sha256"] != sha
+  assert other["cache"]["original"] != res["cache"]["original"]
+  assert os.path.basename(other["cache"]["unlearned"]) != os.path.basename(res["cache"]["unlearned"])
+  assert other["cache"]["retrained"] == res["cache"]["retrained"]  # not derived from the original
+
+
+def test_evaluate_original_bad_files_are_one_line_errors(tmp_path):
+  from tests.test_pth_reader import write_pth
+  base = ["evaluate", "--config", "tiny", "--num-models", "2", "--cache-dir", str(tmp_path / "c"),
+          "--output-dir", str(tmp_path / "o"), "--quiet"]
+  _, err = _cli(base + ["--original", str(tmp_path / "absent.pth")], expect_rc=2)
+  assert err.startswith("unlearn-jax: error: --original") and "does not exist" in err and err.count("\n") == 1
+  small = tmp_path / "small.pth"
+  write_pth(small, {"fc.weight": np.zeros((10, 4), np.float32)})
+  _, err = _cli(base + ["--original", str(small)], expect_rc=2)
+  assert "needs --model resnet18" in err and err.count("\n") == 1
+  bad = tmp_path / "bad.npz"
+  from unlearn_jax import checkpoint
+  checkpoint.save_arrays(str(bad), {"params/fc/kernel": np.zeros((3, 3), np.float32)})
+  _, err = _cli(base + ["--original", str(bad)], expect_rc=2)
+  assert "lacks params" in err or "has params" in err or "has shape" in err
+  assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_given_torchvision_pth_becomes_our_resnet18_original(tmp_path):
+  from tests.test_pth_reader import write_pth
+  from tests.test_torch_import import _random_state_dict
+  from unlearn_jax.interop import import_torchvision_resnet18, original
+  sd = _random_state_dict(np.random.default_rng(4))
+  path = tmp_path / "original_model.pth"
+  write_pth(path, sd)
+  given = original.describe(str(path))
+  assert given.format == "torchvision-pth" and len(given.sha256) == 64
+  model = get_model("resnet18", 10)
+  params, stats = original.load(given, "resnet18", model, 10, (32, 32, 3))
+  want_p, want_s = import_torchvision_resnet18(sd)
+  for got, want in ((params, want_p), (stats, want_s)):
+    flat_got, flat_want = jax.tree_util.tree_leaves_with_path(got), jax.tree_util.tree_leaves_with_path(want)
+    assert [p for p, _ in flat_got] == [p for p, _ in flat_want]
+    for (_, a), (_, b) in zip(flat_got, flat_want):
+      np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="has 10 output classes; the dataset has 7"):
+    original.load(given, "resnet18", get_model("resnet18", 7), 7, (32, 32, 3))
