@@ -181,8 +181,8 @@ def test_competition_loads_images_labels_people(competition):
   np.testing.assert_array_equal(ds.groups, [r[1] for r in all_rows])
   np.testing.assert_array_equal(ds.train_idx, np.arange(24))
   np.testing.assert_array_equal(ds.forget_idx, np.arange(18, 24))
-  np.testing.assert_array_equal(ds.val_idx, np.arange(24, 30))
-  np.testing.assert_array_equal(ds.test_idx, ds.val_idx)  # no public test set: validation doubles as test
+  assert ds.val_idx is None  # no public test set: validation.csv is the held-out pool, split by person
+  np.testing.assert_array_equal(ds.test_idx, np.arange(24, 30))
   idx, data = make_splits(ds, SplitSpec(forget="source"))
   assert set(ds.groups[idx["forget"]].tolist()) == {6, 7}
   assert set(ds.groups[idx["retain"]].tolist()) == set(range(6))

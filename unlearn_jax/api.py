@@ -56,7 +56,7 @@ def evaluate(dataset: str = "digits", method: Any = "finetune", num_models: Opti
     **options: any other config key, merged into the config's (a mapping such as
       ``recipe_overrides`` updates the config's entries) (``model``, ``recipe``, ``recipe_overrides``, ``seed``,
       ``cache_dir``, ``forget_mode``, ``forget_fraction``, ``strategy``, ``chunk_size``,
-      ``dtype``, ``allow_nan_drop``, ...; see ``unlearn_jax/configs/default.py``).
+      ``dtype``, ``allow_nan_drop``, ``original``, ...; see ``unlearn_jax/configs/default.py``).
 
   Returns:
     The ``results.json`` dict: ``forgetting_quality``, ``final_score``, per-example

@@ -35,7 +35,7 @@ FLAG_KEYS = {
     "chunk_size": "chunk_size", "conv_impl": "conv_impl", "dtype": "dtype", "seed": "seed", "output_dir": "output_dir",
     "cache_dir": "cache_dir", "allow_nan_drop": "allow_nan_drop", "plots": "plots", "metrics": "metrics",
     "margin_examples": "margin_examples", "bootstrap": "bootstrap", "with_ceiling": "with_ceiling",
-    "compile_cache": "compile_cache", "max_hours": "max_hours",
+    "compile_cache": "compile_cache", "max_hours": "max_hours", "original": "original",
 }
 
 
@@ -60,13 +60,19 @@ def add_arguments(p) -> None:
                                  "path/to/file.py:make or module:make, make(num_classes, conv_impl, dtype)")
   p.add_argument("--recipe", help="training recipe for original and retrained models (default per dataset)")
   p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+  p.add_argument("--original", metavar="PATH",
+                 help="start from this original model instead of training one: a torchvision ResNet-18 "
+                      "state_dict (.pth, as the competition's original_model.pth; read without PyTorch) or an "
+                      "original.npz saved by this project; its SHA-256 keys every cache entry derived from it")
   p.add_argument("--method", help="unlearning method (default finetune), or your own factory path/to/file.py:make or "
                                   "module:make, make(model, **hp) -> UnlearningMethod")
   p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
                  help="method hyperparameter override (repeatable), e.g. --hp lr=0.01; checked against the "
                       "method's declared types and ranges (unlearn-jax methods METHOD lists them)")
   p.add_argument("--num-models", type=int, help="N, retrained and unlearned models each (default 512)")
-  p.add_argument("--forget-mode", help="forget set: random, groups, classes or source (default random)")
+  p.add_argument("--forget-mode", help="forget set: random, groups, classes or source (default per dataset: "
+                                       "source on competition, the data's own forget list of whole people; "
+                                       "random elsewhere)")
   p.add_argument("--forget-fraction", type=float, help="forget fraction for --forget-mode random (default 0.1)")
   p.add_argument("--forget-groups", type=int, help="number of groups for --forget-mode groups")
   p.add_argument("--forget-classes", help="comma-separated classes for --forget-mode classes")
@@ -161,7 +167,8 @@ def download_first(config, progress) -> None:
 
 
 def run(args) -> int:
-  config = protocol_config.from_dict(resolve_config(args))  # checked before any process starts
+  cfg = resolve_config(args)
+  config = protocol_config.from_dict(cfg)  # checked before any process starts
   process_index, process_count = _init_distributed(args)
   config = dataclasses.replace(config, process_index=process_index, process_count=process_count)
   progress = Progress(enabled=not args.quiet)
@@ -184,6 +191,14 @@ def run(args) -> int:
     print(f"  {line}")
   print(f"  cost {results['cost']['relative_to_retrain']:.3f} x retraining; wall "
         f"{results['wall_s']['total']:.1f} s on {results['device']}")
+  setup = configs.setup_defaults(cfg)
+  people = results.get("split_people")
+  if people:
+    print(f"  people: forget {people['forget_people']} ({people['forget_people_in_retain']} also in retain), "
+          f"validation {people['validation_people']} / test {people['test_people']} "
+          f"({people['validation_people_in_test']} in both)")
+  if "forget_mode" in setup["from_dataset"]:
+    print(f"  forget set: mode {setup['forget_mode']} (default of dataset {cfg['dataset']}; --forget-mode to change)")
   defaults = results.get("method_defaults")
   if defaults:
     shown = " ".join(f"{k}={v}" for k, v in sorted(defaults.items()))

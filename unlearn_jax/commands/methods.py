@@ -6,7 +6,8 @@ split ratios, |D_f|/|D_r| ≈ 0.025 and |D_v|/|D_r| ≈ 0.125, with each method'
 reference hyperparameters, or, with ``--dataset D``, with the per-dataset defaults
 ``evaluate --dataset D`` applies (the default config's ``method_defaults``; e.g.
 ``finetune`` runs the organizers' ``kaggle`` preset on ``competition``), shown in a
-``defaults`` column. ``--names-only`` prints one registered name per line (for scripts).
+``defaults`` column, after a line with the dataset's default model, recipe and forget
+mode (``source`` on ``competition``: its ``forget.csv``, whole people). ``--names-only`` prints one registered name per line (for scripts).
 
 With a method (a registry name, or a user's ``path/to/file.py:make`` /
 ``module:make``): its hyperparameters from their declarations
@@ -23,6 +24,8 @@ from unlearn_jax import configs
 from unlearn_jax.models import get_model
 from unlearn_jax.unlearning import METHODS, SetSizes
 from unlearn_jax.protocol import config as protocol_config
+
+FORGET_MODE_NOTES = {"source": " (the data's own forget list: whole people on competition)"}
 
 # A retain set of the competition's order of size, with its forget/validation ratios.
 COMPETITION_SIZES = SetSizes(retain=40_000, forget=1_000, validation=5_000)
@@ -64,6 +67,11 @@ def run(args) -> int:
     rows.append((name, f"{method.cost(sizes):.2f}", shown, method.source))
   width = max(len(r[0]) for r in rows)
   where = f"defaults of dataset {dataset!r}" if dataset else "reference hyperparameters"
+  if dataset:
+    setup = configs.setup_defaults(dict(configs.load_config(None), dataset=dataset))
+    print(f"# dataset {dataset}: model {setup['model']}, recipe {setup['recipe']}, forget mode "
+          f"{setup['forget_mode']}{FORGET_MODE_NOTES.get(setup['forget_mode'], '')} (evaluate's defaults; "
+          f"--model, --recipe, --forget-mode change them)")
   print(f"# cost in R-ep at |D_f|/|D_r| = {sizes.forget / sizes.retain:g}, "
         f"|D_v|/|D_r| = {sizes.validation / sizes.retain:g} ({where}); "
         f"a method's hyperparameters: unlearn-jax methods METHOD")

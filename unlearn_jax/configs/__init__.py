@@ -128,7 +128,8 @@ KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "model": ((str, type(None)), "a model name or null"),
     "recipe": ((str, type(None)), "a recipe name or null"),
     "recipe_overrides": ((Mapping,), "a mapping of recipe fields"),
-    "forget_mode": ((str,), "a forget mode"),
+    "forget_mode": ((str, type(None)), "a forget mode or null (the dataset's default)"),
+    "original": ((str, type(None)), "a path to an original model or null"),
     "forget_fraction": (_NUMBER, "a number"),
     "forget_groups": ((int,), "an integer"),
     "forget_classes": ((list, tuple, type(None)), "a list of class ids or null"),
@@ -155,7 +156,7 @@ KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "metrics": ((str, list, tuple), "a comma-separated string or list of evaluation names"),
     "grid": ((Mapping, type(None)), "a mapping of hyperparameter names to lists of values"),
     "max_hours": (_NUMBER + (type(None),), "a number of hours or null"),
-    "dataset_defaults": ((Mapping,), "a mapping dataset -> {model, recipe}"),
+    "dataset_defaults": ((Mapping,), "a mapping dataset -> {model, recipe, forget_mode}"),
 }
 
 
@@ -189,6 +190,26 @@ def check_types(config: Mapping[str, Any], where: str = "config") -> dict[str, A
   if classes is not None and not all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
     raise ValueError(f"{where}: key 'forget_classes' must be a list of integer class ids, got {classes!r}")
   return dict(config)
+
+
+SETUP_FALLBACKS = {"model": "resnet18", "recipe": "competition", "forget_mode": "random"}
+
+
+def setup_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
+  """``model``, ``recipe`` and ``forget_mode`` of the config: the given value, else the dataset's
+  ``dataset_defaults`` entry, else :data:`SETUP_FALLBACKS`; ``from_dataset`` names the keys that
+  came from the dataset's defaults."""
+  ds = (cfg.get("dataset_defaults") or {}).get(cfg["dataset"], {})
+  out: dict[str, Any] = {"from_dataset": []}
+  for key, fallback in SETUP_FALLBACKS.items():
+    if cfg.get(key):
+      out[key] = cfg[key]
+    elif ds.get(key):
+      out[key] = ds[key]
+      out["from_dataset"].append(key)
+    else:
+      out[key] = fallback
+  return out
 
 
 def apply_overrides(config: Mapping[str, Any], assignments: Iterable[str], where: str = "--set") -> dict[str, Any]:

@@ -27,9 +27,14 @@ the defaults of dataset D; ``--hp`` overrides them.
 Keys:
   dataset, data_dir: data source and its directory.
   model, recipe: ``None`` picks the dataset's default from ``dataset_defaults``.
+  original: a given original model (a torchvision ResNet-18 ``state_dict`` ``.pth``, or an
+    ``original.npz`` this project saved) used instead of training one (``None``: train it).
   recipe_overrides: fields of :class:`unlearn_jax.training.Recipe` to replace (e.g. epochs).
   forget_mode, forget_fraction, forget_groups, forget_classes, split_seed: the
-    :class:`unlearn_jax.data.SplitSpec`.
+    :class:`unlearn_jax.data.SplitSpec`. ``forget_mode`` ``None`` takes the dataset's default
+    from ``dataset_defaults`` (``source`` on ``competition``: the data's own ``forget.csv``,
+    whole people, as the organizers forget; ``random`` elsewhere). On the Kaggle layout
+    ``split_seed`` also draws the person-disjoint validation/test halves of ``validation.csv``.
   method, hp: the unlearning method and its hyperparameter overrides.
   method_defaults: per dataset, per method hyperparameters applied before ``hp`` (recorded in
     results.json as ``method_defaults`` and printed when a run uses them).
@@ -72,7 +77,8 @@ def get_config() -> dict[str, Any]:
       "model": None,
       "recipe": None,
       "recipe_overrides": {},
-      "forget_mode": "random",
+      "original": None,
+      "forget_mode": None,
       "forget_fraction": 0.1,
       "forget_groups": 15,
       "forget_classes": None,
@@ -106,6 +112,6 @@ def get_config() -> dict[str, Any]:
           "random_cifar10": {"model": "resnet18", "recipe": "starting_kit"},
           "cifar10": {"model": "resnet18", "recipe": "starting_kit"},
           "cifar10_tarball": {"model": "resnet18", "recipe": "starting_kit"},
-          "competition": {"model": "resnet18", "recipe": "competition"},
+          "competition": {"model": "resnet18", "recipe": "competition", "forget_mode": "source"},
       },
   }

@@ -29,7 +29,11 @@ Conventions (as the organisers' ``original_model.pth`` expects): pixels stay
 is retain followed by forget, and ``forget_idx`` is the ``forget.csv`` rows, so
 ``SplitSpec(forget="source")`` reproduces the competition's forget set and
 ``forget="groups"`` draws whole people afresh. The competition's test set was
-hidden, so ``validation.csv`` serves as both the validation and the test split.
+hidden, so ``validation.csv`` is returned as the held-out pool (``test_idx``,
+``val_idx=None``): :func:`unlearn_jax.data.splits.heldout_split` divides it
+person-disjointly into validation (the original's checkpoint choice) and test (the
+reported accuracy) halves from the split seed, as the organizers kept separate
+validation and test splits (:func:`heldout_pool`).
 """
 
 from __future__ import annotations
@@ -212,12 +216,19 @@ def _person_groups(persons: list[str], wheres: list[tuple[str, int]]) -> np.ndar
   return np.asarray(values, np.int64)
 
 
+def heldout_pool(n_train: int, n_validation: int) -> tuple[None, np.ndarray]:
+  """``(val_idx, test_idx)`` of the Dataset: no fixed validation split; ``validation.csv``'s rows
+  (after the training pool) form the held-out pool that the split divides by person."""
+  return None, np.arange(n_train, n_train + n_validation)
+
+
 def load_competition(data_dir: Optional[str]) -> Dataset:
   """Loads the competition's retain/forget/validation CSVs and images from ``data_dir``.
 
   Returns:
     A :class:`Dataset` ordered retain, forget, validation, with
-    ``forget_idx`` the forget rows and ``val_idx = test_idx`` the validation rows.
+    ``forget_idx`` the forget rows, ``test_idx`` the validation rows (the held-out pool)
+    and ``val_idx`` ``None``.
 
   Raises:
     FileNotFoundError: ``data_dir``, a CSV or an image file is missing.
@@ -274,7 +285,7 @@ def load_competition(data_dir: Optional[str]) -> Dataset:
   groups = _person_groups(persons, wheres)
   n_retain, n_forget, n_val = counts
   n_train = n_retain + n_forget
-  val = np.arange(n_train, n_train + n_val)
+  val, test = heldout_pool(n_train, n_val)
   return Dataset(
       name="competition",
       images=np.stack(images),
@@ -282,7 +293,7 @@ def load_competition(data_dir: Optional[str]) -> Dataset:
       groups=groups.astype(np.int32),
       num_classes=NUM_AGE_GROUPS,
       train_idx=np.arange(n_train),
-      test_idx=val,
+      test_idx=test,
       val_idx=val,
       forget_idx=np.arange(n_retain, n_train),
       scale=1.0,

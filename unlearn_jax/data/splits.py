@@ -12,7 +12,12 @@ Forget-set modes:
 
 Validation and test come from the source's held-out pool: a source-defined
 validation split is used as is; otherwise the held-out pool is split by
-``validation_fraction`` (the CIFAR-10 kit splits its test set 50/50).
+``validation_fraction`` (the CIFAR-10 kit splits its test set 50/50), drawn from
+``seed``. When every held-out example carries a group id (a person, as in the
+competition's ``validation.csv``) the split is *group-disjoint*: whole people go
+to validation until it holds the share of images closest to ``validation_fraction``,
+the rest to test, so no person's images inform both the original's checkpoint
+choice and the reported test accuracy (:func:`heldout_split`).
 """
 
 from __future__ import annotations
@@ -101,6 +106,41 @@ def forget_indices(dataset: Dataset, spec: SplitSpec) -> np.ndarray:
   return chosen
 
 
+def heldout_split(dataset: Dataset, spec: SplitSpec) -> tuple[np.ndarray, np.ndarray]:
+  """``(validation, test)`` sorted indices: the held-out pool split by ``spec.validation_fraction``
+  from ``spec.seed``; group-disjoint when every held-out example has a group id (>= 0)."""
+  _validate.check_fraction("validation_fraction", spec.validation_fraction)
+  rng = np.random.default_rng([spec.seed, 1])
+  pool = np.asarray(dataset.test_idx)
+  groups = np.asarray(dataset.groups)[pool]
+  if pool.size == 0 or (groups < 0).any():
+    held = rng.permutation(pool)
+    n_val = int(round(spec.validation_fraction * len(held)))
+    return np.sort(held[:n_val]), np.sort(held[n_val:])
+  people, counts = np.unique(groups, return_counts=True)
+  if len(people) < 2:
+    raise ValueError(f"the held-out pool of dataset {dataset.name!r} has {len(people)} group(s); a group-disjoint "
+                     f"validation/test split needs at least 2")
+  order = rng.permutation(len(people))
+  cum = np.cumsum(counts[order])[:-1]  # images in validation when it takes the first k people, k = 1..P-1
+  k = 1 + int(np.argmin(np.abs(cum - spec.validation_fraction * len(pool))))
+  in_val = np.isin(groups, people[order[:k]])
+  return np.sort(pool[in_val]), np.sort(pool[~in_val])
+
+
+def group_counts(groups: np.ndarray, indices: dict[str, np.ndarray]) -> Optional[dict[str, int]]:
+  """Distinct groups (people) per split and the overlaps that must be empty for whole-person
+  splits (``None`` when the data has no group ids)."""
+  groups = np.asarray(groups)
+  if (groups < 0).all():
+    return None
+  sets = {k: set(groups[np.asarray(v)].tolist()) - {-1} for k, v in indices.items()}
+  out = {f"{k}_people": len(v) for k, v in sets.items()}
+  out["forget_people_in_retain"] = len(sets["forget"] & sets["retain"])
+  out["validation_people_in_test"] = len(sets["validation"] & sets["test"])
+  return out
+
+
 def make_splits(dataset: Dataset, spec: SplitSpec = SplitSpec()) -> tuple[dict[str, np.ndarray], SplitData]:
   """Computes the split index sets and places everything on device.
 
@@ -115,11 +155,7 @@ def make_splits(dataset: Dataset, spec: SplitSpec = SplitSpec()) -> tuple[dict[s
     validation = np.asarray(dataset.val_idx)
     test = np.asarray(dataset.test_idx)
   else:
-    _validate.check_fraction("validation_fraction", spec.validation_fraction)
-    rng = np.random.default_rng([spec.seed, 1])
-    held = rng.permutation(np.asarray(dataset.test_idx))
-    n_val = int(round(spec.validation_fraction * len(held)))
-    validation, test = np.sort(held[:n_val]), np.sort(held[n_val:])
+    validation, test = heldout_split(dataset, spec)
   for name, idx in (("validation", validation), ("test", test)):
     if len(idx) == 0:
       raise ValueError(f"{name} split of dataset {dataset.name!r} is empty")

@@ -9,8 +9,8 @@ Layout conversions (torch -> ours):
 * module names: ``layer1.0.conv1`` -> ``layer1_0/conv1``, ``downsample.0`` ->
   ``downsample_conv``, ``downsample.1`` -> ``downsample_bn``.
 
-The state dict may hold NumPy arrays or torch tensors; reading a ``.pth`` file
-needs the optional ``torch`` extra (``pip install unlearn_jax[torch]``). Our
+The state dict may hold NumPy arrays or torch tensors; :func:`load_torch_state_dict`
+reads a ``.pth`` file without PyTorch (:mod:`unlearn_jax.interop.pth`, tensors only). Our
 model already matches torchvision's padding, pooling and BatchNorm semantics,
 so imported weights give torchvision's eval-mode outputs.
 """
@@ -131,14 +131,7 @@ def import_torchvision_resnet18(state_dict: Mapping[str, Any], num_classes: int 
 
 
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
-  """Reads a ``.pth`` / ``.pt`` state dict with torch (the optional ``torch`` extra) as NumPy arrays."""
-  try:
-    import torch  # the optional ``torch`` extra: imported only here, where a .pth is read
-  except ImportError:
-    raise ValueError(f"reading {path!r} needs PyTorch: pip install 'unlearn_jax[torch]'") from None
-  obj = torch.load(path, map_location="cpu", weights_only=True)
-  if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-    obj = obj["state_dict"]
-  if not isinstance(obj, Mapping):
-    raise ValueError(f"{path!r} does not hold a state_dict (got {type(obj).__name__})")
-  return {k: _to_numpy(v) for k, v in obj.items()}
+  """Reads a ``.pth`` / ``.pt`` state dict as NumPy arrays, without PyTorch (:func:`unlearn_jax.interop.pth.read_state_dict`:
+  tensors and ordered dicts only; anything else is refused unrun)."""
+  from unlearn_jax.interop import pth
+  return pth.read_state_dict(path)

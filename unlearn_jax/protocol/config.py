@@ -23,7 +23,7 @@ import dataclasses
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from unlearn_jax import plugins, seeds
+from unlearn_jax import configs, plugins, seeds
 from unlearn_jax._validate import check_seed
 from unlearn_jax.analysis import evaluations
 from unlearn_jax.data import SOURCES, SplitSpec
@@ -51,6 +51,9 @@ class Setup:
     dtype: compute dtype, ``float32`` or ``bfloat16`` (mixed precision: parameters,
       BatchNorm statistics and losses stay float32).
     cache_params: also store the retrained models' parameters (KLOM's margins need them).
+    original: a given original model used instead of training one (:mod:`unlearn_jax.protocol.original`:
+      a torchvision ResNet-18 ``.pth`` or an ``.npz`` original of ours); its SHA-256 keys the original's
+      cache entry and so every unlearning entry derived from it.
   """
 
   dataset: str = "digits"
@@ -64,6 +67,7 @@ class Setup:
   conv_impl: str = "auto"
   dtype: str = "float32"
   cache_params: bool = True
+  original: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +207,8 @@ def check_dataset(name: Any) -> None:
 
 def validate(config: EvalConfig) -> None:
   """Checks every argument that can be checked without loading data (one-line ``ValueError``)."""
+  if config.original is not None and not os.path.isfile(config.original):
+    raise ValueError(f"--original {config.original!r} does not exist or is not a regular file")
   check_dataset(config.dataset)
   settings.check_eval_config(config)  # settings that combine badly (klom without cached parameters)
   plugins.validate_method(config.method, dict(config.hyperparameters))  # before anything is trained
@@ -273,20 +279,19 @@ def from_dict(cfg: Mapping[str, Any], process_index: int = 0, process_count: int
       raise ValueError("the config has a sweep grid; run it with 'unlearn-jax sweep' (evaluate scores one point)")
     if cfg.get("confirm"):
       raise ValueError("the config sets 'confirm', which applies to sweeps only ('unlearn-jax sweep --confirm')")
-  ds_defaults = (cfg.get("dataset_defaults") or {}).get(cfg["dataset"], {})
-  model = cfg.get("model") or ds_defaults.get("model", "resnet18")
-  recipe = cfg.get("recipe") or ds_defaults.get("recipe", "competition")
+  setup = configs.setup_defaults(cfg)  # the given value, else the dataset's default, else the fallback
+  model, recipe, forget_mode = setup["model"], setup["recipe"], setup["forget_mode"]
   defaults = method_defaults_of(cfg)
   hp = dict(defaults)
   hp.update(cfg.get("hp") or {})
   classes = cfg.get("forget_classes")
   try:
-    split = SplitSpec(forget=cfg["forget_mode"], fraction=float(cfg["forget_fraction"]),
+    split = SplitSpec(forget=forget_mode, fraction=float(cfg["forget_fraction"]),
                       num_groups=int(cfg["forget_groups"]), classes=tuple(classes) if classes else None,
                       seed=int(cfg["split_seed"]))
   except (TypeError, ValueError) as err:
     raise ValueError(f"bad forget split settings: {err}") from None
-  if cfg["forget_mode"] == "random" and not 0.0 < float(cfg["forget_fraction"]) < 1.0:
+  if forget_mode == "random" and not 0.0 < float(cfg["forget_fraction"]) < 1.0:
     raise ValueError(f"--forget-fraction must lie strictly between 0 and 1, got {cfg['forget_fraction']} "
                      f"(0 empties the forget set, 1 forgets the whole training set)")
   for name in ("num_models", "seed"):
@@ -309,4 +314,4 @@ def from_dict(cfg: Mapping[str, Any], process_index: int = 0, process_count: int
       margin_examples=cfg.get("margin_examples") or margins.DEFAULT_MARGIN_EXAMPLES,
       bootstrap=settings.check_bootstrap(cfg.get("bootstrap") or 0, cfg.get("num_models")), with_ceiling=bool(cfg.get("with_ceiling")),
       plots=bool(cfg.get("plots", True)), compile_cache=bool(cfg.get("compile_cache", True)),
-      max_hours=budget.check_max_hours(cfg.get("max_hours")))
+      max_hours=budget.check_max_hours(cfg.get("max_hours")), original=cfg.get("original"))

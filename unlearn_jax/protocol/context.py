@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from unlearn_jax import plugins, seeds, tuning
+from unlearn_jax.protocol import original as original_io
 from unlearn_jax.data import make_splits
 from unlearn_jax.data.synthetic import load_data
 from unlearn_jax.models import COMPUTE_DTYPES, get_model
@@ -49,6 +50,7 @@ class Context:
   fingerprint: str
   seed_plan: SeedPlan
   conv_impl_source: str = "given"
+  given_original: Optional[original_io.GivenOriginal] = None  # --original: path, format, SHA-256
 
   def key_parts(self, kind: str) -> dict[str, Any]:
     """The parts of the cache key of ``kind`` (``original`` / ``retrained``): the setup only."""
@@ -57,6 +59,8 @@ class Context:
                  model=plugins.model_key(c.model), conv_impl=c.conv_impl, recipe=self.recipe, seed=c.seed)
     if c.dtype != "float32":  # float32 keys stay as they were before the option existed
       parts["dtype"] = c.dtype
+    if kind == "original" and self.given_original is not None:  # --original: keyed by the file's contents
+      parts["given_original"] = self.given_original.sha256
     if kind == "retrained" and not c.cache_params:  # entries without parameters: their own key (default unchanged)
       parts["cache_params"] = False
     return parts
@@ -137,7 +141,9 @@ def build_context(config: EvalConfig, progress: Optional[Progress] = None) -> Co
   config = dataclasses.replace(config, conv_impl=conv_impl)  # cache keys name the concrete lowering
   model = get_model(config.model, data.num_classes, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[config.dtype])
   plan = plan_seeds(config, data, recipe, progress)
-  return Context(config, data, indices, model, recipe, fingerprint(dataset), plan, conv_impl_source=conv_source)
+  given = original_io.describe(config.original) if config.original is not None else None  # --original
+  return Context(config, data, indices, model, recipe, fingerprint(dataset), plan, conv_impl_source=conv_source,
+                 given_original=given)
 
 
 def build_method(ctx: Context, hyperparameters: Optional[Mapping[str, Any]] = None,

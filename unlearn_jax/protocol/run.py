@@ -58,6 +58,7 @@ import numpy as np
 from unlearn_jax import checkpoint, compile_cache, files, metrics, plugins
 from unlearn_jax.analysis import evaluators
 from unlearn_jax.analysis.degenerate import DegeneracyCheck
+from unlearn_jax.data import splits as data_splits
 from unlearn_jax.protocol import budget, margins, runner, scoring, stages
 from unlearn_jax.protocol.config import EvalConfig, validate
 from unlearn_jax.protocol.context import BuiltMethod, Context, build_context, build_method
@@ -369,6 +370,7 @@ def _record(ref: Reference, ctx: Context, method: BuiltMethod, sizes: SetSizes, 
       "recipe": setup["recipe"],
       "training": describe_training(ctx.recipe, ctx.data),
       "split": setup["split"],
+      "split_people": data_splits.group_counts(np.asarray(ctx.data.groups), ctx.indices),  # None: no group ids
       "set_sizes": dataclasses.asdict(sizes) | {"test": int(ctx.data.test.shape[0])},
       "num_models": config.num_models,
       "setup": setup,
@@ -397,6 +399,8 @@ def _record(ref: Reference, ctx: Context, method: BuiltMethod, sizes: SetSizes, 
   }
   if ref.margin_subsets is not None:
     record["margin_examples"] = {k: int(v.shape[0]) for k, v in ref.margin_subsets.items()}
+  if ctx.given_original is not None:  # --original
+    record["original"]["given"] = ctx.given_original.record()
   if method.origin is not None:
     record["method_origin"] = method.origin
   if plugins.is_spec(config.model):

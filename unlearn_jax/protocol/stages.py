@@ -30,6 +30,7 @@ from unlearn_jax.results.progress import Progress
 from unlearn_jax.training import accuracy, make_predict_fn, make_train_fn
 from unlearn_jax.training.losses import per_example_cross_entropy
 from unlearn_jax.unlearning import ModelState
+from unlearn_jax.protocol import original as original_io
 
 STREAM_ORIGINAL, STREAM_RETRAIN, STREAM_UNLEARN = 0, 1, 2
 OUTPUT_NAMES = ("retain_accuracy", "forget_accuracy", "test_accuracy", "forget_confidence", "forget_loss",
@@ -116,7 +117,13 @@ def original_model(ctx: Context, root: jax.Array, progress: Progress) -> Origina
   cached = arrays is not None
   for err in store.rebuilt:
     progress.line(f"[original] corrupt cache entry rebuilt: {err}")
-  if arrays is None:
+  given = ctx.given_original
+  if arrays is None and given is not None:  # --original: load and measure the given model, no training
+    arrays = original_io.measured_arrays(given, ctx.config.model, ctx.model, ctx.data, measure)
+    if ctx.config.process_index == 0:
+      store.save_entry("model", arrays)
+    progress.line(f"[original] given {given.path} ({given.format}, sha256 {given.sha256[:16]}); not trained")
+  elif arrays is None:
     t0 = time.perf_counter()
     train = make_train_fn(ctx.model, ctx.recipe, split="train")
 

@@ -21,6 +21,21 @@ Organizers' run (``google-deepmind/unlearning_evaluation``), reproduced by the d
   epoch (``retrain_checkpoint="last"``), because the best-validation file
   (written only from epoch 20) is read back only on a later run. See
   :class:`CheckpointRule` for the ``best_val`` carry-over semantics.
+
+Checkpoint regimes of the organizers' code. ``train_or_reload_model`` trains and
+returns the model as it is after its *last* epoch, writing best-validation files on
+the way; only a later run reloads such a file. So there are two regimes:
+
+* **fresh run** (nothing on disk): the original *and* the retrained models are
+  their last epoch;
+* **later run** (how a submission was scored): the original is reloaded from its
+  best-validation file (the ``original_model.pth`` handed to competitors), while
+  the retrained models' confidences are the ones cached by the first run (last
+  epoch).
+
+The defaults (``checkpoint="best_val"``, ``retrain_checkpoint="last"``) reproduce
+the later-run regime. ``checkpoint="last"`` (``--set recipe_overrides.checkpoint=last``
+on the command line) reproduces a fresh run; it keys its own cache entries.
 """
 
 from __future__ import annotations

@@ -22,6 +22,13 @@ batches of 256, the zip stops early: the forget round takes
 ``min(forget batches, retain // 256)`` pairs (a remainder forget batch pairs
 only when all forget batches do).
 
+Forget batch size (``batch_size``, default 64): the entry ran inside the
+competition's notebook, whose ``forget_loader`` has batch size 64, and the
+write-up counts the forget round in |D_f|/64 steps; we keep that. The Deep
+Unlearn port feeds the method its shared loaders, so its forget batches hold
+256 examples (4× fewer contrastive steps per round, each against the same
+retain batch size): ``--hp batch_size=256`` reproduces the port.
+
 Sources: Kaggle write-up 458721; Deep Unlearn port ``kgltop1.py``.
 """
 

@@ -15,16 +15,15 @@ gradient, then fine-tune with damped updates on the kept weights
    (the port), ``'global'`` ranks over all conv entries at once (the write-up's
    "globally unstructured");
 4. fine-tune with CE on D_r for 5 epochs, SGD lr 1e-3, momentum 0.9, wd 5e-4,
-   per-epoch lr factors [1/3, 2/3, 1, 2/3, 1/3] (``min(e+1, E-e)/ceil(E/2)`` for
-   other epoch counts). Conv gradients are scaled ×1 on re-drawn and
+   per-epoch lr factors [1/3, 2/3, 1, 2/3, 1/3]: the entry's ``LinearAnnealingLR``
+   (warm-up over ``(E+1)//2`` epochs, then linear decay towards 0 at epoch E+1),
+   for every epoch count E (:func:`lr_factors`). Conv gradients are scaled ×1 on re-drawn and
    ×``kept_grad_scale`` = 0.1 on kept entries before the optimiser (decay unscaled).
 
 Sources: Kaggle write-up 459200; Deep Unlearn port ``kgltop2.py``.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -41,9 +40,18 @@ MASK_SCOPES = ("layer", "global")
 SMALL_OVERRIDES = dict(epochs=1, batch_size=16)
 
 def lr_factors(epochs: int) -> list[float]:
-  """Warm-up then linear decay: ``min(e+1, E-e) / ceil(E/2)``; [1/3, 2/3, 1, 2/3, 1/3] for E = 5."""
-  peak = math.ceil(epochs / 2)
-  return [min(e + 1, epochs - e) / peak for e in range(epochs)]
+  """The entry's per-epoch factors: ``LinearAnnealingLR(num_annealing_steps=A, num_total_steps=E+1)``
+  with ``A = (E+1) // 2``, stepped once per epoch.
+
+  A torch scheduler takes its first step on construction, so epoch ``e`` (from 0) runs
+  at step count ``c = e + 1``: factor ``c / A`` while ``c <= A``, then
+  ``(E + 1 - c) / (E + 1 - A)``. E = 5 gives [1/3, 2/3, 1, 2/3, 1/3]; E = 4 gives
+  [1/2, 1, 2/3, 1/3].
+  """
+  if epochs < 1:
+    raise ValueError(f"kookmin epochs must be >= 1, got {epochs}")
+  peak, total = (epochs + 1) // 2, epochs + 1
+  return [(e + 1) / peak if e + 1 <= peak else (total - (e + 1)) / (total - peak) for e in range(epochs)]
 
 
 def smallest_mask(scores: jax.Array, count: int) -> jax.Array:
@@ -80,7 +88,7 @@ HPARAMS = (
     HParam("mask_scope", "str", "layer", choices=MASK_SCOPES, doc="rank per layer or globally"),
     HParam("grad_bn_mode", "str", "train", choices=("train", "eval"), doc="BatchNorm mode while collecting G"),
     HParam("lr_factor_table", "floats", None, low=0, optional=True,
-           doc="per-epoch learning-rate factors, one per epoch (None: warm-up then linear decay)"),
+           doc="per-epoch learning-rate factors, one per epoch (None: the entry's LinearAnnealingLR)"),
 )
 
 

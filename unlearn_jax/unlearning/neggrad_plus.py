@@ -1,8 +1,11 @@
 """``neggrad_plus``: joint descent on retain and ascent on forget, ``docs/algorithms.md`` §6.3.
 
-Each retain batch is paired with the next forget batch (cycling through a
-per-epoch shuffle of D_f; forget batches are always full, wrapping around) and
-one step minimises
+Each retain batch is paired with the next forget batch as the source's
+``zip(retain_loader, itertools.cycle(forget_loader))`` pairs them: every epoch
+draws a fresh shuffle of D_f, cuts it into batches (the last one short when
+``forget_batch_size`` does not divide |D_f|), and ``cycle`` replays exactly
+those batches, in that order and short batch included, once they run out
+(:func:`cycle_pairs`). One step minimises
 
     L = β·[CE(f_θ(x_r), y_r) + (λ/2)‖θ − θ₀‖²] − (1 − β)·CE(f_θ(x_f), y_f),
 
@@ -69,6 +72,76 @@ HPARAMS = (
 )
 
 
+def cycle_pairs(step, state, r_order: jax.Array, f_order: jax.Array, batch_size: int, forget_batch_size: int,
+                key: jax.Array):
+  """One pass of ``zip(retain batches, itertools.cycle(forget batches))``; returns ``(state, mean loss)``.
+
+  ``r_order`` / ``f_order``: the epoch's visiting orders (dataset indices). Both
+  are cut into batches as a torch loader with ``drop_last=False`` cuts them;
+  retain batch ``s`` is paired with forget batch ``s mod L`` (``L`` forget
+  batches, the last one short if ``forget_batch_size`` does not divide
+  ``len(f_order)``). ``step(state, (r_idx, f_idx), key)`` sees every pair with its
+  exact shapes: full forget batches run in a ``lax.scan``, each short one as its
+  own step between them. The mean loss weights each step by its retain batch size.
+  """
+  n_r, n_f = r_order.shape[0], f_order.shape[0]
+  nb_r, rem_r = divmod(n_r, batch_size)
+  full_f, rem_f = divmod(n_f, forget_batch_size)
+  cycle_len = full_f + (1 if rem_f else 0)
+  n_steps = nb_r + (1 if rem_r else 0)
+  keys = jax.random.split(key, n_steps)
+  f_full = f_order[: full_f * forget_batch_size].reshape(full_f, forget_batch_size)
+  f_short = f_order[full_f * forget_batch_size:]
+  r_full = r_order[: nb_r * batch_size].reshape(nb_r, batch_size)
+
+  def body(state, xs):
+    r_idx, f_idx, k = xs
+    state, metrics = step(state, (r_idx, f_idx), k)
+    return state, metrics["loss"]
+
+  total = jnp.zeros((), jnp.float32)
+  if rem_f == 0:  # every forget batch full: one scan over the wrapped batch table
+    if nb_r:
+      f_tab = f_full[jnp.arange(nb_r) % cycle_len]
+      state, l = jax.lax.scan(body, state, (r_full, f_tab, keys[:nb_r]))
+      total = total + l.sum() * batch_size
+  else:
+    cycles, tail = divmod(nb_r, cycle_len)
+    if cycles:
+      r_cyc = r_full[: cycles * cycle_len].reshape(cycles, cycle_len, batch_size)
+      k_cyc = keys[: cycles * cycle_len].reshape(cycles, cycle_len, *keys.shape[1:])
+
+      def one_cycle(state, xs):
+        rc, kc = xs
+        loss = jnp.zeros((), jnp.float32)
+        if full_f:
+          state, l = jax.lax.scan(body, state, (rc[:full_f], f_full, kc[:full_f]))
+          loss = l.sum()
+        state, l = body(state, (rc[full_f], f_short, kc[full_f]))
+        return state, loss + l
+
+      state, l = jax.lax.scan(one_cycle, state, (r_cyc, k_cyc))
+      total = total + l.sum() * batch_size
+    if tail:  # the first ``tail`` (< cycle_len, so all full) forget batches of one more cycle
+      lo = cycles * cycle_len
+      state, l = jax.lax.scan(body, state, (r_full[lo:], f_full[:tail], keys[lo:nb_r]))
+      total = total + l.sum() * batch_size
+  if rem_r:
+    j = nb_r % cycle_len
+    f_idx = f_full[j] if j < full_f else f_short
+    state, l = body(state, (r_order[nb_r * batch_size:], f_idx, keys[nb_r]))
+    total = total + l * rem_r
+  return state, total / n_r
+
+
+def paired_forget_examples(n_retain: int, n_forget: int, batch_size: int, forget_batch_size: int) -> int:
+  """Forget examples one epoch of :func:`cycle_pairs` feeds (short forget batches counted at their size)."""
+  sizes = [min(forget_batch_size, n_forget - lo) for lo in range(0, n_forget, forget_batch_size)]
+  steps_ = math.ceil(n_retain / batch_size)
+  whole, part = divmod(steps_, len(sizes))
+  return whole * n_forget + sum(sizes[:part])
+
+
 def make(model, preset: str = "small-scale", beta: Optional[float] = None, epochs: Optional[int] = None,
          lr: Optional[float] = None, momentum: Optional[float] = None, weight_decay: Optional[float] = None,
          l2_init: Optional[float] = None, bn_train: Optional[bool] = None, batch_size: Optional[int] = None,
@@ -117,21 +190,19 @@ def make(model, preset: str = "small-scale", beta: Optional[float] = None, epoch
       return inner(state, (data.gather(r_idx), data.gather(f_idx)), k)
 
     n_r, n_f = data.retain.shape[0], data.forget.shape[0]
-    n_steps = math.ceil(n_r / hp["batch_size"])
 
     def epoch(state, e):
       r_order = data.retain[toolkit.epoch_order(jax.random.fold_in(key, RETAIN_STREAM), e, n_r)]
       f_order = data.forget[toolkit.epoch_order(jax.random.fold_in(key, FORGET_STREAM), e, n_f)]
-      f_batches = toolkit.cycled_batches(f_order, n_steps, hp["forget_batch_size"])
       step_key = jax.random.fold_in(jax.random.fold_in(key, 2), e)
-      return toolkit.run_batches(step, state, r_order, hp["batch_size"], step_key, per_step=f_batches)
+      return cycle_pairs(step, state, r_order, f_order, hp["batch_size"], hp["forget_batch_size"], step_key)
 
     state, epoch_losses = jax.lax.scan(epoch, toolkit.start(original, tx), jnp.arange(hp["epochs"]))
     return UnlearnResult(toolkit.finish(state), {"loss": epoch_losses})
 
   def cost(sizes: SetSizes) -> float:
-    steps_ = math.ceil(sizes.retain / hp["batch_size"])
-    return hp["epochs"] * (1.0 + steps_ * hp["forget_batch_size"] / sizes.retain)
+    return hp["epochs"] * (1.0 + paired_forget_examples(sizes.retain, sizes.forget, hp["batch_size"],
+                                                        hp["forget_batch_size"]) / sizes.retain)
 
   return UnlearningMethod("neggrad_plus", unlearn, cost,
                           "Kurmanji et al. arXiv 2302.09880, meghdadk/SCRUB; xcadet/deepunlearn",
