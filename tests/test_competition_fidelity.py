@@ -439,10 +439,10 @@ def test_given_torchvision_pth_becomes_our_resnet18_original(tmp_path):
 
 
 def test_checkpoint_regimes_later_run_by_default_fresh_run_by_one_setting():
-  from unlearn_jax import pipeline
+  from unlearn_jax.protocol.config import resolve_recipe
   later = _evaluate_config(["--dataset", "competition"])
-  recipe = pipeline.resolve_recipe(later.recipe, later.recipe_overrides)
+  recipe = resolve_recipe(later.recipe, later.recipe_overrides)
   assert recipe.checkpoint_rule("original").kind == "best_val" and recipe.checkpoint_rule("retrained").kind == "last"
   fresh = _evaluate_config(["--dataset", "competition", "--set", "recipe_overrides.checkpoint=last"])
-  recipe = pipeline.resolve_recipe(fresh.recipe, fresh.recipe_overrides)
+  recipe = resolve_recipe(fresh.recipe, fresh.recipe_overrides)
   assert recipe.checkpoint_rule("original").kind == "last" and recipe.checkpoint_rule("retrained").kind == "last"
