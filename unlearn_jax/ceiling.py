@@ -23,6 +23,8 @@ import math
 import os
 from typing import Any, Mapping, Optional
 
+import numpy as np
+
 from unlearn_jax import checkpoint
 
 CEILING_METHOD = "retrain"
@@ -82,7 +84,56 @@ def of_results(results: Mapping[str, Any]) -> Optional[dict[str, Any]]:
   if not isinstance(retrained_dir, str) or not isinstance(n, int) or isinstance(n, bool):
     return None
   stored = read(retrained_dir, n)
-  return None if stored is None else summary(results["forgetting_quality"], stored)
+  if stored is None:
+    return None
+  if results.get("dropped_seeds"):  # F at the kept seeds: only a ceiling re-scored at that N compares
+    return for_results(results, stored)
+  return summary(results["forgetting_quality"], stored)
+
+
+def for_results(results: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+  """The ceiling summary of ``results`` at the N it was scored with.
+
+  Without dropped seeds, the stored ceiling (N models) as is. After ``--allow-nan-drop``
+  kept n < N seeds, F falls with N, so F / F_ceiling at N would flatter the method: the
+  ceiling is re-scored at n instead, from the stored ceiling run's models at the kept
+  seeds against the same n reference models (``num_models`` n, ``subsampled_from`` N).
+  When that run's chunks are gone (or unreadable) the ratio is ``None`` with a ``note``.
+  """
+  dropped = list(results.get("dropped_seeds") or [])
+  if not dropped:
+    return summary(results["forgetting_quality"], stored)
+  n_all = int(stored.get("num_models") or results.get("num_models") or 0)
+  keep = np.setdiff1d(np.arange(n_all), np.asarray(dropped, np.int64))
+  population = _ceiling_population(stored.get("unlearned_chunks"), n_all)
+  retrained = (results.get("_arrays") or {}).get("retrained")
+  if population is None or retrained is None or len(retrained["forget_confidence"]) != keep.size:
+    return {"forgetting_quality": None, "ratio": None, "num_models": keep.size, "path": stored.get("path"),
+            "note": f"the ceiling at N={n_all} is not comparable with F at the {keep.size} kept seeds, and its "
+                    f"models are not available to re-score at {keep.size}: evaluate --method retrain again"}
+  from unlearn_jax import pipeline
+  scores = pipeline.score({k: v[keep] for k, v in population.items()}, retrained)
+  at_kept = {"forgetting_quality": scores["forgetting_quality"], "num_models": int(keep.size),
+             "path": stored.get("path")}
+  return summary(results["forgetting_quality"], at_kept) | {"subsampled_from": n_all}
+
+
+def _ceiling_population(chunks_dir: Any, num_models: int) -> Optional[dict[str, np.ndarray]]:
+  """The stored ceiling run's measured outputs ``[num_models, ...]`` from its chunks (``None`` if incomplete)."""
+  from unlearn_jax import pipeline
+  if not isinstance(chunks_dir, str) or not os.path.isdir(chunks_dir) or num_models < 2:
+    return None
+  store = checkpoint.ChunkStore(chunks_dir)
+  reused, missing = pipeline._plan(store, num_models, num_models)
+  if missing:
+    return None
+  parts = [store.load(lo, hi) for lo, hi in reused]
+  if any(p is None for p in parts):
+    return None
+  outputs = pipeline._split_outputs({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+  if any(name not in outputs for name in pipeline.OUTPUT_NAMES) or pipeline.nonfinite_seeds(outputs).size:
+    return None
+  return outputs
 
 
 def summary(forgetting_quality: float, ceiling: Mapping[str, Any]) -> dict[str, Any]:

@@ -50,13 +50,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax import autotune, checkpoint, compile_cache, degenerate, evaluations, margins, plugins, seeds, setups
+from unlearn_jax import (autotune, checkpoint, compile_cache, degenerate, diagnostics, evaluations, margins, plugins,
+                         seeds, setups)
 from unlearn_jax._validate import check_seed
 from unlearn_jax.data import Dataset, SplitSpec, load_dataset, make_splits
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES, get_model
 from unlearn_jax.training import RECIPES, Recipe, accuracy, describe_training, make_predict_fn, make_train_fn
 from unlearn_jax.training.losses import per_example_cross_entropy
 from unlearn_jax.unlearning import ModelState, SetSizes, UnlearningMethod
+from unlearn_jax.unlearning import outputs as unlearning_outputs
 
 CACHE_VERSION = 1
 STREAM_ORIGINAL, STREAM_RETRAIN, STREAM_UNLEARN = 0, 1, 2
@@ -553,9 +555,11 @@ def retrained_models(ctx: Context, root: jax.Array, cache_root: str, progress: P
 
 def unlearned_models(ctx: Context, method, original: ModelState, root: jax.Array, original_key: str,
                      progress: Progress, margin_subsets: Optional[Mapping[str, np.ndarray]] = None):
-  """Outputs of the N unlearning runs (stored per chunk under the output directory for resuming)."""
+  """Outputs of the N unlearning runs (stored per chunk under the output directory for resuming):
+  ``(outputs, chunk dir, rebuilt entries, diagnostics)``; ``diagnostics`` holds the method's
+  ``UnlearnResult.metrics`` per seed (``{name: [N, ...]}``), stored in the same chunks."""
   parts = dict(kind="unlearned", version=CACHE_VERSION, original=original_key, method=method.name,
-               hyperparameters=dict(method.hyperparameters), num_models=None)
+               hyperparameters=dict(method.hyperparameters), num_models=None, records="outputs+diagnostics")
   if margin_subsets is not None:  # keys of runs without margins stay as they were
     parts["margins"] = margins.subset_digest(margin_subsets)
   if ctx.config.unlearn_seed is not None and ctx.config.unlearn_seed != ctx.config.seed:
@@ -570,12 +574,14 @@ def unlearned_models(ctx: Context, method, original: ModelState, root: jax.Array
 
   def fn(key, original, data):
     res = method.unlearn(original, data, key)
-    return dict(out=measure(res.state.params, res.state.batch_stats, data))
+    unlearning_outputs.check_result(method.name, original, res)  # at trace time: structure, shapes, dtypes
+    return dict(out=measure(res.state.params, res.state.batch_stats, data),
+                diag=unlearning_outputs.diagnostics(method.name, res))
 
   runner = make_runner(fn, ctx)
   flat = run_chunked("unlearn", runner, root, ctx.config.num_models, (original, ctx.data), store,
                      checkpoint.flatten_tree, ctx.config, progress)
-  return _split_outputs(flat), store.directory, list(store.rebuilt)
+  return _split_outputs(flat), store.directory, list(store.rebuilt), diagnostics.from_flat(flat)
 
 
 # ------------------------------------------------------------------ scoring
@@ -751,9 +757,9 @@ def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None,
   root_u = ref.root if seed_u == config.seed else jax.random.key(seed_u)
 
   t0 = time.perf_counter()
-  unlearned, unlearned_dir, rebuilt_u = unlearned_models(ctx, method, ref.original,
-                                                         jax.random.fold_in(root_u, STREAM_UNLEARN),
-                                                         ref.original_key, progress, ref.margin_subsets)
+  unlearned, unlearned_dir, rebuilt_u, diag = unlearned_models(ctx, method, ref.original,
+                                                               jax.random.fold_in(root_u, STREAM_UNLEARN),
+                                                               ref.original_key, progress, ref.margin_subsets)
   walls["unlearn"] = time.perf_counter() - t0
   if config.process_index != 0:
     return None
@@ -772,6 +778,7 @@ def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None,
     progress.line(f"[unlearn] dropping {bad.size} diverged seed(s) {dropped} from both populations")
     unlearned = {k: v[keep] for k, v in unlearned.items()}
     retrained = {k: v[keep] for k, v in retrained.items()}
+    diag = {k: v[keep] for k, v in diag.items()}
 
   t0 = time.perf_counter()
   n_scored = len(unlearned["retain_accuracy"])
@@ -816,6 +823,7 @@ def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None,
                                                                          "test_accuracy")}
                   | ({"kept_epoch": int(ref.original_out["kept_epoch"])} if "kept_epoch" in ref.original_out else {}),
       "mia": _mia_summary(scores),
+      "diagnostics": diagnostics.summarise(diag),
       "degenerate": no_op.as_dict(),
       "cost": {"r_ep": cost, "recipe_epochs": ctx.recipe.epochs, "relative_to_retrain": cost / ctx.recipe.epochs},
       "wall_s": walls,
@@ -833,7 +841,7 @@ def evaluate_method(ref: Reference, method, progress: Optional[Progress] = None,
     results["model_origin"] = plugins.model_record(config.model)
   results["_arrays"] = {"unlearned_confidence": unlearned["forget_confidence"],
                         "retrained_confidence": retrained["forget_confidence"], "epsilons": eps,
-                        "unlearned": unlearned, "retrained": retrained}
+                        "unlearned": unlearned, "retrained": retrained, "diagnostics": diag}
   return results
 
 

@@ -10,6 +10,8 @@ bootstrap can run later without retraining. Arrays (float32 unless noted):
   forget and test;
 * ``unlearned/<split>_margin``, ``retrained/<split>_margin`` ``[N, M]`` for retain and
   heldout, present when the run recorded margins (``--metrics klom``);
+* ``diagnostics/<name>`` ``[N, ...]`` (the method's dtype): the method's own
+  ``UnlearnResult.metrics`` per scored model (:mod:`unlearn_jax.diagnostics`);
 * ``epsilons`` ``[E]`` (float64) and ``points`` ``[E]`` (float64): the per-example
   epsilons and their points.
 
@@ -24,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from unlearn_jax import checkpoint
+from unlearn_jax import checkpoint, diagnostics
 
 POPULATIONS_FILE = "populations.npz"
 KINDS = ("unlearned", "retrained")
@@ -42,6 +44,8 @@ def from_results(results: Mapping[str, Any]) -> dict[str, np.ndarray]:
     for name in PER_MODEL + PER_EXAMPLE:
       if name in outputs:
         out[f"{kind}/{name}"] = np.asarray(outputs[name], np.float32)
+  for name, values in (arrays.get("diagnostics") or {}).items():  # the method's own, per scored seed
+    out[diagnostics.POPULATIONS_PREFIX + name] = np.asarray(values)
   eps = np.asarray(arrays["epsilons"], np.float64)
   out["epsilons"] = eps
   out["points"] = epsilon_points(eps, int(out["unlearned/forget_confidence"].shape[0]))
@@ -88,6 +92,10 @@ def read_populations(path: str) -> dict[str, np.ndarray]:
       other = arrays.get(name.replace("unlearned/", "retrained/") if name.startswith("unlearned/")
                          else name.replace("retrained/", "unlearned/"))
       expect = (n, value.shape[1]) if value.ndim == 2 and other is not None and other.shape == value.shape else ()
+    if name.startswith(diagnostics.POPULATIONS_PREFIX):  # a method's own values: one row per model, any values
+      if value.ndim < 1 or value.shape[0] != n:
+        raise ValueError(f"populations file {path!r}: array {name!r} has shape {value.shape}, expected ({n}, ...)")
+      continue
     if expect is not None and value.shape != expect:
       raise ValueError(f"populations file {path!r}: array {name!r} has shape {value.shape}, expected {expect}")
     if not np.all(np.isfinite(value)):

@@ -205,20 +205,25 @@ def _draws(cfg: dict[str, Any]) -> int:
 def add_evaluations(results: dict[str, Any], config, *, bootstrap: int = 0, with_ceiling: bool = False,
                     progress=None) -> dict[str, Any]:
   """Adds U-LiRA / KLOM (``config.metrics``), bootstrap intervals and the ceiling to ``results`` in place."""
-  from unlearn_jax import ceiling, evaluations, uncertainty
+  from unlearn_jax import ceiling, evaluations, timing, uncertainty
   arrays = results["_arrays"]
   results["metrics"] = list(config.metrics)
-  results.update(evaluations.many_model_scores(config.metrics, arrays["unlearned"], arrays["retrained"],
-                                               seed=config.seed))
+  many = [m for m in config.metrics if m != "competition"]
+  if many:
+    with timing.stage(results, "evaluations", progress, f"{', '.join(many)} on {results['num_models_scored']} models"):
+      results.update(evaluations.many_model_scores(config.metrics, arrays["unlearned"], arrays["retrained"],
+                                                   seed=config.seed))
   if bootstrap:
-    results["bootstrap"] = uncertainty.bootstrap_intervals(arrays["unlearned"], arrays["retrained"],
-                                                           arrays["epsilons"], num_draws=bootstrap, seed=config.seed)
+    with timing.stage(results, "bootstrap", progress, f"{bootstrap} model and {bootstrap} example draws"):
+      results["bootstrap"] = uncertainty.bootstrap_intervals(arrays["unlearned"], arrays["retrained"],
+                                                             arrays["epsilons"], num_draws=bootstrap, seed=config.seed)
   ceiling.record(config, results)
   stored = ceiling.read(results["cache"]["retrained"], config.num_models)
   if stored is None and with_ceiling:
-    stored = ceiling.compute(config, results["cache"]["retrained"], progress)
+    with timing.stage(results, "ceiling", progress):
+      stored = ceiling.compute(config, results["cache"]["retrained"], progress)
   if stored is not None:
-    results["ceiling"] = ceiling.summary(results["forgetting_quality"], stored)
+    results["ceiling"] = ceiling.for_results(results, stored)
   return results
 
 
@@ -236,7 +241,7 @@ def _download(config, progress) -> None:
 
 
 def run(args) -> int:
-  from unlearn_jax import evaluations, pipeline, populations, report
+  from unlearn_jax import evaluations, pipeline, populations, report, timing
   cfg = resolve_config(args)
   if cfg.get("grid"):
     raise ValueError("the config has a sweep grid; run it with 'unlearn-jax sweep' (evaluate scores one point)")
@@ -274,7 +279,7 @@ def run(args) -> int:
   for line in summary_lines(results):
     print(f"  {line}")
   print(f"  cost {results['cost']['relative_to_retrain']:.3f} x retraining; wall "
-        f"{results['wall_s']['total']:.1f} s on {results['device']}")
+        f"{timing.breakdown(results['wall_s'])} on {results['device']}")
   if defaults:
     shown = " ".join(f"{k}={v}" for k, v in sorted(defaults.items()))
     print(f"  method defaults of dataset {cfg['dataset']}: {shown} (override with --hp)")
@@ -285,7 +290,8 @@ def run(args) -> int:
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
-  """Printed lines for the bootstrap, the ceiling, U-LiRA and KLOM, where present."""
+  """Printed lines for the bootstrap, the ceiling, U-LiRA, KLOM and the method's diagnostics, where present."""
+  from unlearn_jax import diagnostics
   lines = []
   b = results.get("bootstrap")
   if b:
@@ -295,7 +301,11 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
   c = results.get("ceiling")
   if c:
     ratio = "n/a" if c["ratio"] is None else f"{c['ratio']:.3f}"
-    lines.append(f"ceiling F {c['forgetting_quality']:.4f} (retrain as the method); F / F_ceiling {ratio}")
+    if c.get("forgetting_quality") is None:
+      lines.append(f"ceiling: {c.get('note', 'not available')}")
+    else:
+      at = f" at N={c['num_models']}, subsampled from {c['subsampled_from']}" if c.get("subsampled_from") else ""
+      lines.append(f"ceiling F {c['forgetting_quality']:.4f} (retrain as the method{at}); F / F_ceiling {ratio}")
   u = results.get("ulira")
   if u:
     lines.append(f"U-LiRA: balanced accuracy {u['pair_balanced_accuracy']:.4f}, AUC {u['pair_auc']:.4f} (per pair); "
@@ -303,4 +313,5 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
   k = results.get("klom")
   if k:
     lines.append("KLOM " + ", ".join(f"{split} mean {v['mean']:.4f} p95 {v['p95']:.4f}" for split, v in k.items()))
+  lines += diagnostics.summary_lines(results)
   return lines
