@@ -270,3 +270,24 @@ def test_ceiling_ratio_after_a_nan_drop_uses_the_kept_models(dropped_run):
   assert c["forgetting_quality"] == pytest.approx(expected, abs=1e-12)
   assert c["ratio"] == pytest.approx(r["forgetting_quality"] / expected)
   assert f"at N={kept.size}, subsampled from {N}" in dropped_run["stdout"]
+
+
+# ------------------------------------------------------------------ the README's method table
+
+
+def test_readme_cost_column_equals_the_methods_command():
+  readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+  start = readme.index("| method | R-ep | source |")
+  table = {}
+  for line in readme[start + 2:]:
+    if not line.startswith("|"):
+      break
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    table[cells[0]] = cells[1]
+  out, _ = run_cli(["methods"])
+  listed = {}
+  for line in out.splitlines()[2:]:  # after the comment and the header
+    name, cost = line.split()[:2]
+    listed[name] = cost
+  assert list(table) == list(listed)  # every registered method, in the registry's order
+  assert table == listed

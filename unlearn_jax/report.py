@@ -20,7 +20,7 @@ from unlearn_jax import checkpoint, setups
 RESULTS_FILE = "results.json"
 LEADERBOARD_COLUMNS = ("rank", "method", "dataset", "N", "final_score", "forgetting_quality", "F_95ci", "F_over_ceiling",
                        "retain_acc_U", "test_acc_U", "forget_acc_U", "retain_acc_R", "test_acc_R", "mia_U", "cost_rel",
-                       "dir", "flag")
+                       "dir", "hyperparameters", "flag")
 CSV_COLUMNS = LEADERBOARD_COLUMNS + ("setup",)
 
 
@@ -86,6 +86,7 @@ def leaderboard_rows(paths: Sequence[str], strict: bool = False) -> list[dict[st
   and every row carries its group's ``setup`` description. ``strict``: raise a
   one-line ``ValueError`` instead when the setups differ.
   """
+  paths = expand_runs(paths)
   results = [read_results(p) for p in paths]
   if strict:
     setups.require_same_setup(results, list(paths))
@@ -96,8 +97,52 @@ def leaderboard_rows(paths: Sequence[str], strict: bool = False) -> list[dict[st
     rows.sort(key=lambda row: -row["final_score"] if math.isfinite(row["final_score"]) else math.inf)
     for i, row in enumerate(rows):
       row["rank"] = i + 1
+    _differing_hyperparameters(rows)
     out += rows
   return out
+
+
+def expand_runs(paths: Sequence[str]) -> list[str]:
+  """``paths`` with every sweep folder replaced by its points (``unlearn-jax leaderboard runs/*``).
+
+  A directory without a ``results.json`` whose subdirectories hold them (a ``sweep``
+  output: one folder per point, and ``confirm-*``) stands for those subdirectories, in
+  name order; anything else is kept as given (and read, or refused, as a results file).
+  """
+  out: list[str] = []
+  for path in paths:
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, RESULTS_FILE)):
+      try:
+        names = sorted(os.listdir(path))
+      except OSError:
+        names = []
+      inner = [os.path.join(path, n) for n in names
+               if not os.path.islink(os.path.join(path, n)) and os.path.isfile(os.path.join(path, n, RESULTS_FILE))]
+      if inner:
+        out += inner
+        continue
+    out.append(path)
+  return out
+
+
+def _hp_text(value: Any) -> str:
+  if isinstance(value, float):
+    return f"{value:g}"
+  return value if isinstance(value, str) else json.dumps(value)
+
+
+def _differing_hyperparameters(rows: Sequence[dict[str, Any]]) -> None:
+  """Sets each row's ``hyperparameters`` cell: ``k=v`` for the keys whose values differ between the rows
+  (a key some rows lack counts as differing)."""
+  hps = [row.pop("_hp", None) for row in rows]
+  hps = [hp if isinstance(hp, Mapping) else {} for hp in hps]
+  keys: list[str] = []
+  for hp in hps:
+    keys += [k for k in hp if k not in keys]
+  text = lambda hp, k: json.dumps(hp[k], sort_keys=True, default=repr) if k in hp else None
+  differ = [k for k in keys if len({text(hp, k) for hp in hps}) > 1]
+  for row, hp in zip(rows, hps):
+    row["hyperparameters"] = " ".join(f"{k}={_hp_text(hp[k])}" for k in differ if k in hp)
 
 
 def setup_labels(results: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -136,7 +181,8 @@ def _row(r: Mapping[str, Any], path: str, setup: str) -> dict[str, Any]:
       "test_acc_R": mean(rt, "test_accuracy"), "mia_U": _float(r.get("mia", {}).get("unlearned")),
       "cost_rel": _float(r.get("cost", {}).get("relative_to_retrain")),
       "dir": os.path.dirname(path) if path.endswith(RESULTS_FILE) else path,
-      "flag": _flag(r.get("degenerate")),
+      "flag": degenerate_flag(r.get("degenerate")),
+      "_hp": r.get("hyperparameters"),
       "setup": setup,
   }
 
@@ -146,7 +192,7 @@ def _float(v: Any) -> float:
   return float("nan") if v is None else float(v)
 
 
-def _flag(check: Any) -> str:
+def degenerate_flag(check: Any) -> str:
   """The leaderboard's note on :mod:`unlearn_jax.degenerate`'s check: ``no-op (...)`` when flagged,
   empty when passed, ``unchecked`` for results written before the check existed."""
   if not isinstance(check, Mapping):

@@ -81,13 +81,17 @@ def run(args) -> int:
   setups.require_same_setup([a, b], [args.run_a, args.run_b])
   out = compare_points(points_of(a, args.run_a), points_of(b, args.run_b), draws=args.draws, level=args.level,
                        seed=args.seed)
-  out |= {"a": {"method": a["method"], "dir": args.run_a, "forgetting_quality": float(a["forgetting_quality"])},
-          "b": {"method": b["method"], "dir": args.run_b, "forgetting_quality": float(b["forgetting_quality"])},
+  flags = {k: report.degenerate_flag(r.get("degenerate")) for k, r in (("a", a), ("b", b))}
+  out |= {"a": {"method": a["method"], "dir": args.run_a, "forgetting_quality": float(a["forgetting_quality"]),
+                "flag": flags["a"]},
+          "b": {"method": b["method"], "dir": args.run_b, "forgetting_quality": float(b["forgetting_quality"]),
+                "flag": flags["b"]},
           "setup": setups.describe(setups.setup_of(a))}
   lo, hi = out["interval"]
   print(f"setup: {out['setup']}")
-  print(f"A = {a['method']} ({args.run_a}): F {a['forgetting_quality']:.4f}")
-  print(f"B = {b['method']} ({args.run_b}): F {b['forgetting_quality']:.4f}")
+  for k, r, d in (("a", a, args.run_a), ("b", b, args.run_b)):
+    flag = f"  [{flags[k]}]" if flags[k] else ""
+    print(f"{k.upper()} = {r['method']} ({d}): F {r['forgetting_quality']:.4f}{flag}")
   print(f"F(A) - F(B) = {out['mean_difference']:+.4f}, {100 * out['level']:g}% paired bootstrap interval over "
         f"{out['num_examples']} examples [{lo:+.4f}, {hi:+.4f}]; Wilcoxon signed-rank p = {out['wilcoxon_p']:.3g}")
   print(f"verdict: {out['verdict']}")
