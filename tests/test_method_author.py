@@ -291,3 +291,16 @@ def test_readme_cost_column_equals_the_methods_command():
     listed[name] = cost
   assert list(table) == list(listed)  # every registered method, in the registry's order
   assert table == listed
+
+
+def test_summaries_of_scalar_trace_empty_and_nonfinite_diagnostics():
+  from unlearn_jax import diagnostics
+  per_seed = {"x": np.array([1.0, 2.0, np.nan, 4.0]), "trace": np.arange(12.0).reshape(4, 3),
+              "empty": np.zeros((4, 0))}
+  s = diagnostics.summarise(per_seed)
+  assert s["x"] == {"shape": [], "of": "value", "mean": pytest.approx(7 / 3), "sd": pytest.approx(np.std([1, 2, 4], ddof=1)),
+                    "min": 1.0, "max": 4.0, "num_seeds": 4, "nonfinite": 1}
+  assert (s["trace"]["of"], s["trace"]["min"], s["trace"]["max"], s["trace"]["mean"]) == ("last entry", 2.0, 11.0, 6.5)
+  assert s["empty"]["of"] == "empty" and s["empty"]["mean"] is None
+  lines = diagnostics.summary_lines({"diagnostics": s})
+  assert lines[0].endswith("over 4 seeds; 1 seed(s) non-finite") and lines[2].startswith("diagnostic empty: empty")

@@ -11,7 +11,8 @@ The protocol keeps them for every seed:
   ``mean``, ``sd`` (sample standard deviation over seeds; 0 for one seed), ``min`` and
   ``max`` over the scored seeds. A scalar diagnostic is summarised as is; one with
   entries (e.g. one value per epoch) by its last entry (``of: "last entry"``), the
-  value at the end of the run; ``populations.npz`` keeps every entry.
+  value at the end of the run (``of: "empty"`` and null statistics for an array with no
+  entries); ``populations.npz`` keeps every entry.
 
 Non-finite values are counted (``nonfinite``) and left out of the statistics, which are
 ``null`` when no seed has a finite value. The printed summary of ``evaluate`` and the
@@ -45,7 +46,11 @@ def summarise(per_seed: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     a = np.asarray(values, np.float64)
     n = a.shape[0]
     shape = list(a.shape[1:])
-    per = a.reshape(n, -1)[:, -1] if a.ndim > 1 and a[0].size else a.reshape(n)
+    if a.ndim > 1 and a.size == 0:  # an empty trace (e.g. no steps of some phase): nothing to summarise
+      out[name] = {"shape": shape, "of": "empty", "mean": None, "sd": None, "min": None, "max": None,
+                   "num_seeds": int(n), "nonfinite": 0}
+      continue
+    per = a.reshape(n, -1)[:, -1] if a.ndim > 1 else a.reshape(n)
     finite = per[np.isfinite(per)]
     stats = {"mean": None, "sd": None, "min": None, "max": None}
     if finite.size:
@@ -85,6 +90,9 @@ def summary_lines(results: Mapping[str, Any]) -> list[str]:
     return []
   lines = []
   for name, s in diag.items():
+    if s.get("of") == "empty":
+      lines.append(f"diagnostic {name}: empty (shape {s.get('shape')} per seed)")
+      continue
     label = name + ("[-1]" if s.get("of") == "last entry" else "")
     shape = f" (of {'x'.join(str(d) for d in s['shape'])} per seed)" if s.get("shape") else ""
     bad = f"; {s['nonfinite']} seed(s) non-finite" if s.get("nonfinite") else ""
