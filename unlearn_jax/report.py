@@ -292,7 +292,7 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
   order = np.argsort(eps, kind="stable")
   k = min(num_examples, len(eps))
   for label, picks in (("best", order[:k]), ("worst", order[::-1][:k])):
-    fig, axes = plt.subplots(1, k, figsize=(4 * k, 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, k, figsize=(4 * k, 3.4), squeeze=False, layout="constrained")
     for ax, s in zip(axes[0], picks):
       lo, hi = min(u[:, s].min(), r[:, s].min()), max(u[:, s].max(), r[:, s].max())
       bins = np.linspace(lo, hi + 1e-9, 30)
@@ -300,9 +300,8 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
       ax.hist(u[:, s], bins=bins, alpha=0.55, label="unlearned")
       ax.set_title(f"example {s}: eps {eps[s]:.2f}")
       ax.set_xlabel("logit-scaled confidence")
-    axes[0][0].legend()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside upper right", ncol=2, frameon=False)
     fig.suptitle(f"{label} forget examples ({results['method']})")
-    fig.tight_layout()
     paths.append(os.path.join(output_dir, f"confidences_{label}.png"))
     _save_figure(fig, paths[-1])
   return paths
