@@ -122,7 +122,8 @@ def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
   The subsampled sizes n < N are drawn as lines with their bands; the full N is the
   reference every subsample is compared with (its F is each method's own, its tau 1 by
   definition), so it is drawn as a reference: a star per method joined by a dotted line,
-  and a dotted line at tau = 1, never a zero-width band. Legends sit below the axes.
+  and a dotted line at tau = 1, never a zero-width band. Colours name methods only (the tau
+  lines are black and gray); legends sit below the axes.
   """
   import matplotlib
   matplotlib.use("Agg")
@@ -153,8 +154,8 @@ def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
               fontsize=8, frameon=False)
   first = {n: next(r for r in rows if r["n"] == n) for n in sizes}
   if sizes:
-    ax_t.plot(sizes, [first[n]["tau_of_means"] for n in sizes], marker="o", color="C0", label="ranking of mean F")
-    ax_t.plot(sizes, [first[n]["mean_tau"] for n in sizes], marker="s", color="C1",
+    ax_t.plot(sizes, [first[n]["tau_of_means"] for n in sizes], marker="o", color="k", label="ranking of mean F")
+    ax_t.plot(sizes, [first[n]["mean_tau"] for n in sizes], marker="s", color="0.5",
               label="one subsample's ranking (mean)")
   ax_t.axhline(1.0, ls=":", color="gray", label=f"the ranking at N = {full_n} itself (tau = 1)")
   ax_t.set_xscale("log", base=2)

@@ -433,7 +433,7 @@ def write_plot(result: SweepResult, path: str) -> str:
   test accuracy; a dashed line of the quantity's colour marks the retrained models'
   accuracy). Points that share the other hyperparameters' values are joined by a line,
   one marker and line style per such group, named in a legend below the column; the
-  quantities' legend sits above the panels, so no legend covers data. Numeric axes
+  quantities' legend sits below the panels, so no legend covers data. Numeric axes
   spanning more than a factor 10 of positive values are logarithmic; others categorical.
   """
   import matplotlib
@@ -443,7 +443,7 @@ def write_plot(result: SweepResult, path: str) -> str:
   from matplotlib.lines import Line2D
 
   keys = list(result.grid)
-  fig, axes = plt.subplots(2, len(keys), figsize=(4.8 * len(keys), 7.5), squeeze=False, layout="constrained")
+  fig, axes = plt.subplots(2, len(keys), figsize=(4.5 * len(keys), 6.5), squeeze=False, layout="constrained")
   for j, key in enumerate(keys):
     values = result.grid[key]
     numeric = _numeric(values)
@@ -495,7 +495,7 @@ def write_plot(result: SweepResult, path: str) -> str:
                 Line2D([], [], color=PLOT_COLORS["retain"], marker="o", label="retain accuracy"),
                 Line2D([], [], color=PLOT_COLORS["test"], marker="o", label="test accuracy"),
                 Line2D([], [], color="gray", ls=(0, (6, 3)), label="retrained models (same colour)")]
-  fig.legend(handles=quantities, loc="outside upper center", ncol=5, fontsize=8, frameon=False)
+  fig.legend(handles=quantities, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
   fig.suptitle(f"sweep of {result.method}: {result.reference['setup']}", fontsize=10)
   report._save_figure(fig, path)
   return path
