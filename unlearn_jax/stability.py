@@ -159,13 +159,17 @@ def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
               label="one subsample's ranking (mean)")
   ax_t.axhline(1.0, ls=":", color="gray", label=f"the ranking at N = {full_n} itself (tau = 1)")
   ax_t.set_xscale("log", base=2)
-  if sizes:
-    ax_t.set_xlim(min(sizes) / 1.3, full_n * 1.3)
+  ax_t.set_xlim((min(sizes) if sizes else full_n) / 1.3, full_n * 1.3)
+  ax_f.set_xlim((min(sizes) if sizes else full_n) / 1.3, full_n * 1.3)
+  if not sizes:
+    ax_t.text(0.5, 0.5, f"no subsample size below N = {full_n}", transform=ax_t.transAxes, ha="center", color="0.4")
   ax_t.set_ylim(-1.05, 1.1)
   ax_t.set_xlabel("models per population (n)")
   ax_t.set_ylabel(f"Kendall's tau vs the ranking at N = {full_n}")
   ax_t.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
-  fig.suptitle(title or f"ranking stability over {result['repeats']} subsamples per n")
+  import textwrap
+  fig.suptitle("\n".join(textwrap.wrap(title or f"ranking stability over {result['repeats']} subsamples per n",
+                                       110)), fontsize=10)
   from unlearn_jax import report
   report._save_figure(fig, path)
   return path
