@@ -6,7 +6,7 @@ Command::
 
 Expected: most of its time is compilation, so it is fastest on a warm cache (the compiled
 programs are kept under ``<cache-dir>/jax-compilation``; the first run on a cold cache also
-trains the original and retrained models); retain and test accuracies around 90-95%; ``retrain`` scores F near 0.18 and ``none`` 0. With N = 8 the forgetting quality is noisy (buckets reach eps = 2.5 only);
+trains the original and retrained models); retain and test accuracies around 95-96%; ``retrain`` scores F near 0.19 and ``none`` 0. With N = 8 the forgetting quality is noisy (buckets reach eps = 2.5 only);
 use ``--num-models 32`` or more to compare methods.
 """
 
