@@ -3,8 +3,10 @@
 Every method module declares its factory's hyperparameters next to ``make`` as
 a module-level tuple ``HPARAMS`` of :class:`HParam` (name, kind, default, valid
 range or choices, a one-line doc). The declaration must match the factory's
-signature exactly (names, order and defaults; a registry-wide test checks it),
-so it is the single place that says what a user may set:
+signature (names, defaults, kinds): :func:`check_declarations` refuses a
+disagreement in one line naming the parameter whenever declarations are read,
+for a user's file or module as for the registry (whose test also checks the
+order), so it is the single place that says what a user may set:
 
 * :func:`validate` checks user overrides *before anything is trained* and
   returns them coerced to their declared types (an unknown key, a wrong type, a
