@@ -423,14 +423,15 @@ def _numeric(values: Sequence[Any]) -> bool:
 # One colour per quantity in every panel; the groups of points (the other hyperparameters' values)
 # differ by marker and line style, never by colour.
 PLOT_COLORS = {"F": "C0", "final": "C1", "retain": "C2", "test": "C3"}
-GROUP_STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--"), ("X", "-."), ("*", ":")]
+GROUP_STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", "-"), ("v", "--"), ("P", "-."), ("X", "-"), ("*", "--")]
+REFERENCE_STYLE = ":"  # the retrained models' accuracies; no group uses it
 
 
 def write_plot(result: SweepResult, path: str) -> str:
   """One column per swept hyperparameter: F and final score (top), retain/test accuracy (bottom).
 
   Colours name the quantity and are the same in every panel (F, final score, retain and
-  test accuracy; a dashed line of the quantity's colour marks the retrained models'
+  test accuracy; a dotted line of the quantity's colour marks the retrained models'
   accuracy). Points that share the other hyperparameters' values are joined by a line,
   one marker and line style per such group, named in a legend below the column; the
   quantities' legend sits below the panels, so no legend covers data. Numeric axes
@@ -465,8 +466,8 @@ def write_plot(result: SweepResult, path: str) -> str:
         ax.plot(xs, [r[field] for r in rows], marker=marker, ls=style, color=PLOT_COLORS[quantity], ms=5)
       if label:
         group_handles.append(Line2D([], [], color="k", marker=marker, ls=style, ms=5, label=label))
-    bottom.axhline(result.reference["retain_acc_R"], color=PLOT_COLORS["retain"], ls=(0, (6, 3)), lw=0.9, alpha=0.7)
-    bottom.axhline(result.reference["test_acc_R"], color=PLOT_COLORS["test"], ls=(0, (6, 3)), lw=0.9, alpha=0.7)
+    bottom.axhline(result.reference["retain_acc_R"], color=PLOT_COLORS["retain"], ls=REFERENCE_STYLE, lw=1.3)
+    bottom.axhline(result.reference["test_acc_R"], color=PLOT_COLORS["test"], ls=REFERENCE_STYLE, lw=1.3)
     if numeric:
       positive = [float(v) for v in values if float(v) > 0]
       if len(positive) == len(values) and max(positive) / min(positive) >= 10:
@@ -494,7 +495,7 @@ def write_plot(result: SweepResult, path: str) -> str:
                 Line2D([], [], color=PLOT_COLORS["final"], marker="o", label="final score"),
                 Line2D([], [], color=PLOT_COLORS["retain"], marker="o", label="retain accuracy"),
                 Line2D([], [], color=PLOT_COLORS["test"], marker="o", label="test accuracy"),
-                Line2D([], [], color="gray", ls=(0, (6, 3)), label="retrained models (same colour)")]
+                Line2D([], [], color="gray", ls=REFERENCE_STYLE, lw=1.3, label="retrained models (dotted, same colour)")]
   fig.legend(handles=quantities, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
   fig.suptitle(f"sweep of {result.method}: {result.reference['setup']}", fontsize=10)
   report._save_figure(fig, path)
