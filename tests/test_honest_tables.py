@@ -44,6 +44,9 @@ def test_leaderboard_shows_the_hyperparameters_that_differ(tmp_path):
   same = report.leaderboard_rows(runs[:1] + [_results(tmp_path / "twin", "ssd", 0.5, {"alpha": 1, "lam": 10,
                                                                                        "mode": "x"})])
   assert [r["hyperparameters"] for r in same] == ["", ""]
+  other = report.leaderboard_rows(runs[:2] + [_results(tmp_path / "ft", "finetune", 0.5, {"lr": 0.1, "epochs": 1})])
+  assert [(r["method"], r["hyperparameters"]) for r in other] == [  # compared within a method only
+      ("finetune", ""), ("ssd", "alpha=2"), ("ssd", "alpha=1")]
 
 
 def test_leaderboard_descends_into_sweep_folders(tmp_path):

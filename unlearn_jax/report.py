@@ -132,17 +132,21 @@ def _hp_text(value: Any) -> str:
 
 
 def _differing_hyperparameters(rows: Sequence[dict[str, Any]]) -> None:
-  """Sets each row's ``hyperparameters`` cell: ``k=v`` for the keys whose values differ between the rows
-  (a key some rows lack counts as differing)."""
+  """Sets each row's ``hyperparameters`` cell: ``k=v`` for the keys whose values differ between the
+  rows of the same method (a key some of them lack counts as differing; a method with one row: empty)."""
   hps = [row.pop("_hp", None) for row in rows]
   hps = [hp if isinstance(hp, Mapping) else {} for hp in hps]
-  keys: list[str] = []
-  for hp in hps:
-    keys += [k for k in hp if k not in keys]
   text = lambda hp, k: json.dumps(hp[k], sort_keys=True, default=repr) if k in hp else None
-  differ = [k for k in keys if len({text(hp, k) for hp in hps}) > 1]
-  for row, hp in zip(rows, hps):
-    row["hyperparameters"] = " ".join(f"{k}={_hp_text(hp[k])}" for k in differ if k in hp)
+  by_method: dict[str, list[int]] = {}
+  for i, row in enumerate(rows):
+    by_method.setdefault(row.get("method"), []).append(i)
+  for members in by_method.values():
+    keys: list[str] = []
+    for i in members:
+      keys += [k for k in hps[i] if k not in keys]
+    differ = [k for k in keys if len({text(hps[i], k) for i in members}) > 1]
+    for i in members:
+      rows[i]["hyperparameters"] = " ".join(f"{k}={_hp_text(hps[i][k])}" for k in differ if k in hps[i])
 
 
 def setup_labels(results: Sequence[Mapping[str, Any]]) -> list[str]:
