@@ -112,7 +112,8 @@ def test_table_is_ranked_by_final_score(run):
   assert lines[1].startswith(f"1,{rows[0]['point']},{rows[0]['values']['lr']},")
   with open(os.path.join(run["out"], "sweep.md")) as f:
     md = f.read()
-  assert md.startswith("## sweep of kl_finetune:make: digits / mlp / recipe digits / forget random / N=2")
+  assert md.startswith("## sweep of kl_finetune:make: digits / mlp / recipe digits (lr=0.003, epochs=3, "
+                       "min_save_epoch=1, retrain_min_save_epoch=2) / forget random / N=2")
   assert f"best point: {rows[0]['point']}" in md and "confirmation on a fresh unlearning seed stream" in md
   assert md in run["stdout"]
 

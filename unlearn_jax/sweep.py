@@ -52,7 +52,7 @@ from unlearn_jax.protocol import budget
 from unlearn_jax.protocol import context as protocol_context
 from unlearn_jax.protocol import run as protocol_run
 from unlearn_jax.protocol.config import EvalConfig
-from unlearn_jax.results import populations, report, setups
+from unlearn_jax.results import diagnostics, populations, report, setups
 from unlearn_jax.results.progress import Progress
 from unlearn_jax.results.record import jsonable
 
@@ -345,7 +345,8 @@ def _row(point: Point, r: Mapping[str, Any], reused: bool) -> dict[str, Any]:
           "forget_acc_U": mean(u, "forget_accuracy"), "mia_U": float("nan") if mia is None else float(mia),
           "cost_rel": float((r.get("cost") or {}).get("relative_to_retrain", float("nan"))),
           "retain_acc_R": mean(rt, "retain_accuracy"), "test_acc_R": mean(rt, "test_accuracy"),
-          "N": r.get("num_models_scored"), "reused": reused}
+          "N": r.get("num_models_scored"), "reused": reused, "flag": report.degenerate_flag(r.get("degenerate")),
+          **diagnostics.table_cells(r)}
 
 
 def rank_rows(rows: list[dict[str, Any]]) -> None:
@@ -359,7 +360,8 @@ def rank_rows(rows: list[dict[str, Any]]) -> None:
 
 
 def table_columns(result: SweepResult) -> list[str]:
-  cols = ["rank", "point", *result.grid, *METRIC_COLUMNS]
+  diag = [c for c in dict.fromkeys(k for row in result.rows for k in row) if c.startswith("diag:")]
+  cols = ["rank", "point", *result.grid, *METRIC_COLUMNS, "flag", *diag]
   if result.confirm is not None:
     cols[cols.index("forgetting_quality") + 1:cols.index("forgetting_quality") + 1] = ["confirm_final_score",
                                                                                         "confirm_forgetting_quality"]
@@ -372,7 +374,7 @@ def _cells(result: SweepResult, exact: bool = False) -> list[dict[str, Any]]:
   for row in result.rows:
     text = (lambda v: v if isinstance(v, str) else json.dumps(v)) if exact else _value_text
     cell = {**row, **{k: text(row["values"][k]) for k in result.grid}}
-    for k in ("confirm_final_score", "confirm_forgetting_quality"):
+    for k in ("confirm_final_score", "confirm_forgetting_quality", *table_columns(result)):
       cell.setdefault(k, "")
     out.append(cell)
   return out
@@ -393,7 +395,8 @@ def sweep_markdown(result: SweepResult) -> str:
            f"{result.reference['test_acc_R']:.4f} (seed {result.reference['seed']}, shared by every point)", "",
            report.markdown_table(table_columns(result), _cells(result)).rstrip("\n"), "",
            f"best point: {best['point']} (final score {best['final_score']:.4f}, forgetting quality "
-           f"{best['forgetting_quality']:.4f}; selected among {len(result.rows)} points, so optimistic)"]
+           f"{best['forgetting_quality']:.4f}; selected among {len(result.rows)} points, so optimistic)"
+           + (f"; flagged {best['flag']}: its F does not measure forgetting" if best.get("flag") else "")]
   c = result.confirm
   if c is not None:
     lines.append(f"confirmation on a fresh unlearning seed stream (unlearn seed {c['unlearn_seed']}, same original "
@@ -430,20 +433,31 @@ def _numeric(values: Sequence[Any]) -> bool:
   return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
+# One colour per quantity in every panel; the groups of points (the other hyperparameters' values)
+# differ by marker and line style, never by colour.
+PLOT_COLORS = {"F": "C0", "final": "C1", "retain": "C2", "test": "C3"}
+GROUP_STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", "-"), ("v", "--"), ("P", "-."), ("X", "-"), ("*", "--")]
+REFERENCE_STYLE = ":"  # the retrained models' accuracies; no group uses it
+
+
 def write_plot(result: SweepResult, path: str) -> str:
   """One column per swept hyperparameter: F and final score (top), retain/test accuracy (bottom).
 
-  Points that share the other hyperparameters' values are joined by a line;
-  dashed lines mark the retrained models' accuracies. Numeric axes spanning
-  more than a factor 10 of positive values are logarithmic; others categorical.
+  Colours name the quantity and are the same in every panel (F, final score, retain and
+  test accuracy; a dotted line of the quantity's colour marks the retrained models'
+  accuracy). Points that share the other hyperparameters' values are joined by a line,
+  one marker and line style per such group, named in a legend below the column; the
+  quantities' legend sits below the panels, so no legend covers data. Numeric axes
+  spanning more than a factor 10 of positive values are logarithmic; others categorical.
   """
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   import matplotlib.ticker
+  from matplotlib.lines import Line2D
 
   keys = list(result.grid)
-  fig, axes = plt.subplots(2, len(keys), figsize=(4.5 * len(keys), 6.5), squeeze=False)
+  fig, axes = plt.subplots(2, len(keys), figsize=(4.5 * len(keys), 6.5), squeeze=False, layout="constrained")
   for j, key in enumerate(keys):
     values = result.grid[key]
     numeric = _numeric(values)
@@ -452,20 +466,21 @@ def write_plot(result: SweepResult, path: str) -> str:
     others = [k for k in keys if k != key]
     lines: dict[str, list[dict[str, Any]]] = {}
     for row in result.rows:
-      label = ", ".join(f"{k}={row['values'][k]}" for k in others)
+      label = ", ".join(f"{k}={_value_text(row['values'][k])}" for k in others)
       lines.setdefault(label, []).append(row)
     top, bottom = axes[0][j], axes[1][j]
+    group_handles = []
     for n, (label, rows) in enumerate(lines.items()):
       rows = sorted(rows, key=lambda r: pos(r["values"][key]))
       xs = [pos(r["values"][key]) for r in rows]
-      color = f"C{n % 10}"
-      suffix = f" ({label})" if label else ""
-      top.plot(xs, [r["forgetting_quality"] for r in rows], "o-", color=color, label=f"F{suffix}")
-      top.plot(xs, [r["final_score"] for r in rows], "s--", color=color, alpha=0.6, label=f"final{suffix}")
-      bottom.plot(xs, [r["retain_acc_U"] for r in rows], "o-", color=color, label=f"retain{suffix}")
-      bottom.plot(xs, [r["test_acc_U"] for r in rows], "^:", color=color, label=f"test{suffix}")
-    bottom.axhline(result.reference["retain_acc_R"], color="k", ls="--", lw=0.8, label="retain (retrained)")
-    bottom.axhline(result.reference["test_acc_R"], color="gray", ls="-.", lw=0.8, label="test (retrained)")
+      marker, style = GROUP_STYLES[n % len(GROUP_STYLES)]
+      for ax, quantity, field in ((top, "F", "forgetting_quality"), (top, "final", "final_score"),
+                                  (bottom, "retain", "retain_acc_U"), (bottom, "test", "test_acc_U")):
+        ax.plot(xs, [r[field] for r in rows], marker=marker, ls=style, color=PLOT_COLORS[quantity], ms=5)
+      if label:
+        group_handles.append(Line2D([], [], color="k", marker=marker, ls=style, ms=5, label=label))
+    bottom.axhline(result.reference["retain_acc_R"], color=PLOT_COLORS["retain"], ls=REFERENCE_STYLE, lw=1.3)
+    bottom.axhline(result.reference["test_acc_R"], color=PLOT_COLORS["test"], ls=REFERENCE_STYLE, lw=1.3)
     if numeric:
       positive = [float(v) for v in values if float(v) > 0]
       if len(positive) == len(values) and max(positive) / min(positive) >= 10:
@@ -482,9 +497,19 @@ def write_plot(result: SweepResult, path: str) -> str:
     top.set_ylabel("forgetting quality F / final score")
     bottom.set_ylabel("accuracy (unlearned, mean)")
     bottom.set_xlabel(key)
-    if len(lines) <= 6:
-      top.legend(fontsize=7)
-      bottom.legend(fontsize=7)
+    if group_handles:
+      shown = group_handles[:12]
+      if len(group_handles) > 12:
+        shown.append(Line2D([], [], ls="none", label=f"... {len(group_handles) - 12} more"))
+      bottom.legend(handles=shown, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7, frameon=False,
+                    ncol=1 if len(shown) <= 4 else 2, title=f"points sharing {', '.join(others)}",
+                    title_fontsize=7)
+  quantities = [Line2D([], [], color=PLOT_COLORS["F"], marker="o", label="forgetting quality F"),
+                Line2D([], [], color=PLOT_COLORS["final"], marker="o", label="final score"),
+                Line2D([], [], color=PLOT_COLORS["retain"], marker="o", label="retain accuracy"),
+                Line2D([], [], color=PLOT_COLORS["test"], marker="o", label="test accuracy"),
+                Line2D([], [], color="gray", ls=REFERENCE_STYLE, lw=1.3, label="retrained models (dotted, same colour)")]
+  fig.legend(handles=quantities, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
   fig.suptitle(f"sweep of {result.method}: {result.reference['setup']}", fontsize=10)
   fig.tight_layout()
   report.save_figure(fig, path)

@@ -117,33 +117,59 @@ def table(result: dict[str, Any], fmt: str = "markdown") -> str:
 
 
 def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
-  """Mean F with its interval per method against n, and Kendall's tau against n; a PNG written atomically."""
+  """Mean F with its interval per method against n, and Kendall's tau against n; a PNG written atomically.
+
+  The subsampled sizes n < N are drawn as lines with their bands; the full N is the
+  reference every subsample is compared with (its F is each method's own, its tau 1 by
+  definition), so it is drawn as a reference: a star per method joined by a dotted line,
+  and a dotted line at tau = 1, never a zero-width band. Colours name methods only (the tau
+  lines are black and gray); legends sit below the axes.
+  """
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from matplotlib.lines import Line2D
 
   rows = result["rows"]
-  sizes = sorted({r["n"] for r in rows})
-  fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(10, 4))
-  for name in result["full"]:
-    mine = sorted((r for r in rows if r["method"] == name), key=lambda r: r["n"])
+  full_n = int(result["num_models"])
+  sizes = sorted({r["n"] for r in rows if r["n"] < full_n})
+  fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(10, 4.8), layout="constrained")
+  handles = []
+  for i, name in enumerate(result["full"]):
+    color = f"C{i % 10}"
+    mine = sorted((r for r in rows if r["method"] == name and r["n"] < full_n), key=lambda r: r["n"])
     n = [r["n"] for r in mine]
-    ax_f.plot(n, [r["mean_F"] for r in mine], marker="o", label=name)
-    ax_f.fill_between(n, [r["lo_F"] for r in mine], [r["hi_F"] for r in mine], alpha=0.2)
+    if n:
+      ax_f.plot(n, [r["mean_F"] for r in mine], marker="o", color=color)
+      ax_f.fill_between(n, [r["lo_F"] for r in mine], [r["hi_F"] for r in mine], color=color, alpha=0.2, lw=0)
+      ax_f.plot([n[-1], full_n], [mine[-1]["mean_F"], result["full"][name]], ls=":", color=color)
+    ax_f.plot([full_n], [result["full"][name]], marker="*", ms=13, color=color, markeredgecolor="k", ls="none")
+    handles.append(Line2D([], [], color=color, marker="o", label=name))
+  handles.append(Line2D([], [], color="gray", marker="*", ms=11, markeredgecolor="k", ls="none",
+                        label=f"full N = {full_n} (reference)"))
   ax_f.set_xscale("log", base=2)
   ax_f.set_xlabel("models per population (n)")
   ax_f.set_ylabel(f"forgetting quality F (mean, {100 * result['level']:g}% of subsamples)")
-  ax_f.legend()
+  ax_f.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(3, len(handles)),
+              fontsize=8, frameon=False)
   first = {n: next(r for r in rows if r["n"] == n) for n in sizes}
-  ax_t.plot(sizes, [first[n]["tau_of_means"] for n in sizes], marker="o", label="ranking of mean F")
-  ax_t.plot(sizes, [first[n]["mean_tau"] for n in sizes], marker="s", label="one subsample's ranking (mean)")
+  if sizes:
+    ax_t.plot(sizes, [first[n]["tau_of_means"] for n in sizes], marker="o", color="k", label="ranking of mean F")
+    ax_t.plot(sizes, [first[n]["mean_tau"] for n in sizes], marker="s", color="0.5",
+              label="one subsample's ranking (mean)")
+  ax_t.axhline(1.0, ls=":", color="gray", label=f"the ranking at N = {full_n} itself (tau = 1)")
   ax_t.set_xscale("log", base=2)
-  ax_t.set_ylim(-1.05, 1.05)
+  ax_t.set_xlim((min(sizes) if sizes else full_n) / 1.3, full_n * 1.3)
+  ax_f.set_xlim((min(sizes) if sizes else full_n) / 1.3, full_n * 1.3)
+  if not sizes:
+    ax_t.text(0.5, 0.5, f"no subsample size below N = {full_n}", transform=ax_t.transAxes, ha="center", color="0.4")
+  ax_t.set_ylim(-1.05, 1.1)
   ax_t.set_xlabel("models per population (n)")
-  ax_t.set_ylabel(f"Kendall's tau vs the ranking at N = {result['num_models']}")
-  ax_t.legend()
-  fig.suptitle(title or f"ranking stability over {result['repeats']} subsamples per n")
-  fig.tight_layout()
+  ax_t.set_ylabel(f"Kendall's tau vs the ranking at N = {full_n}")
+  ax_t.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
+  import textwrap
+  fig.suptitle("\n".join(textwrap.wrap(title or f"ranking stability over {result['repeats']} subsamples per n",
+                                       110)), fontsize=10)
   from unlearn_jax.results import report
   report.save_figure(fig, path)
   return path

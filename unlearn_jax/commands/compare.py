@@ -104,14 +104,18 @@ def run(args) -> int:
          "conditional_on": "the models of each population are independent draws of their method's process; "
                            "this forget set and setup; the difference of expected F at "
                            f"{models['models_per_group']} models per population"}
-  out |= {"a": {"method": a["method"], "dir": args.run_a, "forgetting_quality": float(a["forgetting_quality"])},
-          "b": {"method": b["method"], "dir": args.run_b, "forgetting_quality": float(b["forgetting_quality"])},
+  flags = {k: report.degenerate_flag(r.get("degenerate")) for k, r in (("a", a), ("b", b))}
+  out |= {"a": {"method": a["method"], "dir": args.run_a, "forgetting_quality": float(a["forgetting_quality"]),
+                "flag": flags["a"]},
+          "b": {"method": b["method"], "dir": args.run_b, "forgetting_quality": float(b["forgetting_quality"]),
+                "flag": flags["b"]},
           "setup": setups.describe(setups.setup_of(a))}
   level = f"{100 * out['level']:g}%"
   print(f"setup: {out['setup']}")
   shown = untrusted.terminal_text  # method names come from files that may have been edited
-  print(f"A = {shown(a['method'])} ({shown(args.run_a)}): F {a['forgetting_quality']:.4f}")
-  print(f"B = {shown(b['method'])} ({shown(args.run_b)}): F {b['forgetting_quality']:.4f}")
+  for k, r, d in (("a", a, args.run_a), ("b", b, args.run_b)):
+    flag = f"  [{flags[k]}]" if flags[k] else ""
+    print(f"{k.upper()} = {shown(r['method'])} ({shown(d)}): F {r['forgetting_quality']:.4f}{flag}")
   print(f"F(A) - F(B) = {out['mean_difference']:+.4f}")
   lo, hi = models["interval"]
   print(f"models as the random units: {models['groups']} disjoint groups of {models['models_per_group']} models, "

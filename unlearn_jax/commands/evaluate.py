@@ -25,6 +25,7 @@ from unlearn_jax.data import download
 from unlearn_jax.models import COMPUTE_DTYPES, CONV_IMPL_CHOICES
 from unlearn_jax.protocol import config as protocol_config
 from unlearn_jax.protocol import run as protocol_run
+from unlearn_jax.results import diagnostics, timing
 from unlearn_jax.results.progress import Progress
 
 # flag dest -> config key (flags default to None so that only given flags override the config)
@@ -190,7 +191,7 @@ def run(args) -> int:
   for line in summary_lines(results):
     print(f"  {line}")
   print(f"  cost {results['cost']['relative_to_retrain']:.3f} x retraining; wall "
-        f"{results['wall_s']['total']:.1f} s on {results['device']}")
+        f"{timing.breakdown(results['wall_s'])} on {results['device']}")
   setup = configs.setup_defaults(cfg)
   people = results.get("split_people")
   if people:
@@ -209,10 +210,6 @@ def run(args) -> int:
   return 0
 
 
-def _number(value) -> str:
-  return "nan" if value is None else f"{value:.4g}"
-
-
 def summary_lines(results: dict[str, Any]) -> list[str]:
   """Printed lines for the bootstrap, the ceiling, U-LiRA, the method's diagnostics and KLOM, where present."""
   lines = []
@@ -224,18 +221,17 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
   c = results.get("ceiling")
   if c:
     ratio = "n/a" if c["ratio"] is None else f"{c['ratio']:.3f}"
-    kept = f", rescored on the {c['num_models']} kept seeds" if c.get("subsampled_from") else ""
-    lines.append(f"ceiling F {c['forgetting_quality']:.4f} (retrain as the method{kept}); F / F_ceiling {ratio}")
+    if c.get("forgetting_quality") is None:
+      lines.append(f"ceiling: {c.get('note', 'not available')}")
+    else:
+      at = f" at N={c['num_models']}, rescored on the kept seeds" if c.get("subsampled_from") else ""
+      lines.append(f"ceiling F {c['forgetting_quality']:.4f} (retrain as the method{at}); F / F_ceiling {ratio}")
   u = results.get("ulira")
   if u:
     lines.append(f"U-LiRA: balanced accuracy {u['pair_balanced_accuracy']:.4f}, AUC {u['pair_auc']:.4f} (per pair); "
                  f"AUC {u['model_auc']:.4f} (per model); 0.5 = indistinguishable")
-  d = results.get("diagnostics")
-  if d:
-    lines.append("method diagnostics (per seed, mean sd [min, max]): " + "; ".join(
-        f"{name}{'' if v['of'] == 'value' else ' (last)'} {_number(v['mean'])} {_number(v['sd'])} "
-        f"[{_number(v['min'])}, {_number(v['max'])}]" for name, v in d.items()))
   k = results.get("klom")
   if k:
     lines.append("KLOM " + ", ".join(f"{split} mean {v['mean']:.4f} p95 {v['p95']:.4f}" for split, v in k.items()))
+  lines += diagnostics.summary_lines(results)
   return lines

@@ -1,11 +1,12 @@
-"""A seconds-scale smoke configuration: the default MLP trained 3 epochs, N = 8.
+"""The smallest smoke configuration: the default MLP trained 3 epochs, N = 8.
 
 Command::
 
   unlearn-jax evaluate --config tiny --method retrain --output-dir runs/tiny
 
-Expected: finishes in under a minute on a 2-core CPU (mostly compilation); retain and test
-accuracies around 90-95%; ``retrain`` scores F near 0.18 and ``none`` 0. With N = 8 the forgetting quality is noisy (buckets reach eps = 2.5 only);
+Expected: most of its time is compilation, so it is fastest on a warm cache (the compiled
+programs are kept under ``<cache-dir>/jax-compilation``; the first run on a cold cache also
+trains the original and retrained models); retain and test accuracies around 95-96%; ``retrain`` scores F near 0.19 and ``none`` 0. With N = 8 the forgetting quality is noisy (buckets reach eps = 2.5 only);
 use ``--num-models 32`` or more to compare methods.
 """
 

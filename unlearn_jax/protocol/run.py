@@ -64,10 +64,10 @@ from unlearn_jax.protocol.config import EvalConfig, validate
 from unlearn_jax.protocol.context import BuiltMethod, Context, build_context, build_method
 from unlearn_jax.protocol.errors import ProtocolError
 from unlearn_jax.protocol.stages import OriginalModel, Population, STREAM_ORIGINAL, STREAM_RETRAIN, STREAM_UNLEARN
-from unlearn_jax.results import ceiling, populations, report, setups
+from unlearn_jax.results import ceiling, diagnostics, populations, report, setups
 from unlearn_jax.results.progress import Progress
 from unlearn_jax.results.record import (Evaluation, Populations, accuracy_summary, describe_hyperparameters,
-                                        device_description, diagnostics_summary, jsonable, mia_summary)
+                                        device_description, jsonable, mia_summary)
 from unlearn_jax.training import describe_training
 from unlearn_jax.unlearning import SetSizes, UnlearningMethod
 
@@ -298,9 +298,9 @@ def _evaluate_on(ref: Reference, ctx: Context, method: BuiltMethod, progress: Pr
   scores = scoring.score(u_out, r_out)
   walls["metric"] = time.perf_counter() - t0
   progress.line(f"[metric] done in {walls['metric']:.1f} s")
-  diagnostics = {k: v[keep] for k, v in unlearned.diagnostics.items()}
+  kept_diagnostics = {k: v[keep] for k, v in unlearned.diagnostics.items()}
   pops = Populations(u_out, r_out, scores.epsilons, np.asarray(ref.original.outputs["forget_confidence"]),
-                     diagnostics)
+                     kept_diagnostics)
 
   record = _record(ref, ctx, method, sizes, scores, n_scored, dropped, seed_u, unlearned, u_out, r_out)
   if _is_ceiling_run(ctx, method, seed_u, dropped):
@@ -387,7 +387,7 @@ def _record(ref: Reference, ctx: Context, method: BuiltMethod, sizes: SetSizes, 
                                                                     "test_accuracy")}
                   | ({"kept_epoch": int(original_out["kept_epoch"])} if "kept_epoch" in original_out else {}),
       "mia": mia_summary(scores.mia_unlearned, scores.mia_retrained),
-      "diagnostics": diagnostics_summary({k: v[np.isin(np.arange(len(v)), dropped, invert=True)]
+      "diagnostics": diagnostics.summarise({k: v[np.isin(np.arange(len(v)), dropped, invert=True)]
                                           for k, v in unlearned.diagnostics.items()}),
       "cost": {"r_ep": cost, "recipe_epochs": ctx.recipe.epochs, "relative_to_retrain": cost / ctx.recipe.epochs},
       "wall_s": {},

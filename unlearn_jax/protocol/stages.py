@@ -30,6 +30,7 @@ from unlearn_jax.results.progress import Progress
 from unlearn_jax.training import accuracy, make_predict_fn, make_train_fn
 from unlearn_jax.training.losses import per_example_cross_entropy
 from unlearn_jax.unlearning import ModelState
+from unlearn_jax.unlearning import outputs as unlearning_outputs
 from unlearn_jax.protocol import original as original_io
 
 STREAM_ORIGINAL, STREAM_RETRAIN, STREAM_UNLEARN = 0, 1, 2
@@ -190,9 +191,13 @@ def unlearned_models(ctx: Context, method: BuiltMethod, original: OriginalModel,
   measure = make_measure_fn(ctx.model, margin_subsets=margin_subsets)
   unlearn = method.method.unlearn
 
+  name = method.method.name
+
   def fn(key, original_state, data):
     res = unlearn(original_state, data, key)
-    return dict(out=measure(res.state.params, res.state.batch_stats, data), diag=dict(res.metrics))
+    unlearning_outputs.check_result(name, original_state, res)  # at trace time: structure, shapes, dtypes
+    return dict(out=measure(res.state.params, res.state.batch_stats, data),
+                diag=unlearning_outputs.diagnostics(name, res))
 
   out = runner.seed_chunks("unlearn", make_runner(fn, ctx), root, ctx.config.num_models, (original.state, ctx.data),
                            store, checkpoint.flatten_tree, ctx.config, progress)

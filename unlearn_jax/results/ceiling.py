@@ -23,6 +23,8 @@ import math
 import os
 from typing import Any, Mapping, Optional
 
+import numpy as np
+
 from unlearn_jax import checkpoint
 
 CEILING_METHOD = "retrain"
@@ -72,7 +74,9 @@ def of_results(results: Mapping[str, Any]) -> Optional[dict[str, Any]]:
   if not isinstance(retrained_dir, str) or not isinstance(n, int) or isinstance(n, bool):
     return None
   stored = read(retrained_dir, n)
-  return None if stored is None else summary(results["forgetting_quality"], stored)
+  if stored is None:
+    return None
+  return summary(results["forgetting_quality"], stored)
 
 
 def summary(forgetting_quality: float, ceiling: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,8 @@ bootstrap can run later without retraining. Arrays (float32 unless noted):
   forget and test;
 * ``unlearned/<split>_margin``, ``retrained/<split>_margin`` ``[N, M]`` for retain and
   heldout, present when the run recorded margins (``--metrics klom``);
+* ``diagnostics/<name>`` ``[N, ...]`` (the method's dtype): the method's own
+  ``UnlearnResult.metrics`` per scored model (:mod:`unlearn_jax.results.diagnostics`);
 * ``epsilons`` ``[E]`` (float64) and ``points`` ``[E]`` (float64): the per-example
   epsilons and their points;
 * ``diagnostics/<name>`` ``[N, ...]``: the method's own per-seed diagnostics
@@ -28,7 +30,7 @@ import numpy as np
 
 from unlearn_jax import checkpoint
 from unlearn_jax.metrics import epsilon_points
-from unlearn_jax.results import untrusted
+from unlearn_jax.results import diagnostics, untrusted
 from unlearn_jax.results.record import Evaluation, Populations
 
 POPULATIONS_FILE = "populations.npz"
@@ -97,6 +99,10 @@ def read_populations(path: str) -> dict[str, np.ndarray]:
       other = arrays.get(name.replace("unlearned/", "retrained/") if name.startswith("unlearned/")
                          else name.replace("retrained/", "unlearned/"))
       expect = (n, value.shape[1]) if value.ndim == 2 and other is not None and other.shape == value.shape else ()
+    if name.startswith(diagnostics.POPULATIONS_PREFIX):  # a method's own values: one row per model, any values
+      if value.ndim < 1 or value.shape[0] != n:
+        raise ValueError(f"populations file {path!r}: array {name!r} has shape {value.shape}, expected ({n}, ...)")
+      continue
     if expect is not None and value.shape != expect:
       raise ValueError(f"populations file {path!r}: array {name!r} has shape {value.shape}, expected {expect}")
     if name.startswith(f"{DIAGNOSTICS}/"):  # the method's own values, as it returned them (NaN included)

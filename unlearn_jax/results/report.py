@@ -22,7 +22,7 @@ from unlearn_jax.results.record import Populations
 RESULTS_FILE = "results.json"
 LEADERBOARD_COLUMNS = ("rank", "method", "dataset", "N", "final_score", "forgetting_quality", "F_95ci", "F_over_ceiling",
                        "retain_acc_U", "test_acc_U", "forget_acc_U", "retain_acc_R", "test_acc_R", "mia_U", "cost_rel",
-                       "dir", "flag")
+                       "dir", "hyperparameters", "flag")
 CSV_COLUMNS = LEADERBOARD_COLUMNS + ("setup",)
 
 
@@ -70,6 +70,7 @@ def leaderboard_rows(paths: Sequence[str], strict: bool = False) -> list[dict[st
   and every row carries its group's ``setup`` description. ``strict``: raise a
   one-line ``ValueError`` instead when the setups differ.
   """
+  paths = expand_runs(paths)
   results = [read_results(p) for p in paths]
   if strict:
     setups.require_same_setup(results, list(paths))
@@ -80,8 +81,56 @@ def leaderboard_rows(paths: Sequence[str], strict: bool = False) -> list[dict[st
     rows.sort(key=lambda row: -row["final_score"] if math.isfinite(row["final_score"]) else math.inf)
     for i, row in enumerate(rows):
       row["rank"] = i + 1
+    _differing_hyperparameters(rows)
     out += rows
   return out
+
+
+def expand_runs(paths: Sequence[str]) -> list[str]:
+  """``paths`` with every sweep folder replaced by its points (``unlearn-jax leaderboard runs/*``).
+
+  A directory without a ``results.json`` whose subdirectories hold them (a ``sweep``
+  output: one folder per point, and ``confirm-*``) stands for those subdirectories, in
+  name order; anything else is kept as given (and read, or refused, as a results file).
+  """
+  out: list[str] = []
+  for path in paths:
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, RESULTS_FILE)):
+      try:
+        names = sorted(os.listdir(path))
+      except OSError:
+        names = []
+      inner = [os.path.join(path, n) for n in names
+               if not os.path.islink(os.path.join(path, n)) and os.path.isfile(os.path.join(path, n, RESULTS_FILE))]
+      if inner:
+        out += inner
+        continue
+    out.append(path)
+  return out
+
+
+def _hp_text(value: Any) -> str:
+  if isinstance(value, float):
+    return f"{value:g}"
+  return value if isinstance(value, str) else json.dumps(value)
+
+
+def _differing_hyperparameters(rows: Sequence[dict[str, Any]]) -> None:
+  """Sets each row's ``hyperparameters`` cell: ``k=v`` for the keys whose values differ between the
+  rows of the same method (a key some of them lack counts as differing; a method with one row: empty)."""
+  hps = [row.pop("_hp", None) for row in rows]
+  hps = [hp if isinstance(hp, Mapping) else {} for hp in hps]
+  text = lambda hp, k: json.dumps(hp[k], sort_keys=True, default=repr) if k in hp else None
+  by_method: dict[str, list[int]] = {}
+  for i, row in enumerate(rows):
+    by_method.setdefault(row.get("method"), []).append(i)
+  for members in by_method.values():
+    keys: list[str] = []
+    for i in members:
+      keys += [k for k in hps[i] if k not in keys]
+    differ = [k for k in keys if len({text(hps[i], k) for i in members}) > 1]
+    for i in members:
+      rows[i]["hyperparameters"] = " ".join(f"{k}={_hp_text(hps[i][k])}" for k in differ if k in hps[i])
 
 
 def setup_labels(results: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -120,7 +169,8 @@ def _row(r: Mapping[str, Any], path: str, setup: str) -> dict[str, Any]:
       "test_acc_R": mean(rt, "test_accuracy"), "mia_U": _float(r.get("mia", {}).get("unlearned")),
       "cost_rel": _float(r.get("cost", {}).get("relative_to_retrain")),
       "dir": os.path.dirname(path) if path.endswith(RESULTS_FILE) else path,
-      "flag": _flag(r.get("degenerate")),
+      "flag": degenerate_flag(r.get("degenerate")),
+      "_hp": r.get("hyperparameters"),
       "setup": setup,
   }
 
@@ -130,7 +180,7 @@ def _float(v: Any) -> float:
   return float("nan") if v is None else float(v)
 
 
-def _flag(check: Any) -> str:
+def degenerate_flag(check: Any) -> str:
   """The leaderboard's note on :mod:`unlearn_jax.analysis.degenerate`'s check: ``no-op (...)`` when flagged,
   empty when passed, ``unchecked`` for results written before the check existed."""
   if not isinstance(check, Mapping):
@@ -236,7 +286,7 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
   order = np.argsort(eps, kind="stable")
   k = min(num_examples, len(eps))
   for label, picks in (("best", order[:k]), ("worst", order[::-1][:k])):
-    fig, axes = plt.subplots(1, k, figsize=(4 * k, 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, k, figsize=(4 * k, 3.4), squeeze=False, layout="constrained")
     for ax, s in zip(axes[0], picks):
       lo, hi = min(u[:, s].min(), r[:, s].min()), max(u[:, s].max(), r[:, s].max())
       bins = np.linspace(lo, hi + 1e-9, 30)
@@ -244,9 +294,8 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
       ax.hist(u[:, s], bins=bins, alpha=0.55, label="unlearned")
       ax.set_title(f"example {s}: eps {eps[s]:.2f}")
       ax.set_xlabel("logit-scaled confidence")
-    axes[0][0].legend()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside upper right", ncol=2, frameon=False)
     fig.suptitle(f"{label} forget examples ({results['method']})")
-    fig.tight_layout()
     paths.append(os.path.join(output_dir, f"confidences_{label}.png"))
     save_figure(fig, paths[-1])
   return paths

@@ -45,12 +45,44 @@ def describe(setup: Mapping[str, Any]) -> str:
   recipe = setup.get("recipe") or {}
   split = setup.get("split") or {}
   name = recipe.get("name", "?") if isinstance(recipe, Mapping) else recipe
+  changed = recipe_changes(recipe) if isinstance(recipe, Mapping) else {}
+  if changed:  # e.g. the tiny config's shorter digits recipe: named by what it changes
+    name = f"{name} ({', '.join(f'{k}={_short_value(v)}' for k, v in changed.items())})"
   forget = split.get("forget", "?") if isinstance(split, Mapping) else split
   text = f"{setup.get('dataset')} / {setup.get('model')} / recipe {name} / forget {forget} / N={setup.get('num_models')}"
   if setup.get("dtype") not in (None, "float32"):
     text += f" / {setup['dtype']}"
   from unlearn_jax.results.untrusted import terminal_text  # fields read from results files: no control characters
   return terminal_text(text)
+
+
+def _plain(value: Any) -> Any:
+  if isinstance(value, Mapping):
+    return {str(k): _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  return repr(value)
+
+
+def _short_value(value: Any) -> str:
+  return f"{value:g}" if isinstance(value, float) else json.dumps(value) if not isinstance(value, str) else value
+
+
+def recipe_changes(recipe: Mapping[str, Any]) -> dict[str, Any]:
+  """The fields of a recorded recipe that differ from the registered recipe of its name (``{}``
+  when it is the registered one, the name is not registered here, or the record lacks fields)."""
+  import dataclasses
+  from unlearn_jax.training import RECIPES
+  name = recipe.get("name")
+  if not isinstance(name, str) or name not in RECIPES:
+    return {}
+  reference = _plain(dataclasses.asdict(RECIPES[name]()))
+  if any(k not in recipe for k in reference):  # a partial record (older results): nothing to compare with
+    return {}
+  return {k: v for k, v in recipe.items() if k != "name" and k in reference
+          and json.dumps(_plain(v), sort_keys=True) != json.dumps(reference[k], sort_keys=True)}
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:

@@ -3,8 +3,10 @@
 Every method module declares its factory's hyperparameters next to ``make`` as
 a module-level tuple ``HPARAMS`` of :class:`HParam` (name, kind, default, valid
 range or choices, a one-line doc). The declaration must match the factory's
-signature exactly (names, order and defaults; a registry-wide test checks it),
-so it is the single place that says what a user may set:
+signature (names, defaults, kinds): :func:`check_declarations` refuses a
+disagreement in one line naming the parameter whenever declarations are read,
+for a user's file or module as for the registry (whose test also checks the
+order), so it is the single place that says what a user may set:
 
 * :func:`validate` checks user overrides *before anything is trained* and
   returns them coerced to their declared types (an unknown key, a wrong type, a
@@ -33,6 +35,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import os
 import sys
 import typing
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -261,6 +264,8 @@ def declared(factory: Callable) -> dict[str, HParam]:
   decl = module_declarations(factory)
   if decl is None:
     decl = from_signature(factory)
+  else:
+    check_declarations(factory, decl)
   out: dict[str, HParam] = {}
   for h in decl:
     if not isinstance(h, HParam):
@@ -272,8 +277,92 @@ def declared(factory: Callable) -> dict[str, HParam]:
 
 
 def _describe(factory: Callable) -> str:
+  """``module.make`` for a factory of an importable module, ``file.py:make`` for one loaded from a file."""
   factory = _unwrap(factory)
-  return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}"
+  module = getattr(factory, "__module__", None) or "?"
+  qualname = getattr(factory, "__qualname__", repr(factory))
+  if module.startswith("_unlearn_jax_plugin_"):  # loaded from a file: name the file
+    try:
+      return f"{os.path.basename(inspect.getsourcefile(factory) or '?')}:{qualname}"
+    except TypeError:
+      pass
+  return f"{module}.{qualname}"
+
+
+def _same_default(declared_default: Any, signature_default: Any) -> bool:
+  norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v
+  a, b = norm(declared_default), norm(signature_default)
+  if isinstance(a, bool) != isinstance(b, bool):
+    return False
+  try:
+    return bool(a == b)
+  except Exception:  # e.g. arrays: compare by identity only
+    return a is b
+
+
+def check_declarations(factory: Callable, decl: Optional[Sequence[Any]] = None) -> None:
+  """Checks that ``decl`` (default: the factory's ``HPARAMS``) agrees with the factory's signature.
+
+  Every keyword the factory takes after the model must be declared, every declared
+  name must be a keyword it takes (or go to its ``**kwargs``), with the signature's
+  default, a kind its annotation allows and a default that passes its own
+  declaration; a positional-only parameter cannot be set by name. Raises a one-line
+  ``ValueError`` naming the factory and the first parameter that disagrees.
+  """
+  factory = _factory_of(factory)
+  decl = module_declarations(factory) if decl is None else tuple(decl)
+  if decl is None:
+    return
+  where = f"HPARAMS of {_describe(factory)}"
+  params = {p.name: p for p in _keyword_parameters(factory)
+            if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+  try:
+    hints = typing.get_type_hints(_unwrap(factory))
+  except Exception:  # unresolvable annotations: no kind check from them
+    hints = {}
+  names = []
+  for h in decl:
+    if not isinstance(h, HParam):
+      raise ValueError(f"{where} must hold HParam entries, got {_show(h)}")
+    names.append(h.name)
+    p = params.get(h.name)
+    if p is None:
+      if accepts_any_keyword(factory):
+        continue
+      raise ValueError(f"{where} declares {h.name!r}, but the factory has no parameter {h.name!r} "
+                       f"(its parameters: {', '.join(params) or 'none'})")
+    if p.kind is inspect.Parameter.POSITIONAL_ONLY:
+      raise ValueError(f"{where} declares {h.name!r}, but the factory takes it positionally only "
+                       f"(hyperparameters are passed by name)")
+    sig_default = None if p.default is inspect.Parameter.empty else p.default
+    if not _same_default(h.default, sig_default):
+      raise ValueError(f"{where}: {h.name!r} is declared with default {_show(h.default)}, but the factory's "
+                       f"default is {_show(sig_default)}")
+    hint_kind = _hint_kind(hints.get(h.name))
+    if hint_kind is not None and h.kind != "any" and hint_kind != h.kind:
+      raise ValueError(f"{where}: {h.name!r} is declared of kind {h.kind!r}, but the factory annotates it "
+                       f"as {hint_kind}")
+    try:
+      h.check("?", h.default)
+    except ValueError:
+      raise ValueError(f"{where}: {h.name!r} has default {_show(h.default)}, which is not "
+                       f"{h.range_text()}") from None
+  missing = [n for n in params if n not in names]
+  if missing:
+    raise ValueError(f"{where} does not declare the factory's parameter {missing[0]!r} "
+                     f"(declared: {', '.join(names) or 'none'})")
+
+
+def _hint_kind(hint: Any) -> Optional[str]:
+  """The kind a simple annotation (``int``, ``Optional[float]``, ...) names; ``None`` for anything else."""
+  if hint is None:
+    return None
+  if typing.get_origin(hint) is typing.Union or type(hint).__name__ == "UnionType":
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if len(args) != 1:
+      return None
+    hint = args[0]
+  return {bool: "bool", int: "int", float: "float", str: "str"}.get(hint)
 
 
 def _keyword_parameters(factory: Callable) -> list[inspect.Parameter]:
