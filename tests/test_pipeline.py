@@ -135,3 +135,15 @@ def test_train_takes_its_dataset_defaults_from_the_evaluate_config():
     config = protocol_config.from_dict(cfg)
     assert train.dataset_defaults(dataset) == (config.model, config.recipe), dataset
   assert train.dataset_defaults("cifar10") == ("resnet18", "starting_kit")
+
+
+def test_diagnostics_summary_of_values_and_of_arrays_per_seed():
+  from unlearn_jax.results.record import diagnostics_summary
+  scalar = np.array([[1.0], [3.0], [np.nan]])
+  per_epoch = np.array([[5.0, 2.0], [4.0, 6.0], [1.0, 4.0]], np.float32)
+  out = diagnostics_summary({"fraction": scalar, "loss": per_epoch, "empty": np.zeros((3, 0))})
+  assert out["fraction"] == {"mean": 2.0, "sd": 1.0, "min": 1.0, "max": 3.0, "shape": [1], "of": "value",
+                             "nonfinite": 1}
+  assert out["loss"] == {"mean": 4.0, "sd": float(np.std([2.0, 6.0, 4.0])), "min": 2.0, "max": 6.0, "shape": [2],
+                         "of": "last entry", "nonfinite": 0}
+  assert "empty" not in out

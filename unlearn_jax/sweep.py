@@ -281,11 +281,16 @@ def run_sweep(config: EvalConfig, grid: Mapping[str, Sequence[Any]], *,
   progress = progress or Progress()
   source, points = plan(config, grid, factory=factory, confirm_seed=confirm_seed)
   budget.attach(progress, config.max_hours)  # the sweep's estimated total after its first point, and --max-hours
-  build = build or protocol_context.build_method
   fixed = dict(config.hyperparameters)
+  values = [{**fixed, **dict(p.values)} for p in points]
+  methods: list[Any] = []
   t0 = time.perf_counter()
-  ctx = protocol_context.build_context(config, progress)
-  methods = [build(ctx, {**fixed, **dict(p.values)}) for p in points]  # a factory that raises fails here
+  if build is None:  # every point's method is built before anything is measured or trained
+    ctx = protocol_context.build_context(config, progress, lambda c, model, recipe: methods.extend(
+        protocol_context.build_method_for(c, model, recipe, hp) for hp in values))
+  else:
+    ctx = protocol_context.build_context(config, progress)
+    methods = [build(ctx, hp) for hp in values]  # a factory that raises fails here
   ref = protocol_run.prepare(ctx, progress, load_s=time.perf_counter() - t0)
   progress.line(f"[sweep] {len(points)} point(s) of {config.method} against one reference "
                 f"(N={config.num_models})")

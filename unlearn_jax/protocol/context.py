@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import numpy as np
@@ -128,9 +128,15 @@ def plan_seeds(config: EvalConfig, data, recipe: Recipe, progress: Optional[Prog
   return SeedPlan(strategy, chunk if strategy in ("chunked", "shard") else None, source)
 
 
-def build_context(config: EvalConfig, progress: Optional[Progress] = None) -> Context:
+def build_context(config: EvalConfig, progress: Optional[Progress] = None,
+                  before_planning: Optional[Callable[[EvalConfig, Any, Recipe], None]] = None) -> Context:
   """Checks ``config``, loads the dataset, makes the split, builds the model and recipe, and fixes the
-  convolution lowering and the seed plan (``progress``: the tuner's lines)."""
+  convolution lowering and the seed plan (``progress``: the tuner's lines).
+
+  ``before_planning(config, model, recipe)`` runs once the model exists and before the seed plan,
+  which may measure (compile and run) programs on this device: callers build their methods there,
+  so that a method that cannot be built costs nothing and writes nothing.
+  """
   validate(config)
   dataset = load_data(config.dataset, config.data_dir)
   indices, data = make_splits(dataset, config.split)
@@ -140,6 +146,8 @@ def build_context(config: EvalConfig, progress: Optional[Progress] = None) -> Co
                                                       **tune_options(config, progress))
   config = dataclasses.replace(config, conv_impl=conv_impl)  # cache keys name the concrete lowering
   model = get_model(config.model, data.num_classes, conv_impl=conv_impl, dtype=COMPUTE_DTYPES[config.dtype])
+  if before_planning is not None:
+    before_planning(config, model, recipe)
   plan = plan_seeds(config, data, recipe, progress)
   given = original_io.describe(config.original) if config.original is not None else None  # --original
   return Context(config, data, indices, model, recipe, fingerprint(dataset), plan, conv_impl_source=conv_source,
@@ -150,9 +158,14 @@ def build_method(ctx: Context, hyperparameters: Optional[Mapping[str, Any]] = No
                  method: Any = None) -> BuiltMethod:
   """The configured method (``method`` replaces the config's), hyperparameters validated (``hyperparameters``
   replace the config's), the context's recipe given to ``retrain``."""
-  hp = dict(ctx.config.hyperparameters if hyperparameters is None else hyperparameters)
-  built, origin = plugins.build_method(ctx.config.method if method is None else method, ctx.model, hp,
-                                       recipe=ctx.recipe)
+  return build_method_for(ctx.config, ctx.model, ctx.recipe, hyperparameters, method)
+
+
+def build_method_for(config: EvalConfig, model, recipe: Recipe, hyperparameters: Optional[Mapping[str, Any]] = None,
+                     method: Any = None) -> BuiltMethod:
+  """:func:`build_method` for a model and recipe not yet in a context (see ``build_context``'s ``before_planning``)."""
+  hp = dict(config.hyperparameters if hyperparameters is None else hyperparameters)
+  built, origin = plugins.build_method(config.method if method is None else method, model, hp, recipe=recipe)
   return BuiltMethod(built, origin)
 
 

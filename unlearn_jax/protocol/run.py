@@ -61,7 +61,7 @@ from unlearn_jax.analysis.degenerate import DegeneracyCheck
 from unlearn_jax.data import splits as data_splits
 from unlearn_jax.protocol import budget, margins, runner, scoring, stages
 from unlearn_jax.protocol.config import EvalConfig, validate
-from unlearn_jax.protocol.context import BuiltMethod, Context, build_context, build_method
+from unlearn_jax.protocol.context import BuiltMethod, Context, build_context, build_method, build_method_for
 from unlearn_jax.protocol.errors import ProtocolError
 from unlearn_jax.protocol.stages import OriginalModel, Population, STREAM_ORIGINAL, STREAM_RETRAIN, STREAM_UNLEARN
 from unlearn_jax.results import ceiling, diagnostics, populations, report, setups
@@ -161,8 +161,9 @@ def evaluate(config: EvalConfig, progress: Optional[Progress] = None) -> Optiona
     files.check_output_folder(config.output_dir)  # outputs replace only regular files: refused before any work
   with compile_cache.persistent_cache(compile_cache_dir(config)):
     t0 = time.perf_counter()
-    ctx = build_context(config, progress)
-    method = build_method(ctx)  # bad hyperparameters fail before any training
+    built: list[BuiltMethod] = []  # bad hyperparameters or a failing factory stop before anything runs
+    ctx = build_context(config, progress, lambda c, model, recipe: built.append(build_method_for(c, model, recipe)))
+    method = built[0]
     ref = prepare(ctx, progress, load_s=time.perf_counter() - t0)
     return evaluate_on(ref, method, progress)
 
