@@ -400,7 +400,7 @@ def test_evaluate_original_skips_training_and_keys_caches_by_the_file(tmp_path, 
 
 
 def test_evaluate_original_bad_files_are_one_line_errors(tmp_path):
-  from tests.test_pth_reader import write_pth
+  from tests.pth_support import write_pth
   base = ["evaluate", "--config", "tiny", "--num-models", "2", "--cache-dir", str(tmp_path / "c"),
           "--output-dir", str(tmp_path / "o"), "--quiet"]
   _, err = _cli(base + ["--original", str(tmp_path / "absent.pth")], expect_rc=2)
@@ -418,10 +418,10 @@ def test_evaluate_original_bad_files_are_one_line_errors(tmp_path):
 
 
 def test_given_torchvision_pth_becomes_our_resnet18_original(tmp_path):
-  from tests.test_pth_reader import write_pth
-  from tests.test_torch_import import _random_state_dict
-  from unlearn_jax.interop import import_torchvision_resnet18, original
-  sd = _random_state_dict(np.random.default_rng(4))
+  from tests.pth_support import random_state_dict, write_pth
+  from unlearn_jax.interop import import_torchvision_resnet18
+  from unlearn_jax.protocol import original
+  sd = random_state_dict(np.random.default_rng(4))
   path = tmp_path / "original_model.pth"
   write_pth(path, sd)
   given = original.describe(str(path))

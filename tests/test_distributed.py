@@ -54,24 +54,42 @@ def _cli_error(capsys, argv):
   return lines[0]
 
 
-def test_auto_without_a_cluster_is_one_line_naming_the_explicit_flags(tmp_path, capsys, no_cluster):
-  line = _cli_error(capsys, ["evaluate", "--config", "tiny", "--distributed", "auto",
-                             "--output-dir", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")])
+def _fresh(code):
+  """Runs ``code`` in a new Python process (``auto`` must start before JAX is used there, as in a real run)."""
+  return subprocess.run([sys.executable, "-c", code], env=_env(), cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_auto_without_a_cluster_is_one_line_naming_the_explicit_flags(tmp_path):
+  out, cache = str(tmp_path / "o"), str(tmp_path / "c")
+  proc = _fresh(f"import sys; from unlearn_jax import cli; sys.exit(cli.main(['evaluate', '--config', 'tiny', "
+                f"'--distributed', 'auto', '--output-dir', {out!r}, '--cache-dir', {cache!r}]))")
+  assert proc.returncode == 2, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("unlearn-jax: error: "), proc.stderr
+  assert "Traceback" not in proc.stderr and proc.stdout == ""
+  line = lines[0]
   assert "--distributed auto found no cluster" in line
   assert "--coordinator HOST:PORT --num-processes P --process-id I" in line
   assert "JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID" in line
   assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()  # refused before any work
-  import jax
-  assert not jax.distributed.is_initialized()
 
 
-def test_auto_from_python_gives_the_same_error(tmp_path, no_cluster):
-  import unlearn_jax
-  from unlearn_jax.distributed import DistributedError
-  with pytest.raises(DistributedError, match="--coordinator HOST:PORT --num-processes P --process-id I"):
-    unlearn_jax.evaluate(config="tiny", distributed="auto", output_dir=str(tmp_path / "o"),
-                         cache_dir=str(tmp_path / "c"), verbose=False)
+def test_auto_from_python_gives_the_same_error(tmp_path):
+  out, cache = str(tmp_path / "o"), str(tmp_path / "c")
+  proc = _fresh(f"""
+import jax, unlearn_jax
+from unlearn_jax.distributed import DistributedError
+try:
+  unlearn_jax.evaluate(config="tiny", distributed="auto", output_dir={out!r}, cache_dir={cache!r}, verbose=False)
+except DistributedError as err:
+  print("refused:", err)
+assert not jax.distributed.is_initialized()
+""")
+  assert proc.returncode == 0, proc.stderr
+  assert "refused:" in proc.stdout and "--coordinator HOST:PORT --num-processes P --process-id I" in proc.stdout
   assert not (tmp_path / "c").exists()
+  import unlearn_jax
   with pytest.raises(ValueError, match="needs output_dir"):  # checked before anything starts
     unlearn_jax.evaluate(config="tiny", distributed={"coordinator": "127.0.0.1:1", "num_processes": 2,
                                                      "process_id": 1}, verbose=False)

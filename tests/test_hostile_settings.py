@@ -183,9 +183,9 @@ def _edit_populations(tmp_path, pair, change) -> str:
 
 @pytest.mark.parametrize("change, message", [
     (lambda a: a.update({"unlearned/retain_accuracy": np.array(["0.9"] * N)}),
-     "array 'unlearned/retain_accuracy' must be real numbers, got dtype <U3"),
+     "array 'unlearned/retain_accuracy' must hold real numbers, got dtype <U3"),
     (lambda a: a.update({"retrained/forget_confidence": a["retrained/forget_confidence"] * (1 + 1j)}),
-     "array 'retrained/forget_confidence' must be real numbers, got dtype complex64"),
+     "array 'retrained/forget_confidence' is complex (complex64); it must hold real numbers"),
     (lambda a: a.update({"unlearned/test_accuracy": np.full(N, 3.0, np.float32)}), "must hold accuracies in [0, 1]"),
     (lambda a: a.update({"epsilons": -a["epsilons"] - 1.0}), "epsilons must lie in [0, 50]"),
     (lambda a: a.update({"points": a["points"] * 0.5 + 0.25}), "'points' is not the points of 'epsilons' at N = 8"),

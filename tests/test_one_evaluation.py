@@ -136,11 +136,12 @@ def test_method_diagnostics_reach_populations_results_and_the_summary(runs):
   last = loss[:, -1].astype(np.float64)
   summary = runs["records"]["cli"]["diagnostics"]["loss"]
   assert loss.shape[1] == 1  # one epoch of finetune in the tiny config: one loss per seed
-  assert summary["of"] == "value" and summary["shape"] == [1] and summary["nonfinite"] == 0
+  assert summary["of"] == "last entry" and summary["shape"] == [1] and summary["nonfinite"] == 0
+  assert summary["num_seeds"] == N
   assert summary["mean"] == pytest.approx(float(np.mean(last)), rel=1e-12)
-  assert summary["sd"] == pytest.approx(float(np.std(last)), rel=1e-12)
+  assert summary["sd"] == pytest.approx(float(np.std(last, ddof=1)), rel=1e-12)
   assert (summary["min"], summary["max"]) == (float(last.min()), float(last.max()))
-  assert f"method diagnostics (per seed, mean sd [min, max]): loss {summary['mean']:.4g} " in runs["stdout"]
+  assert f"diagnostic loss[-1] (of 1 per seed): mean {summary['mean']:.4g} " in runs["stdout"]
   assert populations.read_populations(runs["dirs"]["sweep"])["diagnostics/loss"].shape == loss.shape
 
 

@@ -21,7 +21,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tests.test_torch_import import _random_state_dict
+from tests.pth_support import random_state_dict, write_pth
 from unlearn_jax.interop import import_torchvision_resnet18, load_torch_state_dict, pth
 from unlearn_jax.models import get_model
 
@@ -29,84 +29,6 @@ DATA = os.path.join(os.path.dirname(__file__), "data", "pth")
 SMALL = os.path.join(DATA, "small_state_dict.pth")
 PAYLOAD = os.path.join(DATA, "payload.pth")
 MARKER = "pth_payload_marker.txt"
-STORAGE_OF = {np.dtype("float32"): "FloatStorage", np.dtype("int64"): "LongStorage",
-              np.dtype("float16"): "HalfStorage", np.dtype("float64"): "DoubleStorage"}
-
-
-# ---------------------------------------------------------------- an independent writer of the layout
-
-
-class _Ops:
-  """Pickle protocol-2 opcodes, emitted by hand (no torch, no pickler)."""
-
-  def __init__(self):
-    self.out = bytearray(b"\x80\x02")
-
-  def glob(self, module, name):
-    self.out += b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-  def text(self, s):
-    b = s.encode()
-    self.out += b"X" + struct.pack("<I", len(b)) + b
-
-  def int(self, v):
-    self.out += b"J" + struct.pack("<i", v)
-
-  def tuple_of_ints(self, values):
-    self.out += b"("
-    for v in values:
-      self.int(v)
-    self.out += b"t"
-
-  def raw(self, b):
-    self.out += b
-
-
-def write_pth(path, entries, archive="archive", storages=None, tamper=None):
-  """Writes ``entries`` (name -> array, or name -> (storage key, offset, size, stride)) as ``torch.save``
-  writes a state dict. ``storages``: key -> array for entries given as views; ``tamper(ops, name)``
-  may append opcodes after an entry's tensor (hostile-file tests)."""
-  ops = _Ops()
-  ops.glob("collections", "OrderedDict")
-  ops.raw(b")R(")
-  members, storages = {}, dict(storages or {})
-  for name, value in entries.items():
-    if isinstance(value, tuple):
-      key, offset, size, stride = value
-      arr = storages[key]
-    else:
-      arr = np.ascontiguousarray(value)
-      key, offset, size = str(len(storages)), 0, arr.shape
-      stride = tuple(int(np.prod(arr.shape[i + 1:])) for i in range(arr.ndim))
-      storages[key] = arr
-    ops.text(name)
-    ops.glob("torch._utils", "_rebuild_tensor_v2")
-    ops.raw(b"((")
-    ops.text("storage")
-    ops.glob("torch", STORAGE_OF[arr.dtype])
-    ops.text(key)
-    ops.text("cpu")
-    ops.int(arr.size)
-    ops.raw(b"tQ")  # the persistent id tuple, then BINPERSID
-    ops.int(offset)
-    ops.tuple_of_ints(size)
-    ops.tuple_of_ints(stride)
-    ops.raw(b"\x89")  # requires_grad False
-    ops.glob("collections", "OrderedDict")
-    ops.raw(b")RtR")  # backward hooks OrderedDict(), close the args tuple, call the rebuild
-    if tamper is not None:
-      tamper(ops, name)
-  ops.raw(b"u.")  # SETITEMS, STOP
-  for key, arr in storages.items():
-    members[f"data/{key}"] = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
-  with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-    zf.writestr(f"{archive}/data.pkl", bytes(ops.out))
-    zf.writestr(f"{archive}/byteorder", b"little")
-    for name, data in members.items():
-      zf.writestr(f"{archive}/{name}", data)
-    zf.writestr(f"{archive}/version", b"3\n")
-
-
 def _structure(path):
   """(members without the archive folder, globals named, persistent ids) of a .pth file."""
   with zipfile.ZipFile(path) as zf:
@@ -198,7 +120,7 @@ def test_independent_writer_follows_the_pytorch_layout(tmp_path):
 
 def test_full_size_torchvision_state_dict_drives_our_resnet18_to_torchvisions_logits(tmp_path):
   stored = np.load(os.path.join(DATA, "resnet18_seeded_logits.npz"))
-  sd = _random_state_dict(np.random.default_rng(int(stored["resnet_seed"])))
+  sd = random_state_dict(np.random.default_rng(int(stored["resnet_seed"])))
   path = tmp_path / "resnet18.pth"
   write_pth(path, sd)
   assert path.stat().st_size > 40e6  # the real size of a ResNet-18 state dict

@@ -10,44 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.pth_support import STAGES, random_state_dict
 from unlearn_jax.interop import import_torchvision_resnet18, load_torch_state_dict
 from unlearn_jax.models import get_model
-
-STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))
-
-
-def _random_state_dict(rng, num_classes=10):
-  """A torchvision-layout resnet18 state_dict of random NumPy arrays (BN stats included)."""
-  sd = {}
-
-  def conv(name, o, i, k):
-    sd[f"{name}.weight"] = rng.normal(0, np.sqrt(2.0 / (i * k * k)), (o, i, k, k)).astype(np.float32)
-
-  def bn(name, c):
-    sd[f"{name}.weight"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
-    sd[f"{name}.bias"] = rng.normal(0, 0.1, c).astype(np.float32)
-    sd[f"{name}.running_mean"] = rng.normal(0, 0.1, c).astype(np.float32)
-    sd[f"{name}.running_var"] = rng.uniform(0.5, 2.0, c).astype(np.float32)
-    sd[f"{name}.num_batches_tracked"] = np.array(7, np.int64)
-
-  conv("conv1", 64, 3, 7)
-  bn("bn1", 64)
-  cin = 64
-  for s, (c, stride) in enumerate(STAGES):
-    for b in range(2):
-      p = f"layer{s + 1}.{b}"
-      conv(f"{p}.conv1", c, cin if b == 0 else c, 3)
-      bn(f"{p}.bn1", c)
-      conv(f"{p}.conv2", c, c, 3)
-      bn(f"{p}.bn2", c)
-      if b == 0 and (stride != 1 or cin != c):
-        conv(f"{p}.downsample.0", c, cin, 1)
-        bn(f"{p}.downsample.1", c)
-    cin = c
-  sd["fc.weight"] = rng.normal(0, 0.05, (num_classes, 512)).astype(np.float32)
-  sd["fc.bias"] = rng.normal(0, 0.05, num_classes).astype(np.float32)
-  return sd
-
 
 def _np_conv(x, w, stride, pad):
   x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
@@ -101,7 +66,7 @@ def _ours(params, batch_stats, x_nchw):
 
 def test_numpy_state_dict_matches_numpy_reference_forward():
   rng = np.random.default_rng(0)
-  sd = _random_state_dict(rng)
+  sd = random_state_dict(rng)
   params, batch_stats = import_torchvision_resnet18(sd)
   assert params["layer2_0"]["downsample_conv"]["kernel"].shape == (1, 1, 64, 128)
   assert params["conv1"]["kernel"].shape == (7, 7, 3, 64) and params["fc"]["kernel"].shape == (512, 10)
@@ -115,7 +80,7 @@ def test_numpy_state_dict_matches_numpy_reference_forward():
 
 
 def test_bad_state_dicts_are_rejected_with_the_entry_named():
-  sd = _random_state_dict(np.random.default_rng(1))
+  sd = random_state_dict(np.random.default_rng(1))
   missing = {k: v for k, v in sd.items() if k != "layer4.1.conv2.weight"}
   with pytest.raises(ValueError, match="layer4_1/conv2/kernel"):
     import_torchvision_resnet18(missing)

@@ -516,6 +516,5 @@ def write_plot(result: SweepResult, path: str) -> str:
                 Line2D([], [], color="gray", ls=REFERENCE_STYLE, lw=1.3, label="retrained models (dotted, same colour)")]
   fig.legend(handles=quantities, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
   fig.suptitle(f"sweep of {result.method}: {result.reference['setup']}", fontsize=10)
-  fig.tight_layout()
   report.save_figure(fig, path)
   return path

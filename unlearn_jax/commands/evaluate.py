@@ -224,7 +224,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     if c.get("forgetting_quality") is None:
       lines.append(f"ceiling: {c.get('note', 'not available')}")
     else:
-      at = f" at N={c['num_models']}, rescored on the kept seeds" if c.get("subsampled_from") else ""
+      at = f" at N={c['num_models']}, subsampled from {c['subsampled_from']}" if c.get("subsampled_from") else ""
       lines.append(f"ceiling F {c['forgetting_quality']:.4f} (retrain as the method{at}); F / F_ceiling {ratio}")
   u = results.get("ulira")
   if u:

@@ -20,7 +20,7 @@ import torchvision
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
 
-from tests.test_torch_import import _random_state_dict  # noqa: E402  (the seeded torchvision-layout weights)
+from tests.pth_support import random_state_dict  # noqa: E402  (the seeded torchvision-layout weights)
 
 RESNET_SEED, INPUT_SEED, NUM_INPUTS = 19, 20, 3
 MARKER = "pth_payload_marker.txt"
@@ -61,7 +61,7 @@ def main() -> None:
              os.path.join(HERE, "payload.pth"))
 
   net = torchvision.models.resnet18(num_classes=10)
-  state = {k: torch.from_numpy(v) for k, v in _random_state_dict(np.random.default_rng(RESNET_SEED)).items()}
+  state = {k: torch.from_numpy(v) for k, v in random_state_dict(np.random.default_rng(RESNET_SEED)).items()}
   net.load_state_dict(state)
   net.eval()
   x = np.random.default_rng(INPUT_SEED).normal(size=(NUM_INPUTS, 3, 32, 32)).astype(np.float32)
