@@ -191,3 +191,13 @@ def mixed_case(rng, n):
   cols = [random_case(rng, n, 1, kind) for kind in ("shifted", "ties", "saturated", "narrow")]
   return np.concatenate([c[0] for c in cols], 1), np.concatenate([c[1] for c in cols], 1)
 
+
+def set_csv_row(path, line, **values):
+  """Replaces columns of CSV data row ``line`` (1 = the first row after the header)."""
+  with open(path, newline="") as f:
+    rows = list(csv.reader(f))
+  header = rows[0]
+  for k, v in values.items():
+    rows[line][header.index(k)] = v
+  with open(path, "w", newline="") as f:
+    csv.writer(f).writerows(rows)

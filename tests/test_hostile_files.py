@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from numpy.lib import format as npy
 
-from tests.helpers import py2_pickle, write_cifar, write_competition
+from tests.helpers import py2_pickle, write_cifar, write_competition, set_csv_row
 from unlearn_jax import checkpoint, cli, files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -261,17 +261,6 @@ def competition_dir(tmp_path):
   return root
 
 
-def _set_row(path, line, **values):
-  """Replaces columns of CSV data row ``line`` (1 = the first row after the header)."""
-  with open(path, newline="") as f:
-    rows = list(csv.reader(f))
-  header = rows[0]
-  for k, v in values.items():
-    rows[line][header.index(k)] = v
-  with open(path, "w", newline="") as f:
-    csv.writer(f).writerows(rows)
-
-
 def _evaluate_competition(root, tmp_path):
   return ["evaluate", "--config", "tiny", "--dataset", "competition", "--data-dir", str(root), "--model", "tiny_mlp",
           "--output-dir", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
@@ -283,7 +272,7 @@ def test_competition_same_image_under_two_spellings_is_refused(competition_dir, 
   if spelling == "link":
     os.symlink(competition_dir / "images" / "6" / "0.png", competition_dir / "images" / "0" / "alias.png")
     spelling = "images/0/alias.png"
-  _set_row(competition_dir / "retain.csv", 1, image_id=spelling)
+  set_csv_row(competition_dir / "retain.csv", 1, image_id=spelling)
   err = _cli_error(capsys, _evaluate_competition(competition_dir, tmp_path))
   assert (f"forget.csv line 2: image_id '6_0' also appears in retain.csv (line 2, as {spelling!r}): both name the "
           f"image 'images/6/0.png'; an image cannot be both forgotten and retained") in err
@@ -293,8 +282,8 @@ def test_competition_same_image_under_two_spellings_is_refused(competition_dir, 
 def test_competition_other_spellings_of_distinct_images_still_load(competition_dir):
   from unlearn_jax.data import load_dataset
   before = load_dataset("competition", str(competition_dir))
-  _set_row(competition_dir / "retain.csv", 1, image_id="images/0/0.png")  # the file 0_0 names
-  _set_row(competition_dir / "retain.csv", 2, image_id="0/1.png")  # the file 0_1 names
+  set_csv_row(competition_dir / "retain.csv", 1, image_id="images/0/0.png")  # the file 0_0 names
+  set_csv_row(competition_dir / "retain.csv", 2, image_id="0/1.png")  # the file 0_1 names
   after = load_dataset("competition", str(competition_dir))
   np.testing.assert_array_equal(after.images, before.images)
   np.testing.assert_array_equal(after.groups, before.groups)
@@ -306,21 +295,21 @@ def test_competition_other_spellings_of_distinct_images_still_load(competition_d
     ("-3", "column 'person_id' must be an integer in [0, 2147483647], got -3"),
 ])
 def test_competition_person_ids_out_of_range_are_refused_not_wrapped(competition_dir, tmp_path, capsys, person, words):
-  _set_row(competition_dir / "retain.csv", 4, person_id=person)
+  set_csv_row(competition_dir / "retain.csv", 4, person_id=person)
   err = _cli_error(capsys, _evaluate_competition(competition_dir, tmp_path))
   assert "retain.csv line 5: " + words in err
 
 
 def test_competition_person_ids_keep_their_values(competition_dir):
   from unlearn_jax.data import load_dataset
-  _set_row(competition_dir / "retain.csv", 1, person_id="2147483647")
+  set_csv_row(competition_dir / "retain.csv", 1, person_id="2147483647")
   ds = load_dataset("competition", str(competition_dir))
   assert ds.groups[0] == 2147483647 and ds.groups[3] == 1 and ds.groups.dtype == np.int32
 
 
 @pytest.mark.parametrize("label", ["1.7", "1e0", "99999999999999999999999"])
 def test_competition_labels_are_integers_in_range(competition_dir, tmp_path, capsys, label):
-  _set_row(competition_dir / "forget.csv", 3, age_group=label)
+  set_csv_row(competition_dir / "forget.csv", 3, age_group=label)
   err = _cli_error(capsys, _evaluate_competition(competition_dir, tmp_path))
   assert "forget.csv line 4: column 'age_group' must" in err
 
@@ -351,7 +340,7 @@ def test_competition_broken_png_chunk_names_the_file_and_line(competition_dir, t
 
 def test_competition_csv_field_over_the_csv_limit_names_the_file_and_line(competition_dir, tmp_path, capsys):
   original = (competition_dir / "retain.csv").read_bytes()
-  _set_row(competition_dir / "retain.csv", 3, age="x" * (csv.field_size_limit() + 10))
+  set_csv_row(competition_dir / "retain.csv", 3, age="x" * (csv.field_size_limit() + 10))
   err = _cli_error(capsys, _evaluate_competition(competition_dir, tmp_path))
   assert "retain.csv line 4: cannot read this CSV row: field larger than field limit" in err
   (competition_dir / "retain.csv").write_bytes(original)

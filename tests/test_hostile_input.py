@@ -7,7 +7,6 @@ executed, nothing read outside the data folder.
 
 from __future__ import annotations
 
-import csv
 import os
 import pathlib
 import pickle
@@ -19,7 +18,7 @@ import zlib
 import numpy as np
 import pytest
 
-from tests.helpers import py2_pickle, write_cifar, write_competition
+from tests.helpers import py2_pickle, write_cifar, write_competition, set_csv_row
 from unlearn_jax.data import load_dataset
 from unlearn_jax.data.cifar_tarball import ALLOWED_GLOBALS, safe_load_batch
 
@@ -127,17 +126,6 @@ def competition_dir(tmp_path):
   return root, outside
 
 
-def _set_row(path, line, **values):
-  """Replaces columns of CSV data row ``line`` (1 = the first row after the header)."""
-  with open(path, newline="") as f:
-    rows = list(csv.reader(f))
-  header = rows[0]
-  for k, v in values.items():
-    rows[line][header.index(k)] = v
-  with open(path, "w", newline="") as f:
-    csv.writer(f).writerows(rows)
-
-
 @pytest.mark.parametrize("image_id, person_id", [
     ("../outside/secret.png", "0"),
     ("ABSOLUTE", "0"),
@@ -148,7 +136,7 @@ def test_competition_row_pointing_outside_the_data_dir_is_refused(competition_di
   root, outside = competition_dir
   if image_id == "ABSOLUTE":
     image_id = str(outside / "secret.png")
-  _set_row(root / "forget.csv", 2, image_id=image_id, person_id=person_id)
+  set_csv_row(root / "forget.csv", 2, image_id=image_id, person_id=person_id)
   with pytest.raises(ValueError) as err:
     load_dataset("competition", str(root))
   message = str(err.value)

@@ -13,7 +13,7 @@ from unlearn_jax.analysis import evaluations
 from unlearn_jax.results import populations
 from unlearn_jax.analysis import stability
 from unlearn_jax.analysis import uncertainty
-from unlearn_jax.commands import compare
+from unlearn_jax.analysis import compare
 from unlearn_jax.metrics import final_score, forgetting_quality
 
 

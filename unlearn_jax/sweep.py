@@ -377,19 +377,12 @@ def _cells(result: SweepResult, exact: bool = False) -> list[dict[str, Any]]:
   """Table cells per row; grid values as short text (``exact``: full precision, for CSV)."""
   out = []
   for row in result.rows:
-    text = (lambda v: v if isinstance(v, str) else json.dumps(v)) if exact else _value_text
+    text = (lambda v: v if isinstance(v, str) else json.dumps(v)) if exact else report.value_text
     cell = {**row, **{k: text(row["values"][k]) for k in result.grid}}
     for k in ("confirm_final_score", "confirm_forgetting_quality", *table_columns(result)):
       cell.setdefault(k, "")
     out.append(cell)
   return out
-
-
-def _value_text(value: Any) -> str:
-  """A grid value as written in the tables: ``0.0001`` -> ``0.0001``, ``1e-05``, ``True``, ``kit``."""
-  if isinstance(value, float):
-    return f"{value:g}"
-  return value if isinstance(value, str) else json.dumps(value)
 
 
 def sweep_markdown(result: SweepResult) -> str:
@@ -471,7 +464,7 @@ def write_plot(result: SweepResult, path: str) -> str:
     others = [k for k in keys if k != key]
     lines: dict[str, list[dict[str, Any]]] = {}
     for row in result.rows:
-      label = ", ".join(f"{k}={_value_text(row['values'][k])}" for k in others)
+      label = ", ".join(f"{k}={report.value_text(row['values'][k])}" for k in others)
       lines.setdefault(label, []).append(row)
     top, bottom = axes[0][j], axes[1][j]
     group_handles = []

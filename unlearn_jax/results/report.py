@@ -109,7 +109,8 @@ def expand_runs(paths: Sequence[str]) -> list[str]:
   return out
 
 
-def _hp_text(value: Any) -> str:
+def value_text(value: Any) -> str:
+  """A hyperparameter value as tables write it: ``0.0001`` -> ``0.0001``, ``1e-05``, ``True``, ``kit``."""
   if isinstance(value, float):
     return f"{value:g}"
   return value if isinstance(value, str) else json.dumps(value)
@@ -130,7 +131,7 @@ def _differing_hyperparameters(rows: Sequence[dict[str, Any]]) -> None:
       keys += [k for k in hps[i] if k not in keys]
     differ = [k for k in keys if len({text(hps[i], k) for i in members}) > 1]
     for i in members:
-      rows[i]["hyperparameters"] = " ".join(f"{k}={_hp_text(hps[i][k])}" for k in differ if k in hps[i])
+      rows[i]["hyperparameters"] = " ".join(f"{k}={value_text(hps[i][k])}" for k in differ if k in hps[i])
 
 
 def setup_labels(results: Sequence[Mapping[str, Any]]) -> list[str]:
