@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unlearn_jax import degenerate
+from unlearn_jax.analysis import degenerate
 
 
 def test_degenerate_check_on_synthetic_populations():

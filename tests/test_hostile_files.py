@@ -124,15 +124,17 @@ def test_evaluate_checks_its_outputs_before_any_work(tmp_path, capsys, alarm, na
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "folder", "symlink"])
 def test_results_populations_plots_and_tables_refuse_special_files(tmp_path, alarm, kind):
-  from unlearn_jax import populations, report
+  from unlearn_jax.results import populations, record, report
   rng = np.random.default_rng(0)
-  results = {"method": "m", "dataset": "d", "forgetting_quality": 0.1, "num_models_scored": 4,
-             "_arrays": {"epsilons": rng.uniform(0, 3, 5), "unlearned_confidence": rng.normal(size=(4, 5)),
-                         "retrained_confidence": rng.normal(size=(4, 5)),
-                         "unlearned": {"forget_confidence": rng.normal(size=(4, 5))}, "retrained": {}}}
-  writers = {"results.json": lambda: report.write_results(results, str(tmp_path)),
-             "populations.npz": lambda: populations.write_populations(results, str(tmp_path)),
-             "epsilons.png": lambda: report.write_plots(results, str(tmp_path), num_examples=1),
+  pops = record.Populations(unlearned={"forget_confidence": rng.normal(size=(4, 5))},
+                            retrained={"forget_confidence": rng.normal(size=(4, 5))},
+                            epsilons=rng.uniform(0, 3, 5))
+  evaluation = record.Evaluation({"method": "m", "dataset": "d", "forgetting_quality": 0.1,
+                                  "num_models_scored": 4}, pops)
+  writers = {"results.json": lambda: report.write_results(evaluation.record, str(tmp_path)),
+             "populations.npz": lambda: populations.write_populations(evaluation, str(tmp_path)),
+             "epsilons.png": lambda: report.write_plots(evaluation.record, str(tmp_path), num_examples=1,
+                                                        populations=pops),
              "sweep.md": lambda: checkpoint.atomic_write_text(str(tmp_path / "sweep.md"), "table")}
   for name, write in writers.items():
     path = str(tmp_path / name)
@@ -535,7 +537,7 @@ def test_complex_margins_and_populations_are_refused(tmp_path, capsys):
   err = _cli_error(capsys, ["score", "--unlearned", str(tmp_path / "u.npz"), "--retrained", str(tmp_path / "r.npz"),
                             "--metrics", "competition,klom"])
   assert "array 'retain_margins' in" in err and "u.npz' is complex (complex128); it must hold real numbers" in err
-  from unlearn_jax import populations
+  from unlearn_jax.results import populations
   run = tmp_path / "run"
   run.mkdir()
   (run / "results.json").write_text(json.dumps(RESULT))
