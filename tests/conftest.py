@@ -15,6 +15,10 @@ import tempfile
 import jax
 import pytest
 
+from unlearn_jax import compile_cache
+
+_SESSION_CACHE: list[str] = []  # this process's compilation cache folder (set in pytest_configure)
+
 
 def pytest_configure(config: pytest.Config) -> None:
   """A persistent XLA compilation cache private to this test process.
@@ -26,9 +30,27 @@ def pytest_configure(config: pytest.Config) -> None:
   not passed to subprocesses) and is deleted at the end of the session.
   """
   cache = tempfile.mkdtemp(prefix="unlearn-jax-test-xla-")
+  _SESSION_CACHE[:] = [cache]
   config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_compile_cache():
+  """In-process evaluations compile into the session's cache, not one under each run's cache folder.
+
+  ``evaluate`` keeps its compilation cache under its model cache
+  (:func:`unlearn_jax.compile_cache.dir_under`), and almost every test gives its run a
+  fresh ``--cache-dir``, so each in-process run would compile every program again.
+  Here they share this process's cache. Where a command's cache lives is tested in
+  subprocesses (``test_compile_cache.py``, ``test_accelerator_script.py``), which this
+  does not reach.
+  """
+  patch = pytest.MonkeyPatch()
+  patch.setattr(compile_cache, "dir_under", lambda cache_root: _SESSION_CACHE[0])
+  yield
+  patch.undo()
 
 
 @pytest.hookimpl(tryfirst=True)
