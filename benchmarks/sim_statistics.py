@@ -5,6 +5,7 @@ Command (CPU; run it with ``nice``, it is CPU-bound)::
   python benchmarks/sim_statistics.py                          # 200 datasets per null cell, 100 per power cell
   python benchmarks/sim_statistics.py --reps 40 --power-reps 20  # a quick look
   python benchmarks/sim_statistics.py --sizes 256 --seed 2       # one size (run sizes side by side)
+  python benchmarks/sim_statistics.py --sizes 16 --cells "power shift 1.0" --permutations 99   # one cell
 
 Processes, per forget example e (E = ``--examples``): mu_e ~ Normal(0, 1); retrained
 confidences Normal(mu_e, 1); unlearned confidences of model j Normal(mu_e + delta + o_j, s),
@@ -106,6 +107,7 @@ def main() -> None:
   parser.add_argument("--reps", type=int, default=200, help="datasets per null cell")
   parser.add_argument("--power-reps", type=int, default=100, help="datasets per power cell")
   parser.add_argument("--permutations", type=int, default=19, help="random splits P of the permutation test")
+  parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated cells to run (default: all)")
   parser.add_argument("--examples", type=int, default=10)
   parser.add_argument("--sizes", default="16,64,256")
   parser.add_argument("--seed", type=int, default=0)
@@ -118,7 +120,8 @@ def main() -> None:
         "| CPU s |")
   print("|---|---|---|---|---|---|---|---|")
   for n in sizes:
-    for name, (delta, tau, _) in CELLS.items():
+    for name in args.cells.split(","):
+      delta, tau, _ = CELLS[name]
       reps = args.power_reps if delta else args.reps
       t0 = time.process_time()
       pp, pm, pe, k, size = one_cell(rng, n, args.examples, reps, delta, tau, args.permutations)

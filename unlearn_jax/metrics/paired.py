@@ -26,7 +26,7 @@ models give independent ``d_k``, so the test holds its level whatever the depend
 between examples; the t distribution with K - 1 degrees of freedom is the normal
 approximation of a mean of E per-example points.
 
-What the verdict is conditional on: the models of each population are independent draws
+What its verdict (``compare --test groups``) is conditional on: the models of each population are independent draws
 of their method's (and the retraining's) process; the forget set and the setup are fixed
 (examples are not resampled: the verdict is about this forget set); the estimand is the
 difference of the expected F at ``n = N // K`` models per population (a method that is
