@@ -20,7 +20,7 @@ shared by both (the same setup). Reported per cell: the rejection rate at a nomi
 
 * ``permutation`` (:func:`unlearn_jax.metrics.paired.model_permutation_test`, ``compare``'s
   verdict: P random splits of the pooled 2N unlearned models, ``--permutations``, default 19
-  here to fit the CPU budget; the test is exact at any P, a larger P gains a little power),
+  here to fit the CPU budget; the test is exact at any P, a larger P gains power),
 * ``model groups`` (:func:`unlearn_jax.metrics.paired.model_groups_test`, the previous verdict,
   ``compare --test groups``), and
 * ``examples`` (the test before that: paired bootstrap over examples of the full-N points,

@@ -62,7 +62,7 @@ def test_bad_arguments(kwargs, match):
 @pytest.mark.slow
 def test_model_effect_null_rejects_at_most_10_percent():
   # Two populations from one distribution with a shared per-model offset (sd 0.5): the
-  # example-level test rejected 35-41% of such pairs at a nominal 5%.
+  # example-level test rejects above its level on such pairs (benchmarks/README.md).
   rng = np.random.default_rng(4)
   reps = 200
   rejections = 0

@@ -4,7 +4,7 @@ F is computed from N models per population, and models differ as wholes (one unl
 model is a little more or less perturbed on every example), so the per-example points of
 one evaluation are not independent: a test that pairs examples as independent units
 (a bootstrap over examples, Wilcoxon over examples) rejects far above its level when
-they do (measured: 35-41% at a nominal 5%, ``benchmarks/sim_statistics.py``).
+they do (measured: 6.5-12% at a nominal 5% over 10 examples, ``benchmarks/sim_statistics.py``).
 
 :func:`model_permutation_test` (``compare``'s verdict) uses all N models of each result. Under
 its null, A's and B's unlearned models are draws of one process (the 2N models are
