@@ -6,6 +6,7 @@ Command (CPU; run it with ``nice``, it is CPU-bound)::
   python benchmarks/sim_statistics.py --reps 40 --power-reps 20  # a quick look
   python benchmarks/sim_statistics.py --sizes 256 --seed 2       # one size (run sizes side by side)
   python benchmarks/sim_statistics.py --sizes 16 --cells "power shift 1.0" --permutations 99   # one cell
+  python benchmarks/sim_statistics.py --time 64,144 --permutations 99   # the cost of one compare verdict
 
 Processes, per forget example e (E = ``--examples``): mu_e ~ Normal(0, 1); retrained
 confidences Normal(mu_e, 1); unlearned confidences of model j Normal(mu_e + delta + o_j, s),
@@ -102,6 +103,17 @@ def one_cell(rng, n, e, reps, delta, tau, permutations, draws=1000):
   return rej_perm.mean(), rej_model.mean(), rej_example.mean(), k, size
 
 
+def time_one_test(rng, n, e, permutations) -> None:
+  """CPU and wall seconds of one :func:`model_permutation_test` call (after a first call that compiles)."""
+  a, b, r = draw(rng, n, e, 0.3, 0.0)
+  model_permutation_test(a, r, b, r, permutations=19)
+  t0, w0 = time.process_time(), time.time()
+  out = model_permutation_test(a, r, b, r, permutations=permutations)
+  print(f"N = {n}, E = {e}, P = {permutations} ({2 * e * (permutations + 1):,} metric columns): "
+        f"{time.process_time() - t0:.1f} CPU s, {time.time() - w0:.1f} s wall, load {os.getloadavg()[0]:.1f}, "
+        f"p = {out['p_value']:.3g}")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--reps", type=int, default=200, help="datasets per null cell")
@@ -111,8 +123,13 @@ def main() -> None:
   parser.add_argument("--examples", type=int, default=10)
   parser.add_argument("--sizes", default="16,64,256")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--time", default=None, metavar="N,E",
+                      help="instead: time one permutation test of N models x E examples at --permutations")
   args = parser.parse_args()
   rng = np.random.default_rng(args.seed)
+  if args.time:
+    time_one_test(rng, *(int(v) for v in args.time.split(",")), args.permutations)
+    return
   sizes = [int(s) for s in args.sizes.split(",")]
   print(f"E = {args.examples} examples, P = {args.permutations} permutations; rejection rate at nominal 5% "
         f"+- Monte-Carlo s.e.; CPU seconds per cell")
