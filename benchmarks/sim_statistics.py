@@ -2,8 +2,11 @@
 
 Command (CPU; run it with ``nice``, it is CPU-bound)::
 
-  python benchmarks/sim_statistics.py                  # 100 / 60 / 30 datasets at N = 16 / 64 / 256
-  python benchmarks/sim_statistics.py --reps 40        # a quick look
+  python benchmarks/sim_statistics.py                          # 200 datasets per null cell, 100 per power cell
+  python benchmarks/sim_statistics.py --reps 40 --power-reps 20  # a quick look
+  python benchmarks/sim_statistics.py --sizes 256 --seed 2       # one size (run sizes side by side)
+  python benchmarks/sim_statistics.py --sizes 16 --cells "power shift 1.0" --permutations 99   # one cell
+  python benchmarks/sim_statistics.py --time 64,144 --permutations 99   # the cost of one compare verdict
 
 Processes, per forget example e (E = ``--examples``): mu_e ~ Normal(0, 1); retrained
 confidences Normal(mu_e, 1); unlearned confidences of model j Normal(mu_e + delta + o_j, s),
@@ -16,9 +19,12 @@ o_j a per-model offset shared by all examples of that model (Normal(0, tau)):
 Each dataset draws fresh populations of N models for A, B and one retrained population
 shared by both (the same setup). Reported per cell: the rejection rate at a nominal 5% of
 
-* ``model groups`` (:func:`unlearn_jax.metrics.paired.model_groups_test`, what ``compare``
-  now reports), and
-* ``examples`` (the previous test: paired bootstrap over examples of the full-N points,
+* ``permutation`` (:func:`unlearn_jax.metrics.paired.model_permutation_test`, ``compare``'s
+  verdict: P random splits of the pooled 2N unlearned models, ``--permutations``, default 19
+  here to fit the CPU budget; the test is exact at any P, a larger P gains power),
+* ``model groups`` (:func:`unlearn_jax.metrics.paired.model_groups_test`, the previous verdict,
+  ``compare --test groups``), and
+* ``examples`` (the test before that: paired bootstrap over examples of the full-N points,
   rejecting when its 95% interval excludes 0),
 
 each with its Monte-Carlo standard error ``sqrt(p (1 - p) / reps)``.
@@ -36,7 +42,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from unlearn_jax.metrics import forgetting_metric  # noqa: E402
-from unlearn_jax.metrics.paired import default_groups, group_qualities  # noqa: E402
+from unlearn_jax.metrics.paired import default_groups, group_qualities, model_permutation_test  # noqa: E402
 
 CELLS = {
     "null iid": (0.0, 0.0, 0.0),  # (delta_b, tau, shift of B) -- A is always delta 0
@@ -55,8 +61,8 @@ def draw(rng, n, e, delta, tau):
   return unlearned(0.0), unlearned(delta), retrained
 
 
-def one_cell(rng, n, e, reps, delta, tau, draws=1000):
-  """Rejections of the model-groups test and of the example bootstrap over ``reps`` datasets."""
+def one_cell(rng, n, e, reps, delta, tau, permutations, draws=1000):
+  """Rejection rates of the permutation test, the model-groups test and the example bootstrap over ``reps`` datasets."""
   from scipy import stats
   k = default_groups(n)
   size = n // k
@@ -71,6 +77,7 @@ def one_cell(rng, n, e, reps, delta, tau, draws=1000):
   pb = forgetting_metric(ub, r).points.reshape(reps, e)
   rej_model = np.zeros(reps, bool)
   rej_example = np.zeros(reps, bool)
+  rej_perm = np.zeros(reps, bool)
   # [2, K] group qualities of every dataset from one metric call: datasets side by side as examples
   ga = np.concatenate([d[0][g] for d, g in zip(data, groups)], 2)  # [K, n, reps * E]
   gb = np.concatenate([d[1][g] for d, g in zip(data, groups)], 2)
@@ -89,30 +96,55 @@ def one_cell(rng, n, e, reps, delta, tau, draws=1000):
     means = diff[rng.integers(0, e, (draws, e))].mean(axis=1)
     lo, hi = np.quantile(means, [0.025, 0.975])
     rej_example[i] = not (lo <= 0.0 <= hi)
-  return rej_model.mean(), rej_example.mean(), k, size
+    a, b, r = data[i]
+    out = model_permutation_test(a, r, b, r, permutations=permutations, seed=int(rng.integers(1 << 30)))
+    assert abs(out["mean_difference"] - diff.mean()) < 1e-12  # the observed split is A against B at full N
+    rej_perm[i] = out["p_value"] <= 0.05
+  return rej_perm.mean(), rej_model.mean(), rej_example.mean(), k, size
+
+
+def time_one_test(rng, n, e, permutations) -> None:
+  """CPU and wall seconds of one :func:`model_permutation_test` call (after a first call that compiles)."""
+  a, b, r = draw(rng, n, e, 0.3, 0.0)
+  model_permutation_test(a, r, b, r, permutations=19)
+  t0, w0 = time.process_time(), time.time()
+  out = model_permutation_test(a, r, b, r, permutations=permutations)
+  print(f"N = {n}, E = {e}, P = {permutations} ({2 * e * (permutations + 1):,} metric columns): "
+        f"{time.process_time() - t0:.1f} CPU s, {time.time() - w0:.1f} s wall, load {os.getloadavg()[0]:.1f}, "
+        f"p = {out['p_value']:.3g}")
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--reps", type=int, default=None, help="datasets per cell (default 100 / 60 / 30)")
+  parser.add_argument("--reps", type=int, default=200, help="datasets per null cell")
+  parser.add_argument("--power-reps", type=int, default=100, help="datasets per power cell")
+  parser.add_argument("--permutations", type=int, default=19, help="random splits P of the permutation test")
+  parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated cells to run (default: all)")
   parser.add_argument("--examples", type=int, default=10)
   parser.add_argument("--sizes", default="16,64,256")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--time", default=None, metavar="N,E",
+                      help="instead: time one permutation test of N models x E examples at --permutations")
   args = parser.parse_args()
   rng = np.random.default_rng(args.seed)
+  if args.time:
+    time_one_test(rng, *(int(v) for v in args.time.split(",")), args.permutations)
+    return
   sizes = [int(s) for s in args.sizes.split(",")]
-  default_reps = {16: 100, 64: 60, 256: 30}
-  print(f"E = {args.examples} examples; rejection rate at nominal 5% +- Monte-Carlo s.e.; CPU seconds per cell")
-  print("| process | N | K x n | reps | model groups (compare) | examples (previous) | CPU s |")
-  print("|---|---|---|---|---|---|---|")
+  print(f"E = {args.examples} examples, P = {args.permutations} permutations; rejection rate at nominal 5% "
+        f"+- Monte-Carlo s.e.; CPU seconds per cell")
+  print("| process | N | K x n | reps | permutation (compare) | model groups (--test groups) | examples (before) "
+        "| CPU s |")
+  print("|---|---|---|---|---|---|---|---|")
   for n in sizes:
-    reps = args.reps or default_reps.get(n, 100)
-    for name, (delta, tau, _) in CELLS.items():
+    for name in args.cells.split(","):
+      delta, tau, _ = CELLS[name]
+      reps = args.power_reps if delta else args.reps
       t0 = time.process_time()
-      pm, pe, k, size = one_cell(rng, n, args.examples, reps, delta, tau)
+      pp, pm, pe, k, size = one_cell(rng, n, args.examples, reps, delta, tau, args.permutations)
       se = lambda p: np.sqrt(p * (1 - p) / reps)
-      print(f"| {name} | {n} | {k} x {size} | {reps} | {pm:.3f} +- {se(pm):.3f} | {pe:.3f} +- {se(pe):.3f} | "
-            f"{time.process_time() - t0:.0f} |", flush=True)
+      print(f"| {name} | {n} | {k} x {size} | {reps} | {pp:.3f} +- {se(pp):.3f} | {pm:.3f} +- {se(pm):.3f} | "
+            f"{pe:.3f} +- {se(pe):.3f} | {time.process_time() - t0:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

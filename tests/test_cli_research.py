@@ -126,14 +126,31 @@ def test_ceiling_is_retrain_as_the_method_and_reaches_the_leaderboard(runs):
 
 
 def test_compare_with_itself_and_another_method(runs):
-  out, _ = _cli(["compare", runs["finetune"], runs["finetune"]])
-  assert "verdict: not distinguishable at this N" in out
-  out, _ = _cli(["compare", runs["finetune"], runs["none"], "--output", str(runs["base"] / "cmp.json")])
+  out, _ = _cli(["compare", runs["finetune"], runs["finetune"], "--permutations", "19"])
+  assert "verdict: not distinguishable at this N" in out and "p = 1\n" in out
+  out, _ = _cli(["compare", runs["finetune"], runs["none"], "--permutations", "19", "--output",
+                 str(runs["base"] / "cmp.json")])
   with open(runs["base"] / "cmp.json") as f:
     cmp = json.load(f)
   pts = lambda d: populations.read_populations(d)["points"]
   assert cmp["mean_difference"] == pytest.approx(np.mean(pts(runs["finetune"]) - pts(runs["none"])))
-  assert f"verdict: {cmp['verdict']}" in out
+  assert cmp["test"] == "permutation" and cmp["models"]["permutations"] == 19
+  assert cmp["models"]["mean_difference"] == pytest.approx(cmp["mean_difference"])  # the test's F at all N models
+  assert f"verdict: {cmp['verdict']}" in out and f"p = {cmp['models']['p_value']:.3g}" in out
+  assert "permutation test over the 8 pooled unlearned models (19 random splits" in out
+  # --test groups: the t test over disjoint model groups decides; --permutations is refused with it
+  out, _ = _cli(["compare", runs["finetune"], runs["none"], "--test", "groups", "--output",
+                 str(runs["base"] / "cmp_groups.json")])
+  with open(runs["base"] / "cmp_groups.json") as f:
+    grouped = json.load(f)
+  assert grouped["test"] == "groups" and grouped["verdict"] == grouped["groups"]["verdict"]
+  assert grouped["groups"] == cmp["groups"]  # the same seed: the same groups and interval beside either test
+  assert f"verdict: {grouped['verdict']}" in out and "permutation test" not in out
+  line = _one_line_error(_cli(["compare", runs["finetune"], runs["none"], "--test", "groups", "--permutations", "19"],
+                              expect_rc=2)[1])
+  assert "--permutations applies to --test permutation only" in line
+  line = _one_line_error(_cli(["compare", runs["finetune"], runs["none"], "--permutations", "10"], expect_rc=2)[1])
+  assert "--permutations 10 cannot give p <= 0.05" in line
 
 
 def test_stability_from_stored_populations(runs):

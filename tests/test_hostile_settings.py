@@ -327,12 +327,20 @@ def test_compare_draws_and_stability_repeats_are_bounded(capsys, pair):
   assert "--draws must be an integer >= 2, got 1" in err
   err = _cli_error(capsys, ["stability", pair["a"], pair["b"], "--repeats", "1000000", "--plot", ""])
   assert "--repeats 1000000 exceeds the bound of 10,000" in err
+  err = _cli_error(capsys, ["compare", pair["a"], pair["b"], "--permutations", "1000000000"])
+  assert "--permutations 1000000000 exceeds the bound of 100,000" in err
+  err = _cli_error(capsys, ["compare", pair["a"], pair["b"], "--permutations", "0"])
+  assert "--permutations must be an integer >= 1, got 0" in err
 
 
 def test_bounds_scale_with_the_sizes():
   settings.check_compare_draws(100_000, 1000)  # exactly at the cell bound
   with pytest.raises(ValueError, match=r"draws <= 99,900 here"):
     settings.check_compare_draws(100_000, 1001)
+  assert settings.check_compare_permutations(None, 10 ** 9) is None  # the default is not the user's to bound
+  settings.check_compare_permutations(100_000, 20)  # exactly at the column bound
+  with pytest.raises(ValueError, match=r"permutations <= 95,238 here"):
+    settings.check_compare_permutations(100_000, 21)
   settings.check_repeats(10_000, 2, 512, 9)
   with pytest.raises(ValueError, match=r"R x M x N x E <= 100,000,000 \(R <= 97 here\)"):
     settings.check_repeats(98, 2, 512, 1000)

@@ -1,8 +1,12 @@
 """Comparing two methods' results on one setup: is A's forgetting quality better than B's?
 
-The verdict treats the models as the random units (:func:`unlearn_jax.metrics.paired.model_groups_test`):
-the N models are split into K disjoint groups, F of A and of B is scored on each group against the
-same retrained group, and a paired t test over the K groups decides. Beside it, the paired bootstrap
+The verdict treats the models as the random units. By default (``test="permutation"``,
+:func:`unlearn_jax.metrics.paired.model_permutation_test`) it is a permutation test of ``F_A - F_B`` at all
+N models: the 2N unlearned models are pooled and split at random into two sets of N, and the observed
+difference is ranked among the splits' differences (exact under the null that both methods' models are
+draws of one process). Beside it, :func:`unlearn_jax.metrics.paired.model_groups_test` gives a t interval
+of the difference at N/K models per population (K disjoint groups of models; ``test="groups"`` makes its
+paired t test the verdict, as it was before). Beside those, the paired bootstrap
 over forget examples of ``points_A - points_B`` (:func:`compare_points`) is reported as what it is:
 an interval *given these N models* (examples as the random units), not a test of the methods,
 because models differ as wholes. ``unlearn-jax compare`` prints :func:`compare_runs`.
@@ -16,10 +20,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from unlearn_jax.metrics import epsilon_points
-from unlearn_jax.metrics.paired import model_groups_test
+from unlearn_jax.metrics.paired import DEFAULT_PERMUTATIONS, model_groups_test, model_permutation_test
 from unlearn_jax.results import report, setups
 
 DEFAULT_DRAWS = 2000
+TESTS = ("permutation", "groups")
 
 
 def points_of(results: Mapping[str, Any], name: str) -> np.ndarray:
@@ -67,19 +72,32 @@ def compare_points(points_a: np.ndarray, points_b: np.ndarray, *, draws: int = D
 
 def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], pop_a: Mapping[str, np.ndarray],
                  pop_b: Mapping[str, np.ndarray], *, names: tuple[str, str] = ("A", "B"), draws: int = DEFAULT_DRAWS,
-                 groups: Any = None, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+                 groups: Any = None, level: float = 0.95, seed: int = 0, test: str = "permutation",
+                 permutations: Any = None) -> dict[str, Any]:
   """The comparison of two results (``a``, ``b``: their ``results.json`` records; ``pop_a``, ``pop_b``: their
-  ``populations.npz`` arrays): the model-level verdict, the example-level interval given these models,
-  and what the verdict is conditional on."""
+  ``populations.npz`` arrays): the model-level verdict (``test``: ``"permutation"``, P = ``permutations``
+  random splits, default :data:`~unlearn_jax.metrics.paired.DEFAULT_PERMUTATIONS`; or ``"groups"``), the
+  model-groups interval, the example-level interval given these models, and what the verdict is conditional on."""
+  if test not in TESTS:
+    raise ValueError(f"--test must be one of {', '.join(TESTS)}, got {test!r}")
+  if test == "groups" and permutations is not None:
+    raise ValueError("--permutations applies to --test permutation only (the groups test draws no permutations)")
   examples = compare_points(points_of(a, names[0]), points_of(b, names[1]), draws=draws, level=level, seed=seed)
-  models = model_groups_test(pop_a["unlearned/forget_confidence"], pop_a["retrained/forget_confidence"],
-                             pop_b["unlearned/forget_confidence"], pop_b["retrained/forget_confidence"],
-                             groups=groups, level=level, seed=seed)
-  out = {"mean_difference": examples["mean_difference"], "verdict": models["verdict"], "models": models,
-         "given_models": examples, "level": float(level),
-         "conditional_on": "the models of each population are independent draws of their method's process; "
-                           "this forget set and setup; the difference of expected F at "
-                           f"{models['models_per_group']} models per population"}
+  arrays = [p[f"{kind}/forget_confidence"] for p in (pop_a, pop_b) for kind in ("unlearned", "retrained")]
+  grouped = model_groups_test(*arrays, groups=groups, level=level, seed=seed)
+  if test == "permutation":
+    models = model_permutation_test(*arrays, level=level, seed=seed,
+                                    permutations=DEFAULT_PERMUTATIONS if permutations is None else permutations)
+    conditional = ("the null that A's and B's unlearned models are draws of one process (exchangeable); this forget "
+                   f"set and setup; F at all {models['num_models']} models; p from {models['permutations']} random "
+                   "splits of the pooled models")
+  else:
+    models = grouped
+    conditional = ("the models of each population are independent draws of their method's process; this forget set "
+                   f"and setup; the difference of expected F at {models['models_per_group']} models per population")
+  out = {"mean_difference": examples["mean_difference"], "verdict": models["verdict"], "test": test,
+         "models": models, "groups": grouped, "given_models": examples, "level": float(level),
+         "conditional_on": conditional}
   flags = {k: report.degenerate_flag(r.get("degenerate")) for k, r in (("a", a), ("b", b))}
   out |= {"a": {"method": a["method"], "dir": names[0], "forgetting_quality": float(a["forgetting_quality"]),
                 "flag": flags["a"]},

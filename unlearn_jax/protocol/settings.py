@@ -9,6 +9,9 @@ The bounds keep a typo from allocating terabytes or running for days:
 * ``compare --draws D``: ``2 <= D <= MAX_COMPARE_DRAWS`` and ``D * E <= MAX_COMPARE_CELLS``
   (the ``[D, E]`` index and value arrays of the paired bootstrap, 16 bytes a cell: 1.6 GB
   at the bound);
+* ``compare --permutations P``: ``P <= MAX_COMPARE_PERMUTATIONS`` and ``P * E <=
+  MAX_PERMUTATION_COLUMNS`` (each split scores ``2E`` metric columns, a few ms each on a CPU:
+  about 4 CPU hours at the bound; memory is bounded by scoring the splits in blocks);
 * ``stability --repeats R``: ``1 <= R <= MAX_REPEATS`` and ``R * M * N * E <=
   MAX_STABILITY_CELLS`` (M methods: the two ``[n, M * R * E]`` float64 subsample matrices
   scored in one metric call, 1.6 GB at the bound).
@@ -22,6 +25,8 @@ MAX_BOOTSTRAP_DRAWS = 100_000
 MAX_BOOTSTRAP_INDICES = 20_000_000
 MAX_COMPARE_DRAWS = 100_000
 MAX_COMPARE_CELLS = 100_000_000
+MAX_COMPARE_PERMUTATIONS = 100_000
+MAX_PERMUTATION_COLUMNS = 2_000_000
 MAX_REPEATS = 10_000
 MAX_STABILITY_CELLS = 100_000_000
 
@@ -65,6 +70,21 @@ def check_compare_draws(draws: Any, num_examples: int) -> int:
                      f"the bound is draws x examples <= {MAX_COMPARE_CELLS:,} "
                      f"(draws <= {MAX_COMPARE_CELLS // num_examples:,} here)")
   return draws
+
+
+def check_compare_permutations(permutations: Any, num_examples: int) -> Any:
+  """``compare --permutations`` (``None``: the default) checked against the bounds above for E = ``num_examples``."""
+  if permutations is None:
+    return None
+  if not _is_int(permutations) or permutations < 1:
+    raise ValueError(f"--permutations must be an integer >= 1, got {permutations!r}")
+  if permutations > MAX_COMPARE_PERMUTATIONS:
+    raise ValueError(f"--permutations {permutations} exceeds the bound of {MAX_COMPARE_PERMUTATIONS:,}")
+  if permutations * num_examples > MAX_PERMUTATION_COLUMNS:
+    raise ValueError(f"--permutations {permutations} over {num_examples} examples scores "
+                     f"{2 * permutations * num_examples:,} metric columns; the bound is permutations x examples <= "
+                     f"{MAX_PERMUTATION_COLUMNS:,} (permutations <= {MAX_PERMUTATION_COLUMNS // num_examples:,} here)")
+  return permutations
 
 
 def check_repeats(repeats: Any, num_methods: int, num_models: int, num_examples: int) -> int:
