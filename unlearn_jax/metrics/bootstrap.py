@@ -53,22 +53,24 @@ def _positive_int(name: str, value: Any) -> int:
   return int(value)
 
 
-@functools.partial(jax.jit, static_argnames=("search_steps", "batch"))
+@functools.partial(jax.jit, static_argnames=("search_steps", "batch", "method"))
 def _draw_epsilons(u_t, r_t, u_models, u_mult, r_models, r_mult, pair_example, pair_draw, table, *,
-                   search_steps: int, batch: int):
+                   search_steps: int, batch: int, method: str):
   """``[P]`` float32 epsilon and grid check of each (example, draw) pair.
 
   ``u_t``, ``r_t`` are ``[E, N]`` float64; ``*_models`` ``[B, D]`` the distinct model
   indices of each draw and ``*_mult`` ``[B, D]`` their multiplicities (0 pads). Each pair
-  is :func:`unlearn_jax.metrics.privacy.competition_example` on the draw's distinct
-  models weighted by their multiplicities.
+  is :func:`unlearn_jax.metrics.privacy.competition_epsilon` (``method="bounded"``) or
+  :func:`unlearn_jax.metrics.privacy.competition_example` (``"full"``) on the draw's
+  distinct models weighted by their multiplicities.
   """
+  kernel = privacy.competition_epsilon if method == "bounded" else privacy.competition_example
 
   def one(pair):
     e, b = pair
     u_vals = jnp.where(u_mult[b] > 0, u_t[e][u_models[b]], jnp.inf)
     r_vals = jnp.where(r_mult[b] > 0, r_t[e][r_models[b]], jnp.inf)
-    out = privacy.competition_example(u_vals, u_mult[b], r_vals, r_mult[b], table, search_steps=search_steps)
+    out = kernel(u_vals, u_mult[b], r_vals, r_mult[b], table, search_steps=search_steps)
     return out["epsilon"], out["ok"]
 
   return jax.lax.map(one, (pair_example, pair_draw), batch_size=batch)
@@ -86,7 +88,8 @@ def _distinct(idx: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _draw_all(u: np.ndarray, r: np.ndarray, unlearned_idx: np.ndarray, retrained_idx: np.ndarray,
-              batch: int | None = None, progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+              batch: int | None = None, progress: Optional[Callable[[int, int], None]] = None,
+              method: str = "bounded") -> np.ndarray:
   """``[B, E]`` float64 epsilons of every draw (``u``, ``r`` checked ``[N, E]`` float64).
 
   The ``B x E`` pairs run in blocks of one fixed size (one compilation); ``progress(done,
@@ -94,6 +97,11 @@ def _draw_all(u: np.ndarray, r: np.ndarray, unlearned_idx: np.ndarray, retrained
   """
   batch = PAIR_BATCH if batch is None else batch
   n, e = u.shape
+  if method not in ("bounded", "full"):
+    raise ValueError(f"method must be 'bounded' or 'full', got {method!r}")
+  if not privacy.epsilon_table_monotone(n):
+    method = "full"  # the bounds need a monotone table; the full count needs nothing
+
   b = unlearned_idx.shape[0]
   distinct = max(len(np.unique(row)) for row in np.concatenate([unlearned_idx, retrained_idx]))
   width = min(n, -(-distinct // 16) * 16)  # a multiple of 16: fewer shapes to compile
@@ -112,7 +120,7 @@ def _draw_all(u: np.ndarray, r: np.ndarray, unlearned_idx: np.ndarray, retrained
     for k in range(blocks):
       part = flat[k * block:(k + 1) * block]
       eps, ok = _draw_epsilons(*args, jnp.asarray(part // b, jnp.int32), jnp.asarray(part % b, jnp.int32), table,
-                               search_steps=steps, batch=batch)
+                               search_steps=steps, batch=batch, method=method)
       eps_parts.append(np.asarray(eps))
       ok_parts.append(np.asarray(ok))
       if progress is not None:
@@ -124,7 +132,7 @@ def _draw_all(u: np.ndarray, r: np.ndarray, unlearned_idx: np.ndarray, retrained
 
 
 def model_bootstrap(unlearned_confs: Any, retrained_confs: Any, num_draws: int = DEFAULT_DRAWS, seed: int = 0,
-                    progress: Optional[Callable[[int, int], None]] = None) -> ModelBootstrap:
+                    progress: Optional[Callable[[int, int], None]] = None, method: str = "bounded") -> ModelBootstrap:
   """F of ``num_draws`` model-bootstrap resamples of both populations.
 
   Each draw takes N model indices with replacement for the unlearned population and,
@@ -140,6 +148,10 @@ def model_bootstrap(unlearned_confs: Any, retrained_confs: Any, num_draws: int =
     seed: seed of the index draws.
     progress: optional ``progress(done, total)`` callback, called with the (example,
       draw) pairs done after each block of :data:`PAIR_BLOCK` pairs.
+    method: ``"bounded"`` (default: interval attacks searched by branch and bound,
+      :func:`unlearn_jax.metrics.privacy.competition_epsilon`) or ``"full"`` (every attack
+      counted, the metric's :func:`unlearn_jax.metrics.privacy.competition_example`); the
+      same epsilons bit for bit, ``"full"`` several times slower.
 
   Returns:
     A :class:`ModelBootstrap`.
@@ -155,7 +167,7 @@ def model_bootstrap(unlearned_confs: Any, retrained_confs: Any, num_draws: int =
   rng = np.random.default_rng(seed)
   unlearned_idx = rng.integers(0, n, size=(b, n))
   retrained_idx = rng.integers(0, n, size=(b, n))
-  eps = _draw_all(u, r, unlearned_idx, retrained_idx, progress=progress)
+  eps = _draw_all(u, r, unlearned_idx, retrained_idx, progress=progress, method=method)
   quality = privacy.epsilon_points(eps, n).sum(axis=1) / eps.shape[1]
   return ModelBootstrap(forgetting_quality=quality, unlearned_idx=unlearned_idx, retrained_idx=retrained_idx)
 

@@ -86,6 +86,9 @@ NUM_RIGHT_MAX = 401
 PEAKY_RATIO = 0.01
 MAX_ABS_CONFIDENCE = 1e6
 MIN_SEARCH_STEPS = 11
+# competition_epsilon: interval attacks bounded in blocks of BOUND_BLOCK x BOUND_BLOCK, this many opened at a time.
+BOUND_BLOCK = 16
+BOUND_BLOCKS_PER_STEP = 4
 # N is bounded: the epsilon table is [N+1, N+1] float32 (64 MiB at 4096, built with a few temporaries of
 # that size), and the competition used N = 512. 32,768 models would need 4 GiB per temporary.
 MAX_NUM_MODELS = 4096
@@ -397,6 +400,29 @@ def _single_candidates(pos, neg, lo, hi, num_t, steps: int):
   return jnp.clip(idx, 0, jnp.maximum(num_t - 1, 0))
 
 
+def _table_lookup(table, k_fp, k_fn):
+  """``table[k_fp, k_fn]`` as one gather from the flattened ``[N+1, N+1]`` epsilon table."""
+  return table.reshape(-1)[k_fp * table.shape[0] + k_fn]
+
+
+def _single_family(g, gather_eps, n, search_steps: int):
+  """The single-threshold family of an example from :func:`_geometry`: predict positive iff ``c >= t``.
+
+  ``t`` runs over a float32 grid over the pooled range; returns the grid size ``T``, the
+  ascending candidate thresholds of :func:`_single_candidates`, their counts ``k_fp``,
+  ``k_fn`` and epsilons (``-inf`` where ``T = 0``).
+  """
+  (pos, _, pos_cum), (neg, _, neg_cum) = g["pos"], g["neg"]
+  lo, hi = g["lo"], g["hi"]
+  num_t = jnp.ceil((hi - lo) * PER_UNIT).astype(jnp.int32)
+  candidates = _single_candidates(pos, neg, lo, hi, num_t, search_steps)
+  thresholds = _single_grid(candidates, lo, hi, num_t)
+  k_fn = _count(pos, pos_cum, thresholds, "left")
+  k_fp = n - _count(neg, neg_cum, thresholds, "left")
+  eps_single = jnp.where(num_t > 0, gather_eps(k_fp, k_fn), -jnp.inf)
+  return num_t, thresholds, k_fp, k_fn, eps_single
+
+
 def competition_example(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
                         occupancy_pad: int = 4, count_method: str = "lattice"):
   """The competition kernel: epsilon and best attack of one example (jittable, vmappable).
@@ -415,15 +441,12 @@ def competition_example(unlearned, u_weights, retrained, r_weights, table, *, se
   n = table.shape[0] - 1
   f64 = unlearned.dtype
   g = _geometry(unlearned, u_weights, retrained, r_weights, n)
-  (pos, _, pos_cum), (neg, _, neg_cum), (p, p_w, p_cum), (q, q_w, q_cum) = g["pos"], g["neg"], g["p"], g["q"]
+  (p, p_w, p_cum), (q, q_w, q_cum) = g["p"], g["q"]
   peaky = g["peaky"]
   retrained_pos, p_is_neg, num_right = g["retrained_pos"], g["p_is_neg"], g["num_right"]
   rights, starts, stops = g["rights"], g["starts"], g["stops"]
   i = jnp.arange(NUM_RIGHT_MAX)
-  flat_table = table.reshape(-1)
-
-  def gather_eps(k_fp, k_fn):
-    return flat_table[k_fp * (n + 1) + k_fn]
+  gather_eps = functools.partial(_table_lookup, table)
 
   le_p = _count(p, p_cum, rights, "right")
   le_q = _count(q, q_cum, rights, "right")
@@ -454,14 +477,7 @@ def competition_example(unlearned, u_weights, retrained, r_weights, table, *, se
   int_left = linspace_at(bj, starts[bi], stops[bi], NUM_LEFT)
   int_right = rights[bi]
 
-  # Single thresholds: predict positive iff c >= t, t on a float32 grid over the pooled range.
-  lo, hi = g["lo"], g["hi"]
-  num_t = jnp.ceil((hi - lo) * PER_UNIT).astype(jnp.int32)
-  candidates = _single_candidates(pos, neg, lo, hi, num_t, search_steps)
-  thresholds = _single_grid(candidates, lo, hi, num_t)
-  k_fn = _count(pos, pos_cum, thresholds, "left")
-  k_fp = n - _count(neg, neg_cum, thresholds, "left")
-  eps_single = jnp.where(num_t > 0, gather_eps(k_fp, k_fn), -jnp.inf)
+  num_t, thresholds, k_fp, k_fn, eps_single = _single_family(g, gather_eps, n, search_steps)
   best_single = jnp.argmax(eps_single)  # candidates ascend: the first maximum of the grid
 
   int_max = eps_int[best_int]
@@ -490,6 +506,86 @@ def competition_example(unlearned, u_weights, retrained, r_weights, table, *, se
       "ok": ok | peaky,
       "occupancy": jnp.where(peaky, 0, occupancy),
   }
+
+
+@functools.lru_cache(maxsize=16)
+def epsilon_table_monotone(num_models: int) -> bool:
+  """Whether :func:`epsilon_table` is non-increasing in ``k_fp`` and in ``k_fn`` wherever both are >= 1.
+
+  :func:`competition_epsilon` bounds a block of interval attacks by the table's value at
+  the block's fewest possible errors, which needs this (checked on the table itself).
+  """
+  t = epsilon_table(num_models)[1:, 1:]
+  return bool(np.all(t[1:, :] <= t[:-1, :]) and np.all(t[:, 1:] <= t[:, :-1]))
+
+
+def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
+                        block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP):
+  """The epsilon of :func:`competition_example` (and its grid check), without its best attack (jittable).
+
+  Same arguments and the same geometry and single-threshold family; the interval family is
+  searched by branch and bound instead of counted cell by cell. Its ``R x 400`` attacks
+  are cut into ``block x block`` blocks; every attack of a block lies inside the widest
+  interval ``[min l, max r]`` of the block and contains the narrowest ``[max l, min r]``,
+  so it has at most the P count of the first and at least the Q count of the second, and
+  (the table being non-increasing in both error counts, :func:`epsilon_table_monotone`)
+  at most the table's value at those counts (``+inf`` where a perfect attack is possible).
+  Blocks are counted exactly as the search count method does (a binary search per left
+  edge, the grid recomputed bit for bit), ``per_step`` highest bounds at a time, until no
+  block left can beat the best epsilon found (or it reaches the cap). The maximum, and
+  so the epsilon, is the same value bit for bit; the work is a few blocks per example.
+  """
+  if NUM_LEFT % block:
+    raise ValueError(f"block must divide the {NUM_LEFT} left edges, got {block}")
+  n = table.shape[0] - 1
+  g = _geometry(unlearned, u_weights, retrained, r_weights, n)
+  (p, _, p_cum), (q, _, q_cum) = g["p"], g["q"]
+  gather_eps = functools.partial(_table_lookup, table)
+  num_t, _, _, _, eps_single = _single_family(g, gather_eps, n, search_steps)
+  ok = (g["num_right"] <= NUM_RIGHT_MAX) & (num_t < (1 << search_steps))
+
+  row_blocks, col_blocks = -(-NUM_RIGHT_MAX // block), NUM_LEFT // block
+  rows = row_blocks * block
+  pad = lambda x: jnp.concatenate([x, jnp.zeros((rows - NUM_RIGHT_MAX,), x.dtype)])
+  rights, starts, stops = pad(g["rights"]), pad(g["starts"]), pad(g["stops"])
+  valid = jnp.arange(rows) < jnp.minimum(g["num_right"], NUM_RIGHT_MAX)
+  inf = jnp.asarray(jnp.inf, rights.dtype)
+
+  # Block bounds: [row_blocks, col_blocks].
+  first = jnp.arange(col_blocks) * block
+  l_first = linspace_at(first[None, :], starts[:, None], stops[:, None], NUM_LEFT)
+  l_last = linspace_at(first[None, :] + block - 1, starts[:, None], stops[:, None], NUM_LEFT)
+  by_block = lambda x: x.reshape((row_blocks, block) + x.shape[1:])
+  r_max = jnp.max(by_block(jnp.where(valid, rights, -inf)), axis=1)
+  r_min = jnp.min(by_block(jnp.where(valid, rights, inf)), axis=1)
+  l_min = jnp.min(by_block(jnp.where(valid[:, None], l_first, inf)), axis=1)
+  l_max = jnp.max(by_block(jnp.where(valid[:, None], l_last, -inf)), axis=1)
+  most_p = jnp.maximum(_count(p, p_cum, r_max, "right")[:, None] - _count(p, p_cum, l_min, "left"), 0)
+  least_q = jnp.maximum(_count(q, q_cum, r_min, "right")[:, None] - _count(q, q_cum, l_max, "left"), 0)
+  bound = jnp.where((least_q == 0) & (most_p == n), jnp.inf,
+                    gather_eps(jnp.maximum(least_q, 1), jnp.maximum(n - most_p, 1)))
+  bound = jnp.where(jnp.any(by_block(valid), axis=1)[:, None], bound, -jnp.inf).reshape(-1)
+
+  def block_max(ids):
+    """The exact largest epsilon of each block in ``ids`` (``-inf`` for rows past the grid)."""
+    i = (ids // col_blocks)[:, None] * block + jnp.arange(block)[None, :]
+    j = (ids % col_blocks)[:, None] * block + jnp.arange(block)[None, :]
+    lefts = linspace_at(j[:, None, :], starts[i][:, :, None], stops[i][:, :, None], NUM_LEFT)
+    in_p = jnp.maximum(_count(p, p_cum, rights[i], "right")[:, :, None] - _count(p, p_cum, lefts, "left"), 0)
+    in_q = jnp.maximum(_count(q, q_cum, rights[i], "right")[:, :, None] - _count(q, q_cum, lefts, "left"), 0)
+    eps = jnp.where(valid[i][:, :, None], gather_eps(in_q, n - in_p), -jnp.inf)
+    return jnp.max(eps, axis=(1, 2))
+
+  def open_more(state):
+    left, best = state
+    _, ids = jax.lax.top_k(left, per_step)
+    return left.at[ids].set(-jnp.inf), jnp.maximum(best, jnp.max(block_max(ids)))
+
+  can_beat = lambda state: (jnp.max(state[0]) > state[1]) & (state[1] < EPSILON_CAP)
+  start = jnp.where(g["peaky"] | ~ok, jnp.inf, jnp.max(eps_single))
+  _, best = jax.lax.while_loop(can_beat, open_more, (bound, start))
+  eps = jnp.where(g["peaky"], EPSILON_CAP, jnp.clip(jnp.where(best > -jnp.inf, best, 0.0), 0.0, EPSILON_CAP))
+  return {"epsilon": eps.astype(jnp.float32), "ok": ok | g["peaky"]}
 
 
 @functools.partial(jax.jit, static_argnames=("search_steps", "occupancy_pad", "count_method"))
