@@ -64,13 +64,23 @@ def _draw_epsilons(u_t, r_t, u_models, u_mult, r_models, r_mult, pair_example, p
   :func:`unlearn_jax.metrics.privacy.competition_example` (``"full"``) on the draw's
   distinct models weighted by their multiplicities.
   """
-  kernel = privacy.competition_epsilon if method == "bounded" else privacy.competition_example
+
+  def values(pair):
+    e, b = pair
+    return (jnp.where(u_mult[b] > 0, u_t[e][u_models[b]], jnp.inf), u_mult[b],
+            jnp.where(r_mult[b] > 0, r_t[e][r_models[b]], jnp.inf), r_mult[b])
+
+  if method == "bounded":
+    def some(pairs):
+      out = privacy.competition_epsilons(*jax.vmap(values)(pairs), table, search_steps=search_steps)
+      return out["epsilon"], out["ok"]
+
+    shape = (-1, batch)
+    eps, ok = jax.lax.map(some, (pair_example.reshape(shape), pair_draw.reshape(shape)))
+    return eps.reshape(-1), ok.reshape(-1)
 
   def one(pair):
-    e, b = pair
-    u_vals = jnp.where(u_mult[b] > 0, u_t[e][u_models[b]], jnp.inf)
-    r_vals = jnp.where(r_mult[b] > 0, r_t[e][r_models[b]], jnp.inf)
-    out = kernel(u_vals, u_mult[b], r_vals, r_mult[b], table, search_steps=search_steps)
+    out = privacy.competition_example(*values(pair), table, search_steps=search_steps)
     return out["epsilon"], out["ok"]
 
   return jax.lax.map(one, (pair_example, pair_draw), batch_size=batch)

@@ -385,7 +385,13 @@ def _single_candidates(pos, neg, lo, hi, num_t, steps: int):
   ``<= v``: a binary search of ``steps`` halvings over ``[0, T]`` (``T < 2**steps``).
   Indices are clipped to ``T - 1`` (an index past the end repeats the last point).
   """
-  values = jnp.concatenate([pos, neg])
+  num_le = _grid_rank(jnp.concatenate([pos, neg]), lo, hi, num_t, steps)
+  idx = jnp.sort(jnp.concatenate([jnp.zeros((1,), jnp.int32), num_le]))
+  return jnp.clip(idx, 0, jnp.maximum(num_t - 1, 0))
+
+
+def _grid_rank(values, lo, hi, num_t, steps: int):
+  """The number of single-threshold grid points ``<= v`` for each value: ``steps`` halvings over ``[0, T]``."""
 
   def halve(_, state):
     below, above = state  # grid(k) <= v for k < below, grid(k) > v for k >= above
@@ -396,8 +402,7 @@ def _single_candidates(pos, neg, lo, hi, num_t, steps: int):
 
   start = jnp.zeros(values.shape, jnp.int32)
   num_le, _ = jax.lax.fori_loop(0, steps, halve, (start, jnp.broadcast_to(num_t, values.shape)))
-  idx = jnp.sort(jnp.concatenate([jnp.zeros((1,), jnp.int32), num_le]))
-  return jnp.clip(idx, 0, jnp.maximum(num_t - 1, 0))
+  return num_le
 
 
 def _table_lookup(table, k_fp, k_fn):
@@ -519,29 +524,73 @@ def epsilon_table_monotone(num_models: int) -> bool:
   return bool(np.all(t[1:, :] <= t[:-1, :]) and np.all(t[:, 1:] <= t[:, :-1]))
 
 
-def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
-                        block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP):
-  """The epsilon of :func:`competition_example` (and its grid check), without its best attack (jittable).
+def _best_first(bound, start, block_max, per_step: int):
+  """The largest of ``start`` and every block's value, opening blocks (``block_max(ids)``) by descending bound.
 
-  Same arguments and the same geometry and single-threshold family; the interval family is
-  searched by branch and bound instead of counted cell by cell. Its ``R x 400`` attacks
-  are cut into ``block x block`` blocks; every attack of a block lies inside the widest
-  interval ``[min l, max r]`` of the block and contains the narrowest ``[max l, min r]``,
-  so it has at most the P count of the first and at least the Q count of the second, and
-  (the table being non-increasing in both error counts, :func:`epsilon_table_monotone`)
-  at most the table's value at those counts (``+inf`` where a perfect attack is possible).
-  Blocks are counted exactly as the search count method does (a binary search per left
-  edge, the grid recomputed bit for bit), ``per_step`` highest bounds at a time, until no
-  block left can beat the best epsilon found (or it reaches the cap). The maximum, and
-  so the epsilon, is the same value bit for bit; the work is a few blocks per example.
+  Stops once no unopened block's bound beats the best value found or that reaches the
+  epsilon cap. Returns the best value and the number of blocks opened.
   """
+
+  per_step = min(per_step, bound.shape[0])
+
+  def open_more(carry):
+    left, best, opened = carry
+    _, ids = jax.lax.top_k(left, per_step)
+    return left.at[ids].set(-jnp.inf), jnp.maximum(best, jnp.max(block_max(ids))), opened + per_step
+
+  can_beat = lambda carry: (jnp.max(carry[0]) > carry[1]) & (carry[1] < EPSILON_CAP)
+  _, best, opened = jax.lax.while_loop(can_beat, open_more, (bound, start, jnp.int32(0)))
+  return best, opened
+
+
+def _error_bound(table, least_fp, least_fn):
+  """The largest table value with at least these errors: ``+inf`` if both may be 0, else at ``max(., 1)`` each."""
+  n = table.shape[0] - 1
+  return jnp.where((least_fp == 0) & (least_fn == 0), jnp.inf,
+                   _table_lookup(table, jnp.clip(least_fp, 1, n), jnp.clip(least_fn, 1, n)))
+
+
+def _single_family_max(g, table, search_steps: int, block: int, per_step: int):
+  """``(T, max epsilon)`` of :func:`_single_family`, its candidates searched by branch and bound.
+
+  Each column's sorted values are cut into blocks of ``block``; a block's candidates lie
+  between the candidates of its first and last values (grid ranks are monotone), so
+  they have at least the ``k_fn`` of the first and the ``k_fp`` of the last.
+  """
+  n = table.shape[0] - 1
+  gather_eps = functools.partial(_table_lookup, table)
+  (pos, _, pos_cum), (neg, _, neg_cum) = g["pos"], g["neg"]
+  lo, hi = g["lo"], g["hi"]
+  num_t = jnp.ceil((hi - lo) * PER_UNIT).astype(jnp.int32)
+  width = -(-pos.shape[0] // block) * block
+  padded = lambda v: jnp.concatenate([v, jnp.full((width - v.shape[0],), jnp.inf, v.dtype)])
+  values = jnp.concatenate([padded(pos), padded(neg)]).reshape(-1, block)
+  last = jnp.maximum(num_t - 1, 0)
+
+  def eps_at(idx):
+    t = _single_grid(jnp.clip(idx, 0, last), lo, hi, num_t)
+    return gather_eps(n - _count(neg, neg_cum, t, "left"), _count(pos, pos_cum, t, "left"))
+
+  ends = _grid_rank(values[:, jnp.array([0, block - 1])], lo, hi, num_t, search_steps)
+  t_lo = _single_grid(jnp.clip(ends[:, 0], 0, last), lo, hi, num_t)
+  t_hi = _single_grid(jnp.clip(ends[:, 1], 0, last), lo, hi, num_t)
+  bound = _error_bound(table, n - _count(neg, neg_cum, t_hi, "left"),
+                       _count(pos, pos_cum, t_lo, "left"))
+  block_max = lambda ids: jnp.max(eps_at(_grid_rank(values[ids], lo, hi, num_t, search_steps)), axis=1)
+  best, _ = _best_first(bound, eps_at(jnp.int32(0)), block_max, per_step)
+  return num_t, jnp.where(num_t > 0, best, -jnp.inf)
+
+
+def _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps: int, block: int,
+                   per_step: int):
+  """Everything of :func:`competition_epsilon` before its search: the columns, grids, block bounds and start."""
   if NUM_LEFT % block:
     raise ValueError(f"block must divide the {NUM_LEFT} left edges, got {block}")
   n = table.shape[0] - 1
   g = _geometry(unlearned, u_weights, retrained, r_weights, n)
   (p, _, p_cum), (q, _, q_cum) = g["p"], g["q"]
   gather_eps = functools.partial(_table_lookup, table)
-  num_t, _, _, _, eps_single = _single_family(g, gather_eps, n, search_steps)
+  num_t, single_max = _single_family_max(g, table, search_steps, block, per_step)
   ok = (g["num_right"] <= NUM_RIGHT_MAX) & (num_t < (1 << search_steps))
 
   row_blocks, col_blocks = -(-NUM_RIGHT_MAX // block), NUM_LEFT // block
@@ -562,9 +611,20 @@ def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, se
   l_max = jnp.max(by_block(jnp.where(valid[:, None], l_last, -inf)), axis=1)
   most_p = jnp.maximum(_count(p, p_cum, r_max, "right")[:, None] - _count(p, p_cum, l_min, "left"), 0)
   least_q = jnp.maximum(_count(q, q_cum, r_min, "right")[:, None] - _count(q, q_cum, l_max, "left"), 0)
-  bound = jnp.where((least_q == 0) & (most_p == n), jnp.inf,
-                    gather_eps(jnp.maximum(least_q, 1), jnp.maximum(n - most_p, 1)))
+  bound = _error_bound(table, least_q, n - most_p)
   bound = jnp.where(jnp.any(by_block(valid), axis=1)[:, None], bound, -jnp.inf).reshape(-1)
+  return {"p": p, "p_cum": p_cum, "q": q, "q_cum": q_cum, "rights": rights, "starts": starts, "stops": stops,
+          "valid": valid, "bound": bound, "start": jnp.where(g["peaky"] | ~ok, jnp.inf, single_max),
+          "peaky": g["peaky"], "ok": ok | g["peaky"]}
+
+
+def _bounded_search(state, table, block: int, per_step: int):
+  """The branch and bound of :func:`competition_epsilon` from :func:`_bounded_setup`'s state."""
+  n = table.shape[0] - 1
+  col_blocks = NUM_LEFT // block
+  p, p_cum, q, q_cum = state["p"], state["p_cum"], state["q"], state["q_cum"]
+  rights, starts, stops, valid = state["rights"], state["starts"], state["stops"], state["valid"]
+  gather_eps = functools.partial(_table_lookup, table)
 
   def block_max(ids):
     """The exact largest epsilon of each block in ``ids`` (``-inf`` for rows past the grid)."""
@@ -576,16 +636,43 @@ def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, se
     eps = jnp.where(valid[i][:, :, None], gather_eps(in_q, n - in_p), -jnp.inf)
     return jnp.max(eps, axis=(1, 2))
 
-  def open_more(state):
-    left, best = state
-    _, ids = jax.lax.top_k(left, per_step)
-    return left.at[ids].set(-jnp.inf), jnp.maximum(best, jnp.max(block_max(ids)))
+  best, opened = _best_first(state["bound"], state["start"], block_max, per_step)
+  eps = jnp.where(state["peaky"], EPSILON_CAP, jnp.clip(jnp.where(best > -jnp.inf, best, 0.0), 0.0, EPSILON_CAP))
+  return {"epsilon": eps.astype(jnp.float32), "ok": state["ok"], "opened": opened}
 
-  can_beat = lambda state: (jnp.max(state[0]) > state[1]) & (state[1] < EPSILON_CAP)
-  start = jnp.where(g["peaky"] | ~ok, jnp.inf, jnp.max(eps_single))
-  _, best = jax.lax.while_loop(can_beat, open_more, (bound, start))
-  eps = jnp.where(g["peaky"], EPSILON_CAP, jnp.clip(jnp.where(best > -jnp.inf, best, 0.0), 0.0, EPSILON_CAP))
-  return {"epsilon": eps.astype(jnp.float32), "ok": ok | g["peaky"]}
+
+def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
+                        block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP):
+  """The epsilon of :func:`competition_example` (and its grid check), without its best attack (jittable).
+
+  Same arguments and the same geometry and single-threshold family; the interval family is
+  searched by branch and bound instead of counted cell by cell. Its ``R x 400`` attacks
+  are cut into ``block x block`` blocks; every attack of a block lies inside the widest
+  interval ``[min l, max r]`` of the block and contains the narrowest ``[max l, min r]``,
+  so it has at most the P count of the first and at least the Q count of the second, and
+  (the table being non-increasing in both error counts, :func:`epsilon_table_monotone`)
+  at most the table's value at those counts (``+inf`` where a perfect attack is possible).
+  Blocks are counted exactly as the search count method does (a binary search per left
+  edge, the grid recomputed bit for bit), ``per_step`` highest bounds at a time, until no
+  block left can beat the best epsilon found (or it reaches the cap). The maximum, and
+  so the epsilon, is the same value bit for bit; the work is a few blocks per example.
+  Also returns ``opened``, the number of blocks counted.
+  """
+  state = _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps, block, per_step)
+  return _bounded_search(state, table, block, per_step)
+
+
+def competition_epsilons(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
+                         block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP):
+  """:func:`competition_epsilon` over a leading axis of examples (jittable).
+
+  The setup is vmapped over the axis; the search runs one example at a time, so each
+  example opens its own number of blocks (vmapped, every example would run as many
+  steps as the slowest one).
+  """
+  setup = jax.vmap(lambda u, uw, r, rw: _bounded_setup(u, uw, r, rw, table, search_steps, block, per_step))
+  states = setup(unlearned, u_weights, retrained, r_weights)
+  return jax.lax.map(lambda st: _bounded_search(st, table, block, per_step), states)
 
 
 @functools.partial(jax.jit, static_argnames=("search_steps", "occupancy_pad", "count_method"))
