@@ -2,15 +2,22 @@
 
 * :func:`model_bootstrap` resamples the N unlearned and, independently, the N retrained
   models with replacement and recomputes every per-example epsilon and F for each draw.
-  All ``B x E`` (draw, example) pairs go through the one competition kernel,
-  :func:`unlearn_jax.metrics.privacy.competition_example`, which the metric runs with
-  unit weights: a jitted ``lax.map`` over fixed-size batches of pairs (memory bounded by
-  the batch), in blocks of :data:`PAIR_BLOCK` pairs that report progress. A draw is its
-  distinct models with their multiplicities (about 63% of N distinct): each pair gathers
-  those models' values on the device, and every count becomes a weighted count
-  (cumulative multiplicities), every order statistic a search in them. Duplicates are
-  ties, counted exactly: each draw equals the plain metric on the explicitly resampled
-  arrays bit for bit, for about two thirds of the per-point work.
+  A draw is its distinct models with their multiplicities (about 63% of N distinct): each
+  (example, draw) pair gathers those models' values on the device, and every count
+  becomes a weighted count (cumulative multiplicities), every order statistic a search in
+  them. Duplicates are ties, counted exactly: each draw equals the plain metric on the
+  explicitly resampled arrays bit for bit. The pairs go through
+  :func:`unlearn_jax.metrics.privacy.competition_epsilons` (the metric's geometry, grids
+  and counts, with both attack families searched by branch and bound: only the blocks
+  of attacks whose bound beats the best epsilon found are counted, a few percent of
+  them; about 0.05x a plain evaluation per draw at N = 512), in batches of
+  :data:`PAIR_BATCH` pairs (memory bounded by the batch) and blocks of
+  :data:`PAIR_BLOCK` pairs that report progress. ``method="full"`` runs the metric's own
+  per-example kernel, :func:`unlearn_jax.metrics.privacy.competition_example`, on every
+  pair instead (every attack counted; the same epsilons; ~0.6x per draw). The bounded
+  search needs the epsilon table to be non-increasing in both error counts
+  (:func:`unlearn_jax.metrics.privacy.epsilon_table_monotone`, true for every N tried);
+  where it is not, ``"full"`` runs.
 * :func:`example_bootstrap` resamples forget examples, reusing each example's points.
 * :func:`interval` is the percentile interval of either.
 """
@@ -28,7 +35,7 @@ import numpy as np
 from unlearn_jax.metrics import privacy
 
 DEFAULT_DRAWS = 200
-PAIR_BATCH = 8
+PAIR_BATCH = 8  # pairs vmapped together: the bounded setup, or one lax.map step of the full kernel
 PAIR_BLOCK = 4096  # (example, draw) pairs per kernel call: the unit of progress
 
 

@@ -53,6 +53,18 @@ attack, +inf perfect separation), and every attack becomes one gather.
   binary search per left edge). Measured on the shared 2-core CPU (N = 512, CPU ms per
   example): lattice ~8-9, bucket ~14 (K = 4), search ~15-18.
 
+Epsilon only, by branch and bound (:func:`competition_epsilon`, the model bootstrap's
+kernel). The table is non-increasing in ``k_fp`` and in ``k_fn`` where both are >= 1
+(:func:`epsilon_table_monotone` checks it), so a set of attacks with at least ``a`` false
+positives and ``b`` false negatives scores at most ``table[max(a, 1), max(b, 1)]``
+(``+inf`` if both may be 0). Interval attacks come in blocks of 16 right x 16 left edges
+(every attack of a block lies in its widest interval and contains its narrowest), single
+thresholds in blocks of 16 sorted values per column (their candidates lie between the
+first and the last value's); blocks are counted exactly, highest bound first, until no
+bound beats the best epsilon found. The same geometry, grids, counts and table as
+:func:`competition_example`, so the same epsilon bit for bit; at N = 512 a few percent
+of the blocks are opened.
+
 XLA's CPU backend contracts ``a * b + c`` into a fused multiply-add, and rewrites a division
 by a broadcast value (``(stop - start) / 399``) into a multiplication by its reciprocal; the
 grids would then differ from numpy's by an ulp (and a count flips where a data point sits
