@@ -101,6 +101,7 @@ MIN_SEARCH_STEPS = 11
 # competition_epsilon: interval attacks bounded in blocks of BOUND_BLOCK x BOUND_BLOCK, this many opened at a time.
 BOUND_BLOCK = 16
 BOUND_BLOCKS_PER_STEP = 4
+BOUND_MARGIN = 1e-7  # relative widening of a block's extreme left edges (their order across rows holds by ~1e8 ulps)
 # N is bounded: the epsilon table is [N+1, N+1] float32 (64 MiB at 4096, built with a few temporaries of
 # that size), and the competition used N = 512. 32,768 models would need 4 GiB per temporary.
 MAX_NUM_MODELS = 4096
@@ -562,39 +563,51 @@ def _error_bound(table, least_fp, least_fn):
                    _table_lookup(table, jnp.clip(least_fp, 1, n), jnp.clip(least_fn, 1, n)))
 
 
-def _single_family_max(g, table, search_steps: int, block: int, per_step: int):
-  """``(T, max epsilon)`` of :func:`_single_family`, its candidates searched by branch and bound.
+def _single_bounds(g, table, search_steps: int, block: int):
+  """The single-threshold family of :func:`_single_family` cut into blocks, with each block's bound.
 
   Each column's sorted values are cut into blocks of ``block``; a block's candidates lie
   between the candidates of its first and last values (grid ranks are monotone), so
   they have at least the ``k_fn`` of the first and the ``k_fp`` of the last.
   """
   n = table.shape[0] - 1
-  gather_eps = functools.partial(_table_lookup, table)
   (pos, _, pos_cum), (neg, _, neg_cum) = g["pos"], g["neg"]
   lo, hi = g["lo"], g["hi"]
   num_t = jnp.ceil((hi - lo) * PER_UNIT).astype(jnp.int32)
   width = -(-pos.shape[0] // block) * block
   padded = lambda v: jnp.concatenate([v, jnp.full((width - v.shape[0],), jnp.inf, v.dtype)])
   values = jnp.concatenate([padded(pos), padded(neg)]).reshape(-1, block)
-  last = jnp.maximum(num_t - 1, 0)
+  state = {"pos": pos, "pos_cum": pos_cum, "neg": neg, "neg_cum": neg_cum, "lo": lo, "hi": hi, "num_t": num_t,
+           "values": values}
+  ends = _grid_rank(values[:, jnp.array([0, block - 1])], lo, hi, num_t, search_steps)
+  t_lo, t_hi = _single_at(state, ends[:, 0]), _single_at(state, ends[:, 1])
+  state["bound"] = jnp.where(num_t > 0, _error_bound(table, n - _count(neg, neg_cum, t_hi, "left"),
+                                                     _count(pos, pos_cum, t_lo, "left")), -jnp.inf)
+  return state
+
+
+def _single_at(state, idx):
+  """The single-threshold grid point of each index, clipped to the grid as the candidates are."""
+  lo, hi, num_t = state["lo"], state["hi"], state["num_t"]
+  return _single_grid(jnp.clip(idx, 0, jnp.maximum(num_t - 1, 0)), lo, hi, num_t)
+
+
+def _single_search(state, table, search_steps: int, per_step: int):
+  """The largest epsilon of the single-threshold family from :func:`_single_bounds` (``-inf`` if ``T = 0``)."""
+  n = table.shape[0] - 1
+  pos, pos_cum, neg, neg_cum = state["pos"], state["pos_cum"], state["neg"], state["neg_cum"]
 
   def eps_at(idx):
-    t = _single_grid(jnp.clip(idx, 0, last), lo, hi, num_t)
-    return gather_eps(n - _count(neg, neg_cum, t, "left"), _count(pos, pos_cum, t, "left"))
+    t = _single_at(state, idx)
+    return _table_lookup(table, n - _count(neg, neg_cum, t, "left"), _count(pos, pos_cum, t, "left"))
 
-  ends = _grid_rank(values[:, jnp.array([0, block - 1])], lo, hi, num_t, search_steps)
-  t_lo = _single_grid(jnp.clip(ends[:, 0], 0, last), lo, hi, num_t)
-  t_hi = _single_grid(jnp.clip(ends[:, 1], 0, last), lo, hi, num_t)
-  bound = _error_bound(table, n - _count(neg, neg_cum, t_hi, "left"),
-                       _count(pos, pos_cum, t_lo, "left"))
+  lo, hi, num_t, values = state["lo"], state["hi"], state["num_t"], state["values"]
   block_max = lambda ids: jnp.max(eps_at(_grid_rank(values[ids], lo, hi, num_t, search_steps)), axis=1)
-  best, _ = _best_first(bound, eps_at(jnp.int32(0)), block_max, per_step)
-  return num_t, jnp.where(num_t > 0, best, -jnp.inf)
+  best, _ = _best_first(state["bound"], eps_at(jnp.int32(0)), block_max, per_step)
+  return jnp.where(num_t > 0, best, -jnp.inf)
 
 
-def _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps: int, block: int,
-                   per_step: int):
+def _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps: int, block: int):
   """Everything of :func:`competition_epsilon` before its search: the columns, grids, block bounds and start."""
   if NUM_LEFT % block:
     raise ValueError(f"block must divide the {NUM_LEFT} left edges, got {block}")
@@ -602,35 +615,35 @@ def _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_ste
   g = _geometry(unlearned, u_weights, retrained, r_weights, n)
   (p, _, p_cum), (q, _, q_cum) = g["p"], g["q"]
   gather_eps = functools.partial(_table_lookup, table)
-  num_t, single_max = _single_family_max(g, table, search_steps, block, per_step)
-  ok = (g["num_right"] <= NUM_RIGHT_MAX) & (num_t < (1 << search_steps))
+  single = _single_bounds(g, table, search_steps, block)
+  ok = (g["num_right"] <= NUM_RIGHT_MAX) & (single["num_t"] < (1 << search_steps))
 
   row_blocks, col_blocks = -(-NUM_RIGHT_MAX // block), NUM_LEFT // block
   rows = row_blocks * block
   pad = lambda x: jnp.concatenate([x, jnp.zeros((rows - NUM_RIGHT_MAX,), x.dtype)])
   rights, starts, stops = pad(g["rights"]), pad(g["starts"]), pad(g["stops"])
   valid = jnp.arange(rows) < jnp.minimum(g["num_right"], NUM_RIGHT_MAX)
-  inf = jnp.asarray(jnp.inf, rights.dtype)
 
-  # Block bounds: [row_blocks, col_blocks].
+  # Block bounds: [row_blocks, col_blocks]. Each grid is ascending, and a left edge rises by about
+  # 0.01 from one right edge to the next (its rounding moves it by ~1e-10 at most, |c| <= 1e6):
+  # a block's extreme left edges are those of its first and last valid rows, widened by a margin.
+  top = jnp.arange(row_blocks) * block
+  bottom = jnp.clip(top + block - 1, 0, jnp.maximum(jnp.minimum(g["num_right"], NUM_RIGHT_MAX) - 1, 0))
   first = jnp.arange(col_blocks) * block
-  l_first = linspace_at(first[None, :], starts[:, None], stops[:, None], NUM_LEFT)
-  l_last = linspace_at(first[None, :] + block - 1, starts[:, None], stops[:, None], NUM_LEFT)
-  by_block = lambda x: x.reshape((row_blocks, block) + x.shape[1:])
-  r_max = jnp.max(by_block(jnp.where(valid, rights, -inf)), axis=1)
-  r_min = jnp.min(by_block(jnp.where(valid, rights, inf)), axis=1)
-  l_min = jnp.min(by_block(jnp.where(valid[:, None], l_first, inf)), axis=1)
-  l_max = jnp.max(by_block(jnp.where(valid[:, None], l_last, -inf)), axis=1)
+  l_min = linspace_at(first[None, :], starts[top][:, None], stops[top][:, None], NUM_LEFT)
+  l_max = linspace_at(first[None, :] + block - 1, starts[bottom][:, None], stops[bottom][:, None], NUM_LEFT)
+  l_min, l_max = l_min - BOUND_MARGIN * (1 + jnp.abs(l_min)), l_max + BOUND_MARGIN * (1 + jnp.abs(l_max))
+  r_min, r_max = rights[top], rights[bottom]
   most_p = jnp.maximum(_count(p, p_cum, r_max, "right")[:, None] - _count(p, p_cum, l_min, "left"), 0)
   least_q = jnp.maximum(_count(q, q_cum, r_min, "right")[:, None] - _count(q, q_cum, l_max, "left"), 0)
   bound = _error_bound(table, least_q, n - most_p)
-  bound = jnp.where(jnp.any(by_block(valid), axis=1)[:, None], bound, -jnp.inf).reshape(-1)
+  bound = jnp.where(valid[top][:, None], bound, -jnp.inf).reshape(-1)
   return {"p": p, "p_cum": p_cum, "q": q, "q_cum": q_cum, "rights": rights, "starts": starts, "stops": stops,
-          "valid": valid, "bound": bound, "start": jnp.where(g["peaky"] | ~ok, jnp.inf, single_max),
+          "valid": valid, "bound": bound, "single": single,
           "peaky": g["peaky"], "ok": ok | g["peaky"]}
 
 
-def _bounded_search(state, table, block: int, per_step: int):
+def _bounded_search(state, table, search_steps: int, block: int, per_step: int):
   """The branch and bound of :func:`competition_epsilon` from :func:`_bounded_setup`'s state."""
   n = table.shape[0] - 1
   col_blocks = NUM_LEFT // block
@@ -648,7 +661,10 @@ def _bounded_search(state, table, block: int, per_step: int):
     eps = jnp.where(valid[i][:, :, None], gather_eps(in_q, n - in_p), -jnp.inf)
     return jnp.max(eps, axis=(1, 2))
 
-  best, opened = _best_first(state["bound"], state["start"], block_max, per_step)
+  skip = state["peaky"] | ~state["ok"]
+  single = dict(state["single"], bound=jnp.where(skip, -jnp.inf, state["single"]["bound"]))
+  start = jnp.where(skip, jnp.inf, _single_search(single, table, search_steps, per_step))
+  best, opened = _best_first(state["bound"], start, block_max, per_step)
   eps = jnp.where(state["peaky"], EPSILON_CAP, jnp.clip(jnp.where(best > -jnp.inf, best, 0.0), 0.0, EPSILON_CAP))
   return {"epsilon": eps.astype(jnp.float32), "ok": state["ok"], "opened": opened}
 
@@ -670,8 +686,8 @@ def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, se
   so the epsilon, is the same value bit for bit; the work is a few blocks per example.
   Also returns ``opened``, the number of blocks counted.
   """
-  state = _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps, block, per_step)
-  return _bounded_search(state, table, block, per_step)
+  state = _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps, block)
+  return _bounded_search(state, table, search_steps, block, per_step)
 
 
 def competition_epsilons(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
@@ -682,9 +698,9 @@ def competition_epsilons(unlearned, u_weights, retrained, r_weights, table, *, s
   example opens its own number of blocks (vmapped, every example would run as many
   steps as the slowest one).
   """
-  setup = jax.vmap(lambda u, uw, r, rw: _bounded_setup(u, uw, r, rw, table, search_steps, block, per_step))
+  setup = jax.vmap(lambda u, uw, r, rw: _bounded_setup(u, uw, r, rw, table, search_steps, block))
   states = setup(unlearned, u_weights, retrained, r_weights)
-  return jax.lax.map(lambda st: _bounded_search(st, table, block, per_step), states)
+  return jax.lax.map(lambda st: _bounded_search(st, table, search_steps, block, per_step), states)
 
 
 @functools.partial(jax.jit, static_argnames=("search_steps", "occupancy_pad", "count_method"))
