@@ -60,34 +60,46 @@ def _positive_int(name: str, value: Any) -> int:
   return int(value)
 
 
-@functools.partial(jax.jit, static_argnames=("search_steps", "batch", "method"))
-def _draw_epsilons(u_t, r_t, u_models, u_mult, r_models, r_mult, pair_example, pair_draw, table, *,
-                   search_steps: int, batch: int, method: str):
-  """``[P]`` float32 epsilon and grid check of each (example, draw) pair.
+@functools.partial(jax.jit, static_argnames=("search_steps", "batch"))
+def _draw_bounded(u_sorted, u_order, u_mult, r_sorted, r_order, r_mult, pair_example, pair_draw, table, *,
+                  search_steps: int, batch: int):
+  """``[P]`` float32 epsilon and grid check of each (example, draw) pair, by the bounded search.
+
+  ``*_sorted`` are ``[E, N]`` each example's values sorted once, ``*_order`` ``[E, N]`` the
+  models in that order, ``*_mult`` ``[B, N]`` each draw's multiplicity of every model: a
+  pair is :func:`unlearn_jax.metrics.privacy.competition_epsilons` on the example's sorted
+  values weighted by the draw's multiplicities (0 for the models it left out), so no
+  draw sorts anything. The setup of ``batch`` pairs is vmapped; their searches run one by one.
+  """
+
+  def columns(e, b):
+    return u_sorted[e], u_mult[b][u_order[e]], r_sorted[e], r_mult[b][r_order[e]]
+
+  def some(pairs):
+    out = privacy.competition_epsilons(*jax.vmap(columns)(*pairs), table, search_steps=search_steps, presorted=True)
+    return out["epsilon"], out["ok"]
+
+  shape = (-1, batch)
+  eps, ok = jax.lax.map(some, (pair_example.reshape(shape), pair_draw.reshape(shape)))
+  return eps.reshape(-1), ok.reshape(-1)
+
+
+@functools.partial(jax.jit, static_argnames=("search_steps", "batch"))
+def _draw_full(u_t, r_t, u_models, u_mult, r_models, r_mult, pair_example, pair_draw, table, *,
+               search_steps: int, batch: int):
+  """``[P]`` float32 epsilon and grid check of each (example, draw) pair, every attack counted.
 
   ``u_t``, ``r_t`` are ``[E, N]`` float64; ``*_models`` ``[B, D]`` the distinct model
   indices of each draw and ``*_mult`` ``[B, D]`` their multiplicities (0 pads). Each pair
-  is :func:`unlearn_jax.metrics.privacy.competition_epsilon` (``method="bounded"``) or
-  :func:`unlearn_jax.metrics.privacy.competition_example` (``"full"``) on the draw's
-  distinct models weighted by their multiplicities.
+  is :func:`unlearn_jax.metrics.privacy.competition_example` on the draw's distinct
+  models weighted by their multiplicities.
   """
 
-  def values(pair):
-    e, b = pair
-    return (jnp.where(u_mult[b] > 0, u_t[e][u_models[b]], jnp.inf), u_mult[b],
-            jnp.where(r_mult[b] > 0, r_t[e][r_models[b]], jnp.inf), r_mult[b])
-
-  if method == "bounded":
-    def some(pairs):
-      out = privacy.competition_epsilons(*jax.vmap(values)(pairs), table, search_steps=search_steps)
-      return out["epsilon"], out["ok"]
-
-    shape = (-1, batch)
-    eps, ok = jax.lax.map(some, (pair_example.reshape(shape), pair_draw.reshape(shape)))
-    return eps.reshape(-1), ok.reshape(-1)
-
   def one(pair):
-    out = privacy.competition_example(*values(pair), table, search_steps=search_steps)
+    e, b = pair
+    u_vals = jnp.where(u_mult[b] > 0, u_t[e][u_models[b]], jnp.inf)
+    r_vals = jnp.where(r_mult[b] > 0, r_t[e][r_models[b]], jnp.inf)
+    out = privacy.competition_example(u_vals, u_mult[b], r_vals, r_mult[b], table, search_steps=search_steps)
     return out["epsilon"], out["ok"]
 
   return jax.lax.map(one, (pair_example, pair_draw), batch_size=batch)
@@ -120,24 +132,33 @@ def _draw_all(u: np.ndarray, r: np.ndarray, unlearned_idx: np.ndarray, retrained
     method = "full"  # the bounds need a monotone table; the full count needs nothing
 
   b = unlearned_idx.shape[0]
-  distinct = max(len(np.unique(row)) for row in np.concatenate([unlearned_idx, retrained_idx]))
-  width = min(n, -(-distinct // 16) * 16)  # a multiple of 16: fewer shapes to compile
-  u_models, u_mult = _distinct(unlearned_idx, width)
-  r_models, r_mult = _distinct(retrained_idx, width)
   pairs = e * b
   block = min(-(-pairs // batch) * batch, PAIR_BLOCK)
   blocks = -(-pairs // block)
   flat = np.arange(blocks * block) % pairs  # the padding repeats real pairs; it is sliced away
   eps_parts, ok_parts = [], []
   with jax.enable_x64(True):
-    args = (jnp.asarray(u.T), jnp.asarray(r.T), jnp.asarray(u_models), jnp.asarray(u_mult), jnp.asarray(r_models),
-            jnp.asarray(r_mult))
+    if method == "bounded":
+      multiplicity = lambda idx: np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.int32)
+      u_order, r_order = np.argsort(u.T, axis=1, kind="stable"), np.argsort(r.T, axis=1, kind="stable")
+      args = (jnp.asarray(np.take_along_axis(u.T, u_order, 1)), jnp.asarray(u_order.astype(np.int32)),
+              jnp.asarray(multiplicity(unlearned_idx)), jnp.asarray(np.take_along_axis(r.T, r_order, 1)),
+              jnp.asarray(r_order.astype(np.int32)), jnp.asarray(multiplicity(retrained_idx)))
+      kernel = _draw_bounded
+    else:
+      distinct = max(len(np.unique(row)) for row in np.concatenate([unlearned_idx, retrained_idx]))
+      width = min(n, -(-distinct // 16) * 16)  # a multiple of 16: fewer shapes to compile
+      u_models, u_mult = _distinct(unlearned_idx, width)
+      r_models, r_mult = _distinct(retrained_idx, width)
+      args = (jnp.asarray(u.T), jnp.asarray(r.T), jnp.asarray(u_models), jnp.asarray(u_mult), jnp.asarray(r_models),
+              jnp.asarray(r_mult))
+      kernel = _draw_full
     table = jnp.asarray(privacy.epsilon_table(n))
     steps = privacy.search_steps(u, r)
     for k in range(blocks):
       part = flat[k * block:(k + 1) * block]
-      eps, ok = _draw_epsilons(*args, jnp.asarray(part // b, jnp.int32), jnp.asarray(part % b, jnp.int32), table,
-                               search_steps=steps, batch=batch, method=method)
+      eps, ok = kernel(*args, jnp.asarray(part // b, jnp.int32), jnp.asarray(part % b, jnp.int32), table,
+                       search_steps=steps, batch=batch)
       eps_parts.append(np.asarray(eps))
       ok_parts.append(np.asarray(ok))
       if progress is not None:

@@ -293,16 +293,19 @@ def _count_below_bucket(p, q, lefts, lo, hi, valid_rows, occupancy_pad):
   return lt_p, lt_q, in_range, jnp.maximum(occ_p, occ_q)
 
 
-def _column(values, weights):
+def _column(values, weights, presorted: bool = False):
   """A column as its values sorted ascending (``+inf`` pads last), their multiplicities and cumulative multiplicities.
 
   ``weights=None`` is every value once: then the multiplicities are ``None`` and every
-  count below is the plain index (no cumulative gathers).
+  count below is the plain index (no cumulative gathers). ``presorted``: the values
+  already ascend (absent ones may stay in place with multiplicity 0), nothing is sorted.
   """
   if weights is None:
     return jnp.sort(values), None, None
-  order = jnp.argsort(values)
-  return values[order], weights[order], jnp.cumsum(weights[order])
+  if presorted:
+    return values, weights, jnp.cumsum(weights)
+  values, weights = jax.lax.sort((values, weights), num_keys=1, is_stable=True)
+  return values, weights, jnp.cumsum(weights)
 
 
 def _kth(v, cum, k):
@@ -316,22 +319,22 @@ def _count(v, cum, t, side: str):
   return idx if cum is None else jnp.where(idx > 0, cum[jnp.maximum(idx - 1, 0)], 0).astype(jnp.int32)
 
 
-def _geometry(unlearned, u_weights, retrained, r_weights, n):
+def _geometry(unlearned, u_weights, retrained, r_weights, n, presorted: bool = False):
   """Orientation, the degenerate check and the interval grids of one example.
 
   The columns are ``[D]`` float64 values with int32 multiplicities summing to ``n``
   (``+inf`` values of multiplicity 0 pad them); each column enters sorted, with its
   cumulative multiplicities, so order statistics and counts are searches.
   """
-  u, uw, ucum = _column(unlearned, u_weights)
-  r, rw, rcum = _column(retrained, r_weights)
+  u, uw, ucum = _column(unlearned, u_weights, presorted)
+  r, rw, rcum = _column(retrained, r_weights, presorted)
   half = lambda v, c: (_kth(v, c, (n - 1) // 2) + _kth(v, c, n // 2)) / 2
   retrained_pos = half(r, rcum) > half(u, ucum)
   pick = lambda a, b: tuple(None if x is None else jnp.where(retrained_pos, x, y) for x, y in zip(a, b))
   pos = pick((r, rw, rcum), (u, uw, ucum))
   neg = pick((u, uw, ucum), (r, rw, rcum))
-  pos_lo, pos_hi = pos[0][0], _kth(pos[0], pos[2], n - 1)
-  neg_lo, neg_hi = neg[0][0], _kth(neg[0], neg[2], n - 1)
+  pos_lo, pos_hi = _kth(pos[0], pos[2], 0), _kth(pos[0], pos[2], n - 1)
+  neg_lo, neg_hi = _kth(neg[0], neg[2], 0), _kth(neg[0], neg[2], n - 1)
   pos_range = pos_hi - pos_lo
   neg_range = neg_hi - neg_lo
   larger = jnp.where(pos_range > neg_range, pos_range, neg_range)
@@ -607,12 +610,13 @@ def _single_search(state, table, search_steps: int, per_step: int):
   return jnp.where(num_t > 0, best, -jnp.inf)
 
 
-def _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps: int, block: int):
+def _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps: int, block: int,
+                   presorted: bool = False):
   """Everything of :func:`competition_epsilon` before its search: the columns, grids, block bounds and start."""
   if NUM_LEFT % block:
     raise ValueError(f"block must divide the {NUM_LEFT} left edges, got {block}")
   n = table.shape[0] - 1
-  g = _geometry(unlearned, u_weights, retrained, r_weights, n)
+  g = _geometry(unlearned, u_weights, retrained, r_weights, n, presorted)
   (p, _, p_cum), (q, _, q_cum) = g["p"], g["q"]
   gather_eps = functools.partial(_table_lookup, table)
   single = _single_bounds(g, table, search_steps, block)
@@ -670,7 +674,7 @@ def _bounded_search(state, table, search_steps: int, block: int, per_step: int):
 
 
 def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
-                        block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP):
+                        block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP, presorted: bool = False):
   """The epsilon of :func:`competition_example` (and its grid check), without its best attack (jittable).
 
   Same arguments and the same geometry and single-threshold family; the interval family is
@@ -686,19 +690,19 @@ def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, se
   so the epsilon, is the same value bit for bit; the work is a few blocks per example.
   Also returns ``opened``, the number of blocks counted.
   """
-  state = _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps, block)
+  state = _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps, block, presorted)
   return _bounded_search(state, table, search_steps, block, per_step)
 
 
 def competition_epsilons(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
-                         block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP):
+                         block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP, presorted: bool = False):
   """:func:`competition_epsilon` over a leading axis of examples (jittable).
 
   The setup is vmapped over the axis; the search runs one example at a time, so each
   example opens its own number of blocks (vmapped, every example would run as many
   steps as the slowest one).
   """
-  setup = jax.vmap(lambda u, uw, r, rw: _bounded_setup(u, uw, r, rw, table, search_steps, block))
+  setup = jax.vmap(lambda u, uw, r, rw: _bounded_setup(u, uw, r, rw, table, search_steps, block, presorted))
   states = setup(unlearned, u_weights, retrained, r_weights)
   return jax.lax.map(lambda st: _bounded_search(st, table, search_steps, block, per_step), states)
 
