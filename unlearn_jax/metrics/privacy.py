@@ -642,7 +642,16 @@ def _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_ste
   least_q = jnp.maximum(_count(q, q_cum, r_min, "right")[:, None] - _count(q, q_cum, l_max, "left"), 0)
   bound = _error_bound(table, least_q, n - most_p)
   bound = jnp.where(valid[top][:, None], bound, -jnp.inf).reshape(-1)
-  return {"p": p, "p_cum": p_cum, "q": q, "q_cum": q_cum, "rights": rights, "starts": starts, "stops": stops,
+  # Both columns merged into one ascending column whose cumulative weight packs both counts,
+  # ``(n + 1) * #P + #Q``: one search per edge counts P and Q at once.
+  (_, p_w, _), (_, q_w, _) = g["p"], g["q"]
+  p_w = jnp.ones(p.shape, jnp.int32) if p_w is None else p_w
+  q_w = jnp.ones(q.shape, jnp.int32) if q_w is None else q_w
+  at_p = jnp.arange(p.shape[0]) + jnp.searchsorted(q, p, side="left")
+  at_q = jnp.arange(q.shape[0]) + jnp.searchsorted(p, q, side="right")
+  merged = jnp.zeros(p.shape[0] + q.shape[0], p.dtype).at[at_p].set(p).at[at_q].set(q)
+  packed = jnp.zeros(merged.shape, jnp.int32).at[at_p].set(p_w * (n + 1)).at[at_q].set(q_w)
+  return {"merged": merged, "packed_cum": jnp.cumsum(packed), "rights": rights, "starts": starts, "stops": stops,
           "valid": valid, "bound": bound, "single": single,
           "peaky": g["peaky"], "ok": ok | g["peaky"]}
 
@@ -651,7 +660,7 @@ def _bounded_search(state, table, search_steps: int, block: int, per_step: int):
   """The branch and bound of :func:`competition_epsilon` from :func:`_bounded_setup`'s state."""
   n = table.shape[0] - 1
   col_blocks = NUM_LEFT // block
-  p, p_cum, q, q_cum = state["p"], state["p_cum"], state["q"], state["q_cum"]
+  merged, packed_cum = state["merged"], state["packed_cum"]
   rights, starts, stops, valid = state["rights"], state["starts"], state["stops"], state["valid"]
   gather_eps = functools.partial(_table_lookup, table)
 
@@ -660,8 +669,10 @@ def _bounded_search(state, table, search_steps: int, block: int, per_step: int):
     i = (ids // col_blocks)[:, None] * block + jnp.arange(block)[None, :]
     j = (ids % col_blocks)[:, None] * block + jnp.arange(block)[None, :]
     lefts = linspace_at(j[:, None, :], starts[i][:, :, None], stops[i][:, :, None], NUM_LEFT)
-    in_p = jnp.maximum(_count(p, p_cum, rights[i], "right")[:, :, None] - _count(p, p_cum, lefts, "left"), 0)
-    in_q = jnp.maximum(_count(q, q_cum, rights[i], "right")[:, :, None] - _count(q, q_cum, lefts, "left"), 0)
+    # For l <= r both counts of [l, r] are >= 0, so the packed difference splits; for l > r both are 0.
+    inside = _count(merged, packed_cum, rights[i], "right")[:, :, None] - _count(merged, packed_cum, lefts, "left")
+    inside = jnp.where(lefts <= rights[i][:, :, None], inside, 0)
+    in_p, in_q = inside // (n + 1), inside % (n + 1)
     eps = jnp.where(valid[i][:, :, None], gather_eps(in_q, n - in_p), -jnp.inf)
     return jnp.max(eps, axis=(1, 2))
 
