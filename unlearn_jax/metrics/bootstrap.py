@@ -2,19 +2,21 @@
 
 * :func:`model_bootstrap` resamples the N unlearned and, independently, the N retrained
   models with replacement and recomputes every per-example epsilon and F for each draw.
-  A draw is its distinct models with their multiplicities (about 63% of N distinct): each
-  (example, draw) pair gathers those models' values on the device, and every count
-  becomes a weighted count (cumulative multiplicities), every order statistic a search in
-  them. Duplicates are ties, counted exactly: each draw equals the plain metric on the
+  A draw is a multiplicity per model (0 for the models it leaves out): each example's
+  values are sorted once, and each (example, draw) pair weights them by the draw's
+  multiplicities in that order, so every count becomes a weighted count (cumulative
+  multiplicities) and every order statistic a search in them, and no draw sorts.
+  Duplicates are ties, counted exactly: each draw equals the plain metric on the
   explicitly resampled arrays bit for bit. The pairs go through
   :func:`unlearn_jax.metrics.privacy.competition_epsilons` (the metric's geometry, grids
   and counts, with both attack families searched by branch and bound: only the blocks
   of attacks whose bound beats the best epsilon found are counted, a few percent of
-  them; about 0.05x a plain evaluation per draw at N = 512), in batches of
+  them; ~0.06-0.07x a plain evaluation per draw at N = 512), in batches of
   :data:`PAIR_BATCH` pairs (memory bounded by the batch) and blocks of
   :data:`PAIR_BLOCK` pairs that report progress. ``method="full"`` runs the metric's own
   per-example kernel, :func:`unlearn_jax.metrics.privacy.competition_example`, on every
-  pair instead (every attack counted; the same epsilons; ~0.6x per draw). The bounded
+  pair instead, on the draw's distinct models with their multiplicities (every attack
+  counted; the same epsilons; ~0.6-0.8x per draw). The bounded
   search needs the epsilon table to be non-increasing in both error counts
   (:func:`unlearn_jax.metrics.privacy.epsilon_table_monotone`, true for every N tried);
   where it is not, ``"full"`` runs.

@@ -61,7 +61,9 @@ positives and ``b`` false negatives scores at most ``table[max(a, 1), max(b, 1)]
 (every attack of a block lies in its widest interval and contains its narrowest), single
 thresholds in blocks of 16 sorted values per column (their candidates lie between the
 first and the last value's); blocks are counted exactly, highest bound first, until no
-bound beats the best epsilon found. The same geometry, grids, counts and table as
+bound beats the best epsilon found. A column's values left out of a bootstrap draw may stay
+in place with weight 0: the order statistics are weighted searches, and their
+single-threshold candidates are grid points too, so they cannot raise the maximum. The same geometry, grids, counts and table as
 :func:`competition_example`, so the same epsilon bit for bit; at N = 512 a few percent
 of the blocks are opened.
 
@@ -695,11 +697,15 @@ def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, se
   so it has at most the P count of the first and at least the Q count of the second, and
   (the table being non-increasing in both error counts, :func:`epsilon_table_monotone`)
   at most the table's value at those counts (``+inf`` where a perfect attack is possible).
-  Blocks are counted exactly as the search count method does (a binary search per left
-  edge, the grid recomputed bit for bit), ``per_step`` highest bounds at a time, until no
-  block left can beat the best epsilon found (or it reaches the cap). The maximum, and
-  so the epsilon, is the same value bit for bit; the work is a few blocks per example.
-  Also returns ``opened``, the number of blocks counted.
+  Blocks are counted exactly (the grid recomputed bit for bit, one binary search per edge
+  in both columns merged, whose cumulative weight packs both counts), ``per_step``
+  highest bounds at a time, until no block left can beat the best epsilon found (or it
+  reaches the cap); the single-threshold family is searched the same way first, its
+  maximum the interval search's starting point. The maximum, and so the epsilon, is the
+  same value bit for bit; the work is a few blocks per example. ``presorted``: each
+  column's values already ascend and carry weights (a value left out of a bootstrap draw
+  stays in place with weight 0), so nothing is sorted. Also returns ``opened``, the
+  number of interval blocks counted.
   """
   state = _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps, block, presorted)
   return _bounded_search(state, table, search_steps, block, per_step)
