@@ -63,9 +63,9 @@ thresholds in blocks of 16 sorted values per column (their candidates lie betwee
 first and the last value's); blocks are counted exactly, highest bound first, until no
 bound beats the best epsilon found. A column's values left out of a bootstrap draw may stay
 in place with weight 0: the order statistics are weighted searches, and their
-single-threshold candidates are grid points too, so they cannot raise the maximum. The same geometry, grids, counts and table as
-:func:`competition_example`, so the same epsilon bit for bit; at N = 512 a few percent
-of the blocks are opened.
+single-threshold candidates are grid points too, so they cannot raise the maximum. The
+same geometry, grids, counts and table as :func:`competition_example`, so the same epsilon
+bit for bit; at N = 512 a few percent of the blocks are opened.
 
 XLA's CPU backend contracts ``a * b + c`` into a fused multiply-add, and rewrites a division
 by a broadcast value (``(stop - start) / 399``) into a multiplication by its reciprocal; the
