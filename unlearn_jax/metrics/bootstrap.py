@@ -11,7 +11,7 @@
   :func:`unlearn_jax.metrics.privacy.competition_epsilons` (the metric's geometry, grids
   and counts, with both attack families searched by branch and bound: only the blocks
   of attacks whose bound beats the best epsilon found are counted, a few percent of
-  them; ~0.06-0.07x a plain evaluation per draw at N = 512), in batches of
+  them; ~0.065-0.08x a plain evaluation per draw at N = 512), in batches of
   :data:`PAIR_BATCH` pairs (memory bounded by the batch) and blocks of
   :data:`PAIR_BLOCK` pairs that report progress. ``method="full"`` runs the metric's own
   per-example kernel, :func:`unlearn_jax.metrics.privacy.competition_example`, on every
