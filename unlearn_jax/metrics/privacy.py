@@ -53,6 +53,20 @@ attack, +inf perfect separation), and every attack becomes one gather.
   binary search per left edge). Measured on the shared 2-core CPU (N = 512, CPU ms per
   example): lattice ~8-9, bucket ~14 (K = 4), search ~15-18.
 
+Epsilon only, by branch and bound (:func:`competition_epsilon`, the model bootstrap's
+kernel). The table is non-increasing in ``k_fp`` and in ``k_fn`` where both are >= 1
+(:func:`epsilon_table_monotone` checks it), so a set of attacks with at least ``a`` false
+positives and ``b`` false negatives scores at most ``table[max(a, 1), max(b, 1)]``
+(``+inf`` if both may be 0). Interval attacks come in blocks of 16 right x 16 left edges
+(every attack of a block lies in its widest interval and contains its narrowest), single
+thresholds in blocks of 16 sorted values per column (their candidates lie between the
+first and the last value's); blocks are counted exactly, highest bound first, until no
+bound beats the best epsilon found. A column's values left out of a bootstrap draw may stay
+in place with weight 0: the order statistics are weighted searches, and their
+single-threshold candidates are grid points too, so they cannot raise the maximum. The
+same geometry, grids, counts and table as :func:`competition_example`, so the same epsilon
+bit for bit; at N = 512 a few percent of the blocks are opened.
+
 XLA's CPU backend contracts ``a * b + c`` into a fused multiply-add, and rewrites a division
 by a broadcast value (``(stop - start) / 399``) into a multiplication by its reciprocal; the
 grids would then differ from numpy's by an ulp (and a count flips where a data point sits
@@ -86,6 +100,10 @@ NUM_RIGHT_MAX = 401
 PEAKY_RATIO = 0.01
 MAX_ABS_CONFIDENCE = 1e6
 MIN_SEARCH_STEPS = 11
+# competition_epsilon: interval attacks bounded in blocks of BOUND_BLOCK x BOUND_BLOCK, this many opened at a time.
+BOUND_BLOCK = 16
+BOUND_BLOCKS_PER_STEP = 4
+BOUND_MARGIN = 1e-7  # relative widening of a block's extreme left edges (their order across rows holds by ~1e8 ulps)
 # N is bounded: the epsilon table is [N+1, N+1] float32 (64 MiB at 4096, built with a few temporaries of
 # that size), and the competition used N = 512. 32,768 models would need 4 GiB per temporary.
 MAX_NUM_MODELS = 4096
@@ -277,16 +295,19 @@ def _count_below_bucket(p, q, lefts, lo, hi, valid_rows, occupancy_pad):
   return lt_p, lt_q, in_range, jnp.maximum(occ_p, occ_q)
 
 
-def _column(values, weights):
+def _column(values, weights, presorted: bool = False):
   """A column as its values sorted ascending (``+inf`` pads last), their multiplicities and cumulative multiplicities.
 
   ``weights=None`` is every value once: then the multiplicities are ``None`` and every
-  count below is the plain index (no cumulative gathers).
+  count below is the plain index (no cumulative gathers). ``presorted``: the values
+  already ascend (absent ones may stay in place with multiplicity 0), nothing is sorted.
   """
   if weights is None:
     return jnp.sort(values), None, None
-  order = jnp.argsort(values)
-  return values[order], weights[order], jnp.cumsum(weights[order])
+  if presorted:
+    return values, weights, jnp.cumsum(weights)
+  values, weights = jax.lax.sort((values, weights), num_keys=1, is_stable=True)
+  return values, weights, jnp.cumsum(weights)
 
 
 def _kth(v, cum, k):
@@ -300,22 +321,22 @@ def _count(v, cum, t, side: str):
   return idx if cum is None else jnp.where(idx > 0, cum[jnp.maximum(idx - 1, 0)], 0).astype(jnp.int32)
 
 
-def _geometry(unlearned, u_weights, retrained, r_weights, n):
+def _geometry(unlearned, u_weights, retrained, r_weights, n, presorted: bool = False):
   """Orientation, the degenerate check and the interval grids of one example.
 
   The columns are ``[D]`` float64 values with int32 multiplicities summing to ``n``
   (``+inf`` values of multiplicity 0 pad them); each column enters sorted, with its
   cumulative multiplicities, so order statistics and counts are searches.
   """
-  u, uw, ucum = _column(unlearned, u_weights)
-  r, rw, rcum = _column(retrained, r_weights)
+  u, uw, ucum = _column(unlearned, u_weights, presorted)
+  r, rw, rcum = _column(retrained, r_weights, presorted)
   half = lambda v, c: (_kth(v, c, (n - 1) // 2) + _kth(v, c, n // 2)) / 2
   retrained_pos = half(r, rcum) > half(u, ucum)
   pick = lambda a, b: tuple(None if x is None else jnp.where(retrained_pos, x, y) for x, y in zip(a, b))
   pos = pick((r, rw, rcum), (u, uw, ucum))
   neg = pick((u, uw, ucum), (r, rw, rcum))
-  pos_lo, pos_hi = pos[0][0], _kth(pos[0], pos[2], n - 1)
-  neg_lo, neg_hi = neg[0][0], _kth(neg[0], neg[2], n - 1)
+  pos_lo, pos_hi = _kth(pos[0], pos[2], 0), _kth(pos[0], pos[2], n - 1)
+  neg_lo, neg_hi = _kth(neg[0], neg[2], 0), _kth(neg[0], neg[2], n - 1)
   pos_range = pos_hi - pos_lo
   neg_range = neg_hi - neg_lo
   larger = jnp.where(pos_range > neg_range, pos_range, neg_range)
@@ -382,7 +403,13 @@ def _single_candidates(pos, neg, lo, hi, num_t, steps: int):
   ``<= v``: a binary search of ``steps`` halvings over ``[0, T]`` (``T < 2**steps``).
   Indices are clipped to ``T - 1`` (an index past the end repeats the last point).
   """
-  values = jnp.concatenate([pos, neg])
+  num_le = _grid_rank(jnp.concatenate([pos, neg]), lo, hi, num_t, steps)
+  idx = jnp.sort(jnp.concatenate([jnp.zeros((1,), jnp.int32), num_le]))
+  return jnp.clip(idx, 0, jnp.maximum(num_t - 1, 0))
+
+
+def _grid_rank(values, lo, hi, num_t, steps: int):
+  """The number of single-threshold grid points ``<= v`` for each value: ``steps`` halvings over ``[0, T]``."""
 
   def halve(_, state):
     below, above = state  # grid(k) <= v for k < below, grid(k) > v for k >= above
@@ -393,8 +420,30 @@ def _single_candidates(pos, neg, lo, hi, num_t, steps: int):
 
   start = jnp.zeros(values.shape, jnp.int32)
   num_le, _ = jax.lax.fori_loop(0, steps, halve, (start, jnp.broadcast_to(num_t, values.shape)))
-  idx = jnp.sort(jnp.concatenate([jnp.zeros((1,), jnp.int32), num_le]))
-  return jnp.clip(idx, 0, jnp.maximum(num_t - 1, 0))
+  return num_le
+
+
+def _table_lookup(table, k_fp, k_fn):
+  """``table[k_fp, k_fn]`` as one gather from the flattened ``[N+1, N+1]`` epsilon table."""
+  return table.reshape(-1)[k_fp * table.shape[0] + k_fn]
+
+
+def _single_family(g, gather_eps, n, search_steps: int):
+  """The single-threshold family of an example from :func:`_geometry`: predict positive iff ``c >= t``.
+
+  ``t`` runs over a float32 grid over the pooled range; returns the grid size ``T``, the
+  ascending candidate thresholds of :func:`_single_candidates`, their counts ``k_fp``,
+  ``k_fn`` and epsilons (``-inf`` where ``T = 0``).
+  """
+  (pos, _, pos_cum), (neg, _, neg_cum) = g["pos"], g["neg"]
+  lo, hi = g["lo"], g["hi"]
+  num_t = jnp.ceil((hi - lo) * PER_UNIT).astype(jnp.int32)
+  candidates = _single_candidates(pos, neg, lo, hi, num_t, search_steps)
+  thresholds = _single_grid(candidates, lo, hi, num_t)
+  k_fn = _count(pos, pos_cum, thresholds, "left")
+  k_fp = n - _count(neg, neg_cum, thresholds, "left")
+  eps_single = jnp.where(num_t > 0, gather_eps(k_fp, k_fn), -jnp.inf)
+  return num_t, thresholds, k_fp, k_fn, eps_single
 
 
 def competition_example(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
@@ -415,15 +464,12 @@ def competition_example(unlearned, u_weights, retrained, r_weights, table, *, se
   n = table.shape[0] - 1
   f64 = unlearned.dtype
   g = _geometry(unlearned, u_weights, retrained, r_weights, n)
-  (pos, _, pos_cum), (neg, _, neg_cum), (p, p_w, p_cum), (q, q_w, q_cum) = g["pos"], g["neg"], g["p"], g["q"]
+  (p, p_w, p_cum), (q, q_w, q_cum) = g["p"], g["q"]
   peaky = g["peaky"]
   retrained_pos, p_is_neg, num_right = g["retrained_pos"], g["p_is_neg"], g["num_right"]
   rights, starts, stops = g["rights"], g["starts"], g["stops"]
   i = jnp.arange(NUM_RIGHT_MAX)
-  flat_table = table.reshape(-1)
-
-  def gather_eps(k_fp, k_fn):
-    return flat_table[k_fp * (n + 1) + k_fn]
+  gather_eps = functools.partial(_table_lookup, table)
 
   le_p = _count(p, p_cum, rights, "right")
   le_q = _count(q, q_cum, rights, "right")
@@ -454,14 +500,7 @@ def competition_example(unlearned, u_weights, retrained, r_weights, table, *, se
   int_left = linspace_at(bj, starts[bi], stops[bi], NUM_LEFT)
   int_right = rights[bi]
 
-  # Single thresholds: predict positive iff c >= t, t on a float32 grid over the pooled range.
-  lo, hi = g["lo"], g["hi"]
-  num_t = jnp.ceil((hi - lo) * PER_UNIT).astype(jnp.int32)
-  candidates = _single_candidates(pos, neg, lo, hi, num_t, search_steps)
-  thresholds = _single_grid(candidates, lo, hi, num_t)
-  k_fn = _count(pos, pos_cum, thresholds, "left")
-  k_fp = n - _count(neg, neg_cum, thresholds, "left")
-  eps_single = jnp.where(num_t > 0, gather_eps(k_fp, k_fn), -jnp.inf)
+  num_t, thresholds, k_fp, k_fn, eps_single = _single_family(g, gather_eps, n, search_steps)
   best_single = jnp.argmax(eps_single)  # candidates ascend: the first maximum of the grid
 
   int_max = eps_int[best_int]
@@ -490,6 +529,199 @@ def competition_example(unlearned, u_weights, retrained, r_weights, table, *, se
       "ok": ok | peaky,
       "occupancy": jnp.where(peaky, 0, occupancy),
   }
+
+
+@functools.lru_cache(maxsize=16)
+def epsilon_table_monotone(num_models: int) -> bool:
+  """Whether :func:`epsilon_table` is non-increasing in ``k_fp`` and in ``k_fn`` wherever both are >= 1.
+
+  :func:`competition_epsilon` bounds a block of interval attacks by the table's value at
+  the block's fewest possible errors, which needs this (checked on the table itself).
+  """
+  t = epsilon_table(num_models)[1:, 1:]
+  return bool(np.all(t[1:, :] <= t[:-1, :]) and np.all(t[:, 1:] <= t[:, :-1]))
+
+
+def _best_first(bound, start, block_max, per_step: int):
+  """The largest of ``start`` and every block's value, opening blocks (``block_max(ids)``) by descending bound.
+
+  Stops once no unopened block's bound beats the best value found or that reaches the
+  epsilon cap. Returns the best value and the number of blocks opened.
+  """
+
+  per_step = min(per_step, bound.shape[0])
+
+  def open_more(carry):
+    left, best, opened = carry
+    _, ids = jax.lax.top_k(left, per_step)
+    return left.at[ids].set(-jnp.inf), jnp.maximum(best, jnp.max(block_max(ids))), opened + per_step
+
+  can_beat = lambda carry: (jnp.max(carry[0]) > carry[1]) & (carry[1] < EPSILON_CAP)
+  _, best, opened = jax.lax.while_loop(can_beat, open_more, (bound, start, jnp.int32(0)))
+  return best, opened
+
+
+def _error_bound(table, least_fp, least_fn):
+  """The largest table value with at least these errors: ``+inf`` if both may be 0, else at ``max(., 1)`` each."""
+  n = table.shape[0] - 1
+  return jnp.where((least_fp == 0) & (least_fn == 0), jnp.inf,
+                   _table_lookup(table, jnp.clip(least_fp, 1, n), jnp.clip(least_fn, 1, n)))
+
+
+def _single_bounds(g, table, search_steps: int, block: int):
+  """The single-threshold family of :func:`_single_family` cut into blocks, with each block's bound.
+
+  Each column's sorted values are cut into blocks of ``block``; a block's candidates lie
+  between the candidates of its first and last values (grid ranks are monotone), so
+  they have at least the ``k_fn`` of the first and the ``k_fp`` of the last.
+  """
+  n = table.shape[0] - 1
+  (pos, _, pos_cum), (neg, _, neg_cum) = g["pos"], g["neg"]
+  lo, hi = g["lo"], g["hi"]
+  num_t = jnp.ceil((hi - lo) * PER_UNIT).astype(jnp.int32)
+  width = -(-pos.shape[0] // block) * block
+  padded = lambda v: jnp.concatenate([v, jnp.full((width - v.shape[0],), jnp.inf, v.dtype)])
+  values = jnp.concatenate([padded(pos), padded(neg)]).reshape(-1, block)
+  state = {"pos": pos, "pos_cum": pos_cum, "neg": neg, "neg_cum": neg_cum, "lo": lo, "hi": hi, "num_t": num_t,
+           "values": values}
+  ends = _grid_rank(values[:, jnp.array([0, block - 1])], lo, hi, num_t, search_steps)
+  t_lo, t_hi = _single_at(state, ends[:, 0]), _single_at(state, ends[:, 1])
+  state["bound"] = jnp.where(num_t > 0, _error_bound(table, n - _count(neg, neg_cum, t_hi, "left"),
+                                                     _count(pos, pos_cum, t_lo, "left")), -jnp.inf)
+  return state
+
+
+def _single_at(state, idx):
+  """The single-threshold grid point of each index, clipped to the grid as the candidates are."""
+  lo, hi, num_t = state["lo"], state["hi"], state["num_t"]
+  return _single_grid(jnp.clip(idx, 0, jnp.maximum(num_t - 1, 0)), lo, hi, num_t)
+
+
+def _single_search(state, table, search_steps: int, per_step: int):
+  """The largest epsilon of the single-threshold family from :func:`_single_bounds` (``-inf`` if ``T = 0``)."""
+  n = table.shape[0] - 1
+  pos, pos_cum, neg, neg_cum = state["pos"], state["pos_cum"], state["neg"], state["neg_cum"]
+
+  def eps_at(idx):
+    t = _single_at(state, idx)
+    return _table_lookup(table, n - _count(neg, neg_cum, t, "left"), _count(pos, pos_cum, t, "left"))
+
+  lo, hi, num_t, values = state["lo"], state["hi"], state["num_t"], state["values"]
+  block_max = lambda ids: jnp.max(eps_at(_grid_rank(values[ids], lo, hi, num_t, search_steps)), axis=1)
+  best, _ = _best_first(state["bound"], eps_at(jnp.int32(0)), block_max, per_step)
+  return jnp.where(num_t > 0, best, -jnp.inf)
+
+
+def _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps: int, block: int,
+                   presorted: bool = False):
+  """Everything of :func:`competition_epsilon` before its search: the columns, grids, block bounds and start."""
+  if NUM_LEFT % block:
+    raise ValueError(f"block must divide the {NUM_LEFT} left edges, got {block}")
+  n = table.shape[0] - 1
+  g = _geometry(unlearned, u_weights, retrained, r_weights, n, presorted)
+  (p, _, p_cum), (q, _, q_cum) = g["p"], g["q"]
+  gather_eps = functools.partial(_table_lookup, table)
+  single = _single_bounds(g, table, search_steps, block)
+  ok = (g["num_right"] <= NUM_RIGHT_MAX) & (single["num_t"] < (1 << search_steps))
+
+  row_blocks, col_blocks = -(-NUM_RIGHT_MAX // block), NUM_LEFT // block
+  rows = row_blocks * block
+  pad = lambda x: jnp.concatenate([x, jnp.zeros((rows - NUM_RIGHT_MAX,), x.dtype)])
+  rights, starts, stops = pad(g["rights"]), pad(g["starts"]), pad(g["stops"])
+  valid = jnp.arange(rows) < jnp.minimum(g["num_right"], NUM_RIGHT_MAX)
+
+  # Block bounds: [row_blocks, col_blocks]. Each grid is ascending, and a left edge rises by about
+  # 0.01 from one right edge to the next (its rounding moves it by ~1e-10 at most, |c| <= 1e6):
+  # a block's extreme left edges are those of its first and last valid rows, widened by a margin.
+  top = jnp.arange(row_blocks) * block
+  bottom = jnp.clip(top + block - 1, 0, jnp.maximum(jnp.minimum(g["num_right"], NUM_RIGHT_MAX) - 1, 0))
+  first = jnp.arange(col_blocks) * block
+  l_min = linspace_at(first[None, :], starts[top][:, None], stops[top][:, None], NUM_LEFT)
+  l_max = linspace_at(first[None, :] + block - 1, starts[bottom][:, None], stops[bottom][:, None], NUM_LEFT)
+  l_min, l_max = l_min - BOUND_MARGIN * (1 + jnp.abs(l_min)), l_max + BOUND_MARGIN * (1 + jnp.abs(l_max))
+  r_min, r_max = rights[top], rights[bottom]
+  most_p = jnp.maximum(_count(p, p_cum, r_max, "right")[:, None] - _count(p, p_cum, l_min, "left"), 0)
+  least_q = jnp.maximum(_count(q, q_cum, r_min, "right")[:, None] - _count(q, q_cum, l_max, "left"), 0)
+  bound = _error_bound(table, least_q, n - most_p)
+  bound = jnp.where(valid[top][:, None], bound, -jnp.inf).reshape(-1)
+  # Both columns merged into one ascending column whose cumulative weight packs both counts,
+  # ``(n + 1) * #P + #Q``: one search per edge counts P and Q at once.
+  (_, p_w, _), (_, q_w, _) = g["p"], g["q"]
+  p_w = jnp.ones(p.shape, jnp.int32) if p_w is None else p_w
+  q_w = jnp.ones(q.shape, jnp.int32) if q_w is None else q_w
+  at_p = jnp.arange(p.shape[0]) + jnp.searchsorted(q, p, side="left")
+  at_q = jnp.arange(q.shape[0]) + jnp.searchsorted(p, q, side="right")
+  merged = jnp.zeros(p.shape[0] + q.shape[0], p.dtype).at[at_p].set(p).at[at_q].set(q)
+  packed = jnp.zeros(merged.shape, jnp.int32).at[at_p].set(p_w * (n + 1)).at[at_q].set(q_w)
+  return {"merged": merged, "packed_cum": jnp.cumsum(packed), "rights": rights, "starts": starts, "stops": stops,
+          "valid": valid, "bound": bound, "single": single,
+          "peaky": g["peaky"], "ok": ok | g["peaky"]}
+
+
+def _bounded_search(state, table, search_steps: int, block: int, per_step: int):
+  """The branch and bound of :func:`competition_epsilon` from :func:`_bounded_setup`'s state."""
+  n = table.shape[0] - 1
+  col_blocks = NUM_LEFT // block
+  merged, packed_cum = state["merged"], state["packed_cum"]
+  rights, starts, stops, valid = state["rights"], state["starts"], state["stops"], state["valid"]
+  gather_eps = functools.partial(_table_lookup, table)
+
+  def block_max(ids):
+    """The exact largest epsilon of each block in ``ids`` (``-inf`` for rows past the grid)."""
+    i = (ids // col_blocks)[:, None] * block + jnp.arange(block)[None, :]
+    j = (ids % col_blocks)[:, None] * block + jnp.arange(block)[None, :]
+    lefts = linspace_at(j[:, None, :], starts[i][:, :, None], stops[i][:, :, None], NUM_LEFT)
+    # For l <= r both counts of [l, r] are >= 0, so the packed difference splits; for l > r both are 0.
+    inside = _count(merged, packed_cum, rights[i], "right")[:, :, None] - _count(merged, packed_cum, lefts, "left")
+    inside = jnp.where(lefts <= rights[i][:, :, None], inside, 0)
+    in_p, in_q = inside // (n + 1), inside % (n + 1)
+    eps = jnp.where(valid[i][:, :, None], gather_eps(in_q, n - in_p), -jnp.inf)
+    return jnp.max(eps, axis=(1, 2))
+
+  skip = state["peaky"] | ~state["ok"]
+  single = dict(state["single"], bound=jnp.where(skip, -jnp.inf, state["single"]["bound"]))
+  start = jnp.where(skip, jnp.inf, _single_search(single, table, search_steps, per_step))
+  best, opened = _best_first(state["bound"], start, block_max, per_step)
+  eps = jnp.where(state["peaky"], EPSILON_CAP, jnp.clip(jnp.where(best > -jnp.inf, best, 0.0), 0.0, EPSILON_CAP))
+  return {"epsilon": eps.astype(jnp.float32), "ok": state["ok"], "opened": opened}
+
+
+def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
+                        block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP, presorted: bool = False):
+  """The epsilon of :func:`competition_example` (and its grid check), without its best attack (jittable).
+
+  Same arguments and the same geometry and single-threshold family; the interval family is
+  searched by branch and bound instead of counted cell by cell. Its ``R x 400`` attacks
+  are cut into ``block x block`` blocks; every attack of a block lies inside the widest
+  interval ``[min l, max r]`` of the block and contains the narrowest ``[max l, min r]``,
+  so it has at most the P count of the first and at least the Q count of the second, and
+  (the table being non-increasing in both error counts, :func:`epsilon_table_monotone`)
+  at most the table's value at those counts (``+inf`` where a perfect attack is possible).
+  Blocks are counted exactly (the grid recomputed bit for bit, one binary search per edge
+  in both columns merged, whose cumulative weight packs both counts), ``per_step``
+  highest bounds at a time, until no block left can beat the best epsilon found (or it
+  reaches the cap); the single-threshold family is searched the same way first, its
+  maximum the interval search's starting point. The maximum, and so the epsilon, is the
+  same value bit for bit; the work is a few blocks per example. ``presorted``: each
+  column's values already ascend and carry weights (a value left out of a bootstrap draw
+  stays in place with weight 0), so nothing is sorted. Also returns ``opened``, the
+  number of interval blocks counted.
+  """
+  state = _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps, block, presorted)
+  return _bounded_search(state, table, search_steps, block, per_step)
+
+
+def competition_epsilons(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
+                         block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP, presorted: bool = False):
+  """:func:`competition_epsilon` over a leading axis of examples (jittable).
+
+  The setup is vmapped over the axis; the search runs one example at a time, so each
+  example opens its own number of blocks (vmapped, every example would run as many
+  steps as the slowest one).
+  """
+  setup = jax.vmap(lambda u, uw, r, rw: _bounded_setup(u, uw, r, rw, table, search_steps, block, presorted))
+  states = setup(unlearned, u_weights, retrained, r_weights)
+  return jax.lax.map(lambda st: _bounded_search(st, table, search_steps, block, per_step), states)
 
 
 @functools.partial(jax.jit, static_argnames=("search_steps", "occupancy_pad", "count_method"))
