@@ -142,7 +142,9 @@ def test_stability_from_stored_populations(runs):
                  "--format", "csv"])
   lines = [line for line in out.splitlines() if line[:1].isdigit()]
   assert len(lines) == 4
-  full = {line.split(",")[1]: float(line.split(",")[2]) for line in lines if line.startswith("4,")}
+  header = next(line for line in out.splitlines() if line.startswith("n,method,")).split(",")
+  at = header.index("mean_F")
+  full = {line.split(",")[1]: float(line.split(",")[at]) for line in lines if line.startswith("4,")}
   assert full == {"finetune": pytest.approx(runs["r_finetune"]["forgetting_quality"]),
                   "none": pytest.approx(runs["r_none"]["forgetting_quality"])}
   with open(png, "rb") as f:

@@ -123,6 +123,44 @@ def test_stability_recovers_a_planted_ordering_at_full_n():
   assert text[0] == ",".join(stability.COLUMNS) and len(text) == 1 + 6
 
 
+def test_stability_taus_match_a_loop_over_subsamples():
+  """Every tau column recomputed from the documented draws: per repeat, one permutation per population,
+  the first n models the subsample, the next n its disjoint partner; F by the plain metric."""
+  from scipy import stats
+  rng0 = np.random.default_rng(3)
+  n_models, e = 12, 6
+  r = [rng0.normal(size=(n_models, e))] * 3
+  u = [rng0.normal(d, 1.0, size=(n_models, e)) for d in (0.0, 0.7, 1.5)]
+  out = stability.stability(["a", "b", "c"], u, r, sizes=[4, 8, 12], repeats=5, seed=11, level=0.8)
+  rng = np.random.default_rng(11)
+  full = [forgetting_quality(a, b) for a, b in zip(u, r)]
+
+  def tau(x, y):
+    with np.errstate(all="ignore"):
+      return float(stats.kendalltau(x, y).statistic)
+
+  for n in (4, 8):
+    pu = [rng.permutation(n_models) for _ in range(5)]
+    pr = [rng.permutation(n_models) for _ in range(5)]
+    first = [[forgetting_quality(u[m][pu[k][:n]], r[m][pr[k][:n]]) for m in range(3)] for k in range(5)]
+    single = np.array([tau(f, full) for f in first])
+    row = next(x for x in out["rows"] if x["n"] == n)
+    ok = single[np.isfinite(single)]
+    assert row["mean_tau"] == pytest.approx(ok.mean())
+    assert [row["tau_lo"], row["tau_hi"]] == pytest.approx(list(np.quantile(ok, [0.1, 0.9])))
+    if 2 * n <= n_models:
+      second = [[forgetting_quality(u[m][pu[k][n:2 * n]], r[m][pr[k][n:2 * n]]) for m in range(3)] for k in range(5)]
+      pair = np.array([tau(a, b) for a, b in zip(first, second)])
+      ok = pair[np.isfinite(pair)]
+      assert row["disjoint_tau"] == pytest.approx(ok.mean())
+      assert [row["disjoint_lo"], row["disjoint_hi"]] == pytest.approx(list(np.quantile(ok, [0.1, 0.9])))
+    else:
+      assert np.isnan(row["disjoint_tau"]) and np.isnan(row["disjoint_lo"])
+    assert row["mean_F"] == pytest.approx(np.mean([f[0] for f in first]))
+  at_full = next(x for x in out["rows"] if x["n"] == 12)
+  assert at_full["mean_tau"] == at_full["tau_lo"] == at_full["tau_hi"] == 1.0 and np.isnan(at_full["disjoint_tau"])
+
+
 def test_subsample_sizes():
   assert stability.subsample_sizes(100) == [8, 16, 32, 64, 100]
   assert stability.subsample_sizes(64) == [8, 16, 32, 64]
