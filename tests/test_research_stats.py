@@ -53,6 +53,18 @@ def test_bootstrap_of_one_distribution_covers_the_ceiling():
   assert out["percentile"][1] < out["point"] and out["bias"] < 0
 
 
+def test_forgetting_quality_interval_is_the_bootstrap_intervals_f():
+  # the ceiling's interval (F alone) is the interval --bootstrap reports for F, on the same draws
+  rng = np.random.default_rng(6)
+  u_conf, r_conf = rng.normal(size=(6, 5)), rng.normal(0.5, 1.0, size=(6, 5))
+  u, r = _pops(u_conf, r_conf, rng)
+  from unlearn_jax.metrics import per_example_epsilons
+  full = uncertainty.bootstrap_intervals(u, r, per_example_epsilons(u_conf, r_conf), num_draws=9, seed=2)
+  assert uncertainty.forgetting_quality_interval(u_conf, r_conf, num_draws=9, seed=2) == full["forgetting_quality"]
+  with pytest.raises(ValueError, match="draws"):
+    uncertainty.forgetting_quality_interval(u_conf, r_conf, num_draws=1)
+
+
 def test_final_score_of_draws_matches_a_loop_over_final_score():
   rng = np.random.default_rng(5)
   u, r = _pops(rng.normal(size=(6, 3)), rng.normal(size=(6, 3)), rng)
