@@ -34,6 +34,7 @@ def _truth(rng):
 def test_the_reported_model_interval_covers_expected_f_at_the_benchmarks_rate():
   rng = np.random.default_rng(2024)
   target = _truth(rng)
+  hits = 0
   for k in range(DATASETS):
     u, r = rng.normal(size=(N, E)), rng.normal(size=(N, E))
     got = forgetting_quality_interval(u, r, num_draws=DRAWS, seed=k)
