@@ -209,7 +209,7 @@ def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
     ax_t.text(0.5, 0.5, f"no subsample size below N = {full_n}", transform=ax_t.transAxes, ha="center", color="0.4")
   ax_t.set_ylim(-1.05, 1.1)
   ax_t.set_xlabel("models per population (n)")
-  ax_t.set_ylabel(f"Kendall's tau vs the ranking at N = {full_n}")
+  ax_t.set_ylabel("Kendall's tau between rankings")
   ax_t.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
   import textwrap
   fig.suptitle("\n".join(textwrap.wrap(title or f"ranking stability over {result['repeats']} subsamples per n",
