@@ -4,8 +4,8 @@ The process is the benchmark's ``identical`` one: per example, retrained and unl
 confidences both Normal(0, 1). E[F] at N is estimated from independent redraws of both
 populations; each of D datasets then gets the interval that ``--bootstrap`` reports
 (:func:`unlearn_jax.analysis.uncertainty.forgetting_quality_interval`). The benchmark
-measured this interval's coverage on this process at 0.83 +- 0.11 (N = 16, 12 datasets) and
-1.00 (N = 64 and 256, 10 and 4 datasets) with B = 200, E = 10: 24 of 26 datasets pooled
+measured this interval's coverage on this process at 0.85 +- 0.05 (N = 16, 52 datasets) and
+1.00 (N = 64 and 256, 10 and 4 datasets) with B = 200, E = 10
 (``benchmarks/README.md``, "Model intervals of F").
 
 The default test is small (N = 16, E = 4, B = 50, 12 datasets: seconds) and weak: it asks for
