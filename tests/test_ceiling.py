@@ -135,3 +135,40 @@ def test_after_dropped_seeds_the_ceiling_is_rescored_on_the_kept_seeds(reference
                              "cache": {"retrained": ref.retrained.directory}})["num_models"] == N
   # the ceiling's models gone: no ceiling rather than one at the wrong N
   assert protocol_run.ceiling_at(dict(stored, unlearned_chunks=str(base / "gone")), keep, retrained) is None
+
+
+def _ceiling_confidences(stored):
+  chunks = stored["unlearned_chunks"]
+  files = sorted(f for f in os.listdir(chunks) if f.startswith("chunk-"))
+  return np.concatenate([checkpoint.load_arrays(os.path.join(chunks, f))[0]["out/forget_confidence"] for f in files])
+
+
+def test_with_bootstrap_the_ceiling_has_its_own_interval_and_klom_its_retrain_baseline(reference):
+  """The ceiling's interval: the model bootstrap of its own models against the reference, recomputed by a
+  loop over explicitly resampled arrays; KLOM's baseline: KLOM of the ceiling's models against the reference."""
+  import dataclasses
+  from unlearn_jax.metrics.klom import klom, klom_summary
+  ref, base = reference
+  if ceiling.read(ref.retrained.directory, N) is None:
+    protocol_run.ceiling_of(ref, Progress(enabled=False))
+  stored = ceiling.read(ref.retrained.directory, N)
+  conf, retrained = _ceiling_confidences(stored), ref.retrained.outputs["forget_confidence"]
+  np.testing.assert_array_equal(protocol_run.ceiling_outputs(stored)["forget_confidence"], conf)
+  draws = 12
+  asked = dataclasses.replace(ref, ctx=ref.ctx.replace_config(bootstrap=draws, metrics=("competition", "klom")))
+  method = protocol_context.build_method(asked.ctx.replace_config(method="retrain", hyperparameters=()))
+  record = protocol_run.evaluate_on(asked, method, Progress(enabled=False), output_dir=None, unlearn_seed=7).record
+  got = record["ceiling"]["interval"]
+  rng = np.random.default_rng(asked.ctx.config.seed)  # model_bootstrap's documented draws
+  u_idx, r_idx = rng.integers(0, N, (draws, N)), rng.integers(0, N, (draws, N))
+  values = np.array([forgetting_quality(conf[u], retrained[r]) for u, r in zip(u_idx, r_idx)])
+  point = forgetting_quality(conf, retrained)
+  assert got["point"] == pytest.approx(point, abs=1e-12) == record["ceiling"]["forgetting_quality"]
+  bias = values.mean() - point
+  assert [got["lo"], got["hi"]] == pytest.approx(list(np.percentile(values, [2.5, 97.5]) - bias), abs=1e-9)
+  want = klom_summary(klom(conf, retrained))
+  assert record["klom_baseline"]["forget"]["mean"] == pytest.approx(want["mean"], abs=1e-12)
+  assert record["klom_baseline"]["forget"]["p95"] == pytest.approx(want["p95"], abs=1e-12)
+  # without --bootstrap the ceiling keeps its point only; without klom there is no baseline
+  plain = protocol_run.evaluate_on(ref, method, Progress(enabled=False), output_dir=None, unlearn_seed=7).record
+  assert "interval" not in plain["ceiling"] and "klom_baseline" not in plain

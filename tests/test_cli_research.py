@@ -119,6 +119,14 @@ def test_ceiling_is_retrain_as_the_method_and_reaches_the_leaderboard(runs):
   assert r["ceiling"]["forgetting_quality"] == stored["forgetting_quality"] > 0
   assert r["ceiling"]["ratio"] == pytest.approx(r["forgetting_quality"] / stored["forgetting_quality"])
   assert runs["r_none"]["ceiling"]["forgetting_quality"] == stored["forgetting_quality"]  # found in the cache
+  # --bootstrap: the ceiling's own interval around its point; klom: the retrain-vs-retrain baseline of the
+  # ceiling's models (forget split: the ceiling run measures no margins), in both runs
+  interval = r["ceiling"]["interval"]
+  assert interval["point"] == pytest.approx(stored["forgetting_quality"], abs=1e-12)
+  assert interval["lo"] <= interval["point"] <= interval["hi"] and "interval" not in runs["r_none"]["ceiling"]
+  from unlearn_jax.metrics.klom import klom
+  for run in (r, runs["r_none"]):
+    assert run["klom_baseline"]["forget"]["mean"] == pytest.approx(float(np.mean(klom(conf, retrained))), abs=1e-12)
   out, _ = _cli(["leaderboard", runs["finetune"], runs["none"], "--format", "csv"])
   rows = {line.split(",")[1]: line for line in out.splitlines()[1:]}
   b = r["bootstrap"]["forgetting_quality"]
@@ -159,7 +167,9 @@ def test_stability_from_stored_populations(runs):
                  "--format", "csv"])
   lines = [line for line in out.splitlines() if line[:1].isdigit()]
   assert len(lines) == 4
-  full = {line.split(",")[1]: float(line.split(",")[2]) for line in lines if line.startswith("4,")}
+  header = next(line for line in out.splitlines() if line.startswith("n,method,")).split(",")
+  at = header.index("mean_F")
+  full = {line.split(",")[1]: float(line.split(",")[at]) for line in lines if line.startswith("4,")}
   assert full == {"finetune": pytest.approx(runs["r_finetune"]["forgetting_quality"]),
                   "none": pytest.approx(runs["r_none"]["forgetting_quality"])}
   with open(png, "rb") as f:

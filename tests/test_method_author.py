@@ -270,6 +270,9 @@ def test_ceiling_ratio_after_a_nan_drop_uses_the_kept_models(dropped_run):
   expected = float(forgetting_metric(ceiling_conf[kept], arrays["retrained/forget_confidence"]).forgetting_quality)
   assert c["forgetting_quality"] == pytest.approx(expected, abs=1e-12)
   assert c["ratio"] == pytest.approx(r["forgetting_quality"] / expected)
+  # --bootstrap: the ceiling's own interval, from its models at the kept seeds against the kept reference
+  assert c["interval"]["point"] == pytest.approx(expected, abs=1e-12)
+  assert c["interval"]["lo"] <= c["interval"]["point"] <= c["interval"]["hi"]
   assert f"at N={kept.size}, subsampled from {N}" in dropped_run["stdout"]
 
 

@@ -53,6 +53,18 @@ def test_bootstrap_of_one_distribution_covers_the_ceiling():
   assert out["percentile"][1] < out["point"] and out["bias"] < 0
 
 
+def test_forgetting_quality_interval_is_the_bootstrap_intervals_f():
+  # the ceiling's interval (F alone) is the interval --bootstrap reports for F, on the same draws
+  rng = np.random.default_rng(6)
+  u_conf, r_conf = rng.normal(size=(6, 5)), rng.normal(0.5, 1.0, size=(6, 5))
+  u, r = _pops(u_conf, r_conf, rng)
+  from unlearn_jax.metrics import per_example_epsilons
+  full = uncertainty.bootstrap_intervals(u, r, per_example_epsilons(u_conf, r_conf), num_draws=9, seed=2)
+  assert uncertainty.forgetting_quality_interval(u_conf, r_conf, num_draws=9, seed=2) == full["forgetting_quality"]
+  with pytest.raises(ValueError, match="draws"):
+    uncertainty.forgetting_quality_interval(u_conf, r_conf, num_draws=1)
+
+
 def test_final_score_of_draws_matches_a_loop_over_final_score():
   rng = np.random.default_rng(5)
   u, r = _pops(rng.normal(size=(6, 3)), rng.normal(size=(6, 3)), rng)
@@ -121,6 +133,44 @@ def test_stability_recovers_a_planted_ordering_at_full_n():
   assert {row["n"] for row in out["rows"]} == {4, 8}
   text = stability.table(out, "csv").splitlines()
   assert text[0] == ",".join(stability.COLUMNS) and len(text) == 1 + 6
+
+
+def test_stability_taus_match_a_loop_over_subsamples():
+  """Every tau column recomputed from the documented draws: per repeat, one permutation per population,
+  the first n models the subsample, the next n its disjoint partner; F by the plain metric."""
+  from scipy import stats
+  rng0 = np.random.default_rng(3)
+  n_models, e = 12, 6
+  r = [rng0.normal(size=(n_models, e))] * 3
+  u = [rng0.normal(d, 1.0, size=(n_models, e)) for d in (0.0, 0.7, 1.5)]
+  out = stability.stability(["a", "b", "c"], u, r, sizes=[4, 8, 12], repeats=5, seed=11, level=0.8)
+  rng = np.random.default_rng(11)
+  full = [forgetting_quality(a, b) for a, b in zip(u, r)]
+
+  def tau(x, y):
+    with np.errstate(all="ignore"):
+      return float(stats.kendalltau(x, y).statistic)
+
+  for n in (4, 8):
+    pu = [rng.permutation(n_models) for _ in range(5)]
+    pr = [rng.permutation(n_models) for _ in range(5)]
+    first = [[forgetting_quality(u[m][pu[k][:n]], r[m][pr[k][:n]]) for m in range(3)] for k in range(5)]
+    single = np.array([tau(f, full) for f in first])
+    row = next(x for x in out["rows"] if x["n"] == n)
+    ok = single[np.isfinite(single)]
+    assert row["mean_tau"] == pytest.approx(ok.mean())
+    assert [row["tau_lo"], row["tau_hi"]] == pytest.approx(list(np.quantile(ok, [0.1, 0.9])))
+    if 2 * n <= n_models:
+      second = [[forgetting_quality(u[m][pu[k][n:2 * n]], r[m][pr[k][n:2 * n]]) for m in range(3)] for k in range(5)]
+      pair = np.array([tau(a, b) for a, b in zip(first, second)])
+      ok = pair[np.isfinite(pair)]
+      assert row["disjoint_tau"] == pytest.approx(ok.mean())
+      assert [row["disjoint_lo"], row["disjoint_hi"]] == pytest.approx(list(np.quantile(ok, [0.1, 0.9])))
+    else:
+      assert np.isnan(row["disjoint_tau"]) and np.isnan(row["disjoint_lo"])
+    assert row["mean_F"] == pytest.approx(np.mean([f[0] for f in first]))
+  at_full = next(x for x in out["rows"] if x["n"] == 12)
+  assert at_full["mean_tau"] == at_full["tau_lo"] == at_full["tau_hi"] == 1.0 and np.isnan(at_full["disjoint_tau"])
 
 
 def test_subsample_sizes():

@@ -8,8 +8,11 @@ result, whatever the entry point (``evaluate``, :func:`unlearn_jax.evaluate`, a 
 
 * ``ulira`` / ``klom``: the many-model attacks (:mod:`unlearn_jax.analysis.evaluations`);
 * ``bootstrap``: model- and example-bootstrap intervals (:mod:`unlearn_jax.analysis.uncertainty`);
+* ``klom_baseline``: KLOM of the ceiling's retrained models against the reference ones (where
+  those models are stored): the value of KLOM when nothing separates the populations;
 * ``ceiling``: F against the setup's ceiling (F of ``retrain`` as the method, computed by the
-  protocol against the same reference, or read from the cache: :mod:`unlearn_jax.results.ceiling`);
+  protocol against the same reference, or read from the cache: :mod:`unlearn_jax.results.ceiling`),
+  with its own model-bootstrap interval under ``--bootstrap`` where the ceiling's models are stored;
 * ``degenerate``: the no-op check (:mod:`unlearn_jax.analysis.degenerate`).
 
 Evaluations of several results (``compare``: paired per-example differences;
@@ -37,6 +40,10 @@ class Request:
     seed: seed of U-LiRA's folds and of the bootstrap draws (the run's root seed).
     forgetting_quality: the result's F (the ceiling's ratio).
     ceiling: the setup's stored ceiling at this N (``None``: unknown, no ``ceiling`` field).
+    ceiling_outputs: the ceiling run's per-model outputs at the scored seeds (``forget_confidence``
+      ``[N, E]``, and the margins where it stored them), a second retrained population of this
+      setup; ``None`` when its models are not stored or not needed. With it, ``--bootstrap`` gives
+      the ceiling its own interval and ``klom`` its retrain-vs-retrain baseline.
   """
 
   metrics: tuple[str, ...] = ("competition",)
@@ -44,6 +51,7 @@ class Request:
   seed: int = 0
   forgetting_quality: float = float("nan")
   ceiling: Optional[Mapping[str, Any]] = None
+  ceiling_outputs: Optional[Mapping[str, Any]] = None
 
 
 Evaluator = Callable[[Populations, Request], Optional[Any]]
@@ -61,6 +69,13 @@ def klom(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
   return evaluations.many_model_scores(("klom",), pops.unlearned, pops.retrained, seed=request.seed)["klom"]
 
 
+def klom_baseline(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
+  """KLOM of the ceiling's retrained models against the reference ones: what retraining itself scores."""
+  if "klom" not in request.metrics or request.ceiling_outputs is None:
+    return None
+  return evaluations.many_model_scores(("klom",), request.ceiling_outputs, pops.retrained, seed=request.seed)["klom"]
+
+
 def bootstrap(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
   if not request.bootstrap:
     return None
@@ -69,10 +84,14 @@ def bootstrap(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
 
 
 def ceiling(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
-  del pops
   if request.ceiling is None:
     return None
-  return ceiling_store.summary(request.forgetting_quality, request.ceiling)
+  out = ceiling_store.summary(request.forgetting_quality, request.ceiling)
+  if request.bootstrap and request.ceiling_outputs is not None:  # the ceiling is one noisy draw too
+    out["interval"] = uncertainty.forgetting_quality_interval(
+        request.ceiling_outputs["forget_confidence"], pops.retrained["forget_confidence"],
+        num_draws=request.bootstrap, seed=request.seed)
+  return out
 
 
 def no_op(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
@@ -83,8 +102,8 @@ def no_op(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
                           pops.original_confidence).as_dict()
 
 
-EVALUATORS: dict[str, Evaluator] = {"degenerate": no_op, "ulira": ulira, "klom": klom, "bootstrap": bootstrap,
-                                    "ceiling": ceiling}
+EVALUATORS: dict[str, Evaluator] = {"degenerate": no_op, "ulira": ulira, "klom": klom,
+                                    "klom_baseline": klom_baseline, "bootstrap": bootstrap, "ceiling": ceiling}
 
 
 def evaluate_all(pops: Populations, request: Request) -> dict[str, Any]:

@@ -3,8 +3,17 @@
 Given the populations of several methods on one setup (:mod:`unlearn_jax.results.populations`),
 for each n in 8, 16, 32, ..., N: draw R subsamples of n unlearned and, independently, n
 retrained model indices without replacement (the same indices for every method), score F
-of every method on every subsample, and report each method's mean F and spread and
-Kendall's tau between the ranking at n and the ranking at N.
+of every method on every subsample, and report
+
+* what a fresh evaluation at n gives: Kendall's tau between one subsample's ranking and the
+  ranking at N, its mean over subsamples (``mean_tau``) with the central interval of the
+  subsamples' taus (``tau_lo``, ``tau_hi``: the spread of single evaluations, not an interval
+  of the mean); and, where ``2 n <= N``, tau between the rankings of two subsamples with no
+  model in common (``disjoint_tau`` with ``disjoint_lo``, ``disjoint_hi``): how well two
+  independent evaluations at n agree, free of the overlap that makes a subsample of nearly N
+  models agree with the ranking at N;
+* each method's mean F and its spread over the subsamples, and the tau of the ranking of the
+  mean F (``tau_of_means``: R subsamples pooled, which no single evaluation at n has).
 
 All subsamples of one n, for all methods, are scored by one call of the metric: the
 subsampled ``[n, E]`` confidence matrices are laid side by side as ``[n, M * R * E]``
@@ -21,7 +30,8 @@ import numpy as np
 
 
 DEFAULT_REPEATS = 20
-COLUMNS = ("n", "method", "mean_F", "std_F", "lo_F", "hi_F", "tau_of_means", "mean_tau")
+COLUMNS = ("n", "method", "mean_tau", "tau_lo", "tau_hi", "disjoint_tau", "disjoint_lo", "disjoint_hi", "mean_F",
+           "std_F", "lo_F", "hi_F", "tau_of_means")
 
 
 def subsample_sizes(num_models: int, sizes: Optional[Sequence[int]] = None) -> list[int]:
@@ -63,15 +73,30 @@ def _tau(x: np.ndarray, y: np.ndarray) -> float:
     return float(stats.kendalltau(x, y).statistic)
 
 
+def _mean_and_spread(taus: Sequence[float], tail: float) -> tuple[float, float, float]:
+  """Mean and central percentile interval of the finite taus; NaN where none is finite."""
+  finite = np.asarray([t for t in taus if np.isfinite(t)], np.float64)
+  if finite.size == 0:
+    return float("nan"), float("nan"), float("nan")
+  lo, hi = np.quantile(finite, [tail, 1.0 - tail])
+  return float(finite.mean()), float(lo), float(hi)
+
+
 def stability(methods: Sequence[str], unlearned: Sequence[np.ndarray], retrained: Sequence[np.ndarray], *,
               sizes: Optional[Sequence[int]] = None, repeats: int = DEFAULT_REPEATS, seed: int = 0,
               level: float = 0.95) -> dict[str, Any]:
-  """Per n: each method's mean F, standard deviation and percentile interval over ``repeats`` subsamples,
-  and Kendall's tau against the full-N ranking (of the mean F; and the mean over subsamples of each
-  subsample's own ranking).
+  """Per n: Kendall's tau of single subsamples' rankings against the full-N ranking (mean and the spread
+  of the subsamples), tau between two disjoint subsamples' rankings (``2 n <= N``), each method's mean F,
+  standard deviation and percentile interval over ``repeats`` subsamples, and the tau of the ranking of
+  the mean F.
 
-  Returns ``{"num_models", "repeats", "seed", "full": {method: F}, "rows": [{n, method, mean_F,
-  std_F, lo_F, hi_F, tau_of_means, mean_tau}]}``; tau is NaN where a ranking is all ties.
+  Subsample r of size n takes the first n models of a random permutation of each population;
+  its disjoint partner takes the next n of the same permutations.
+
+  Returns ``{"num_models", "repeats", "seed", "level", "full": {method: F}, "rows": [{n, method,
+  mean_tau, tau_lo, tau_hi, disjoint_tau, disjoint_lo, disjoint_hi, mean_F, std_F, lo_F, hi_F,
+  tau_of_means}]}``; tau is NaN where a ranking is all ties (such subsamples are left out of the
+  mean and interval) and the disjoint columns are NaN where ``2 n > N``.
   """
   if len(methods) < 2:
     raise ValueError(f"stability needs results of at least 2 methods, got {len(methods)}")
@@ -85,22 +110,32 @@ def stability(methods: Sequence[str], unlearned: Sequence[np.ndarray], retrained
   full = subsampled_quality(unlearned, retrained, everyone, everyone)[:, 0]
   rng = np.random.default_rng(seed)
   tail = (1.0 - level) / 2.0
+  nan3 = (float("nan"),) * 3
   rows = []
   for n in subsample_sizes(num_models, sizes):
+    disjoint = nan3
     if n == num_models:  # every subsample is a permutation of all models: F is the full F
       scores = np.repeat(full[:, None], repeats, axis=1)
     else:
-      draw = lambda: np.stack([rng.permutation(num_models)[:n] for _ in range(repeats)])
-      u_idx = draw()
-      scores = subsampled_quality(unlearned, retrained, u_idx, draw())
+      draw = lambda: np.stack([rng.permutation(num_models) for _ in range(repeats)])
+      u_perm = draw()
+      r_perm = draw()
+      pair = 2 * n <= num_models  # a second subsample of n models disjoint from the first
+      width = 2 * n if pair else n
+      both = subsampled_quality(unlearned, retrained, u_perm[:, :width].reshape(-1, n),
+                                r_perm[:, :width].reshape(-1, n)).reshape(len(methods), repeats, -1)
+      scores = both[:, :, 0]
+      if pair:
+        disjoint = _mean_and_spread([_tau(both[:, k, 0], both[:, k, 1]) for k in range(repeats)], tail)
     means = scores.mean(axis=1)
     tau_means = _tau(means, full)
-    tau_each = [_tau(scores[:, r], full) for r in range(repeats)]
-    mean_tau = float(np.nanmean(tau_each)) if np.any(np.isfinite(tau_each)) else float("nan")
+    single = _mean_and_spread([_tau(scores[:, k], full) for k in range(repeats)], tail)
     for m, name in enumerate(methods):
       lo, hi = np.quantile(scores[m], [tail, 1.0 - tail])
-      rows.append({"n": n, "method": name, "mean_F": float(means[m]), "std_F": float(scores[m].std()),
-                   "lo_F": float(lo), "hi_F": float(hi), "tau_of_means": tau_means, "mean_tau": mean_tau})
+      rows.append({"n": n, "method": name, "mean_tau": single[0], "tau_lo": single[1], "tau_hi": single[2],
+                   "disjoint_tau": disjoint[0], "disjoint_lo": disjoint[1], "disjoint_hi": disjoint[2],
+                   "mean_F": float(means[m]), "std_F": float(scores[m].std()), "lo_F": float(lo), "hi_F": float(hi),
+                   "tau_of_means": tau_means})
   return {"num_models": num_models, "repeats": int(repeats), "seed": int(seed), "level": float(level),
           "full": {name: float(f) for name, f in zip(methods, full)}, "rows": rows}
 
@@ -154,9 +189,18 @@ def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
               fontsize=8, frameon=False)
   first = {n: next(r for r in rows if r["n"] == n) for n in sizes}
   if sizes:
-    ax_t.plot(sizes, [first[n]["tau_of_means"] for n in sizes], marker="o", color="k", label="ranking of mean F")
-    ax_t.plot(sizes, [first[n]["mean_tau"] for n in sizes], marker="s", color="0.5",
-              label="one subsample's ranking (mean)")
+    ax_t.plot(sizes, [first[n]["mean_tau"] for n in sizes], marker="s", color="k",
+              label=f"one evaluation at n vs N (mean; band: {100 * result['level']:g}% of subsamples)")
+    ax_t.fill_between(sizes, [first[n]["tau_lo"] for n in sizes], [first[n]["tau_hi"] for n in sizes], color="k",
+                      alpha=0.12, lw=0)
+    pairs = [n for n in sizes if np.isfinite(first[n]["disjoint_tau"])]
+    if pairs:
+      ax_t.plot(pairs, [first[n]["disjoint_tau"] for n in pairs], marker="D", color="0.45", ls="--",
+                label="two disjoint evaluations at n (mean; band)")
+      ax_t.fill_between(pairs, [first[n]["disjoint_lo"] for n in pairs], [first[n]["disjoint_hi"] for n in pairs],
+                        color="0.45", alpha=0.12, lw=0, hatch="//")
+    ax_t.plot(sizes, [first[n]["tau_of_means"] for n in sizes], marker="o", color="0.7",
+              label="ranking of the subsamples' mean F vs N")
   ax_t.axhline(1.0, ls=":", color="gray", label=f"the ranking at N = {full_n} itself (tau = 1)")
   ax_t.set_xscale("log", base=2)
   ax_t.set_xlim((min(sizes) if sizes else full_n) / 1.3, full_n * 1.3)
@@ -165,7 +209,7 @@ def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
     ax_t.text(0.5, 0.5, f"no subsample size below N = {full_n}", transform=ax_t.transAxes, ha="center", color="0.4")
   ax_t.set_ylim(-1.05, 1.1)
   ax_t.set_xlabel("models per population (n)")
-  ax_t.set_ylabel(f"Kendall's tau vs the ranking at N = {full_n}")
+  ax_t.set_ylabel("Kendall's tau between rankings")
   ax_t.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
   import textwrap
   fig.suptitle("\n".join(textwrap.wrap(title or f"ranking stability over {result['repeats']} subsamples per n",

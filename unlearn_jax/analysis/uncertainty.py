@@ -92,3 +92,18 @@ def bootstrap_intervals(unlearned: Mapping[str, np.ndarray], retrained: Mapping[
   return {"num_draws": int(num_draws), "seed": int(seed), "level": float(level),
           "forgetting_quality": _summary(fq, level, point_fq), "final_score": _summary(final, level, point_final),
           "example_forgetting_quality": _summary(examples, level)}
+
+
+def forgetting_quality_interval(unlearned_confs: Any, retrained_confs: Any, *, num_draws: int = DEFAULT_DRAWS,
+                                seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+  """The model-bootstrap interval of F alone (``{lo, hi, std, mean, point, bias, percentile}``, as
+  ``bootstrap_intervals(...)["forgetting_quality"]``) of ``[N, E]`` unlearned and retrained confidences."""
+  from unlearn_jax.metrics import forgetting_quality
+  from unlearn_jax.metrics.bootstrap import model_bootstrap
+  if int(num_draws) != num_draws or num_draws < 2:
+    raise ValueError(f"the number of bootstrap draws must be an integer >= 2, got {num_draws}")
+  if not 0.0 < level < 1.0:
+    raise ValueError(f"the interval level must lie strictly between 0 and 1, got {level}")
+  draws = model_bootstrap(unlearned_confs, retrained_confs, num_draws=int(num_draws), seed=seed)
+  point = float(forgetting_quality(unlearned_confs, retrained_confs))
+  return _summary(np.asarray(draws.forgetting_quality, np.float64), level, point)

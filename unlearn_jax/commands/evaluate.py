@@ -225,13 +225,19 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
       lines.append(f"ceiling: {c.get('note', 'not available')}")
     else:
       at = f" at N={c['num_models']}, subsampled from {c['subsampled_from']}" if c.get("subsampled_from") else ""
-      lines.append(f"ceiling F {c['forgetting_quality']:.4f} (retrain as the method{at}); F / F_ceiling {ratio}")
+      band = f", {c['interval']['lo']:.4f} to {c['interval']['hi']:.4f} (models)" if c.get("interval") else ""
+      lines.append(f"ceiling F {c['forgetting_quality']:.4f}{band} (an estimate: retrain as the method{at}); "
+                   f"F / F_ceiling {ratio}")
   u = results.get("ulira")
   if u:
     lines.append(f"U-LiRA: balanced accuracy {u['pair_balanced_accuracy']:.4f}, AUC {u['pair_auc']:.4f} (per pair); "
                  f"AUC {u['model_auc']:.4f} (per model); 0.5 = indistinguishable")
   k = results.get("klom")
   if k:
-    lines.append("KLOM " + ", ".join(f"{split} mean {v['mean']:.4f} p95 {v['p95']:.4f}" for split, v in k.items()))
+    base = results.get("klom_baseline") or {}
+    versus = lambda split: (f" (retrain vs retrain {base[split]['mean']:.4f} / {base[split]['p95']:.4f})"
+                            if split in base else "")
+    lines.append("KLOM " + ", ".join(f"{split} mean {v['mean']:.4f} p95 {v['p95']:.4f}{versus(split)}"
+                                     for split, v in k.items()))
   lines += diagnostics.summary_lines(results)
   return lines

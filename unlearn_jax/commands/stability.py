@@ -2,9 +2,11 @@
 
 Reads each result's ``populations.npz`` (written by ``evaluate``), requires one setup for
 all of them, and for n = 8, 16, ..., N scores R subsamples of n models per population (the
-same indices for every method): each method's mean F and spread per n, and Kendall's tau
-of the ranking at n against the ranking at N (:mod:`unlearn_jax.analysis.stability`). Prints a
-table, writes it with ``--table`` and the plot to ``--plot`` (PNG).
+same indices for every method): first what a fresh evaluation at n gives, Kendall's tau of one
+subsample's ranking against the ranking at N (mean and the spread of the subsamples) and, where
+2n <= N, tau between two subsamples with no model in common; then each method's mean F and
+spread per n, and the tau of the ranking of the mean F (:mod:`unlearn_jax.analysis.stability`).
+Prints a table, writes it with ``--table`` and the plot to ``--plot`` (PNG).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def run(args) -> int:
                             repeats=args.repeats, seed=args.seed)
   text = stability.table(out, args.format)
   print(f"setup: {setups.describe(setups.setup_of(results[0]))}; {out['repeats']} subsamples per n")
+  print("mean_tau: one evaluation at n against the ranking at N (tau_lo, tau_hi: the spread of the subsamples); "
+        "disjoint_tau: two evaluations at n with no model in common (2n <= N)")
   print(text, end="")
   if args.table:
     checkpoint.atomic_write_text(args.table, text)

@@ -200,6 +200,21 @@ def ceiling_of(ref: Reference, progress: Optional[Progress] = None) -> dict[str,
   return stored
 
 
+def ceiling_outputs(stored: Optional[dict[str, Any]]) -> Optional[dict[str, np.ndarray]]:
+  """The ceiling run's per-model outputs (``forget_confidence`` ``[N, E]``, margins where stored), all
+  N of the stored ceiling's models, from its chunks; ``None`` when they are not (all) stored."""
+  n = int((stored or {}).get("num_models") or 0)
+  source = (stored or {}).get("unlearned_chunks")
+  if not (isinstance(source, str) and os.path.isdir(source) and n):
+    return None
+  store = checkpoint.ChunkStore(source)
+  ranges, missing = runner.chunk_plan(store, n, n)
+  parts = [store.load(lo, hi) for lo, hi in ranges] if not missing else [None]
+  if not parts or any(p is None for p in parts):
+    return None
+  return {k[len("out/"):]: np.concatenate([p[k] for p in parts]) for k in parts[0] if k.startswith("out/")}
+
+
 def ceiling_at(stored: dict[str, Any], keep: np.ndarray, retrained: dict[str, np.ndarray],
                progress: Optional[Progress] = None) -> Optional[dict[str, Any]]:
   """The stored ceiling rescored on the seeds ``keep`` only (its extra models and ``retrained``, the reference
@@ -207,19 +222,14 @@ def ceiling_at(stored: dict[str, Any], keep: np.ndarray, retrained: dict[str, np
 
   ``None`` (with a progress line) when the ceiling's models are no longer stored.
   """
-  n = int(stored.get("num_models") or 0)
-  source = stored.get("unlearned_chunks")
-  arrays = None
-  if isinstance(source, str) and os.path.isdir(source) and n:
-    store = checkpoint.ChunkStore(source)
-    ranges, missing = runner.chunk_plan(store, n, n)
-    parts = [store.load(lo, hi) for lo, hi in ranges] if not missing else [None]
-    if all(p is not None for p in parts):
-      arrays = np.concatenate([p["out/forget_confidence"] for p in parts])
-  if arrays is None:
+  outputs = ceiling_outputs(stored)
+  if outputs is None:
     if progress is not None:
-      progress.line(f"[ceiling] the ceiling's models are not stored at {source}; no ceiling at N={keep.size}")
+      progress.line(f"[ceiling] the ceiling's models are not stored at {stored.get('unlearned_chunks')}; "
+                    f"no ceiling at N={keep.size}")
     return None
+  arrays = outputs["forget_confidence"]
+  n = int(stored["num_models"])
   fq = float(metrics.forgetting_quality(arrays[keep], retrained["forget_confidence"]))
   return dict(stored, forgetting_quality=fq, num_models=int(keep.size), subsampled_from=n)
 
@@ -315,11 +325,20 @@ def _evaluate_on(ref: Reference, ctx: Context, method: BuiltMethod, progress: Pr
     progress.line(f"[ceiling] done in {walls['ceiling']:.1f} s: F_ceiling {stored['forgetting_quality']:.4f}")
   if stored is not None and dropped:  # F / F_ceiling at one N: the ceiling's models at the kept seeds
     stored = ceiling_at(stored, keep, r_out, progress)
+  extra = None  # the ceiling's models at the scored seeds: its interval and KLOM's baseline
+  if stored is not None and (config.bootstrap or "klom" in config.metrics):
+    full = ceiling_outputs(dict(stored, num_models=stored.get("subsampled_from") or stored.get("num_models")))
+    # margins only where the reference has them at the same shape (subsets drawn from the split seed and
+    # their count alone: the same examples)
+    extra = None if full is None else {k: v[keep] for k, v in full.items()
+                                       if k in r_out and v[keep].shape == np.shape(r_out[k])}
+    if extra is not None and "forget_confidence" not in extra:
+      extra = None
   request = evaluators.Request(metrics=tuple(config.metrics), bootstrap=config.bootstrap, seed=config.seed,
-                               forgetting_quality=scores.forgetting_quality, ceiling=stored)
+                               forgetting_quality=scores.forgetting_quality, ceiling=stored, ceiling_outputs=extra)
   found = {}
   for name, evaluator in evaluators.EVALUATORS.items():  # each timed as its own stage of wall_s
-    stage = "bootstrap" if name == "bootstrap" else "evaluations"
+    stage = "bootstrap" if name == "bootstrap" or (name == "ceiling" and config.bootstrap) else "evaluations"
     if name == "bootstrap" and config.bootstrap:
       progress.line(f"[bootstrap] {config.bootstrap} model and {config.bootstrap} example draws on {n_scored} models")
     t0 = time.perf_counter()
