@@ -35,6 +35,15 @@ def _is_int(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _count(flag: str, value: Any, minimum: int, maximum: int) -> int:
+  """``value`` of ``flag`` checked to be an integer in ``[minimum, maximum]`` (one-line errors)."""
+  if not _is_int(value) or value < minimum:
+    raise ValueError(f"{flag} must be an integer >= {minimum}, got {value!r}")
+  if value > maximum:
+    raise ValueError(f"{flag} {value} exceeds the bound of {maximum:,}")
+  return value
+
+
 def check_eval_config(config) -> None:
   """Settings of an :class:`~unlearn_jax.protocol.config.EvalConfig` that cannot work together.
 
@@ -61,10 +70,7 @@ def check_bootstrap(draws: Any, num_models: int) -> int:
 
 def check_compare_draws(draws: Any, num_examples: int) -> int:
   """``compare --draws`` checked against the bounds above for E = ``num_examples`` forget examples."""
-  if not _is_int(draws) or draws < 2:
-    raise ValueError(f"--draws must be an integer >= 2, got {draws!r}")
-  if draws > MAX_COMPARE_DRAWS:
-    raise ValueError(f"--draws {draws} exceeds the bound of {MAX_COMPARE_DRAWS:,}")
+  _count("--draws", draws, 2, MAX_COMPARE_DRAWS)
   if draws * num_examples > MAX_COMPARE_CELLS:
     raise ValueError(f"--draws {draws} over {num_examples} examples needs {draws * num_examples:,} resampled cells; "
                      f"the bound is draws x examples <= {MAX_COMPARE_CELLS:,} "
@@ -76,10 +82,7 @@ def check_compare_permutations(permutations: Any, num_examples: int) -> Any:
   """``compare --permutations`` (``None``: the default) checked against the bounds above for E = ``num_examples``."""
   if permutations is None:
     return None
-  if not _is_int(permutations) or permutations < 1:
-    raise ValueError(f"--permutations must be an integer >= 1, got {permutations!r}")
-  if permutations > MAX_COMPARE_PERMUTATIONS:
-    raise ValueError(f"--permutations {permutations} exceeds the bound of {MAX_COMPARE_PERMUTATIONS:,}")
+  _count("--permutations", permutations, 1, MAX_COMPARE_PERMUTATIONS)
   if permutations * num_examples > MAX_PERMUTATION_COLUMNS:
     raise ValueError(f"--permutations {permutations} over {num_examples} examples scores "
                      f"{2 * permutations * num_examples:,} metric columns; the bound is permutations x examples <= "
@@ -89,10 +92,7 @@ def check_compare_permutations(permutations: Any, num_examples: int) -> Any:
 
 def check_repeats(repeats: Any, num_methods: int, num_models: int, num_examples: int) -> int:
   """``stability --repeats`` checked against the bounds above for M methods, N models and E examples."""
-  if not _is_int(repeats) or repeats < 1:
-    raise ValueError(f"--repeats must be an integer >= 1, got {repeats!r}")
-  if repeats > MAX_REPEATS:
-    raise ValueError(f"--repeats {repeats} exceeds the bound of {MAX_REPEATS:,}")
+  _count("--repeats", repeats, 1, MAX_REPEATS)
   cells = repeats * num_methods * num_models * num_examples
   if cells > MAX_STABILITY_CELLS:
     per = max(1, num_methods * num_models * num_examples)
