@@ -446,3 +446,80 @@ def test_checkpoint_regimes_later_run_by_default_fresh_run_by_one_setting():
   fresh = _evaluate_config(["--dataset", "competition", "--set", "recipe_overrides.checkpoint=last"])
   recipe = resolve_recipe(fresh.recipe, fresh.recipe_overrides)
   assert recipe.checkpoint_rule("original").kind == "last" and recipe.checkpoint_rule("retrained").kind == "last"
+
+
+# ---------------------------------------------------------------- the split record and the summary's split lines
+
+
+def _people(groups, idx):
+  return set(np.asarray(groups)[np.asarray(idx)].tolist())
+
+
+def _competition_context(root, *argv):
+  from unlearn_jax.protocol import context as protocol_context
+  return protocol_context.build_context(_evaluate_config(["--dataset", "competition", "--data-dir", str(root),
+                                                          "--model", "tiny_mlp", *argv]))
+
+
+def test_split_record_is_the_person_disjoint_split_the_run_uses(tmp_path):
+  import json
+
+  from unlearn_jax.data import load_dataset, make_splits
+  from unlearn_jax.data.splits import SplitSpec
+  from unlearn_jax.protocol.run import split_record
+  people = write_kaggle_folder(str(tmp_path))
+  ds = load_dataset("competition", str(tmp_path))
+  halves = {}
+  for seed in range(4):
+    ctx = _competition_context(tmp_path, "--split-seed", str(seed))
+    rec = split_record(ctx)
+    assert json.loads(json.dumps(rec)) == rec  # as results.json holds it
+    assert rec["split"]["forget"] == "source" and rec["split"]["seed"] == seed
+    used = {k: np.asarray(getattr(ctx.data, k)) for k in ("retain", "forget", "validation", "test")}
+    for k, idx in used.items():  # the recorded settings rebuild the very splits the run's data holds
+      np.testing.assert_array_equal(np.sort(idx), np.sort(ctx.indices[k]))
+    again, _ = make_splits(ds, SplitSpec(**rec["split"]))
+    for k, idx in used.items():
+      np.testing.assert_array_equal(np.sort(again[k]), np.sort(idx))
+    sets = {k: _people(ds.groups, idx) for k, idx in used.items()}
+    assert sets["forget"] == set(people["forget.csv"]) and sets["retain"] == set(people["retain.csv"])
+    assert sets["validation"] and sets["test"] and sets["validation"] | sets["test"] == set(people["validation.csv"])
+    assert rec["split_people"] == {"retain_people": len(sets["retain"]), "forget_people": len(sets["forget"]),
+                                   "validation_people": len(sets["validation"]), "test_people": len(sets["test"]),
+                                   "forget_people_in_retain": len(sets["forget"] & sets["retain"]),
+                                   "validation_people_in_test": len(sets["validation"] & sets["test"])}
+    assert rec["split_people"]["forget_people_in_retain"] == rec["split_people"]["validation_people_in_test"] == 0
+    halves[seed] = tuple(sorted(sets["validation"]))
+  assert len(set(halves.values())) > 1  # the halves follow --split-seed
+  digits = _evaluate_config(["--config", "tiny"])
+  from unlearn_jax.protocol import context as protocol_context
+  assert split_record(protocol_context.build_context(digits))["split_people"] is None  # no person ids
+
+
+def test_summary_shows_the_people_and_the_datasets_forget_default(tmp_path):
+  import argparse
+
+  from unlearn_jax.commands import evaluate as evaluate_cmd
+  from unlearn_jax.protocol.run import split_record
+  write_kaggle_folder(str(tmp_path))
+
+  def shown_and_expected(*argv):
+    parser = argparse.ArgumentParser()
+    evaluate_cmd.add_parser(parser.add_subparsers(dest="command"))
+    cfg = evaluate_cmd.resolve_config(parser.parse_args(["evaluate", "--dataset", "competition", "--data-dir",
+                                                         str(tmp_path), "--model", "tiny_mlp", *argv]))
+    ctx = _competition_context(tmp_path, *argv)
+    sets = {k: _people(ctx.data.groups, idx) for k, idx in ctx.indices.items()}
+    people = (f"people: forget {len(sets['forget'])} ({len(sets['forget'] & sets['retain'])} also in retain), "
+              f"validation {len(sets['validation'])} / test {len(sets['test'])} "
+              f"({len(sets['validation'] & sets['test'])} in both)")
+    return evaluate_cmd.split_lines(split_record(ctx), cfg), people, sets
+
+  shown, people, sets = shown_and_expected("--split-seed", "2")
+  assert shown == [people, "forget set: mode source (default of dataset competition; --forget-mode to change)"]
+  assert "(0 also in retain)" in people and "(0 in both)" in people
+  # a chosen mode is not called the dataset's default; random forgetting leaves forget people in retain
+  shown, people, sets = shown_and_expected("--forget-mode", "random", "--forget-fraction", "0.3")
+  assert shown == [people] and sets["forget"] & sets["retain"]
+  shown, people, _ = shown_and_expected("--forget-mode", "source")
+  assert shown == [people]
