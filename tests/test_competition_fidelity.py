@@ -523,3 +523,79 @@ def test_summary_shows_the_people_and_the_datasets_forget_default(tmp_path):
   assert shown == [people] and sets["forget"] & sets["retain"]
   shown, people, _ = shown_and_expected("--forget-mode", "source")
   assert shown == [people]
+
+
+def test_given_pth_goes_through_the_original_stage_untrained_and_keys_by_its_bytes(tmp_path, monkeypatch):
+  """``evaluate --original x.pth`` on the Kaggle layout: the context describes the file, the original stage
+  loads the torchvision state dict into our ResNet-18 without training, caches it, and a file with other
+  bytes (other values, or the same values in another archive) is another cache entry. The measurement is
+  replaced by a cheap one of the loaded parameters (a ResNet-18 program takes long to compile here); the real
+  measurement of a given original is checked on the ``.npz`` path above, which shares it."""
+  import dataclasses
+  import os
+
+  from tests.pth_support import random_state_dict, write_pth
+  from unlearn_jax import checkpoint
+  from unlearn_jax.interop import import_torchvision_resnet18
+  from unlearn_jax.protocol import context as protocol_context
+  from unlearn_jax.protocol import stages
+  from unlearn_jax.results.progress import Progress
+  data_dir = tmp_path / "data"
+  data_dir.mkdir()
+  write_kaggle_folder(str(data_dir))
+  sd = random_state_dict(np.random.default_rng(5))
+  first_pth = tmp_path / "original_model.pth"
+  write_pth(first_pth, sd)
+
+  def no_training(*a, **k):
+    raise AssertionError("the original must not be trained")
+
+  measured = []
+
+  def leaf_sums(model):
+    def measure(params, batch_stats, data):
+      measured.append(1)
+      return {"leaf_sums": jnp.stack([jnp.sum(a) for a in jax.tree.leaves((params, batch_stats))])}
+    return measure
+
+  monkeypatch.setattr(stages, "make_train_fn", no_training)
+  monkeypatch.setattr(stages, "make_measure_fn", leaf_sums)
+  base = _evaluate_config(["--dataset", "competition", "--data-dir", str(data_dir), "--cache-dir",
+                           str(tmp_path / "cache")])
+  assert base.model == "resnet18"  # the dataset's default model, the layout of the competition's original
+
+  def stage(path):
+    ctx = protocol_context.build_context(dataclasses.replace(base, original=str(path)))
+    return ctx, stages.original_model(ctx, jax.random.key(0), Progress(enabled=False))
+
+  def assert_holds(result, state_dict):
+    want_p, want_s = import_torchvision_resnet18(state_dict)
+    for got, want in ((result.state.params, want_p), (result.state.batch_stats, want_s)):
+      assert jax.tree.structure(got) == jax.tree.structure(want)
+      for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    np.testing.assert_allclose(result.outputs["leaf_sums"], [np.sum(a) for a in jax.tree.leaves((want_p, want_s))],
+                               rtol=1e-5)
+
+  ctx, first = stage(first_pth)
+  assert ctx.given_original.format == "torchvision-pth" and not first.cached and measured
+  assert ctx.given_original.sha256 == __import__("hashlib").sha256(first_pth.read_bytes()).hexdigest()
+  assert_holds(first, sd)
+  measured.clear()
+  _, again = stage(first_pth)
+  assert again.cached and again.directory == first.directory and not measured  # read back, not measured again
+
+  changed = dict(sd, **{"fc.bias": sd["fc.bias"] + 0.5})
+  changed_pth = tmp_path / "changed.pth"
+  write_pth(changed_pth, changed)
+  changed_ctx, other = stage(changed_pth)
+  assert not other.cached and other.directory != first.directory
+  assert os.path.basename(other.directory) == f"original-{checkpoint.cache_key(changed_ctx.key_parts('original'))}"
+  assert_holds(other, changed)
+  repacked_pth = tmp_path / "repacked.pth"  # the same tensors in another archive folder: only the bytes differ
+  write_pth(repacked_pth, sd, archive="repacked")
+  assert repacked_pth.read_bytes() != first_pth.read_bytes()
+  repacked_ctx = protocol_context.build_context(dataclasses.replace(base, original=str(repacked_pth)))
+  key = lambda c, kind: checkpoint.cache_key(c.key_parts(kind))
+  assert len({key(c, "original") for c in (ctx, changed_ctx, repacked_ctx)}) == 3
+  assert len({key(c, "retrained") for c in (ctx, changed_ctx, repacked_ctx)}) == 1  # not derived from the original
