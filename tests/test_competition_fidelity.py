@@ -523,6 +523,10 @@ def test_summary_shows_the_people_and_the_datasets_forget_default(tmp_path):
   assert shown == [people] and sets["forget"] & sets["retain"]
   shown, people, _ = shown_and_expected("--forget-mode", "source")
   assert shown == [people]
+  parser = argparse.ArgumentParser()
+  evaluate_cmd.add_parser(parser.add_subparsers(dest="command"))
+  digits = evaluate_cmd.resolve_config(parser.parse_args(["evaluate", "--config", "tiny"]))
+  assert evaluate_cmd.split_lines({"split_people": None}, digits) == []  # no person ids; random is no dataset default
 
 
 def test_given_pth_goes_through_the_original_stage_untrained_and_keys_by_its_bytes(tmp_path, monkeypatch):
