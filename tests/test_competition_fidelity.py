@@ -466,6 +466,7 @@ def test_split_record_is_the_person_disjoint_split_the_run_uses(tmp_path):
 
   from unlearn_jax.data import load_dataset, make_splits
   from unlearn_jax.data.splits import SplitSpec
+  from unlearn_jax.protocol import context as protocol_context
   from unlearn_jax.protocol.run import split_record
   people = write_kaggle_folder(str(tmp_path))
   ds = load_dataset("competition", str(tmp_path))
@@ -491,9 +492,8 @@ def test_split_record_is_the_person_disjoint_split_the_run_uses(tmp_path):
     assert rec["split_people"]["forget_people_in_retain"] == rec["split_people"]["validation_people_in_test"] == 0
     halves[seed] = tuple(sorted(sets["validation"]))
   assert len(set(halves.values())) > 1  # the halves follow --split-seed
-  digits = _evaluate_config(["--config", "tiny"])
-  from unlearn_jax.protocol import context as protocol_context
-  assert split_record(protocol_context.build_context(digits))["split_people"] is None  # no person ids
+  digits = protocol_context.build_context(_evaluate_config(["--config", "tiny"]))
+  assert split_record(digits)["split_people"] is None  # no person ids
 
 
 def test_summary_shows_the_people_and_the_datasets_forget_default(tmp_path):
@@ -536,6 +536,7 @@ def test_given_pth_goes_through_the_original_stage_untrained_and_keys_by_its_byt
   replaced by a cheap one of the loaded parameters (a ResNet-18 program takes long to compile here); the real
   measurement of a given original is checked on the ``.npz`` path above, which shares it."""
   import dataclasses
+  import hashlib
   import os
 
   from tests.pth_support import random_state_dict, write_pth
@@ -583,7 +584,7 @@ def test_given_pth_goes_through_the_original_stage_untrained_and_keys_by_its_byt
 
   ctx, first = stage(first_pth)
   assert ctx.given_original.format == "torchvision-pth" and not first.cached and measured
-  assert ctx.given_original.sha256 == __import__("hashlib").sha256(first_pth.read_bytes()).hexdigest()
+  assert ctx.given_original.sha256 == hashlib.sha256(first_pth.read_bytes()).hexdigest()
   assert_holds(first, sd)
   measured.clear()
   _, again = stage(first_pth)
@@ -603,3 +604,30 @@ def test_given_pth_goes_through_the_original_stage_untrained_and_keys_by_its_byt
   key = lambda c, kind: checkpoint.cache_key(c.key_parts(kind))
   assert len({key(c, "original") for c in (ctx, changed_ctx, repacked_ctx)}) == 3
   assert len({key(c, "retrained") for c in (ctx, changed_ctx, repacked_ctx)}) == 1  # not derived from the original
+
+
+@pytest.mark.slow
+def test_competition_run_records_and_prints_the_split_it_used(tmp_path):
+  """End to end through the command line (the fast tests above check the same fields from the context)."""
+  import argparse
+
+  from tests.helpers import load_results
+  from unlearn_jax.commands import evaluate as evaluate_cmd
+  from unlearn_jax.protocol.run import split_record
+  data_dir = tmp_path / "data"
+  data_dir.mkdir()
+  write_kaggle_folder(str(data_dir))
+  argv = ["--dataset", "competition", "--data-dir", str(data_dir), "--model", "tiny_mlp", "--split-seed", "5"]
+  out, _ = _cli(["evaluate", "--config", "tiny", *argv, "--method", "none", "--num-models", "2", "--chunk-size", "2",
+                 "--no-plots", "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "run")])
+  res = load_results(str(tmp_path / "run"))
+  want = split_record(_competition_context(data_dir, "--config", "tiny", "--split-seed", "5"))
+  assert res["split"] == want["split"] and res["split"]["seed"] == 5 and res["split"]["forget"] == "source"
+  assert res["split_people"] == want["split_people"]
+  assert res["split_people"]["forget_people_in_retain"] == res["split_people"]["validation_people_in_test"] == 0
+  shown = [line.strip() for line in out.splitlines()]
+  parser = argparse.ArgumentParser()
+  evaluate_cmd.add_parser(parser.add_subparsers(dest="command"))
+  cfg = evaluate_cmd.resolve_config(parser.parse_args(["evaluate", "--config", "tiny", *argv]))
+  lines = evaluate_cmd.split_lines(res, cfg)
+  assert len(lines) == 2 and all(line in shown for line in lines)
