@@ -446,3 +446,188 @@ def test_checkpoint_regimes_later_run_by_default_fresh_run_by_one_setting():
   fresh = _evaluate_config(["--dataset", "competition", "--set", "recipe_overrides.checkpoint=last"])
   recipe = resolve_recipe(fresh.recipe, fresh.recipe_overrides)
   assert recipe.checkpoint_rule("original").kind == "last" and recipe.checkpoint_rule("retrained").kind == "last"
+
+
+# ---------------------------------------------------------------- the split record and the summary's split lines
+
+
+def _people(groups, idx):
+  return set(np.asarray(groups)[np.asarray(idx)].tolist())
+
+
+def _competition_context(root, *argv):
+  from unlearn_jax.protocol import context as protocol_context
+  return protocol_context.build_context(_evaluate_config(["--dataset", "competition", "--data-dir", str(root),
+                                                          "--model", "tiny_mlp", *argv]))
+
+
+def test_split_record_is_the_person_disjoint_split_the_run_uses(tmp_path):
+  import json
+
+  from unlearn_jax.data import load_dataset, make_splits
+  from unlearn_jax.data.splits import SplitSpec
+  from unlearn_jax.protocol import context as protocol_context
+  from unlearn_jax.protocol.run import split_record
+  people = write_kaggle_folder(str(tmp_path))
+  ds = load_dataset("competition", str(tmp_path))
+  halves = {}
+  for seed in range(4):
+    ctx = _competition_context(tmp_path, "--split-seed", str(seed))
+    rec = split_record(ctx)
+    assert json.loads(json.dumps(rec)) == rec  # as results.json holds it
+    assert rec["split"]["forget"] == "source" and rec["split"]["seed"] == seed
+    used = {k: np.asarray(getattr(ctx.data, k)) for k in ("retain", "forget", "validation", "test")}
+    for k, idx in used.items():  # the recorded settings rebuild the very splits the run's data holds
+      np.testing.assert_array_equal(np.sort(idx), np.sort(ctx.indices[k]))
+    again, _ = make_splits(ds, SplitSpec(**rec["split"]))
+    for k, idx in used.items():
+      np.testing.assert_array_equal(np.sort(again[k]), np.sort(idx))
+    sets = {k: _people(ds.groups, idx) for k, idx in used.items()}
+    assert sets["forget"] == set(people["forget.csv"]) and sets["retain"] == set(people["retain.csv"])
+    assert sets["validation"] and sets["test"] and sets["validation"] | sets["test"] == set(people["validation.csv"])
+    assert rec["split_people"] == {"retain_people": len(sets["retain"]), "forget_people": len(sets["forget"]),
+                                   "validation_people": len(sets["validation"]), "test_people": len(sets["test"]),
+                                   "forget_people_in_retain": len(sets["forget"] & sets["retain"]),
+                                   "validation_people_in_test": len(sets["validation"] & sets["test"])}
+    assert rec["split_people"]["forget_people_in_retain"] == rec["split_people"]["validation_people_in_test"] == 0
+    halves[seed] = tuple(sorted(sets["validation"]))
+  assert len(set(halves.values())) > 1  # the halves follow --split-seed
+  digits = protocol_context.build_context(_evaluate_config(["--config", "tiny"]))
+  assert split_record(digits)["split_people"] is None  # no person ids
+
+
+def test_summary_shows_the_people_and_the_datasets_forget_default(tmp_path):
+  import argparse
+
+  from unlearn_jax.commands import evaluate as evaluate_cmd
+  from unlearn_jax.protocol.run import split_record
+  write_kaggle_folder(str(tmp_path))
+
+  def shown_and_expected(*argv):
+    parser = argparse.ArgumentParser()
+    evaluate_cmd.add_parser(parser.add_subparsers(dest="command"))
+    cfg = evaluate_cmd.resolve_config(parser.parse_args(["evaluate", "--dataset", "competition", "--data-dir",
+                                                         str(tmp_path), "--model", "tiny_mlp", *argv]))
+    ctx = _competition_context(tmp_path, *argv)
+    sets = {k: _people(ctx.data.groups, idx) for k, idx in ctx.indices.items()}
+    people = (f"people: forget {len(sets['forget'])} ({len(sets['forget'] & sets['retain'])} also in retain), "
+              f"validation {len(sets['validation'])} / test {len(sets['test'])} "
+              f"({len(sets['validation'] & sets['test'])} in both)")
+    return evaluate_cmd.split_lines(split_record(ctx), cfg), people, sets
+
+  shown, people, sets = shown_and_expected("--split-seed", "2")
+  assert shown == [people, "forget set: mode source (default of dataset competition; --forget-mode to change)"]
+  assert "(0 also in retain)" in people and "(0 in both)" in people
+  # a chosen mode is not called the dataset's default; random forgetting leaves forget people in retain
+  shown, people, sets = shown_and_expected("--forget-mode", "random", "--forget-fraction", "0.3")
+  assert shown == [people] and sets["forget"] & sets["retain"]
+  shown, people, _ = shown_and_expected("--forget-mode", "source")
+  assert shown == [people]
+  parser = argparse.ArgumentParser()
+  evaluate_cmd.add_parser(parser.add_subparsers(dest="command"))
+  digits = evaluate_cmd.resolve_config(parser.parse_args(["evaluate", "--config", "tiny"]))
+  assert evaluate_cmd.split_lines({"split_people": None}, digits) == []  # no person ids; random is no dataset default
+
+
+def test_given_pth_goes_through_the_original_stage_untrained_and_keys_by_its_bytes(tmp_path, monkeypatch):
+  """``evaluate --original x.pth`` on the Kaggle layout: the context describes the file, the original stage
+  loads the torchvision state dict into our ResNet-18 without training, caches it, and a file with other
+  bytes (other values, or the same values in another archive) is another cache entry. The measurement is
+  replaced by a cheap one of the loaded parameters (a ResNet-18 program takes long to compile here); the real
+  measurement of a given original is checked on the ``.npz`` path above, which shares it."""
+  import dataclasses
+  import hashlib
+  import os
+
+  from tests.pth_support import random_state_dict, write_pth
+  from unlearn_jax import checkpoint
+  from unlearn_jax.interop import import_torchvision_resnet18
+  from unlearn_jax.protocol import context as protocol_context
+  from unlearn_jax.protocol import stages
+  from unlearn_jax.results.progress import Progress
+  data_dir = tmp_path / "data"
+  data_dir.mkdir()
+  write_kaggle_folder(str(data_dir))
+  sd = random_state_dict(np.random.default_rng(5))
+  first_pth = tmp_path / "original_model.pth"
+  write_pth(first_pth, sd)
+
+  def no_training(*a, **k):
+    raise AssertionError("the original must not be trained")
+
+  measured = []
+
+  def leaf_sums(model):
+    def measure(params, batch_stats, data):
+      measured.append(1)
+      return {"leaf_sums": jnp.stack([jnp.sum(a) for a in jax.tree.leaves((params, batch_stats))])}
+    return measure
+
+  monkeypatch.setattr(stages, "make_train_fn", no_training)
+  monkeypatch.setattr(stages, "make_measure_fn", leaf_sums)
+  base = _evaluate_config(["--dataset", "competition", "--data-dir", str(data_dir), "--cache-dir",
+                           str(tmp_path / "cache")])
+  assert base.model == "resnet18"  # the dataset's default model, the layout of the competition's original
+
+  def stage(path):
+    ctx = protocol_context.build_context(dataclasses.replace(base, original=str(path)))
+    return ctx, stages.original_model(ctx, jax.random.key(0), Progress(enabled=False))
+
+  def assert_holds(result, state_dict):
+    want_p, want_s = import_torchvision_resnet18(state_dict)
+    for got, want in ((result.state.params, want_p), (result.state.batch_stats, want_s)):
+      assert jax.tree.structure(got) == jax.tree.structure(want)
+      for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    np.testing.assert_allclose(result.outputs["leaf_sums"], [np.sum(a) for a in jax.tree.leaves((want_p, want_s))],
+                               rtol=1e-5)
+
+  ctx, first = stage(first_pth)
+  assert ctx.given_original.format == "torchvision-pth" and not first.cached and measured
+  assert ctx.given_original.sha256 == hashlib.sha256(first_pth.read_bytes()).hexdigest()
+  assert_holds(first, sd)
+  measured.clear()
+  _, again = stage(first_pth)
+  assert again.cached and again.directory == first.directory and not measured  # read back, not measured again
+
+  changed = dict(sd, **{"fc.bias": sd["fc.bias"] + 0.5})
+  changed_pth = tmp_path / "changed.pth"
+  write_pth(changed_pth, changed)
+  changed_ctx, other = stage(changed_pth)
+  assert not other.cached and other.directory != first.directory
+  assert os.path.basename(other.directory) == f"original-{checkpoint.cache_key(changed_ctx.key_parts('original'))}"
+  assert_holds(other, changed)
+  repacked_pth = tmp_path / "repacked.pth"  # the same tensors in another archive folder: only the bytes differ
+  write_pth(repacked_pth, sd, archive="repacked")
+  assert repacked_pth.read_bytes() != first_pth.read_bytes()
+  repacked_ctx = protocol_context.build_context(dataclasses.replace(base, original=str(repacked_pth)))
+  key = lambda c, kind: checkpoint.cache_key(c.key_parts(kind))
+  assert len({key(c, "original") for c in (ctx, changed_ctx, repacked_ctx)}) == 3
+  assert len({key(c, "retrained") for c in (ctx, changed_ctx, repacked_ctx)}) == 1  # not derived from the original
+
+
+@pytest.mark.slow
+def test_competition_run_records_and_prints_the_split_it_used(tmp_path):
+  """End to end through the command line (the fast tests above check the same fields from the context)."""
+  import argparse
+
+  from tests.helpers import load_results
+  from unlearn_jax.commands import evaluate as evaluate_cmd
+  from unlearn_jax.protocol.run import split_record
+  data_dir = tmp_path / "data"
+  data_dir.mkdir()
+  write_kaggle_folder(str(data_dir))
+  argv = ["--dataset", "competition", "--data-dir", str(data_dir), "--model", "tiny_mlp", "--split-seed", "5"]
+  out, _ = _cli(["evaluate", "--config", "tiny", *argv, "--method", "none", "--num-models", "2", "--chunk-size", "2",
+                 "--no-plots", "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "run")])
+  res = load_results(str(tmp_path / "run"))
+  want = split_record(_competition_context(data_dir, "--config", "tiny", "--split-seed", "5"))
+  assert res["split"] == want["split"] and res["split"]["seed"] == 5 and res["split"]["forget"] == "source"
+  assert res["split_people"] == want["split_people"]
+  assert res["split_people"]["forget_people_in_retain"] == res["split_people"]["validation_people_in_test"] == 0
+  shown = [line.strip() for line in out.splitlines()]
+  parser = argparse.ArgumentParser()
+  evaluate_cmd.add_parser(parser.add_subparsers(dest="command"))
+  cfg = evaluate_cmd.resolve_config(parser.parse_args(["evaluate", "--config", "tiny", *argv]))
+  lines = evaluate_cmd.split_lines(res, cfg)
+  assert len(lines) == 2 and all(line in shown for line in lines)

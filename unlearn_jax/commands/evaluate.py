@@ -192,14 +192,8 @@ def run(args) -> int:
     print(f"  {line}")
   print(f"  cost {results['cost']['relative_to_retrain']:.3f} x retraining; wall "
         f"{timing.breakdown(results['wall_s'])} on {results['device']}")
-  setup = configs.setup_defaults(cfg)
-  people = results.get("split_people")
-  if people:
-    print(f"  people: forget {people['forget_people']} ({people['forget_people_in_retain']} also in retain), "
-          f"validation {people['validation_people']} / test {people['test_people']} "
-          f"({people['validation_people_in_test']} in both)")
-  if "forget_mode" in setup["from_dataset"]:
-    print(f"  forget set: mode {setup['forget_mode']} (default of dataset {cfg['dataset']}; --forget-mode to change)")
+  for line in split_lines(results, cfg):
+    print(f"  {line}")
   defaults = results.get("method_defaults")
   if defaults:
     shown = " ".join(f"{k}={v}" for k, v in sorted(defaults.items()))
@@ -208,6 +202,22 @@ def run(args) -> int:
     print(f"  no-op: {', '.join(results['degenerate']['reasons'])} (the score does not measure forgetting)")
   print(f"  results: {evaluation.paths['results']}")
   return 0
+
+
+def split_lines(results: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+  """Printed lines for the people in each split (data with person ids) and the forget mode, where it is the
+  dataset's default (``cfg``: the resolved config, as :func:`resolve_config` returns it)."""
+  lines = []
+  people = results.get("split_people")
+  if people:
+    lines.append(f"people: forget {people['forget_people']} ({people['forget_people_in_retain']} also in retain), "
+                 f"validation {people['validation_people']} / test {people['test_people']} "
+                 f"({people['validation_people_in_test']} in both)")
+  setup = configs.setup_defaults(cfg)
+  if "forget_mode" in setup["from_dataset"]:
+    lines.append(f"forget set: mode {setup['forget_mode']} (default of dataset {cfg['dataset']}; --forget-mode to "
+                 f"change)")
+  return lines
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:

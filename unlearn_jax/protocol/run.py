@@ -378,6 +378,13 @@ def reference_setup(ref: Reference, num_models: Optional[int] = None) -> dict[st
                            num_models=config.num_models if num_models is None else num_models)
 
 
+def split_record(ctx: Context) -> dict[str, Any]:
+  """The ``split`` (the split's settings, ``--split-seed`` included) and ``split_people`` (people per split and
+  the overlaps; ``None`` for data without person ids) fields of ``results.json``, from the splits ``ctx`` uses."""
+  return {"split": jsonable(dataclasses.asdict(ctx.config.split)),
+          "split_people": data_splits.group_counts(np.asarray(ctx.data.groups), ctx.indices)}
+
+
 def _record(ref: Reference, ctx: Context, method: BuiltMethod, sizes: SetSizes, scores: scoring.Scores,
             n_scored: int, dropped: list[int], seed_u: int, unlearned: Population, u_out: dict[str, np.ndarray],
             r_out: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -395,8 +402,7 @@ def _record(ref: Reference, ctx: Context, method: BuiltMethod, sizes: SetSizes, 
       "model": config.model,
       "recipe": setup["recipe"],
       "training": describe_training(ctx.recipe, ctx.data),
-      "split": setup["split"],
-      "split_people": data_splits.group_counts(np.asarray(ctx.data.groups), ctx.indices),  # None: no group ids
+      **split_record(ctx),
       "set_sizes": dataclasses.asdict(sizes) | {"test": int(ctx.data.test.shape[0])},
       "num_models": config.num_models,
       "setup": setup,
