@@ -254,6 +254,8 @@ def _evaluate(tmp_path, *extra):
     (["--set", "recipe_overrides.lr_table=[1, .nan]"], "recipe field 'lr_table' must be null or a list of finite"),
     (["--epochs", "0"], "the number of epochs (--epochs, recipe_overrides.epochs) must be an integer in [1, "),
     (["--set", "recipe_overrides.epochs=2.5"], "the number of epochs (--epochs, recipe_overrides.epochs)"),
+    (["--epochs", "100000000"], "must be an integer in [1, 100,000] (the bound on training epochs), got 100000000"),
+    (["--set", "recipe_overrides.epochs=100000000"], "must be an integer in [1, 100,000] (the bound on training "),
     (["--metrics", "klom", "--set", "cache_params=false"], "--metrics klom measures the retrained models' margins"),
     (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
     (["--hp", "epochs=1e12"], "hyperparameter 'epochs' must be an integer >= 1 (or null) and within +-2147483647"),
@@ -266,6 +268,66 @@ def test_bad_settings_are_refused_before_any_work(tmp_path, capsys, extra, messa
   err = _cli_error(capsys, _evaluate(tmp_path, *extra))
   assert message in err, err
   _no_work(str(tmp_path / "c"), str(tmp_path / "out"))
+
+
+def test_epochs_in_a_config_file_are_bounded(tmp_path, capsys):
+  (tmp_path / "long.json").write_text('{"recipe_overrides": {"epochs": 100001}, "num_models": 2}')
+  err = _cli_error(capsys, ["evaluate", "--config", str(tmp_path / "long.json"), "--quiet", "--cache-dir",
+                            str(tmp_path / "c"), "--output-dir", str(tmp_path / "out")])
+  assert "must be an integer in [1, 100,000] (the bound on training epochs), got 100001" in err
+  _no_work(str(tmp_path / "c"), str(tmp_path / "out"))
+
+
+def test_total_optimiser_steps_are_bounded_before_work(tmp_path, capsys, monkeypatch):
+  from unlearn_jax.data import load_dataset, make_splits
+  from unlearn_jax.training import recipes
+  base = recipes.digits_recipe(epochs=3, batch_size=7)
+  assert recipes.check_total_steps(base, 700) == 3 * 100 and recipes.check_total_steps(base, 701) == 3 * 101
+  huge = recipes.digits_recipe(epochs=100_000, batch_size=1)
+  recipes.check_total_steps(huge, 21_474)  # 2,147,400,000 steps: within a 32-bit count
+  with pytest.raises(ValueError, match=r"= 2,147,500,000 optimiser steps; the bound is epochs x steps per epoch "
+                                       r"<= 2,147,483,647"):
+    recipes.check_total_steps(huge, 21_475)  # CIFAR-sized at batch size 1 would wrap the step count
+  # through the command: the split sizes are known once the data is loaded, and nothing is trained
+  _, data = make_splits(load_dataset("digits"), EvalConfig().split)
+  train = int(data.split("train").shape[0])
+  steps = 3 * -(-train // 64)
+  monkeypatch.setattr(recipes, "MAX_TOTAL_STEPS", steps - 1)
+  err = _cli_error(capsys, _evaluate(tmp_path, "--epochs", "3", "--set", "recipe_overrides.batch_size=64"))
+  assert f"recipe epochs 3 x {-(-train // 64)} steps per epoch ({train:,} train examples at batch_size 64)" in err
+  _no_work(str(tmp_path / "c"), str(tmp_path / "out"))
+
+
+def test_the_original_states_its_cost_after_its_first_epoch_and_honours_max_hours(tmp_path, capsys):
+  cache, out = tmp_path / "c", tmp_path / "out"
+  assert cli.main(["evaluate", "--config", "tiny", "--epochs", "4", "--num-models", "2", "--cache-dir", str(cache),
+                   "--output-dir", str(out), "--max-hours", "1e-9"]) == 2
+  captured = capsys.readouterr()
+  lines = captured.err.splitlines()
+  assert "Traceback" not in captured.err + captured.out
+  assert lines[-1].startswith("unlearn-jax: error: this run would take about")
+  assert "(stage original: 3 more epoch(s) at" in lines[-1] and "over --max-hours 1e-09" in lines[-1]
+  estimate = [line for line in lines if line.startswith("[budget] original:")]
+  assert len(estimate) == 1 and "s per epoch measured (1 epoch(s)" in estimate[0] and "3 left" in estimate[0]
+  for entry in os.listdir(cache):  # nothing saved: no original model, no retrained chunk
+    assert entry.startswith("original-") and not [f for f in os.listdir(cache / entry) if f.endswith(".npz")], entry
+  assert not out.exists()
+
+
+@pytest.mark.slow  # two compilations of a training run; the budget test above runs the epoch-by-epoch path by default
+def test_the_original_trained_epoch_by_epoch_equals_one_scan():
+  import jax
+  from unlearn_jax.protocol import stages
+  from unlearn_jax.results.progress import Progress
+  from unlearn_jax.training import make_train_fn
+  ctx = build_context(EvalConfig(num_models=2, recipe_overrides=(("epochs", 3),), conv_impl="gemm"))
+  measure = stages.make_measure_fn(ctx.model)
+  key = jax.random.key(5)
+  got = stages.train_original(ctx, key, measure, Progress(enabled=False))
+  want = jax.jit(make_train_fn(ctx.model, ctx.recipe, split="train"))(key, ctx.data)  # every epoch in one scan
+  assert int(got["out"]["kept_epoch"]) == int(want.best_epoch)
+  for a, b in zip(jax.tree.leaves(got["params"]), jax.tree.leaves(want.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
 def test_nan_in_a_json_config_is_refused_before_training(tmp_path, capsys):

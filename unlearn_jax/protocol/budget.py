@@ -13,6 +13,10 @@ so a stage that slows down is refused as soon as its total passes the budget. A 
 does the same per grid point (:meth:`Budget.after_point`): after its first computed
 point it states the sweep's estimated total and refuses one that will not fit.
 
+The original model is one run, not a population: it is trained one epoch at a time (one
+compiled program called once per epoch), so its first epoch is its first chunk and the
+stage states and checks ``epochs - 1`` more epochs at the measured rate (``unit="epoch"``).
+
 Before the unlearning stage starts, :meth:`Budget.forecast` turns the method's declared
 cost relative to retraining (``UnlearningMethod.cost`` in retain epochs over the recipe's
 epochs) and the retrained stage's measured time per model into the stage's cost, so a
@@ -179,10 +183,14 @@ class Budget:
 
 
 class StageBudget:
-  """One pass of a chunked stage: turns each computed chunk into a rate, an estimate and a check."""
+  """One pass of a chunked stage: turns each computed chunk into a rate, an estimate and a check.
 
-  def __init__(self, budget: Optional[Budget], stage: str, total: int):
-    self.budget, self.stage, self.total = budget, stage, int(total)
+  ``unit``: what the stage counts, ``model`` (its seeds) or ``epoch`` (the original model, trained one
+  epoch at a time: its first epoch is the first chunk).
+  """
+
+  def __init__(self, budget: Optional[Budget], stage: str, total: int, unit: str = "model"):
+    self.budget, self.stage, self.total, self.unit = budget, stage, int(total), unit
     if budget is not None:
       self.t0, self.c0 = budget.clock(), budget.compile_clock()
     self.said = False
@@ -195,7 +203,9 @@ class StageBudget:
     wall = b.clock() - self.t0
     compiling = max(0.0, b.compile_clock() - self.c0)
     per_model = max(wall - compiling, 0.0) / computed
-    b.per_model[self.stage] = per_model
+    unit = self.unit
+    if unit == "model":
+      b.per_model[self.stage] = per_model
     left = max(self.total - done, 0)
     if not left:
       return
@@ -204,10 +214,10 @@ class StageBudget:
     if not self.said:
       self.said = True
       if b.max_hours is not None or remaining >= LONG_S:
-        b.log(f"[budget] {self.stage}: {per_model:.3g} s per model measured ({computed} model(s), "
+        b.log(f"[budget] {self.stage}: {per_model:.3g} s per {unit} measured ({computed} {unit}(s), "
               f"{compiling:.1f} s of compilation excluded); {left} left, about {_duration(remaining)} more; "
               f"run so far {_duration(b.elapsed())}, estimated total {_duration(total)}" + b._of_budget())
-    b.check(total, f"stage {self.stage}: {left} more model(s) at {per_model:.3g} s each")
+    b.check(total, f"stage {self.stage}: {left} more {unit}(s) at {per_model:.3g} s each")
 
 
 def attach(progress: Any, max_hours: Optional[float] = None) -> Budget:
@@ -217,9 +227,9 @@ def attach(progress: Any, max_hours: Optional[float] = None) -> Budget:
   return b
 
 
-def stage(progress: Any, name: str, total: int) -> StageBudget:
+def stage(progress: Any, name: str, total: int, unit: str = "model") -> StageBudget:
   """The :class:`StageBudget` of one pass of stage ``name`` (inactive when ``progress`` has no budget)."""
-  return StageBudget(getattr(progress, "budget", None), name, total)
+  return StageBudget(getattr(progress, "budget", None), name, total, unit)
 
 
 def forecast(progress: Any, stage: str, num_models: int, relative_to: str, ratio: float) -> None:
