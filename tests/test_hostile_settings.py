@@ -191,11 +191,25 @@ def _edit_populations(tmp_path, pair, change) -> str:
     (lambda a: a.update({"points": a["points"] * 0.5 + 0.25}), "'points' is not the points of 'epsilons' at N = 8"),
     (lambda a: a.update({"epsilons": a["epsilons"] + 0.5, "points": epsilon_points(a["epsilons"] + 0.5, N)}),
      "per_example_epsilons of results.json differ from the populations file's epsilons"),
+    (lambda a: _fewer_models(a), f"populations hold {N - 1} models per kind but results.json says "
+                                 f"num_models_scored = {N}"),
 ])
 def test_edited_populations_are_refused(tmp_path, capsys, pair, change, message):
   bad = _edit_populations(tmp_path, pair, change)
-  err = _cli_error(capsys, ["stability", pair["b"], bad, "--plot", ""])
-  assert message in err, err
+  for argv in (["stability", pair["b"], bad, "--plot", ""], ["compare", pair["b"], bad, "--output", ""],
+               ["compare", bad, pair["b"]]):
+    err = _cli_error(capsys, argv)
+    assert message in err, (argv, err)
+
+
+def _fewer_models(arrays) -> None:
+  """Drops the last model of every population and rescores: a file consistent in itself, not with results.json."""
+  for name in list(arrays):
+    if name.startswith(("unlearned/", "retrained/")):
+      arrays[name] = arrays[name][:N - 1]
+  res = forgetting_metric(arrays["unlearned/forget_confidence"], arrays["retrained/forget_confidence"])
+  arrays["epsilons"] = np.asarray(res.epsilons, np.float64)
+  arrays["points"] = epsilon_points(arrays["epsilons"], N - 1)
 
 
 def test_populations_with_too_few_models_are_refused():
