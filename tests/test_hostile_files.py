@@ -125,6 +125,23 @@ def test_evaluate_checks_its_outputs_before_any_work(tmp_path, capsys, alarm, na
   assert f"output folder {str(tmp_path / 'file')!r} exists and is not a folder" in err
 
 
+@pytest.mark.parametrize("where", ["sweep.csv", "sweep.png", "epochs_2/results.json", "confirm-epochs_1/populations.npz"])
+def test_sweep_checks_its_outputs_before_any_work(tmp_path, capsys, alarm, where):
+  out, cache = tmp_path / "s", tmp_path / "c"
+  target = out / where
+  target.parent.mkdir(parents=True, exist_ok=True)
+  os.mkfifo(target)
+  argv = ["sweep", "--config", "tiny", "--num-models", "2", "--grid", "epochs=1,2", "--quiet", "--confirm",
+          "--cache-dir", str(cache), "--output-dir", str(out)]
+  err = _cli_error(capsys, argv)
+  assert f"refusing to write {str(target)!r}: it is a FIFO (named pipe), not a regular file" in err
+  assert not cache.exists()  # nothing loaded, trained or written
+  assert sorted(os.listdir(out)) == [where.split("/")[0]]
+  (tmp_path / "file").write_text("x")
+  err = _cli_error(capsys, argv[:-1] + [str(tmp_path / "file")])
+  assert f"output folder {str(tmp_path / 'file')!r} exists and is not a folder" in err
+
+
 @pytest.mark.parametrize("kind", ["fifo", DEVICE, "folder", "symlink"])
 def test_results_populations_plots_and_tables_refuse_special_files(tmp_path, alarm, kind):
   from unlearn_jax.results import populations, record, report
