@@ -537,6 +537,38 @@ def test_a_method_set_to_run_for_years_is_refused_before_its_stage(tmp_path, cap
   assert not out.exists()  # the unlearning stage never started: no chunk folder
 
 
+class _Reporting:
+  """What a run reports to: its lines and its budget (as ``budget.attach`` sets them up)."""
+
+  def __init__(self, hours, clock):
+    self.lines = []
+    self.budget = budget.Budget(hours, log=self.lines.append, clock=clock, compile_clock=lambda: 0.0)
+
+
+def test_the_model_bootstrap_states_its_cost_after_its_first_block_and_honours_max_hours(monkeypatch):
+  from unlearn_jax.analysis import evaluators
+  from unlearn_jax.metrics import bootstrap as bootstrap_lib
+  from unlearn_jax.results.record import Populations
+  assert budget.pairs(object(), "bootstrap") is None  # no budget attached: no callback, nothing checked
+  rng = np.random.default_rng(0)
+  pop = lambda shift: {"forget_confidence": rng.normal(shift, 1.0, (N, E)), "retain_accuracy": np.full(N, 0.9),
+                       "test_accuracy": np.full(N, 0.9)}
+  pops = Populations(pop(0.5), pop(0.0), np.zeros(E))
+  monkeypatch.setattr(bootstrap_lib, "PAIR_BLOCK", 64)  # 20 draws x 12 examples = 240 pairs: blocks of 64
+  ticks = iter(np.arange(0.0, 1e9, 1000.0))  # every reading of the clock is 1,000 s later
+  run = _Reporting(1.0, lambda: float(next(ticks)))
+  request = evaluators.Request(bootstrap=20, budget=lambda stage: budget.pairs(run, stage))
+  # the first block took 1,000 s: 176 pairs left at 15.6 s each, and 3,000 s already spent, is over an hour
+  with pytest.raises(budget.BudgetExceeded, match=r"\(stage bootstrap: 176 more pair\(s\) at 15\.6 s each\), "
+                                                  r"over --max-hours 1;"):
+    evaluators.bootstrap(pops, request)
+  assert len(run.lines) == 1 and run.lines[0].startswith("[budget] bootstrap: 15.6 s per pair measured (64 pair(s)")
+  assert "176 left" in run.lines[0]
+  calm = _Reporting(None, lambda: 0.0)  # no --max-hours and no time passing: nothing said, nothing refused
+  request = evaluators.Request(bootstrap=20, budget=lambda stage: budget.pairs(calm, stage))
+  assert evaluators.bootstrap(pops, request)["num_draws"] == 20 and calm.lines == []
+
+
 def test_sweep_refuses_past_its_budget(tmp_path, capsys):
   out = tmp_path / "sweep"
   err = _cli_error(capsys, ["sweep", "--config", "tiny", "--epochs", "1", "--num-models", "2", "--chunk-size", "1",

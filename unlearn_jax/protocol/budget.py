@@ -9,7 +9,8 @@ plus the stage's remaining models at the measured rate) when that remainder is a
 or more or a budget is set, and, with a budget of
 ``max_hours``, stops the run with a one-line :class:`BudgetExceeded` when that total is
 over the budget, before the rest is spent. The estimate is refreshed after every chunk,
-so a stage that slows down is refused as soon as its total passes the budget. A sweep
+so a stage that slows down is refused as soon as its total passes the budget. A model
+bootstrap does the same per block of (example, draw) pairs (:func:`pairs`). A sweep
 does the same per grid point (:meth:`Budget.after_point`): after its first computed
 point it states the sweep's estimated total and refuses one that will not fit.
 
@@ -237,6 +238,23 @@ def forecast(progress: Any, stage: str, num_models: int, relative_to: str, ratio
   b = getattr(progress, "budget", None)
   if b is not None:
     b.forecast(stage, num_models, relative_to, ratio)
+
+
+def pairs(progress: Any, stage: str) -> Optional[Callable[[int, int], None]]:
+  """A model bootstrap's ``progress(done, total)`` callback (``done`` of ``total`` (example, draw) pairs, after
+  each block) that, from the first block on, states the remaining time at the measured rate (compilation
+  excluded) and refuses past ``--max-hours``: a :class:`StageBudget` in pairs. ``None`` without a budget.
+  Call it right before the bootstrap starts: its clock starts here."""
+  b = getattr(progress, "budget", None)
+  if b is None:
+    return None
+  cost = StageBudget(b, stage, 0, unit="pair")
+
+  def after_block(done: int, total: int) -> None:
+    cost.total = int(total)
+    cost.after_chunk(int(done), int(done))
+
+  return after_block
 
 
 def sweep_of(progress: Any) -> Optional[Budget]:
