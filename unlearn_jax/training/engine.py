@@ -6,7 +6,9 @@ many seeds run and how (vmap, chunks, loop, devices). Epochs are a
 ``lax.scan``; each epoch visits the split in the order
 ``permutation(fold_in(data_key, epoch))`` in full batches (a scan) followed by
 the remainder batch (a second step of its own static shape), as a torch loader
-with ``drop_last=False`` does.
+with ``drop_last=False`` does. :func:`make_training` gives the same run in pieces (initial
+state, a scan over any run of epochs, the checkpoint rule at the end), so a caller can run the
+epochs one call at a time and time the first (the protocol's original model does).
 
 Which model a run returns follows the recipe's :class:`~unlearn_jax.training.recipes.CheckpointRule`
 for its role (``original`` when trained on the train split, ``retrained`` on
