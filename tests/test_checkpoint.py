@@ -118,6 +118,40 @@ def test_an_entry_whose_arrays_disagree_with_its_manifest_is_corrupt(tmp_path, e
     checkpoint.load_arrays(path)
 
 
+def test_headers_are_checked_against_the_manifest_before_an_array_is_read(tmp_path, monkeypatch):
+  path = str(tmp_path / "entry.npz")
+  checkpoint.save_arrays(path, {"x": np.arange(4, dtype=np.float32), "y": np.ones(2)})
+  _rewrite_manifest(path, lambda m: m["arrays"]["y"].update(shape=[3]))
+  real, read = np.lib.npyio.NpzFile.__getitem__, []
+
+  def spy(self, key):
+    read.append(key)
+    return real(self, key)
+
+  monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", spy)
+  with pytest.raises(checkpoint.CorruptEntry, match=r"array 'y' fails its checksum \(its header declares float64 "
+                                                    r"\[2\], the manifest float64 \[3\]\)"):
+    checkpoint.load_arrays(path)
+  assert "y" not in read  # refused from its header: the array itself was never loaded
+
+
+def test_loading_allocates_about_the_arrays_not_twice_the_file(tmp_path):
+  import tracemalloc
+  path = str(tmp_path / "big.npz")
+  arrays = {"a": np.arange(3 << 20, dtype=np.float32), "b": np.ones((1 << 20,), np.float64)}  # 20 MiB in all
+  checkpoint.save_arrays(path, arrays)
+  size = os.path.getsize(path)
+  tracemalloc.start()
+  try:
+    loaded, _ = checkpoint.load_arrays(path)
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  for k, v in arrays.items():
+    np.testing.assert_array_equal(loaded[k], v)
+  assert peak < 1.25 * size, (peak, size)  # the arrays (the file's size) and small read buffers, no whole-file copy
+
+
 def test_reserved_name_and_missing_file():
   with pytest.raises(ValueError, match="reserved"):
     checkpoint.save_arrays("/nonexistent/never-written.npz", {checkpoint.MANIFEST: np.zeros(1)})

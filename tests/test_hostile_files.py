@@ -80,6 +80,9 @@ def _unchanged(path, kind, tmp_path):
   assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".tmp-")]
 
 
+# making a device node needs root; the FIFO, folder and symbolic-link cases run everywhere
+DEVICE = pytest.param("device", marks=pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a device needs root"))
+
 KIND_WORDS = {"fifo": "FIFO (named pipe)", "device": "character device", "folder": "folder", "symlink": "symbolic link"}
 
 
@@ -87,7 +90,7 @@ KIND_WORDS = {"fifo": "FIFO (named pipe)", "device": "character device", "folder
 # 1. Outputs never replace what is not a regular file.
 
 
-@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "symlink"])
+@pytest.mark.parametrize("kind", ["fifo", DEVICE, "folder", "symlink"])
 def test_command_outputs_refuse_special_files_before_any_work(tmp_path, capsys, alarm, kind):
   run = tmp_path / "run"
   run.mkdir()
@@ -122,7 +125,24 @@ def test_evaluate_checks_its_outputs_before_any_work(tmp_path, capsys, alarm, na
   assert f"output folder {str(tmp_path / 'file')!r} exists and is not a folder" in err
 
 
-@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "symlink"])
+@pytest.mark.parametrize("where", ["sweep.csv", "sweep.png", "epochs_2/results.json", "confirm-epochs_1/populations.npz"])
+def test_sweep_checks_its_outputs_before_any_work(tmp_path, capsys, alarm, where):
+  out, cache = tmp_path / "s", tmp_path / "c"
+  target = out / where
+  target.parent.mkdir(parents=True, exist_ok=True)
+  os.mkfifo(target)
+  argv = ["sweep", "--config", "tiny", "--num-models", "2", "--grid", "epochs=1,2", "--quiet", "--confirm",
+          "--cache-dir", str(cache), "--output-dir", str(out)]
+  err = _cli_error(capsys, argv)
+  assert f"refusing to write {str(target)!r}: it is a FIFO (named pipe), not a regular file" in err
+  assert not cache.exists()  # nothing loaded, trained or written
+  assert sorted(os.listdir(out)) == [where.split("/")[0]]
+  (tmp_path / "file").write_text("x")
+  err = _cli_error(capsys, argv[:-1] + [str(tmp_path / "file")])
+  assert f"output folder {str(tmp_path / 'file')!r} exists and is not a folder" in err
+
+
+@pytest.mark.parametrize("kind", ["fifo", DEVICE, "folder", "symlink"])
 def test_results_populations_plots_and_tables_refuse_special_files(tmp_path, alarm, kind):
   from unlearn_jax.results import populations, record, report
   rng = np.random.default_rng(0)
@@ -170,7 +190,7 @@ def _zip_bomb(path, member="out/x.npy", megabytes=64, dtype="<f8"):
         f.write(bytes(16 << 20))
 
 
-@pytest.mark.parametrize("kind", ["dev_zero_link", "fifo", "folder", "zip_bomb", "device", "huge"])
+@pytest.mark.parametrize("kind", ["dev_zero_link", "fifo", "folder", "zip_bomb", DEVICE, "huge"])
 def test_cache_entry_that_is_not_a_plain_entry_is_rebuilt(tmp_path, alarm, kind, monkeypatch):
   store = checkpoint.ChunkStore(str(tmp_path / "store"), '{"kind": "retrained"}')
   store.save(0, 4, {"out/x": np.arange(4.0)})
@@ -203,6 +223,37 @@ def test_cache_entry_that_is_not_a_plain_entry_is_rebuilt(tmp_path, alarm, kind,
   store.save(0, 4, {"out/x": np.arange(4.0)})
   np.testing.assert_array_equal(store.load(0, 4)["out/x"], np.arange(4.0))
   assert os.path.exists("/dev/zero") and stat.S_ISCHR(os.stat("/dev/zero").st_mode)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero_link", "folder", "huge"])
+def test_results_file_that_is_not_a_bounded_regular_file_is_refused_unread(tmp_path, capsys, alarm, kind):
+  from unlearn_jax.results import report
+  good = tmp_path / "good"
+  good.mkdir()
+  (good / "results.json").write_text(json.dumps(RESULT))
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  path = bad / "results.json"
+  if kind == "fifo":
+    os.mkfifo(path)  # opened for reading, it would wait for a writer forever
+  elif kind == "dev_zero_link":
+    os.symlink("/dev/zero", path)  # followed, it would be read until memory runs out
+  elif kind == "folder":
+    os.mkdir(path)
+  else:  # one byte over the bound (sparse: nothing is written)
+    with open(path, "wb") as f:
+      f.truncate(report.MAX_RESULTS_BYTES + 1)
+  expected = {"fifo": "is a FIFO (named pipe), not a regular file",
+              "dev_zero_link": "is a symbolic link, not a regular file", "folder": "is a folder, not a regular file",
+              "huge": "is 64.0 MiB, over the bound of 64.0 MiB; refusing to read it"}[kind]
+  for argv in (["compare", str(good), str(bad), "--output", ""], ["leaderboard", str(good), str(bad)],
+               ["stability", str(bad), "--plot", "", "--table", ""]):
+    err = _cli_error(capsys, argv)
+    assert f"results file {str(path)!r} {expected}" in err, (argv, err)
+  if kind == "huge":
+    with open(path, "r+b") as f:
+      f.truncate(report.MAX_RESULTS_BYTES)  # at the bound: read (and refused as JSON, not for its size)
+    assert "cannot read results file" in _cli_error(capsys, ["leaderboard", str(bad)])
 
 
 def test_save_over_a_special_entry_replaces_it_and_reports_it(tmp_path, alarm):

@@ -191,11 +191,25 @@ def _edit_populations(tmp_path, pair, change) -> str:
     (lambda a: a.update({"points": a["points"] * 0.5 + 0.25}), "'points' is not the points of 'epsilons' at N = 8"),
     (lambda a: a.update({"epsilons": a["epsilons"] + 0.5, "points": epsilon_points(a["epsilons"] + 0.5, N)}),
      "per_example_epsilons of results.json differ from the populations file's epsilons"),
+    (lambda a: _fewer_models(a), f"populations hold {N - 1} models per kind but results.json says "
+                                 f"num_models_scored = {N}"),
 ])
 def test_edited_populations_are_refused(tmp_path, capsys, pair, change, message):
   bad = _edit_populations(tmp_path, pair, change)
-  err = _cli_error(capsys, ["stability", pair["b"], bad, "--plot", ""])
-  assert message in err, err
+  for argv in (["stability", pair["b"], bad, "--plot", ""], ["compare", pair["b"], bad, "--output", ""],
+               ["compare", bad, pair["b"]]):
+    err = _cli_error(capsys, argv)
+    assert message in err, (argv, err)
+
+
+def _fewer_models(arrays) -> None:
+  """Drops the last model of every population and rescores: a file consistent in itself, not with results.json."""
+  for name in list(arrays):
+    if name.startswith(("unlearned/", "retrained/")):
+      arrays[name] = arrays[name][:N - 1]
+  res = forgetting_metric(arrays["unlearned/forget_confidence"], arrays["retrained/forget_confidence"])
+  arrays["epsilons"] = np.asarray(res.epsilons, np.float64)
+  arrays["points"] = epsilon_points(arrays["epsilons"], N - 1)
 
 
 def test_populations_with_too_few_models_are_refused():
@@ -254,6 +268,8 @@ def _evaluate(tmp_path, *extra):
     (["--set", "recipe_overrides.lr_table=[1, .nan]"], "recipe field 'lr_table' must be null or a list of finite"),
     (["--epochs", "0"], "the number of epochs (--epochs, recipe_overrides.epochs) must be an integer in [1, "),
     (["--set", "recipe_overrides.epochs=2.5"], "the number of epochs (--epochs, recipe_overrides.epochs)"),
+    (["--epochs", "100000000"], "must be an integer in [1, 100,000] (the bound on training epochs), got 100000000"),
+    (["--set", "recipe_overrides.epochs=100000000"], "must be an integer in [1, 100,000] (the bound on training "),
     (["--metrics", "klom", "--set", "cache_params=false"], "--metrics klom measures the retrained models' margins"),
     (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
     (["--hp", "epochs=1e12"], "hyperparameter 'epochs' must be an integer >= 1 (or null) and within +-2147483647"),
@@ -266,6 +282,66 @@ def test_bad_settings_are_refused_before_any_work(tmp_path, capsys, extra, messa
   err = _cli_error(capsys, _evaluate(tmp_path, *extra))
   assert message in err, err
   _no_work(str(tmp_path / "c"), str(tmp_path / "out"))
+
+
+def test_epochs_in_a_config_file_are_bounded(tmp_path, capsys):
+  (tmp_path / "long.json").write_text('{"recipe_overrides": {"epochs": 100001}, "num_models": 2}')
+  err = _cli_error(capsys, ["evaluate", "--config", str(tmp_path / "long.json"), "--quiet", "--cache-dir",
+                            str(tmp_path / "c"), "--output-dir", str(tmp_path / "out")])
+  assert "must be an integer in [1, 100,000] (the bound on training epochs), got 100001" in err
+  _no_work(str(tmp_path / "c"), str(tmp_path / "out"))
+
+
+def test_total_optimiser_steps_are_bounded_before_work(tmp_path, capsys, monkeypatch):
+  from unlearn_jax.data import load_dataset, make_splits
+  from unlearn_jax.training import recipes
+  base = recipes.digits_recipe(epochs=3, batch_size=7)
+  assert recipes.check_total_steps(base, 700) == 3 * 100 and recipes.check_total_steps(base, 701) == 3 * 101
+  huge = recipes.digits_recipe(epochs=100_000, batch_size=1)
+  recipes.check_total_steps(huge, 21_474)  # 2,147,400,000 steps: within a 32-bit count
+  with pytest.raises(ValueError, match=r"= 2,147,500,000 optimiser steps; the bound is epochs x steps per epoch "
+                                       r"<= 2,147,483,647"):
+    recipes.check_total_steps(huge, 21_475)  # CIFAR-sized at batch size 1 would wrap the step count
+  # through the command: the split sizes are known once the data is loaded, and nothing is trained
+  _, data = make_splits(load_dataset("digits"), EvalConfig().split)
+  train = int(data.split("train").shape[0])
+  steps = 3 * -(-train // 64)
+  monkeypatch.setattr(recipes, "MAX_TOTAL_STEPS", steps - 1)
+  err = _cli_error(capsys, _evaluate(tmp_path, "--epochs", "3", "--set", "recipe_overrides.batch_size=64"))
+  assert f"recipe epochs 3 x {-(-train // 64)} steps per epoch ({train:,} train examples at batch_size 64)" in err
+  _no_work(str(tmp_path / "c"), str(tmp_path / "out"))
+
+
+def test_the_original_states_its_cost_after_its_first_epoch_and_honours_max_hours(tmp_path, capsys):
+  cache, out = tmp_path / "c", tmp_path / "out"
+  assert cli.main(["evaluate", "--config", "tiny", "--epochs", "4", "--num-models", "2", "--cache-dir", str(cache),
+                   "--output-dir", str(out), "--max-hours", "1e-9"]) == 2
+  captured = capsys.readouterr()
+  lines = captured.err.splitlines()
+  assert "Traceback" not in captured.err + captured.out
+  assert lines[-1].startswith("unlearn-jax: error: this run would take about")
+  assert "(stage original: 3 more epoch(s) at" in lines[-1] and "over --max-hours 1e-09" in lines[-1]
+  estimate = [line for line in lines if line.startswith("[budget] original:")]
+  assert len(estimate) == 1 and "s per epoch measured (1 epoch(s)" in estimate[0] and "3 left" in estimate[0]
+  for entry in os.listdir(cache):  # nothing saved: no original model, no retrained chunk
+    assert entry.startswith("original-") and not [f for f in os.listdir(cache / entry) if f.endswith(".npz")], entry
+  assert not out.exists()
+
+
+@pytest.mark.slow  # two compilations of a training run; the budget test above runs the epoch-by-epoch path by default
+def test_the_original_trained_epoch_by_epoch_equals_one_scan():
+  import jax
+  from unlearn_jax.protocol import stages
+  from unlearn_jax.results.progress import Progress
+  from unlearn_jax.training import make_train_fn
+  ctx = build_context(EvalConfig(num_models=2, recipe_overrides=(("epochs", 3),), conv_impl="gemm"))
+  measure = stages.make_measure_fn(ctx.model)
+  key = jax.random.key(5)
+  got = stages.train_original(ctx, key, measure, Progress(enabled=False))
+  want = jax.jit(make_train_fn(ctx.model, ctx.recipe, split="train"))(key, ctx.data)  # every epoch in one scan
+  assert int(got["out"]["kept_epoch"]) == int(want.best_epoch)
+  for a, b in zip(jax.tree.leaves(got["params"]), jax.tree.leaves(want.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
 def test_nan_in_a_json_config_is_refused_before_training(tmp_path, capsys):
@@ -459,6 +535,38 @@ def test_a_method_set_to_run_for_years_is_refused_before_its_stage(tmp_path, cap
   assert "stage unlearn: 2 model(s) at" in lines[-1] and "before it starts" in lines[-1]
   assert any(line.startswith("[budget] unlearn: about") for line in lines)
   assert not out.exists()  # the unlearning stage never started: no chunk folder
+
+
+class _Reporting:
+  """What a run reports to: its lines and its budget (as ``budget.attach`` sets them up)."""
+
+  def __init__(self, hours, clock):
+    self.lines = []
+    self.budget = budget.Budget(hours, log=self.lines.append, clock=clock, compile_clock=lambda: 0.0)
+
+
+def test_the_model_bootstrap_states_its_cost_after_its_first_block_and_honours_max_hours(monkeypatch):
+  from unlearn_jax.analysis import evaluators
+  from unlearn_jax.metrics import bootstrap as bootstrap_lib
+  from unlearn_jax.results.record import Populations
+  assert budget.pairs(object(), "bootstrap") is None  # no budget attached: no callback, nothing checked
+  rng = np.random.default_rng(0)
+  pop = lambda shift: {"forget_confidence": rng.normal(shift, 1.0, (N, E)), "retain_accuracy": np.full(N, 0.9),
+                       "test_accuracy": np.full(N, 0.9)}
+  pops = Populations(pop(0.5), pop(0.0), np.zeros(E))
+  monkeypatch.setattr(bootstrap_lib, "PAIR_BLOCK", 64)  # 20 draws x 12 examples = 240 pairs: blocks of 64
+  ticks = iter(np.arange(0.0, 1e9, 1000.0))  # every reading of the clock is 1,000 s later
+  run = _Reporting(1.0, lambda: float(next(ticks)))
+  request = evaluators.Request(bootstrap=20, budget=lambda stage: budget.pairs(run, stage))
+  # the first block took 1,000 s: 176 pairs left at 15.6 s each, and 3,000 s already spent, is over an hour
+  with pytest.raises(budget.BudgetExceeded, match=r"\(stage bootstrap: 176 more pair\(s\) at 15\.6 s each\), "
+                                                  r"over --max-hours 1;"):
+    evaluators.bootstrap(pops, request)
+  assert len(run.lines) == 1 and run.lines[0].startswith("[budget] bootstrap: 15.6 s per pair measured (64 pair(s)")
+  assert "176 left" in run.lines[0]
+  calm = _Reporting(None, lambda: 0.0)  # no --max-hours and no time passing: nothing said, nothing refused
+  request = evaluators.Request(bootstrap=20, budget=lambda stage: budget.pairs(calm, stage))
+  assert evaluators.bootstrap(pops, request)["num_draws"] == 20 and calm.lines == []
 
 
 def test_sweep_refuses_past_its_budget(tmp_path, capsys):

@@ -113,7 +113,11 @@ def atomic_write_text(path: str, text: str, make_dirs: bool = True) -> None:
 
 
 def _digest(a: np.ndarray) -> str:
-  return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+  """SHA-256 of the array's bytes in C order (hashed in place: no copy of a contiguous array)."""
+  flat = np.ascontiguousarray(a).reshape(-1)
+  if flat.dtype.hasobject or not flat.dtype.itemsize:
+    return hashlib.sha256(flat.tobytes()).hexdigest()
+  return hashlib.sha256(flat.view(np.uint8)).hexdigest()
 
 
 def save_arrays(path: str, arrays: Mapping[str, Any], meta: Optional[Mapping[str, Any]] = None) -> None:
@@ -141,8 +145,10 @@ def load_arrays(path: str, max_bytes: Optional[int] = None) -> tuple[dict[str, n
   followed, a FIFO is not waited on) no larger than ``max_bytes`` (default:
   :data:`MEMORY_SHARE` of :func:`unlearn_jax.files.available_memory`). Before an
   array is decompressed its member must be stored uncompressed, as :func:`save_arrays`
-  writes it, with a ``.npy`` header that agrees with the zip directory, so what
-  loading allocates is at most the file's own size (a zip bomb is refused unread).
+  writes it, with a ``.npy`` header that agrees with the zip directory, and its
+  header's dtype and shape must be the manifest's. The file is read one member at a
+  time, never whole, so what loading allocates is the arrays themselves: at most
+  the file's own size (a zip bomb is refused unread).
 
   Raises:
     FileNotFoundError: when ``path`` does not exist.
@@ -153,27 +159,41 @@ def load_arrays(path: str, max_bytes: Optional[int] = None) -> tuple[dict[str, n
     raise FileNotFoundError(path)
   bound = int(files.available_memory() * MEMORY_SHARE) if max_bytes is None else int(max_bytes)
   try:
-    raw = files.read_regular(path, bound, "cache entry")
-    files.npz_members(io.BytesIO(raw), path, require_stored=True)
+    f = files.open_bounded(path, bound, "cache entry")
   except files.BadFile as err:
     raise CorruptEntry(" ".join(str(err).split())) from None  # names the path already
   except FileNotFoundError:
     raise
   except OSError as err:
     raise CorruptEntry(f"{path}: unreadable ({type(err).__name__}: {err})") from None
-  try:
-    with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-      manifest = json.loads(bytes(z[MANIFEST]).decode())
-      arrays = {k: z[k] for k in z.files if k != MANIFEST}
-  except Exception as err:  # any unreadable file is corrupt: zip, header or JSON errors
-    raise CorruptEntry(f"{path}: unreadable ({type(err).__name__}: {err})") from None
-  expected = manifest.get("arrays", {})
-  if set(expected) != set(arrays):
-    raise CorruptEntry(f"{path}: array names differ from the manifest")
-  for k, info in expected.items():
-    a = arrays[k]
-    if str(a.dtype) != info["dtype"] or list(a.shape) != info["shape"] or _digest(a) != info["sha256"]:
-      raise CorruptEntry(f"{path}: array {k!r} fails its checksum")
+  with f:
+    try:
+      members = files.npz_members(f, path, require_stored=True)
+    except files.BadFile as err:
+      raise CorruptEntry(" ".join(str(err).split())) from None
+    try:
+      f.seek(0)
+      with np.load(f, allow_pickle=False) as z:
+        if MANIFEST not in members or members[MANIFEST].dtype != np.uint8 or len(members[MANIFEST].shape) != 1:
+          raise CorruptEntry(f"{path}: no manifest")
+        manifest = json.loads(bytes(z[MANIFEST]).decode())
+        expected = manifest.get("arrays", {})
+        if set(expected) != set(members) - {MANIFEST}:
+          raise CorruptEntry(f"{path}: array names differ from the manifest")
+        arrays = {}
+        for k, info in expected.items():  # the header against the manifest before the array is read
+          m = members[k]
+          if str(m.dtype) != info["dtype"] or list(m.shape) != info["shape"]:
+            raise CorruptEntry(f"{path}: array {k!r} fails its checksum (its header declares {m.dtype} "
+                               f"{list(m.shape)}, the manifest {info['dtype']} {info['shape']})")
+          a = z[k]
+          if str(a.dtype) != info["dtype"] or list(a.shape) != info["shape"] or _digest(a) != info["sha256"]:
+            raise CorruptEntry(f"{path}: array {k!r} fails its checksum")
+          arrays[k] = a
+    except CorruptEntry:
+      raise
+    except Exception as err:  # any unreadable file is corrupt: zip, header or JSON errors
+      raise CorruptEntry(f"{path}: unreadable ({type(err).__name__}: {' '.join(str(err).split())})") from None
   return arrays, manifest.get("meta", {})
 
 

@@ -146,14 +146,31 @@ def open_regular(path: str, what: str = "file") -> int:
   return fd
 
 
+def _check_size(fd: int, path: str, max_bytes: int, what: str) -> int:
+  size = os.fstat(fd).st_size
+  if size > max_bytes:
+    raise BadFile(f"{what} {path!r} is {size_text(size)}, over the bound of {size_text(max_bytes)}; "
+                  f"refusing to read it")
+  return size
+
+
+def open_bounded(path: str, max_bytes: int, what: str = "file") -> IO[bytes]:
+  """Regular file ``path`` opened for binary reading (as :func:`open_regular`), refused (:class:`BadFile`)
+  when larger than ``max_bytes``; for readers that take what they need piece by piece (an ``.npz``)."""
+  fd = open_regular(path, what)
+  try:
+    _check_size(fd, path, max_bytes, what)
+    return os.fdopen(fd, "rb")
+  except BaseException:
+    os.close(fd)
+    raise
+
+
 def read_regular(path: str, max_bytes: int, what: str = "file") -> bytes:
   """The bytes of regular file ``path``, refused (:class:`BadFile`) when larger than ``max_bytes``, before reading."""
   fd = open_regular(path, what)
   try:
-    size = os.fstat(fd).st_size
-    if size > max_bytes:
-      raise BadFile(f"{what} {path!r} is {size_text(size)}, over the bound of {size_text(max_bytes)}; "
-                    f"refusing to read it")
+    size = _check_size(fd, path, max_bytes, what)
     chunks, left = [], size
     with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
       while left > 0:

@@ -47,7 +47,7 @@ import re
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from unlearn_jax import checkpoint, plugins
+from unlearn_jax import checkpoint, files, plugins
 from unlearn_jax.protocol import budget
 from unlearn_jax.protocol import context as protocol_context
 from unlearn_jax.protocol import run as protocol_run
@@ -240,11 +240,15 @@ def _evaluate_point(ref: protocol_run.Reference, method: protocol_context.BuiltM
 
 
 def plan(config: EvalConfig, grid: Mapping[str, Sequence[Any]], *, factory: Optional[Callable] = None,
-         confirm_seed: Optional[int] = None):
-  """``(method source, points)``: the method resolved and the grid checked, touching no file.
+         confirm_seed: Optional[int] = None, confirm: bool = False):
+  """``(method source, points)``: the method resolved, the grid and the outputs checked, touching no file.
 
   The checks :func:`run_sweep` makes before anything else (callers may run them
-  before creating directories); one-line ``ValueError`` on failure.
+  before creating directories); one-line ``ValueError`` on failure, or
+  :class:`~unlearn_jax.files.NotARegularFile` when an output the sweep would write
+  (``sweep.md/csv/json/png``, a point's ``results.json``, ``populations.npz`` or plots,
+  and with ``confirm`` those of every possible confirmation folder) is a device, FIFO,
+  folder or symbolic link, or the output folder is not a folder.
   """
   if config.process_count != 1:
     raise ValueError("sweep runs in a single process")
@@ -254,6 +258,11 @@ def plan(config: EvalConfig, grid: Mapping[str, Sequence[Any]], *, factory: Opti
   points = check_grid(source.name, factory or source.factory, grid, dict(config.hyperparameters))
   if confirm_seed is not None and confirm_seed == config.seed:
     raise ValueError(f"--confirm-seed must differ from the sweep's seed {config.seed} (a fresh seed stream)")
+  if config.output_dir is not None:  # outputs replace only regular files: refused before any work, as evaluate's
+    files.check_output_folder(config.output_dir, (TABLE_FILE, CSV_FILE, JSON_FILE, PLOT_FILE))
+    for p in points:
+      for folder in (p.name, f"confirm-{p.name}") if confirm else (p.name,):
+        files.check_output_folder(os.path.join(config.output_dir, folder))
   return source, points
 
 
@@ -279,7 +288,7 @@ def run_sweep(config: EvalConfig, grid: Mapping[str, Sequence[Any]], *,
     ProtocolError: a point diverged (without ``allow_nan_drop``).
   """
   progress = progress or Progress()
-  source, points = plan(config, grid, factory=factory, confirm_seed=confirm_seed)
+  source, points = plan(config, grid, factory=factory, confirm_seed=confirm_seed, confirm=confirm)
   budget.attach(progress, config.max_hours)  # the sweep's estimated total after its first point, and --max-hours
   fixed = dict(config.hyperparameters)
   values = [{**fixed, **dict(p.values)} for p in points]

@@ -44,6 +44,8 @@ class Request:
       ``[N, E]``, and the margins where it stored them), a second retrained population of this
       setup; ``None`` when its models are not stored or not needed. With it, ``--bootstrap`` gives
       the ceiling its own interval and ``klom`` its retrain-vs-retrain baseline.
+    budget: ``budget(stage)`` gives a model bootstrap of ``stage`` its ``progress(done, total)`` callback
+      that states its cost and holds it to the run's time budget (``None``: none).
   """
 
   metrics: tuple[str, ...] = ("competition",)
@@ -52,6 +54,11 @@ class Request:
   forgetting_quality: float = float("nan")
   ceiling: Optional[Mapping[str, Any]] = None
   ceiling_outputs: Optional[Mapping[str, Any]] = None
+  budget: Optional[Callable[[str], Optional[Callable[[int, int], None]]]] = None
+
+
+def _budget_of(request: Request, stage: str) -> Optional[Callable[[int, int], None]]:
+  return None if request.budget is None else request.budget(stage)
 
 
 Evaluator = Callable[[Populations, Request], Optional[Any]]
@@ -80,7 +87,7 @@ def bootstrap(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
   if not request.bootstrap:
     return None
   return uncertainty.bootstrap_intervals(pops.unlearned, pops.retrained, pops.epsilons, num_draws=request.bootstrap,
-                                         seed=request.seed)
+                                         seed=request.seed, progress=_budget_of(request, "bootstrap"))
 
 
 def ceiling(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
@@ -90,7 +97,7 @@ def ceiling(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
   if request.bootstrap and request.ceiling_outputs is not None:  # the ceiling is one noisy draw too
     out["interval"] = uncertainty.forgetting_quality_interval(
         request.ceiling_outputs["forget_confidence"], pops.retrained["forget_confidence"],
-        num_draws=request.bootstrap, seed=request.seed)
+        num_draws=request.bootstrap, seed=request.seed, progress=_budget_of(request, "bootstrap: ceiling"))
   return out
 
 

@@ -54,6 +54,8 @@ def run(args) -> int:
   settings.check_compare_draws(args.draws, num_examples)  # bounded before the draws
   settings.check_compare_permutations(args.permutations, num_examples)
   pop_a, pop_b = _populations_of(args.run_a), _populations_of(args.run_b)
+  for r, p, d in ((a, pop_a, args.run_a), (b, pop_b, args.run_b)):
+    untrusted.check_pair(r, p, f"run {d!r}")  # results.json and populations.npz of one run agree: N, epsilons
   out = compare.compare_runs(a, b, pop_a, pop_b, names=(args.run_a, args.run_b), draws=args.draws,
                              groups=args.groups, level=args.level, seed=args.seed, test=args.test,
                              permutations=args.permutations)

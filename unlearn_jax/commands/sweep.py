@@ -47,7 +47,7 @@ def run(args) -> int:
   config = protocol_config.from_dict(cfg, sweep=True)
   confirm = bool(cfg.get("confirm")) if args.confirm is None else True
   progress = Progress(enabled=not args.quiet)
-  sweep.plan(config, grid, confirm_seed=args.confirm_seed)  # a bad grid fails before any file is created
+  sweep.plan(config, grid, confirm_seed=args.confirm_seed, confirm=confirm)  # a bad grid or output fails first
   if args.download:
     evaluate_cmd.download_first(config, progress)
   with compile_cache.persistent_cache(protocol_run.compile_cache_dir(config)):

@@ -9,9 +9,14 @@ plus the stage's remaining models at the measured rate) when that remainder is a
 or more or a budget is set, and, with a budget of
 ``max_hours``, stops the run with a one-line :class:`BudgetExceeded` when that total is
 over the budget, before the rest is spent. The estimate is refreshed after every chunk,
-so a stage that slows down is refused as soon as its total passes the budget. A sweep
+so a stage that slows down is refused as soon as its total passes the budget. A model
+bootstrap does the same per block of (example, draw) pairs (:func:`pairs`). A sweep
 does the same per grid point (:meth:`Budget.after_point`): after its first computed
 point it states the sweep's estimated total and refuses one that will not fit.
+
+The original model is one run, not a population: it is trained one epoch at a time (one
+compiled program called once per epoch), so its first epoch is its first chunk and the
+stage states and checks ``epochs - 1`` more epochs at the measured rate (``unit="epoch"``).
 
 Before the unlearning stage starts, :meth:`Budget.forecast` turns the method's declared
 cost relative to retraining (``UnlearningMethod.cost`` in retain epochs over the recipe's
@@ -179,10 +184,14 @@ class Budget:
 
 
 class StageBudget:
-  """One pass of a chunked stage: turns each computed chunk into a rate, an estimate and a check."""
+  """One pass of a chunked stage: turns each computed chunk into a rate, an estimate and a check.
 
-  def __init__(self, budget: Optional[Budget], stage: str, total: int):
-    self.budget, self.stage, self.total = budget, stage, int(total)
+  ``unit``: what the stage counts, ``model`` (its seeds) or ``epoch`` (the original model, trained one
+  epoch at a time: its first epoch is the first chunk).
+  """
+
+  def __init__(self, budget: Optional[Budget], stage: str, total: int, unit: str = "model"):
+    self.budget, self.stage, self.total, self.unit = budget, stage, int(total), unit
     if budget is not None:
       self.t0, self.c0 = budget.clock(), budget.compile_clock()
     self.said = False
@@ -195,7 +204,9 @@ class StageBudget:
     wall = b.clock() - self.t0
     compiling = max(0.0, b.compile_clock() - self.c0)
     per_model = max(wall - compiling, 0.0) / computed
-    b.per_model[self.stage] = per_model
+    unit = self.unit
+    if unit == "model":
+      b.per_model[self.stage] = per_model
     left = max(self.total - done, 0)
     if not left:
       return
@@ -204,10 +215,10 @@ class StageBudget:
     if not self.said:
       self.said = True
       if b.max_hours is not None or remaining >= LONG_S:
-        b.log(f"[budget] {self.stage}: {per_model:.3g} s per model measured ({computed} model(s), "
+        b.log(f"[budget] {self.stage}: {per_model:.3g} s per {unit} measured ({computed} {unit}(s), "
               f"{compiling:.1f} s of compilation excluded); {left} left, about {_duration(remaining)} more; "
               f"run so far {_duration(b.elapsed())}, estimated total {_duration(total)}" + b._of_budget())
-    b.check(total, f"stage {self.stage}: {left} more model(s) at {per_model:.3g} s each")
+    b.check(total, f"stage {self.stage}: {left} more {unit}(s) at {per_model:.3g} s each")
 
 
 def attach(progress: Any, max_hours: Optional[float] = None) -> Budget:
@@ -217,9 +228,9 @@ def attach(progress: Any, max_hours: Optional[float] = None) -> Budget:
   return b
 
 
-def stage(progress: Any, name: str, total: int) -> StageBudget:
+def stage(progress: Any, name: str, total: int, unit: str = "model") -> StageBudget:
   """The :class:`StageBudget` of one pass of stage ``name`` (inactive when ``progress`` has no budget)."""
-  return StageBudget(getattr(progress, "budget", None), name, total)
+  return StageBudget(getattr(progress, "budget", None), name, total, unit)
 
 
 def forecast(progress: Any, stage: str, num_models: int, relative_to: str, ratio: float) -> None:
@@ -227,6 +238,23 @@ def forecast(progress: Any, stage: str, num_models: int, relative_to: str, ratio
   b = getattr(progress, "budget", None)
   if b is not None:
     b.forecast(stage, num_models, relative_to, ratio)
+
+
+def pairs(progress: Any, stage: str) -> Optional[Callable[[int, int], None]]:
+  """A model bootstrap's ``progress(done, total)`` callback (``done`` of ``total`` (example, draw) pairs, after
+  each block) that, from the first block on, states the remaining time at the measured rate (compilation
+  excluded) and refuses past ``--max-hours``: a :class:`StageBudget` in pairs. ``None`` without a budget.
+  Call it right before the bootstrap starts: its clock starts here."""
+  b = getattr(progress, "budget", None)
+  if b is None:
+    return None
+  cost = StageBudget(b, stage, 0, unit="pair")
+
+  def after_block(done: int, total: int) -> None:
+    cost.total = int(total)
+    cost.after_chunk(int(done), int(done))
+
+  return after_block
 
 
 def sweep_of(progress: Any) -> Optional[Budget]:

@@ -24,6 +24,7 @@ from unlearn_jax.models import COMPUTE_DTYPES, get_model
 from unlearn_jax.protocol.config import EvalConfig, resolve_recipe, validate
 from unlearn_jax.results.progress import Progress
 from unlearn_jax.training import Recipe
+from unlearn_jax.training.recipes import check_total_steps
 from unlearn_jax.unlearning import UnlearningMethod
 
 CACHE_VERSION = 1
@@ -141,6 +142,8 @@ def build_context(config: EvalConfig, progress: Optional[Progress] = None,
   dataset = load_data(config.dataset, config.data_dir)
   indices, data = make_splits(dataset, config.split)
   recipe = resolve_recipe(config.recipe, config.recipe_overrides)
+  for split in ("retain",) if config.original is not None else ("train", "retain"):  # the splits trained on
+    check_total_steps(recipe, int(data.split(split).shape[0]), split)
   conv_impl, conv_source = tuning.resolve_conv_impl(config.conv_impl, workload_of(config, data, recipe),
                                                       max_chunk=seeds.seeds_per_device(config.num_models),
                                                       **tune_options(config, progress))

@@ -335,7 +335,8 @@ def _evaluate_on(ref: Reference, ctx: Context, method: BuiltMethod, progress: Pr
     if extra is not None and "forget_confidence" not in extra:
       extra = None
   request = evaluators.Request(metrics=tuple(config.metrics), bootstrap=config.bootstrap, seed=config.seed,
-                               forgetting_quality=scores.forgetting_quality, ceiling=stored, ceiling_outputs=extra)
+                               forgetting_quality=scores.forgetting_quality, ceiling=stored, ceiling_outputs=extra,
+                               budget=lambda stage: budget.pairs(progress, stage))
   found = {}
   for name, evaluator in evaluators.EVALUATORS.items():  # each timed as its own stage of wall_s
     stage = "bootstrap" if name == "bootstrap" or (name == "ceiling" and config.bootstrap) else "evaluations"

@@ -24,10 +24,10 @@ import numpy as np
 
 from unlearn_jax import checkpoint, plugins
 from unlearn_jax.metrics import logit_scaled_confidence
-from unlearn_jax.protocol import margins, runner
+from unlearn_jax.protocol import budget, margins, runner
 from unlearn_jax.protocol.context import CACHE_VERSION, BuiltMethod, Context, make_runner
 from unlearn_jax.results.progress import Progress
-from unlearn_jax.training import accuracy, make_predict_fn, make_train_fn
+from unlearn_jax.training import accuracy, make_predict_fn, make_train_fn, make_training
 from unlearn_jax.training.losses import per_example_cross_entropy
 from unlearn_jax.unlearning import ModelState
 from unlearn_jax.unlearning import outputs as unlearning_outputs
@@ -126,16 +126,7 @@ def original_model(ctx: Context, root: jax.Array, progress: Progress) -> Origina
     progress.line(f"[original] given {given.path} ({given.format}, sha256 {given.sha256[:16]}); not trained")
   elif arrays is None:
     t0 = time.perf_counter()
-    train = make_train_fn(ctx.model, ctx.recipe, split="train")
-
-    @jax.jit
-    def fn(key, data):
-      res = train(key, data)
-      out = dict(measure(res.params, res.batch_stats, data), kept_epoch=res.best_epoch)
-      return dict(params=res.params, batch_stats=res.batch_stats, out=out)
-
-    result = fn(jax.random.fold_in(root, 0), ctx.data)
-    arrays = checkpoint.flatten_tree(result)
+    arrays = checkpoint.flatten_tree(train_original(ctx, jax.random.fold_in(root, 0), measure, progress))
     if ctx.config.process_index == 0:
       store.save_entry("model", arrays)
     progress.line(f"[original] trained 1 model in {time.perf_counter() - t0:.1f} s")
@@ -144,6 +135,37 @@ def original_model(ctx: Context, root: jax.Array, progress: Progress) -> Origina
   state = ModelState(jax.tree.map(jnp.asarray, checkpoint.unflatten_tree(arrays, "params/")),
                      jax.tree.map(jnp.asarray, checkpoint.unflatten_tree(arrays, "batch_stats/")))
   return OriginalModel(state, split_outputs(arrays), key, store.directory, cached, list(store.rebuilt))
+
+
+def train_original(ctx: Context, key: jax.Array, measure: Callable[..., Any], progress: Progress) -> dict[str, Any]:
+  """The original model trained on the train split, one epoch per call of one compiled program, and measured.
+
+  After each epoch the budget attached to ``progress`` (:mod:`unlearn_jax.protocol.budget`) learns the time of
+  an epoch (compilation excluded) and, from the first, states the stage's remaining time and refuses a run over
+  ``--max-hours``, so a typo in the epoch count costs one epoch. Returns ``params``, ``batch_stats`` and ``out``
+  (the measurements and ``kept_epoch``).
+  """
+  training = make_training(ctx.model, ctx.recipe, split="train")
+  init = jax.jit(training.init)
+  one_epoch = jax.jit(training.epochs)
+
+  @jax.jit
+  def finish(carry, data, losses, val_accs):
+    res = training.finish(carry, losses, val_accs)
+    out = dict(measure(res.params, res.batch_stats, data), kept_epoch=res.best_epoch)
+    return dict(params=res.params, batch_stats=res.batch_stats, out=out)
+
+  cost = budget.stage(progress, "original", training.num_epochs, unit="epoch")
+  carry = init(key, ctx.data)
+  losses, val_accs = [], []
+  for epoch in range(training.num_epochs):
+    carry, (loss, val_acc) = one_epoch(carry, ctx.data, jnp.full((1,), epoch, jnp.int32))
+    losses.append(loss)
+    val_accs.append(val_acc)
+    if cost.budget is not None:
+      jax.block_until_ready(loss)  # the epoch's time, not its dispatch
+      cost.after_chunk(epoch + 1, epoch + 1)
+  return finish(carry, ctx.data, jnp.concatenate(losses), jnp.concatenate(val_accs))
 
 
 def retrained_models(ctx: Context, root: jax.Array, progress: Progress) -> Population:

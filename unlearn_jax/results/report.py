@@ -15,11 +15,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from unlearn_jax import checkpoint
+from unlearn_jax import checkpoint, files
 from unlearn_jax.results import ceiling, setups, untrusted
 from unlearn_jax.results.record import Populations
 
 RESULTS_FILE = "results.json"
+MAX_RESULTS_BYTES = 64 << 20  # results.json read by compare, leaderboard, stability, sweep: about 3 million epsilons
 LEADERBOARD_COLUMNS = ("rank", "method", "dataset", "N", "final_score", "forgetting_quality", "F_95ci", "F_over_ceiling",
                        "retain_acc_U", "test_acc_U", "forget_acc_U", "retain_acc_R", "test_acc_R", "mia_U", "cost_rel",
                        "dir", "hyperparameters", "flag")
@@ -36,7 +37,8 @@ def write_results(results: Mapping[str, Any], output_dir: str) -> str:
 def read_results(path: str) -> dict[str, Any]:
   """Reads ``results.json`` from a file or a run directory; raises ``ValueError`` on bad input.
 
-  Beyond being JSON, the file must be an object whose fields pass
+  The file must be a regular file (not a FIFO, a device or a symbolic link) of at most
+  :data:`MAX_RESULTS_BYTES`, refused before it is read. Beyond being JSON, it must be an object whose fields pass
   :func:`unlearn_jax.results.untrusted.check_results` (types, ranges, N >= 2, and F
   recomputed from the per-example epsilons).
   """
@@ -44,11 +46,16 @@ def read_results(path: str) -> dict[str, Any]:
     path = os.path.join(path, RESULTS_FILE)
   if not os.path.exists(path):
     raise ValueError(f"no results file at {path!r}; run 'unlearn-jax evaluate' first")
+  try:  # a regular file only (never a FIFO, a device or through a link), refused over the bound before reading
+    text = files.read_regular(path, MAX_RESULTS_BYTES, "results file")
+  except files.BadFile as err:
+    raise ValueError(str(err)) from None
+  except OSError as err:
+    raise ValueError(f"cannot read results file {path!r}: {err.strerror or err}") from None
   try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
-  except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON, UTF-8 or over-long integers
-    raise ValueError(f"cannot read results file {path!r}: {err}") from None
+    data = json.loads(text.decode("utf-8"))
+  except (ValueError, RecursionError) as err:  # ValueError: bad JSON, UTF-8 or over-long integers
+    raise ValueError(f"cannot read results file {path!r}: {' '.join(str(err).split())[:200]}") from None
   if not isinstance(data, dict):
     raise ValueError(f"results file {path!r} must hold a JSON object, got {type(data).__name__}")
   untrusted.check_results(data, f"results file {path!r}")  # every field the commands use, cross-checked

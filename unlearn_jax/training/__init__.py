@@ -6,7 +6,9 @@ from unlearn_jax.training.engine import checkpoint_update
 from unlearn_jax.training.engine import class_weight_source
 from unlearn_jax.training.engine import class_weights_for
 from unlearn_jax.training.engine import describe_training
+from unlearn_jax.training.engine import Training
 from unlearn_jax.training.engine import make_train_fn
+from unlearn_jax.training.engine import make_training
 from unlearn_jax.training.engine import run_epoch
 from unlearn_jax.training.losses import cross_entropy
 from unlearn_jax.training.losses import kl_divergence

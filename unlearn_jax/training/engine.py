@@ -6,7 +6,9 @@ many seeds run and how (vmap, chunks, loop, devices). Epochs are a
 ``lax.scan``; each epoch visits the split in the order
 ``permutation(fold_in(data_key, epoch))`` in full batches (a scan) followed by
 the remainder batch (a second step of its own static shape), as a torch loader
-with ``drop_last=False`` does.
+with ``drop_last=False`` does. :func:`make_training` gives the same run in pieces (initial
+state, a scan over any run of epochs, the checkpoint rule at the end), so a caller can run the
+epochs one call at a time and time the first (the protocol's original model does).
 
 Which model a run returns follows the recipe's :class:`~unlearn_jax.training.recipes.CheckpointRule`
 for its role (``original`` when trained on the train split, ``retrained`` on
@@ -22,6 +24,7 @@ shifts the others.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Optional
 
 import flax.struct
@@ -129,37 +132,53 @@ def describe_training(recipe: recipes_lib.Recipe, data) -> dict[str, Any]:
   return out
 
 
-def make_train_fn(
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """One training run cut at epoch boundaries, so a caller can run the epochs in pieces (and time the first).
+
+  ``init(key, data) -> carry``; ``epochs(carry, data, epoch_ids) -> (carry, (losses, val_accs))`` runs the
+  epochs ``epoch_ids`` (an int32 array, in order) as one ``lax.scan``; ``finish(carry, losses, val_accs)``
+  applies the checkpoint rule to the whole run's per-epoch values. ``make_train_fn`` is the three in a row
+  with every epoch in one scan.
+  """
+
+  init: Callable[[jax.Array, Any], Any]
+  epochs: Callable[[Any, Any, jax.Array], Any]
+  finish: Callable[[Any, jax.Array, jax.Array], TrainResult]
+  num_epochs: int
+
+
+def make_training(
     model,
     recipe: recipes_lib.Recipe,
     split: str = "train",
     eval_batch_size: int = 512,
     role: Optional[str] = None,
-) -> Callable[[jax.Array, Any], TrainResult]:
-  """Builds ``train(key, data) -> TrainResult`` for one seed.
-
-  Args:
-    model: a Flax module from :mod:`unlearn_jax.models`.
-    recipe: the training recipe.
-    split: ``"train"`` for the original model, ``"retain"`` for retraining.
-    eval_batch_size: chunk size of the per-epoch validation pass.
-    role: whose checkpoint rule applies, ``original`` or ``retrained``
-      (default: :func:`default_role` of ``split``).
-  """
+) -> Training:
+  """The pieces of :func:`make_train_fn` (same arguments) as a :class:`Training`."""
   predict = make_predict_fn(model, eval_batch_size)
   rule = recipe.checkpoint_rule(role or default_role(split))
   weight_split = class_weight_source(recipe, split)
 
-  def train(key: jax.Array, data) -> TrainResult:
+  def optimizer(data):
     indices = data.split(split)
-    n_steps = recipes_lib.steps_per_epoch(indices.shape[0], recipe.batch_size)
-    tx = recipes_lib.make_optimizer(recipe, n_steps)
+    recipes_lib.check_total_steps(recipe, indices.shape[0], split)  # at trace time: shapes are static
+    return indices, recipes_lib.make_optimizer(recipe, recipes_lib.steps_per_epoch(indices.shape[0],
+                                                                                    recipe.batch_size))
+
+  def init(key: jax.Array, data):
+    _, tx = optimizer(data)
     params, batch_stats = init_variables(model, jax.random.fold_in(key, INIT_STREAM), data.image_shape)
     state = TrainState.create(params, batch_stats, tx)
+    best = checkpoint_init((state.params, state.batch_stats)) if rule.kind == "best_val" else None
+    return state, best, jax.random.fold_in(key, DATA_STREAM)
+
+  def epochs(carry, data, epoch_ids: jax.Array):
+    indices, tx = optimizer(data)
     weights = None if weight_split is None else class_weights_for(data, weight_split)
     step = make_train_step(model, tx, weights, recipe.augment)
-    data_key = jax.random.fold_in(key, DATA_STREAM)
     val_idx = data.validation
+    state, best, data_key = carry
 
     def epoch_fn(carry, epoch):
       state, best = carry
@@ -169,9 +188,11 @@ def make_train_fn(
         best = checkpoint_update(best, (state.params, state.batch_stats), val_acc, epoch, rule.min_save_epoch)
       return (state, best), (loss, val_acc)
 
-    best0 = checkpoint_init((state.params, state.batch_stats)) if rule.kind == "best_val" else None
-    (state, best), (losses, val_accs) = jax.lax.scan(
-        epoch_fn, (state, best0), jnp.arange(recipe.epochs, dtype=jnp.int32))
+    (state, best), out = jax.lax.scan(epoch_fn, (state, best), epoch_ids)
+    return (state, best, data_key), out
+
+  def finish(carry, losses: jax.Array, val_accs: jax.Array) -> TrainResult:
+    state, best, _ = carry
     last_epoch = jnp.asarray(recipe.epochs - 1, jnp.int32)
     if rule.kind == "best_val":  # nothing kept: the last epoch, as train_or_reload_model returns it
       found = best["epoch"] >= 0
@@ -179,5 +200,35 @@ def make_train_fn(
                                          (state.params, state.batch_stats))
       return TrainResult(params, batch_stats, jnp.where(found, best["epoch"], last_epoch), losses, val_accs)
     return TrainResult(state.params, state.batch_stats, last_epoch, losses, val_accs)
+
+  return Training(init, epochs, finish, recipe.epochs)
+
+
+def make_train_fn(
+    model,
+    recipe: recipes_lib.Recipe,
+    split: str = "train",
+    eval_batch_size: int = 512,
+    role: Optional[str] = None,
+) -> Callable[[jax.Array, Any], TrainResult]:
+  """Builds ``train(key, data) -> TrainResult`` for one seed: every epoch in one ``lax.scan``.
+
+  Args:
+    model: a Flax module from :mod:`unlearn_jax.models`.
+    recipe: the training recipe.
+    split: ``"train"`` for the original model, ``"retain"`` for retraining.
+    eval_batch_size: chunk size of the per-epoch validation pass.
+    role: whose checkpoint rule applies, ``original`` or ``retrained``
+      (default: :func:`default_role` of ``split``).
+
+  Raises:
+    ValueError: (when traced) epochs x steps per epoch exceed ``recipes.MAX_TOTAL_STEPS``.
+  """
+  pieces = make_training(model, recipe, split, eval_batch_size, role)
+
+  def train(key: jax.Array, data) -> TrainResult:
+    carry, (losses, val_accs) = pieces.epochs(pieces.init(key, data), data,
+                                              jnp.arange(recipe.epochs, dtype=jnp.int32))
+    return pieces.finish(carry, losses, val_accs)
 
   return train

@@ -157,15 +157,17 @@ class Recipe:
 
   def with_epochs(self, epochs: int) -> "Recipe":
     """``epochs`` replaced, each ``min_save_epoch`` kept below it (so ``best_val`` can keep some epoch)."""
-    if not _is_int(epochs) or not 1 <= epochs <= MAX_INT_FIELD:  # before min_save_epoch = epochs - 1 is derived
+    if not _is_int(epochs) or not 1 <= epochs <= MAX_EPOCHS:  # before min_save_epoch = epochs - 1 is derived
       raise ValueError(f"the number of epochs (--epochs, recipe_overrides.epochs) must be an integer in "
-                       f"[1, {MAX_INT_FIELD}], got {epochs!r}")
+                       f"[1, {MAX_EPOCHS:,}] (the bound on training epochs), got {epochs!r}")
     epochs = int(epochs)
     return self.replace(epochs=epochs, min_save_epoch=min(self.min_save_epoch, epochs - 1),
                         retrain_min_save_epoch=min(self.retrain_min_save_epoch, epochs - 1))
 
 
 MAX_INT_FIELD = 2**31 - 1  # JAX's default integers are 32-bit: larger epoch or batch counts overflow
+MAX_EPOCHS = 100_000  # per-epoch losses and accuracies are stacked: 8 bytes an epoch per model, 800 KB at the bound
+MAX_TOTAL_STEPS = 2**31 - 1  # the optimiser's step count is a 32-bit integer: epochs x steps per epoch must fit it
 
 
 def _is_int(value) -> bool:
@@ -184,8 +186,10 @@ def _check_numbers(recipe: "Recipe") -> None:
   ints = {"epochs": 1, "batch_size": 1, "min_save_epoch": 0, "retrain_min_save_epoch": 0}
   for name, minimum in ints.items():
     value = getattr(recipe, name)
-    if not _is_int(value) or not minimum <= value <= MAX_INT_FIELD:
-      raise ValueError(f"recipe field {name!r} must be an integer in [{minimum}, {MAX_INT_FIELD}], got {value!r}")
+    maximum = MAX_EPOCHS if name == "epochs" else MAX_INT_FIELD
+    if not _is_int(value) or not minimum <= value <= maximum:
+      shown = f"{maximum:,}" if name == "epochs" else str(maximum)
+      raise ValueError(f"recipe field {name!r} must be an integer in [{minimum}, {shown}], got {value!r}")
   if recipe.cosine_epochs is not None and (not _is_int(recipe.cosine_epochs)
                                            or not 1 <= recipe.cosine_epochs <= MAX_INT_FIELD):
     raise ValueError(f"recipe field 'cosine_epochs' must be null or an integer in [1, {MAX_INT_FIELD}], "
@@ -256,6 +260,18 @@ RECIPES = {
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   """Batches per epoch with the remainder kept (torch ``drop_last=False``)."""
   return math.ceil(num_examples / batch_size)
+
+
+def check_total_steps(recipe: Recipe, num_examples: int, split: str = "train") -> int:
+  """The optimiser steps of training ``recipe`` on ``num_examples`` examples of ``split`` (epochs x steps per
+  epoch), or a one-line ``ValueError`` when they exceed :data:`MAX_TOTAL_STEPS` (the 32-bit step count would wrap)."""
+  total = recipe.epochs * steps_per_epoch(int(num_examples), recipe.batch_size)
+  if total > MAX_TOTAL_STEPS:
+    raise ValueError(f"recipe epochs {recipe.epochs:,} x {steps_per_epoch(int(num_examples), recipe.batch_size):,} "
+                     f"steps per epoch ({num_examples:,} {split} examples at batch_size {recipe.batch_size}) = "
+                     f"{total:,} optimiser steps; the bound is epochs x steps per epoch <= {MAX_TOTAL_STEPS:,} "
+                     f"(a 32-bit step count)")
+  return total
 
 
 def per_epoch_cosine(lr: float, epochs: int, min_lr: float = 0.0):
