@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from unlearn_jax.analysis import degenerate, evaluations, uncertainty
 from unlearn_jax.results import ceiling as ceiling_store
+from unlearn_jax.results.progress import Progress
 from unlearn_jax.results.record import Populations
 
 
@@ -44,6 +45,7 @@ class Request:
       ``[N, E]``, and the margins where it stored them), a second retrained population of this
       setup; ``None`` when its models are not stored or not needed. With it, ``--bootstrap`` gives
       the ceiling its own interval and ``klom`` its retrain-vs-retrain baseline.
+    progress: where the model bootstraps report their (example, draw) pairs done (``None``: silent).
   """
 
   metrics: tuple[str, ...] = ("competition",)
@@ -52,6 +54,7 @@ class Request:
   forgetting_quality: float = float("nan")
   ceiling: Optional[Mapping[str, Any]] = None
   ceiling_outputs: Optional[Mapping[str, Any]] = None
+  progress: Optional[Progress] = None
 
 
 Evaluator = Callable[[Populations, Request], Optional[Any]]
@@ -76,11 +79,18 @@ def klom_baseline(pops: Populations, request: Request) -> Optional[dict[str, Any
   return evaluations.many_model_scores(("klom",), request.ceiling_outputs, pops.retrained, seed=request.seed)["klom"]
 
 
+def _pairs_done(request: Request, stage: str) -> Optional[Callable[[int, int], None]]:
+  """The ``progress(done, total)`` callback of a model bootstrap, reporting to the request's progress."""
+  if request.progress is None:
+    return None
+  return lambda done, total: request.progress.count(stage, done, total, "(example, draw) pairs")
+
+
 def bootstrap(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
   if not request.bootstrap:
     return None
   return uncertainty.bootstrap_intervals(pops.unlearned, pops.retrained, pops.epsilons, num_draws=request.bootstrap,
-                                         seed=request.seed)
+                                         seed=request.seed, progress=_pairs_done(request, "bootstrap"))
 
 
 def ceiling(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
@@ -90,7 +100,7 @@ def ceiling(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
   if request.bootstrap and request.ceiling_outputs is not None:  # the ceiling is one noisy draw too
     out["interval"] = uncertainty.forgetting_quality_interval(
         request.ceiling_outputs["forget_confidence"], pops.retrained["forget_confidence"],
-        num_draws=request.bootstrap, seed=request.seed)
+        num_draws=request.bootstrap, seed=request.seed, progress=_pairs_done(request, "bootstrap: ceiling"))
   return out
 
 

@@ -25,7 +25,7 @@ of per-example points) and reports the plain percentile interval.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -57,7 +57,8 @@ def final_scores_of_draws(forgetting_quality: np.ndarray, unlearned_idx: np.ndar
 
 
 def bootstrap_intervals(unlearned: Mapping[str, np.ndarray], retrained: Mapping[str, np.ndarray], epsilons: Any, *,
-                        num_draws: int = DEFAULT_DRAWS, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+                        num_draws: int = DEFAULT_DRAWS, seed: int = 0, level: float = 0.95,
+                        progress: Optional[Callable[[int, int], None]] = None) -> dict[str, Any]:
   """Model- and example-bootstrap intervals, as stored in ``results.json`` under ``"bootstrap"``.
 
   Args:
@@ -67,6 +68,8 @@ def bootstrap_intervals(unlearned: Mapping[str, np.ndarray], retrained: Mapping[
     num_draws: B, draws of each bootstrap.
     seed: seed of the draws.
     level: coverage of the intervals.
+    progress: optional ``progress(done, total)`` of the model bootstrap, called with the (example,
+      draw) pairs done after each block (:func:`unlearn_jax.metrics.bootstrap.model_bootstrap`).
 
   Returns:
     ``{"num_draws", "seed", "level", "forgetting_quality": {lo, hi, std, mean, point, bias,
@@ -81,7 +84,8 @@ def bootstrap_intervals(unlearned: Mapping[str, np.ndarray], retrained: Mapping[
     raise ValueError(f"the interval level must lie strictly between 0 and 1, got {level}")
   u_conf = np.asarray(unlearned["forget_confidence"])
   n = int(u_conf.shape[0])
-  draws = model_bootstrap(u_conf, np.asarray(retrained["forget_confidence"]), num_draws=int(num_draws), seed=seed)
+  draws = model_bootstrap(u_conf, np.asarray(retrained["forget_confidence"]), num_draws=int(num_draws), seed=seed,
+                          progress=progress)
   fq = np.asarray(draws.forgetting_quality, np.float64)
   final = final_scores_of_draws(fq, draws.unlearned_idx, draws.retrained_idx, unlearned, retrained)
   eps = np.asarray(epsilons, np.float64)
@@ -95,15 +99,17 @@ def bootstrap_intervals(unlearned: Mapping[str, np.ndarray], retrained: Mapping[
 
 
 def forgetting_quality_interval(unlearned_confs: Any, retrained_confs: Any, *, num_draws: int = DEFAULT_DRAWS,
-                                seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+                                seed: int = 0, level: float = 0.95,
+                                progress: Optional[Callable[[int, int], None]] = None) -> dict[str, Any]:
   """The model-bootstrap interval of F alone (``{lo, hi, std, mean, point, bias, percentile}``, as
-  ``bootstrap_intervals(...)["forgetting_quality"]``) of ``[N, E]`` unlearned and retrained confidences."""
+  ``bootstrap_intervals(...)["forgetting_quality"]``) of ``[N, E]`` unlearned and retrained confidences;
+  ``progress`` as in :func:`bootstrap_intervals`."""
   from unlearn_jax.metrics import forgetting_quality
   from unlearn_jax.metrics.bootstrap import model_bootstrap
   if int(num_draws) != num_draws or num_draws < 2:
     raise ValueError(f"the number of bootstrap draws must be an integer >= 2, got {num_draws}")
   if not 0.0 < level < 1.0:
     raise ValueError(f"the interval level must lie strictly between 0 and 1, got {level}")
-  draws = model_bootstrap(unlearned_confs, retrained_confs, num_draws=int(num_draws), seed=seed)
+  draws = model_bootstrap(unlearned_confs, retrained_confs, num_draws=int(num_draws), seed=seed, progress=progress)
   point = float(forgetting_quality(unlearned_confs, retrained_confs))
   return _summary(np.asarray(draws.forgetting_quality, np.float64), level, point)
