@@ -295,6 +295,7 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
       ax.hist(u[:, s], bins=bins, alpha=0.55, label="unlearned")
       ax.set_title(f"example {s}: eps {eps[s]:.2f}")
       ax.set_xlabel("logit-scaled confidence")
+    axes[0][0].set_ylabel("models")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside upper right", ncol=2, frameon=False)
     fig.suptitle(f"{label} forget examples ({results['method']})")
     paths.append(os.path.join(output_dir, f"confidences_{label}.png"))
