@@ -7,6 +7,8 @@ the ceiling and the retrained margins in the cache).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -19,7 +21,7 @@ from tests.helpers import load_results, run_cli
 from unlearn_jax import checkpoint, cli
 from unlearn_jax.protocol.config import from_dict
 from unlearn_jax.protocol.context import build_context
-from unlearn_jax.results import populations
+from unlearn_jax.results import populations, report
 from unlearn_jax.commands import evaluate as evaluate_cmd
 from unlearn_jax.metrics import forgetting_quality, logit_scaled_confidence
 from unlearn_jax.training import make_predict_fn
@@ -172,6 +174,12 @@ def test_stability_from_stored_populations(runs):
   full = {line.split(",")[1]: float(line.split(",")[at]) for line in lines if line.startswith("4,")}
   assert full == {"finetune": pytest.approx(runs["r_finetune"]["forgetting_quality"]),
                   "none": pytest.approx(runs["r_none"]["forgetting_quality"])}
+  # each row carries its method's no-op flag, as the leaderboard shows it
+  table = list(csv.DictReader(io.StringIO("\n".join(line for line in out.splitlines()
+                                                     if line.startswith("n,method,") or line[:1].isdigit()))))
+  flags = {row["method"]: row["flag"] for row in table}
+  assert len(table) == 4 and flags == {m: report.degenerate_flag(runs[f"r_{m}"]["degenerate"]) for m in flags}
+  assert flags["none"].startswith("no-op (") and flags["finetune"] == ""
   with open(png, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 

@@ -142,3 +142,26 @@ def test_progress_prints_a_single_chunk_stage_and_restarts_per_stage():
   silent = Progress(io.StringIO(), enabled=False)
   silent.chunk("x", 1, 1, 1, 1.0)
   assert silent.stream.getvalue() == ""
+
+
+def test_progress_counts_blocks_throttled_with_an_eta_after_the_first():
+  stream, clock = io.StringIO(), _Clock()
+  progress = Progress(stream, interval_s=5.0, clock=clock)
+  # 10 blocks of 100 pairs: the first done at t = 30 (compilation), then one every 2 s
+  for k in range(10):
+    clock.now = 30.0 + 2.0 * k
+    progress.count("bootstrap", 100 * (k + 1), 1000, "pairs")
+  # a second pass of the stage (done falls back) starts over with its first block
+  clock.now = 100.0
+  progress.count("bootstrap", 500, 1000, "pairs")
+  clock.now = 101.0
+  progress.count("bootstrap", 1000, 1000, "pairs")
+  lines = stream.getvalue().splitlines()
+  # after the first block: 50 pairs/s; printed again once 5 s have passed (t = 36, 400 done), then
+  # t = 42 (700 done) and the last block
+  assert lines == ["[bootstrap] pairs 100/1000",
+                   "[bootstrap] pairs 400/1000  ETA 12 s",
+                   "[bootstrap] pairs 700/1000  ETA 6 s",
+                   "[bootstrap] pairs 1000/1000  ETA 0 s",
+                   "[bootstrap] pairs 500/1000",
+                   "[bootstrap] pairs 1000/1000  ETA 0 s"]

@@ -2,7 +2,7 @@
 
 * ``HPARAMS`` must agree with ``make``'s signature (names, defaults, kinds), for a file
   and for an importable module alike: each disagreement is refused in one line naming
-  the parameter, by ``evaluate`` (before anything is trained) and by ``methods``;
+  the parameter, by ``evaluate`` and ``sweep`` (before anything is trained) and by ``methods``;
 * a method whose unlearned model differs from the original's tree (a leaf of another
   shape or dtype, a missing leaf, not an ``UnlearnResult``) is refused in one line naming
   the leaf;
@@ -10,7 +10,7 @@
   ``populations.npz`` (per scored seed) and ``results.json`` (mean, sd, min, max), and the
   printed summary;
 * ``wall_s``: every stage is timed (bootstrap and ceiling included) and the total is
-  at least their sum; progress shows each stage;
+  at least their sum; progress shows each stage, the bootstraps' blocks included;
 * after ``--allow-nan-drop``, F / F_ceiling compares both at the kept N.
 """
 
@@ -29,10 +29,11 @@ import pytest
 from tests.helpers import load_results, run_cli
 from unlearn_jax import checkpoint
 from unlearn_jax.results import populations
-from unlearn_jax.metrics import forgetting_metric
+from unlearn_jax.metrics import bootstrap, forgetting_metric
 
 N = 4
 THRESHOLD = 0.4  # seeds whose uniform draw falls below it diverge (NaN parameters)
+DRAWS = 30  # bootstrap draws: 30 x 144 forget examples = 4,320 (example, draw) pairs, two blocks of progress
 
 METHOD = '''
 import jax
@@ -122,6 +123,12 @@ def test_declarations_that_disagree_with_the_signature_are_refused(tmp_path, dec
   assert not cache.exists() and not out.exists()  # refused before anything is trained
   _, err = run_cli(["methods", f"{path}:make"], expect_rc=2)  # the listing refuses it too
   assert message in _error_line(err)
+  name = decl.split('"')[1]  # a sweep over the declared parameter is refused the same way, before training
+  _, err = run_cli(["sweep", "--config", "tiny", "--method", f"{path}:make", "--grid", f"{name}=1,2", "--num-models",
+                    "2", "--cache-dir", str(cache), "--output-dir", str(out)], expect_rc=2)
+  line = _error_line(err)
+  assert "HPARAMS of declares.py:make" in line and message in line, line
+  assert not cache.exists() and not out.exists()
 
 
 @pytest.mark.parametrize("decl,signature,message", BAD_DECLARATIONS[:2])
@@ -194,10 +201,10 @@ def test_a_method_returning_another_tree_is_refused_in_one_line(base, body, mess
 
 @pytest.fixture(scope="module")
 def dropped_run(base):
-  """``dampen`` with some seeds diverging, ``--allow-nan-drop --bootstrap 20 --with-ceiling``."""
+  """``dampen`` with some seeds diverging, ``--allow-nan-drop --bootstrap DRAWS --with-ceiling``."""
   spec = _method_file(base, "dampen")
   out, err = run_cli(["evaluate", *_args(base, "run"), "--method", spec, "--hp", f"diverge_below={THRESHOLD}",
-                      "--allow-nan-drop", "--bootstrap", "20", "--with-ceiling"])
+                      "--allow-nan-drop", "--bootstrap", str(DRAWS), "--with-ceiling"])
   return {"results": load_results(base / "run"), "stdout": out, "stderr": err, "dir": base / "run"}
 
 
@@ -248,7 +255,16 @@ def test_every_stage_is_timed_and_the_total_covers_them(dropped_run):
   err = dropped_run["stderr"]
   for stage in ("bootstrap", "ceiling"):
     assert f"[{stage}] done in" in err
-  assert "[bootstrap] 20 model and 20 example draws" in err
+  assert f"[bootstrap] {DRAWS} model and {DRAWS} example draws" in err
+  # the model bootstraps (the method's, then the ceiling's interval) report each block, the first before the end
+  pairs = DRAWS * len(dropped_run["results"]["per_example_epsilons"])
+  assert pairs > bootstrap.PAIR_BLOCK
+  lines = err.splitlines()
+  for stage in ("bootstrap", "bootstrap: ceiling"):
+    first = lines.index(f"[{stage}] (example, draw) pairs {bootstrap.PAIR_BLOCK}/{pairs}")
+    assert lines[first + 1].startswith(f"[{stage}] (example, draw) pairs {pairs}/{pairs}  ETA "), lines[first + 1]
+  assert lines.index(f"[bootstrap] (example, draw) pairs {pairs}/{pairs}  ETA 0 s") < lines.index(
+      f"[bootstrap: ceiling] (example, draw) pairs {bootstrap.PAIR_BLOCK}/{pairs}")
   assert f"wall {walls['total']:.1f} s (load" in dropped_run["stdout"] and "bootstrap" in dropped_run["stdout"]
 
 

@@ -6,6 +6,9 @@ per draw or subsample), never the batched code under test.
 
 from __future__ import annotations
 
+import csv
+import io
+
 import numpy as np
 import pytest
 
@@ -171,6 +174,23 @@ def test_stability_taus_match_a_loop_over_subsamples():
     assert row["mean_F"] == pytest.approx(np.mean([f[0] for f in first]))
   at_full = next(x for x in out["rows"] if x["n"] == 12)
   assert at_full["mean_tau"] == at_full["tau_lo"] == at_full["tau_hi"] == 1.0 and np.isnan(at_full["disjoint_tau"])
+
+
+def test_stability_rows_carry_each_methods_no_op_flag():
+  u, r = _planted()
+  flags = ["", "no-op (identical runs, unchanged)", "unchecked"]
+  out = stability.stability(["near", "mid", "far"], u, r, sizes=[4, 8], repeats=2, flags=flags)
+  assert out["flags"] == dict(zip(["near", "mid", "far"], flags))
+  assert all(row["flag"] == out["flags"][row["method"]] for row in out["rows"]) and len(out["rows"]) == 6
+  read = list(csv.DictReader(io.StringIO(stability.table(out, "csv"))))  # a flag's comma stays in its cell
+  assert [row["flag"] for row in read] == flags * 2
+  assert [float(row["mean_F"]) for row in read] == [row["mean_F"] for row in out["rows"]]
+  cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in stability.table(out).splitlines()]
+  assert cells[0][-1] == "flag" and [row[-1] for row in cells[2:]] == flags * 2
+  unflagged = stability.stability(["a", "b"], u[:2], r[:2], sizes=[8], repeats=1)  # default: no flags
+  assert [row["flag"] for row in unflagged["rows"]] == ["", ""]
+  with pytest.raises(ValueError, match="one flag per method: got 1 flags for 3 methods"):
+    stability.stability(["near", "mid", "far"], u, r, sizes=[8], repeats=1, flags=[""])
 
 
 def test_subsample_sizes():

@@ -120,6 +120,9 @@ def test_epoch_order_depends_on_epoch_and_key():
   assert orders[0] == orders[3]
   assert orders[0] != orders[1] and orders[0] != orders[2]
   assert sorted(orders[0]) == list(range(8))
+  for (key, epoch), order in zip([(0, 0), (0, 1), (1, 0)], orders):  # the documented order
+    documented = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(jax.random.key(key), epoch), 0), 8)
+    assert order == tuple(np.asarray(documented))
 
 
 def test_training_learns_digits():

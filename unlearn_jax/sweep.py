@@ -453,8 +453,8 @@ def write_plot(result: SweepResult, path: str) -> str:
   Colours name the quantity and are the same in every panel (F, final score, retain and
   test accuracy; a dotted line of the quantity's colour marks the retrained models'
   accuracy). Points that share the other hyperparameters' values are joined by a line,
-  one marker and line style per such group, named in a legend below the column; the
-  quantities' legend sits below the panels, so no legend covers data. Numeric axes
+  one marker and line style per such group (in grid order), named in a legend below the
+  column; the quantities' legend sits below the panels, so no legend covers data. Numeric axes
   spanning more than a factor 10 of positive values are logarithmic; others categorical.
   """
   import matplotlib
@@ -477,7 +477,9 @@ def write_plot(result: SweepResult, path: str) -> str:
       lines.setdefault(label, []).append(row)
     top, bottom = axes[0][j], axes[1][j]
     group_handles = []
-    for n, (label, rows) in enumerate(lines.items()):
+    in_grid = lambda rows: tuple([json.dumps(x) for x in result.grid[k]].index(json.dumps(rows[0]["values"][k]))
+                                 for k in others)
+    for n, (label, rows) in enumerate(sorted(lines.items(), key=lambda item: in_grid(item[1]))):  # grid order
       rows = sorted(rows, key=lambda r: pos(r["values"][key]))
       xs = [pos(r["values"][key]) for r in rows]
       marker, style = GROUP_STYLES[n % len(GROUP_STYLES)]

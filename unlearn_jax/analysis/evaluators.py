@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from unlearn_jax.analysis import degenerate, evaluations, uncertainty
 from unlearn_jax.results import ceiling as ceiling_store
+from unlearn_jax.results.progress import Progress
 from unlearn_jax.results.record import Populations
 
 
@@ -46,6 +47,7 @@ class Request:
       the ceiling its own interval and ``klom`` its retrain-vs-retrain baseline.
     budget: ``budget(stage)`` gives a model bootstrap of ``stage`` its ``progress(done, total)`` callback
       that states its cost and holds it to the run's time budget (``None``: none).
+    progress: where the model bootstraps report their (example, draw) pairs done (``None``: silent).
   """
 
   metrics: tuple[str, ...] = ("competition",)
@@ -55,10 +57,7 @@ class Request:
   ceiling: Optional[Mapping[str, Any]] = None
   ceiling_outputs: Optional[Mapping[str, Any]] = None
   budget: Optional[Callable[[str], Optional[Callable[[int, int], None]]]] = None
-
-
-def _budget_of(request: Request, stage: str) -> Optional[Callable[[int, int], None]]:
-  return None if request.budget is None else request.budget(stage)
+  progress: Optional[Progress] = None
 
 
 Evaluator = Callable[[Populations, Request], Optional[Any]]
@@ -83,11 +82,31 @@ def klom_baseline(pops: Populations, request: Request) -> Optional[dict[str, Any
   return evaluations.many_model_scores(("klom",), request.ceiling_outputs, pops.retrained, seed=request.seed)["klom"]
 
 
+def _pairs_done(request: Request, stage: str) -> Optional[Callable[[int, int], None]]:
+  """The ``progress(done, total)`` callback of a model bootstrap: reports to the request's progress and
+  holds the stage to the run's time budget (``None`` when there is neither)."""
+  calls = []
+  if request.progress is not None:
+    calls.append(lambda done, total: request.progress.count(stage, done, total, "(example, draw) pairs"))
+  if request.budget is not None:
+    held = request.budget(stage)
+    if held is not None:
+      calls.append(held)
+  if not calls:
+    return None
+
+  def after_block(done: int, total: int) -> None:
+    for call in calls:
+      call(done, total)
+
+  return after_block
+
+
 def bootstrap(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
   if not request.bootstrap:
     return None
   return uncertainty.bootstrap_intervals(pops.unlearned, pops.retrained, pops.epsilons, num_draws=request.bootstrap,
-                                         seed=request.seed, progress=_budget_of(request, "bootstrap"))
+                                         seed=request.seed, progress=_pairs_done(request, "bootstrap"))
 
 
 def ceiling(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
@@ -97,7 +116,7 @@ def ceiling(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
   if request.bootstrap and request.ceiling_outputs is not None:  # the ceiling is one noisy draw too
     out["interval"] = uncertainty.forgetting_quality_interval(
         request.ceiling_outputs["forget_confidence"], pops.retrained["forget_confidence"],
-        num_draws=request.bootstrap, seed=request.seed, progress=_budget_of(request, "bootstrap: ceiling"))
+        num_draws=request.bootstrap, seed=request.seed, progress=_pairs_done(request, "bootstrap: ceiling"))
   return out
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 DEFAULT_REPEATS = 20
 COLUMNS = ("n", "method", "mean_tau", "tau_lo", "tau_hi", "disjoint_tau", "disjoint_lo", "disjoint_hi", "mean_F",
-           "std_F", "lo_F", "hi_F", "tau_of_means")
+           "std_F", "lo_F", "hi_F", "tau_of_means", "flag")
 
 
 def subsample_sizes(num_models: int, sizes: Optional[Sequence[int]] = None) -> list[int]:
@@ -84,7 +84,7 @@ def _mean_and_spread(taus: Sequence[float], tail: float) -> tuple[float, float, 
 
 def stability(methods: Sequence[str], unlearned: Sequence[np.ndarray], retrained: Sequence[np.ndarray], *,
               sizes: Optional[Sequence[int]] = None, repeats: int = DEFAULT_REPEATS, seed: int = 0,
-              level: float = 0.95) -> dict[str, Any]:
+              level: float = 0.95, flags: Optional[Sequence[str]] = None) -> dict[str, Any]:
   """Per n: Kendall's tau of single subsamples' rankings against the full-N ranking (mean and the spread
   of the subsamples), tau between two disjoint subsamples' rankings (``2 n <= N``), each method's mean F,
   standard deviation and percentile interval over ``repeats`` subsamples, and the tau of the ranking of
@@ -93,9 +93,13 @@ def stability(methods: Sequence[str], unlearned: Sequence[np.ndarray], retrained
   Subsample r of size n takes the first n models of a random permutation of each population;
   its disjoint partner takes the next n of the same permutations.
 
-  Returns ``{"num_models", "repeats", "seed", "level", "full": {method: F}, "rows": [{n, method,
-  mean_tau, tau_lo, tau_hi, disjoint_tau, disjoint_lo, disjoint_hi, mean_F, std_F, lo_F, hi_F,
-  tau_of_means}]}``; tau is NaN where a ranking is all ties (such subsamples are left out of the
+  ``flags`` are the methods' no-op flags (:func:`unlearn_jax.results.report.degenerate_flag` of each
+  result's check at N; default empty), carried into every row of the method and ``"flags"``: a flagged
+  method's F, at any n, does not measure forgetting.
+
+  Returns ``{"num_models", "repeats", "seed", "level", "full": {method: F}, "flags": {method: flag},
+  "rows": [{n, method, mean_tau, tau_lo, tau_hi, disjoint_tau, disjoint_lo, disjoint_hi, mean_F, std_F,
+  lo_F, hi_F, tau_of_means, flag}]}``; tau is NaN where a ranking is all ties (such subsamples are left out of the
   mean and interval) and the disjoint columns are NaN where ``2 n > N``.
   """
   if len(methods) < 2:
@@ -105,6 +109,9 @@ def stability(methods: Sequence[str], unlearned: Sequence[np.ndarray], retrained
     raise ValueError(f"all populations must have one shape [N, E], got {sorted(shapes)}")
   if int(repeats) != repeats or repeats < 1:
     raise ValueError(f"--repeats must be an integer >= 1, got {repeats}")
+  flags = [""] * len(methods) if flags is None else [str(f) for f in flags]
+  if len(flags) != len(methods):
+    raise ValueError(f"one flag per method: got {len(flags)} flags for {len(methods)} methods")
   num_models = int(np.asarray(unlearned[0]).shape[0])
   everyone = np.arange(num_models)[None, :]
   full = subsampled_quality(unlearned, retrained, everyone, everyone)[:, 0]
@@ -135,16 +142,23 @@ def stability(methods: Sequence[str], unlearned: Sequence[np.ndarray], retrained
       rows.append({"n": n, "method": name, "mean_tau": single[0], "tau_lo": single[1], "tau_hi": single[2],
                    "disjoint_tau": disjoint[0], "disjoint_lo": disjoint[1], "disjoint_hi": disjoint[2],
                    "mean_F": float(means[m]), "std_F": float(scores[m].std()), "lo_F": float(lo), "hi_F": float(hi),
-                   "tau_of_means": tau_means})
+                   "tau_of_means": tau_means, "flag": flags[m]})
   return {"num_models": num_models, "repeats": int(repeats), "seed": int(seed), "level": float(level),
-          "full": {name: float(f) for name, f in zip(methods, full)}, "rows": rows}
+          "full": {name: float(f) for name, f in zip(methods, full)}, "flags": dict(zip(methods, flags)),
+          "rows": rows}
 
 
 def table(result: dict[str, Any], fmt: str = "markdown") -> str:
   """The rows as a GitHub markdown (4 decimals) or CSV (full precision) table."""
-  if fmt == "csv":  # full precision
-    lines = [",".join(COLUMNS)] + [",".join(str(r[c]) for c in COLUMNS) for r in result["rows"]]
-    return "\n".join(lines) + "\n"
+  if fmt == "csv":  # full precision, cells quoted where they hold a comma (a flag's reasons, a folder)
+    import csv
+    import io
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in result["rows"]:
+      w.writerow([r.get(c, "") for c in COLUMNS])
+    return buf.getvalue()
   if fmt != "markdown":
     raise ValueError(f"unknown table format {fmt!r}; expected 'markdown' or 'csv'")
   from unlearn_jax.results import report
@@ -168,7 +182,7 @@ def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
   rows = result["rows"]
   full_n = int(result["num_models"])
   sizes = sorted({r["n"] for r in rows if r["n"] < full_n})
-  fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(10, 4.8), layout="constrained")
+  fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(10, 5.6), layout="constrained")
   handles = []
   for i, name in enumerate(result["full"]):
     color = f"C{i % 10}"
@@ -179,28 +193,28 @@ def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
       ax_f.fill_between(n, [r["lo_F"] for r in mine], [r["hi_F"] for r in mine], color=color, alpha=0.2, lw=0)
       ax_f.plot([n[-1], full_n], [mine[-1]["mean_F"], result["full"][name]], ls=":", color=color)
     ax_f.plot([full_n], [result["full"][name]], marker="*", ms=13, color=color, markeredgecolor="k", ls="none")
-    handles.append(Line2D([], [], color=color, marker="o", label=name))
+    flag = result.get("flags", {}).get(name)
+    handles.append(Line2D([], [], color=color, marker="o", label=f"{name} [{flag}]" if flag else name))
   handles.append(Line2D([], [], color="gray", marker="*", ms=11, markeredgecolor="k", ls="none",
                         label=f"full N = {full_n} (reference)"))
   ax_f.set_xscale("log", base=2)
   ax_f.set_xlabel("models per population (n)")
   ax_f.set_ylabel(f"forgetting quality F (mean, {100 * result['level']:g}% of subsamples)")
-  ax_f.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(3, len(handles)),
-              fontsize=8, frameon=False)
+  ax_f.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
   first = {n: next(r for r in rows if r["n"] == n) for n in sizes}
   if sizes:
     ax_t.plot(sizes, [first[n]["mean_tau"] for n in sizes], marker="s", color="k",
-              label=f"one evaluation at n vs N (mean; band: {100 * result['level']:g}% of subsamples)")
+              label=f"one evaluation at n vs N (band: {100 * result['level']:g}% of subsamples)")
     ax_t.fill_between(sizes, [first[n]["tau_lo"] for n in sizes], [first[n]["tau_hi"] for n in sizes], color="k",
                       alpha=0.12, lw=0)
     pairs = [n for n in sizes if np.isfinite(first[n]["disjoint_tau"])]
     if pairs:
       ax_t.plot(pairs, [first[n]["disjoint_tau"] for n in pairs], marker="D", color="0.45", ls="--",
-                label="two disjoint evaluations at n (mean; band)")
+                label="two disjoint evaluations at n (hatched band)")
       ax_t.fill_between(pairs, [first[n]["disjoint_lo"] for n in pairs], [first[n]["disjoint_hi"] for n in pairs],
                         color="0.45", alpha=0.12, lw=0, hatch="//")
     ax_t.plot(sizes, [first[n]["tau_of_means"] for n in sizes], marker="o", color="0.7",
-              label="ranking of the subsamples' mean F vs N")
+              label="the subsamples' mean F, ranked, vs N")
   ax_t.axhline(1.0, ls=":", color="gray", label=f"the ranking at N = {full_n} itself (tau = 1)")
   ax_t.set_xscale("log", base=2)
   ax_t.set_xlim((min(sizes) if sizes else full_n) / 1.3, full_n * 1.3)
@@ -210,10 +224,10 @@ def write_plot(result: dict[str, Any], path: str, title: str = "") -> str:
   ax_t.set_ylim(-1.05, 1.1)
   ax_t.set_xlabel("models per population (n)")
   ax_t.set_ylabel("Kendall's tau between rankings")
-  ax_t.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
+  ax_t.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, fontsize=8, frameon=False)
   import textwrap
   fig.suptitle("\n".join(textwrap.wrap(title or f"ranking stability over {result['repeats']} subsamples per n",
-                                       110)), fontsize=10)
+                                       130)), fontsize=10)
   from unlearn_jax.results import report
   report.save_figure(fig, path)
   return path

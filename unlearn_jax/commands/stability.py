@@ -5,7 +5,8 @@ all of them, and for n = 8, 16, ..., N scores R subsamples of n models per popul
 same indices for every method): first what a fresh evaluation at n gives, Kendall's tau of one
 subsample's ranking against the ranking at N (mean and the spread of the subsamples) and, where
 2n <= N, tau between two subsamples with no model in common; then each method's mean F and
-spread per n, and the tau of the ranking of the mean F (:mod:`unlearn_jax.analysis.stability`).
+spread per n, and the tau of the ranking of the mean F (:mod:`unlearn_jax.analysis.stability`), with
+each method's no-op flag (its result's check at N, as in ``leaderboard``).
 Prints a table, writes it with ``--table`` and the plot to ``--plot`` (PNG).
 """
 
@@ -54,7 +55,8 @@ def run(args) -> int:
   settings.check_repeats(args.repeats, len(pops), *pops[0]["unlearned/forget_confidence"].shape)  # bounded first
   out = stability.stability(names, [p["unlearned/forget_confidence"] for p in pops],
                             [p["retrained/forget_confidence"] for p in pops], sizes=_sizes(args.sizes),
-                            repeats=args.repeats, seed=args.seed)
+                            repeats=args.repeats, seed=args.seed,
+                            flags=[report.degenerate_flag(r.get("degenerate")) for r in results])
   text = stability.table(out, args.format)
   print(f"setup: {setups.describe(setups.setup_of(results[0]))}; {out['repeats']} subsamples per n")
   print("mean_tau: one evaluation at n against the ranking at N (tau_lo, tau_hi: the spread of the subsamples); "

@@ -50,7 +50,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -336,7 +336,10 @@ def _evaluate_on(ref: Reference, ctx: Context, method: BuiltMethod, progress: Pr
       extra = None
   request = evaluators.Request(metrics=tuple(config.metrics), bootstrap=config.bootstrap, seed=config.seed,
                                forgetting_quality=scores.forgetting_quality, ceiling=stored, ceiling_outputs=extra,
-                               budget=lambda stage: budget.pairs(progress, stage))
+                               budget=lambda stage: budget.pairs(progress, stage), progress=progress)
+  attacks = [name for name in ("ulira", "klom") if name in config.metrics]
+  if attacks:
+    progress.line(f"[evaluations] {' and '.join(attacks)} on {n_scored} unlearned and {n_scored} retrained models")
   found = {}
   for name, evaluator in evaluators.EVALUATORS.items():  # each timed as its own stage of wall_s
     stage = "bootstrap" if name == "bootstrap" or (name == "ceiling" and config.bootstrap) else "evaluations"
@@ -347,15 +350,25 @@ def _evaluate_on(ref: Reference, ctx: Context, method: BuiltMethod, progress: Pr
     if value is not None:
       found[name] = value
       walls[stage] = walls.get(stage, 0.0) + time.perf_counter() - t0
+    if name == "klom_baseline" and attacks:  # the last of the many-model attacks in EVALUATORS' order
+      progress.line(f"[evaluations] {' and '.join(attacks)} done in {walls.get('evaluations', 0.0):.1f} s")
   if "bootstrap" in walls:
     progress.line(f"[bootstrap] done in {walls['bootstrap']:.1f} s")
   progress.line(f"[check] {DegeneracyCheck.from_dict(found['degenerate']).message(m.name)}")
   record.update(found)
-  walls["total"] = sum(ref.walls.values()) + time.perf_counter() - t_start
   record["wall_s"] = walls
   evaluation = Evaluation(record, pops)
+  t_write = time.perf_counter()
+
+  def close_walls():  # the total ends with the last output before results.json, which records it
+    if write:
+      walls["write"] = time.perf_counter() - t_write
+    walls["total"] = sum(ref.walls.values()) + time.perf_counter() - t_start
+
   if write:
-    evaluation.paths = write_outputs(evaluation, config.output_dir, config.plots)
+    evaluation.paths = write_outputs(evaluation, config.output_dir, config.plots, before_results=close_walls)
+  else:
+    close_walls()
   return evaluation
 
 
@@ -443,12 +456,16 @@ def _record(ref: Reference, ctx: Context, method: BuiltMethod, sizes: SetSizes, 
   return record
 
 
-def write_outputs(evaluation: Evaluation, output_dir: str, plots: bool) -> dict[str, Any]:
+def write_outputs(evaluation: Evaluation, output_dir: str, plots: bool,
+                  before_results: Optional[Callable[[], None]] = None) -> dict[str, Any]:
   """Writes ``populations.npz``, the plots (``plots``) and ``results.json`` (last: its presence marks
-  the evaluation finished) under ``output_dir``; returns their paths."""
+  the evaluation finished) under ``output_dir``; returns their paths. ``before_results()`` is called
+  just before ``results.json`` is written (the run closes its wall times there)."""
   os.makedirs(output_dir, exist_ok=True)
   paths: dict[str, Any] = {"populations": populations.write_populations(evaluation, output_dir)}
   if plots:
     paths["plots"] = report.write_plots(evaluation.record, output_dir, populations=evaluation.populations)
+  if before_results is not None:
+    before_results()
   paths["results"] = report.write_results(evaluation.record, output_dir)
   return paths

@@ -32,6 +32,25 @@ class Progress:
     if self.enabled:
       print(text, file=self.stream, flush=True)
 
+  def count(self, stage: str, done: int, total: int, unit: str) -> None:
+    """After a block of work: ``done`` of ``total`` ``unit`` finished. The first and the last block of a
+    pass are always printed, the blocks between at most every ``interval_s`` seconds of ``clock``; the
+    ETA comes from the blocks after the first (which includes compiling)."""
+    state = self._stages.get(stage)
+    now = self.clock()
+    if state is None or done <= state["done"]:  # a new pass over the stage
+      state = self._stages[stage] = dict(first=(done, now), done=done, printed=now)
+      self.line(f"[{stage}] {unit} {done}/{total}")
+      return
+    state["done"] = done
+    if done < total and now - state["printed"] < self.interval_s:
+      return
+    state["printed"] = now
+    d0, t0 = state["first"]
+    rate = (done - d0) / (now - t0) if now > t0 else float("nan")
+    eta = f"{(total - done) / rate:.0f} s" if rate == rate and rate > 0 else "?"
+    self.line(f"[{stage}] {unit} {done}/{total}  ETA {eta}")
+
   def chunk(self, stage: str, done: int, total: int, computed: int, elapsed: float) -> None:
     """After a chunk: ``done`` of ``total`` models ready, ``computed`` of them in ``elapsed`` s by this run."""
     state = self._stages.get(stage)

@@ -275,6 +275,7 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   eps = np.asarray(populations.epsilons, np.float64)
   u = np.asarray(populations.unlearned["forget_confidence"], np.float64)
@@ -302,6 +303,8 @@ def write_plots(results: Mapping[str, Any], output_dir: str, num_examples: int =
       ax.hist(u[:, s], bins=bins, alpha=0.55, label="unlearned")
       ax.set_title(f"example {s}: eps {eps[s]:.2f}")
       ax.set_xlabel("logit-scaled confidence")
+      ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # counts of models
+    axes[0][0].set_ylabel("models")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside upper right", ncol=2, frameon=False)
     fig.suptitle(f"{label} forget examples ({results['method']})")
     paths.append(os.path.join(output_dir, f"confidences_{label}.png"))

@@ -1,9 +1,11 @@
 """Wall time per stage of one evaluation, as ``results["wall_s"]`` records it, in one printed line.
 
 Every stage (``load``, ``original``, ``retrained``, ``margins``, ``unlearn``, ``metric``,
-``evaluations`` for U-LiRA / KLOM and the bootstrap, ``ceiling``) is timed where it runs
-(:mod:`unlearn_jax.protocol.run`); ``total`` is the wall time of the whole evaluation, never
-less than the sum of the stages it lists.
+``ceiling``, ``evaluations`` for U-LiRA / KLOM and the no-op check, ``bootstrap`` for the
+intervals, ``write`` for ``populations.npz`` and the plots) is timed where it runs
+(:mod:`unlearn_jax.protocol.run`); ``total`` is the wall time of the whole evaluation up to
+writing ``results.json`` (which records it, so is written after it is taken), never less than
+the sum of the stages it lists.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The engine knows nothing of the seed axis: ``make_train_fn`` returns
 ``train(key, data) -> TrainResult`` and :mod:`unlearn_jax.seeds` decides how
 many seeds run and how (vmap, chunks, loop, devices). Epochs are a
 ``lax.scan``; each epoch visits the split in the order
-``permutation(fold_in(data_key, epoch))`` in full batches (a scan) followed by
+``permutation(fold_in(fold_in(data_key, epoch), 0))`` in full batches (a scan) followed by
 the remainder batch (a second step of its own static shape), as a torch loader
 with ``drop_last=False`` does. :func:`make_training` gives the same run in pieces (initial
 state, a scan over any run of epochs, the checkpoint rule at the end), so a caller can run the
@@ -17,8 +17,8 @@ best accuracy carried over all epochs (:func:`checkpoint_update`). Class weights
 come from the split the recipe names (by default the training split, for every role).
 
 Key streams: ``fold_in(key, 0)`` initialises the model, ``fold_in(key, 1)``
-drives the data: per epoch, its ``fold_in(., epoch)`` orders the split and a
-sibling branch gives each step its own key (augmentation). A new stream never
+drives the data: per epoch ``e``, ``fold_in(fold_in(., e), 0)`` orders the split and
+``fold_in(fold_in(., e), 1)`` gives each step its own key (augmentation). A new stream never
 shifts the others.
 """
 
@@ -60,8 +60,9 @@ def run_epoch(step_fn, state, data, indices: jax.Array, batch_size: int, key: ja
               epoch: jax.Array):
   """One shuffled pass of ``step_fn`` over ``indices``; returns ``(state, mean_loss)``.
 
-  ``step_fn(state, (x, y), key)``. The order is ``permutation(fold_in(key, epoch))``;
-  full batches run in a ``lax.scan`` and the remainder as one more step.
+  ``step_fn(state, (x, y), key)``. The order is ``permutation(fold_in(fold_in(key, epoch), 0))``,
+  the step keys are split from ``fold_in(fold_in(key, epoch), 1)``; full batches run in a
+  ``lax.scan`` and the remainder as one more step.
   """
   n = indices.shape[0]
   nb, rem = divmod(n, batch_size)
