@@ -689,7 +689,7 @@ def _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_ste
     raise ValueError(f"block must divide the {NUM_LEFT} left edges and be a multiple of {BOUND_SUB_BLOCK}, got {block}")
   n = table.shape[0] - 1
   g = _geometry(unlearned, u_weights, retrained, r_weights, n, presorted)
-  (p, p_w, p_cum), (q, q_w, q_cum) = g["p"], g["q"]
+  (p, p_w, _), (q, q_w, _) = g["p"], g["q"]
   single = _single_bounds(g, table, search_steps, SINGLE_BLOCK)
   ok = (g["num_right"] <= NUM_RIGHT_MAX) & (single["num_t"] < (1 << search_steps))
 
