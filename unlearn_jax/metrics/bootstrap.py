@@ -11,7 +11,9 @@
   :func:`unlearn_jax.metrics.privacy.competition_epsilons` (the metric's geometry, grids
   and counts, with both attack families searched by branch and bound: only the blocks
   of attacks whose bound beats the best epsilon found are counted, a few percent of
-  them; ~0.065-0.08x a plain evaluation per draw at N = 512), in batches of
+  them; each example's 2N values are also pooled and sorted once, with a lattice of cells
+  over them, so the counts of a draw need no binary search; ~0.06x a plain evaluation
+  per draw at N = 512), in batches of
   :data:`PAIR_BATCH` pairs (memory bounded by the batch) and blocks of
   :data:`PAIR_BLOCK` pairs that report progress. ``method="full"`` runs the metric's own
   per-example kernel, :func:`unlearn_jax.metrics.privacy.competition_example`, on every
@@ -72,7 +74,11 @@ def _draw_bounded(u_sorted, u_order, u_mult, r_sorted, r_order, r_mult, pooled, 
   models in that order, ``*_mult`` ``[B, N]`` each draw's multiplicity of every model: a
   pair is :func:`unlearn_jax.metrics.privacy.competition_epsilons` on the example's sorted
   values weighted by the draw's multiplicities (0 for the models it left out), so no
-  draw sorts anything. The setup of ``batch`` pairs is vmapped; their searches run one by one.
+  draw sorts anything. ``pooled`` holds each example's 2N values pooled and sorted once
+  (``"values"`` ``[E, 2N]``, ``"is_unlearned"`` and ``"model"`` of each, and the
+  ``"lattice"`` of :func:`unlearn_jax.metrics.privacy.pooled_lattice`); ``occupancy`` (static)
+  bounds the values per lattice cell, 0 for binary searches instead. The setup of ``batch``
+  pairs is vmapped; their searches run one by one.
   """
 
   def columns(e, b):

@@ -60,8 +60,14 @@ positives and ``b`` false negatives scores at most ``table[max(a, 1), max(b, 1)]
 (``+inf`` if both may be 0). Interval attacks come in blocks of 16 right x 16 left edges
 (every attack of a block lies in its widest interval and contains its narrowest), single
 thresholds in blocks of 16 sorted values per column (their candidates lie between the
-first and the last value's); blocks are counted exactly, highest bound first, until no
-bound beats the best epsilon found. A column's values left out of a bootstrap draw may stay
+first and the last value's); blocks are opened, highest bound first, until no bound beats
+the best epsilon found. An interval block opened is cut into 8 x 8 sub-blocks with their
+own (tighter) bounds, and only the sub-blocks whose bound beats the best epsilon are
+counted exactly (at N = 512 about as many sub-blocks are counted as blocks were before, at a
+quarter of the attacks each). Counts in the merged columns are binary searches, or, for the
+model bootstrap (whose draws share each example's pooled sorted values), a lattice of cells
+over those values (:func:`pooled_lattice`: the cells below a query's, plus at most a few
+comparisons in its own cell). A column's values left out of a bootstrap draw may stay
 in place with weight 0: the order statistics are weighted searches, and their
 single-threshold candidates are grid points too, so they cannot raise the maximum. The
 same geometry, grids, counts and table as :func:`competition_example`, so the same epsilon
@@ -100,7 +106,9 @@ NUM_RIGHT_MAX = 401
 PEAKY_RATIO = 0.01
 MAX_ABS_CONFIDENCE = 1e6
 MIN_SEARCH_STEPS = 11
-# competition_epsilon: interval attacks bounded in blocks of BOUND_BLOCK x BOUND_BLOCK, this many opened at a time.
+# competition_epsilon: interval attacks bounded in blocks of BOUND_BLOCK x BOUND_BLOCK, this many opened at a time,
+# each cut into BOUND_SUB_BLOCK x BOUND_SUB_BLOCK sub-blocks (bounded again, counted one at a time); single thresholds
+# in blocks of SINGLE_BLOCK sorted values.
 BOUND_BLOCK = 16
 BOUND_BLOCKS_PER_STEP = 4
 BOUND_SUB_BLOCK = 8
@@ -785,15 +793,21 @@ def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, se
   so it has at most the P count of the first and at least the Q count of the second, and
   (the table being non-increasing in both error counts, :func:`epsilon_table_monotone`)
   at most the table's value at those counts (``+inf`` where a perfect attack is possible).
-  Blocks are counted exactly (the grid recomputed bit for bit, one binary search per edge
-  in both columns merged, whose cumulative weight packs both counts), ``per_step``
-  highest bounds at a time, until no block left can beat the best epsilon found (or it
-  reaches the cap); the single-threshold family is searched the same way first, its
+  Blocks are opened ``per_step`` highest bounds at a time, until no block left can beat
+  the best epsilon found (or it reaches the cap); an opened block is cut into
+  :data:`BOUND_SUB_BLOCK`-square sub-blocks bounded the same way, and those whose bound
+  beats the best epsilon are counted exactly, highest first (the grid recomputed bit for
+  bit, one count per edge in both columns merged, whose cumulative weight packs both
+  counts). The single-threshold family is searched the same way first, its
   maximum the interval search's starting point. The maximum, and so the epsilon, is the
   same value bit for bit; the work is a few blocks per example. ``presorted``: each
   column's values already ascend and carry weights (a value left out of a bootstrap draw
-  stays in place with weight 0), so nothing is sorted. Also returns ``opened``, the
-  number of interval blocks counted.
+  stays in place with weight 0), so nothing is sorted. ``pooled`` (with ``occupancy``, a
+  static int): the example's values of both columns pooled and sorted once, ``{"values",
+  "is_unlearned", "weights", "lattice"}`` (the lattice from :func:`pooled_lattice`, whose
+  cells hold at most ``occupancy`` values each); the merged counts then go through the
+  lattice instead of binary searches. Also returns ``opened``, the number of interval
+  sub-blocks counted exactly.
   """
   state = _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps, block, presorted, pooled,
                          occupancy)
