@@ -12,9 +12,9 @@
   and counts, with both attack families searched by branch and bound: only the blocks
   of attacks whose bound beats the best epsilon found are counted, a few percent of
   them; each example's 2N values are also pooled and sorted once, with a lattice of cells
-  over them, so the counts of a draw need no binary search; ~0.06x a plain evaluation
+  over them, so the interval counts of a draw need no binary search; ~0.06x a plain evaluation
   per draw at N = 512), in batches of
-  :data:`PAIR_BATCH` pairs (memory bounded by the batch) and blocks of
+  :data:`PAIR_BATCH` pairs (:data:`FULL_PAIR_BATCH` for ``"full"``; memory bounded by the batch) and blocks of
   :data:`PAIR_BLOCK` pairs that report progress. ``method="full"`` runs the metric's own
   per-example kernel, :func:`unlearn_jax.metrics.privacy.competition_example`, on every
   pair instead, on the draw's distinct models with their multiplicities (every attack
@@ -39,7 +39,8 @@ import numpy as np
 from unlearn_jax.metrics import privacy
 
 DEFAULT_DRAWS = 200
-PAIR_BATCH = 16  # pairs vmapped together: the bounded setup, or one lax.map step of the full kernel
+PAIR_BATCH = 16  # pairs whose bounded setup is vmapped together
+FULL_PAIR_BATCH = 8  # pairs per lax.map step of the full kernel (~10 MB each at N = 512)
 PAIR_BLOCK = 4096  # (example, draw) pairs per kernel call: the unit of progress
 MAX_OCCUPANCY = 16  # pooled values per lattice cell the bounded counts compare with; beyond, they search
 
@@ -142,12 +143,13 @@ def _draw_all(u: np.ndarray, r: np.ndarray, unlearned_idx: np.ndarray, retrained
   The ``B x E`` pairs run in blocks of one fixed size (one compilation); ``progress(done,
   total)`` is called with the pairs done after each block.
   """
-  batch = PAIR_BATCH if batch is None else batch
   n, e = u.shape
   if method not in ("bounded", "full"):
     raise ValueError(f"method must be 'bounded' or 'full', got {method!r}")
   if not privacy.epsilon_table_monotone(n):
     method = "full"  # the bounds need a monotone table; the full count needs nothing
+  if batch is None:
+    batch = PAIR_BATCH if method == "bounded" else FULL_PAIR_BATCH
 
   b = unlearned_idx.shape[0]
   pairs = e * b
