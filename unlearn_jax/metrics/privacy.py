@@ -60,8 +60,14 @@ positives and ``b`` false negatives scores at most ``table[max(a, 1), max(b, 1)]
 (``+inf`` if both may be 0). Interval attacks come in blocks of 16 right x 16 left edges
 (every attack of a block lies in its widest interval and contains its narrowest), single
 thresholds in blocks of 16 sorted values per column (their candidates lie between the
-first and the last value's); blocks are counted exactly, highest bound first, until no
-bound beats the best epsilon found. A column's values left out of a bootstrap draw may stay
+first and the last value's); blocks are opened, highest bound first, until no bound beats
+the best epsilon found. An interval block opened is cut into 8 x 8 sub-blocks with their
+own (tighter) bounds, and only the sub-blocks whose bound beats the best epsilon are
+counted exactly (at N = 512 about as many sub-blocks are counted as blocks were before, at a
+quarter of the attacks each). Counts in the merged columns are binary searches, or, for the
+model bootstrap (whose draws share each example's pooled sorted values), a lattice of cells
+over those values (:func:`pooled_lattice`: the cells below a query's, plus at most a few
+comparisons in its own cell). A column's values left out of a bootstrap draw may stay
 in place with weight 0: the order statistics are weighted searches, and their
 single-threshold candidates are grid points too, so they cannot raise the maximum. The
 same geometry, grids, counts and table as :func:`competition_example`, so the same epsilon
@@ -100,9 +106,13 @@ NUM_RIGHT_MAX = 401
 PEAKY_RATIO = 0.01
 MAX_ABS_CONFIDENCE = 1e6
 MIN_SEARCH_STEPS = 11
-# competition_epsilon: interval attacks bounded in blocks of BOUND_BLOCK x BOUND_BLOCK, this many opened at a time.
+# competition_epsilon: interval attacks bounded in blocks of BOUND_BLOCK x BOUND_BLOCK, this many opened at a time,
+# each cut into BOUND_SUB_BLOCK x BOUND_SUB_BLOCK sub-blocks (bounded again, counted one at a time); single thresholds
+# in blocks of SINGLE_BLOCK sorted values.
 BOUND_BLOCK = 16
 BOUND_BLOCKS_PER_STEP = 4
+BOUND_SUB_BLOCK = 8
+SINGLE_BLOCK = 16
 BOUND_MARGIN = 1e-7  # relative widening of a block's extreme left edges (their order across rows holds by ~1e8 ulps)
 # N is bounded: the epsilon table is [N+1, N+1] float32 (64 MiB at 4096, built with a few temporaries of
 # that size), and the competition used N = 512. 32,768 models would need 4 GiB per temporary.
@@ -542,11 +552,13 @@ def epsilon_table_monotone(num_models: int) -> bool:
   return bool(np.all(t[1:, :] <= t[:-1, :]) and np.all(t[:, 1:] <= t[:, :-1]))
 
 
-def _best_first(bound, start, block_max, per_step: int):
-  """The largest of ``start`` and every block's value, opening blocks (``block_max(ids)``) by descending bound.
+def _best_first(bound, start, open_blocks, per_step: int):
+  """The largest of ``start`` and every block's value, opening blocks by descending bound.
 
-  Stops once no unopened block's bound beats the best value found or that reaches the
-  epsilon cap. Returns the best value and the number of blocks opened.
+  ``open_blocks(ids, best)`` returns the largest of ``best`` and the values of blocks
+  ``ids`` (it may skip what cannot beat ``best``) and how many units it counted. Stops once
+  no unopened block's bound beats the best value found or that reaches the epsilon cap.
+  Returns the best value and the units counted.
   """
 
   per_step = min(per_step, bound.shape[0])
@@ -554,7 +566,8 @@ def _best_first(bound, start, block_max, per_step: int):
   def open_more(carry):
     left, best, opened = carry
     _, ids = jax.lax.top_k(left, per_step)
-    return left.at[ids].set(-jnp.inf), jnp.maximum(best, jnp.max(block_max(ids))), opened + per_step
+    best, counted = open_blocks(ids, best)
+    return left.at[ids].set(-jnp.inf), best, opened + counted
 
   can_beat = lambda carry: (jnp.max(carry[0]) > carry[1]) & (carry[1] < EPSILON_CAP)
   _, best, opened = jax.lax.while_loop(can_beat, open_more, (bound, start, jnp.int32(0)))
@@ -607,87 +620,170 @@ def _single_search(state, table, search_steps: int, per_step: int):
     return _table_lookup(table, n - _count(neg, neg_cum, t, "left"), _count(pos, pos_cum, t, "left"))
 
   lo, hi, num_t, values = state["lo"], state["hi"], state["num_t"], state["values"]
-  block_max = lambda ids: jnp.max(eps_at(_grid_rank(values[ids], lo, hi, num_t, search_steps)), axis=1)
-  best, _ = _best_first(state["bound"], eps_at(jnp.int32(0)), block_max, per_step)
+  block_max = lambda ids: jnp.max(eps_at(_grid_rank(values[ids], lo, hi, num_t, search_steps)))
+  open_blocks = lambda ids, best: (jnp.maximum(best, block_max(ids)), jnp.int32(ids.shape[0]))
+  best, _ = _best_first(state["bound"], eps_at(jnp.int32(0)), open_blocks, per_step)
   return jnp.where(num_t > 0, best, -jnp.inf)
 
 
+POOL_CELLS = 4096
+
+
+def pooled_lattice(values):
+  """Cells over an example's pooled ascending values, for :func:`competition_epsilon`'s counts (jittable).
+
+  ``values`` ``[D]`` ascend. The cell of ``v`` is ``floor((v - lo) * M / (hi - lo))``, a
+  monotone function of ``v``: a value in a lower cell than ``t`` is below it, one in a
+  higher cell is not. Returns ``{"lo", "inv_h", "cell_first"}`` (``cell_first[c + 1]``
+  the number of values in cells below ``c``, for ``c = -1 .. M + 1``) and the largest
+  number of values sharing a cell (the static ``occupancy`` the counts need).
+  """
+  m = POOL_CELLS
+  lo, hi = values[0], values[-1]
+  inv_h = m / jnp.maximum(hi - lo, jnp.finfo(values.dtype).tiny)
+  cells = jnp.clip(jnp.floor((values - lo) * inv_h), 0, m).astype(jnp.int32)
+  cell_first = jnp.searchsorted(cells, jnp.arange(-1, m + 2), side="left").astype(jnp.int32)
+  return {"lo": lo, "inv_h": inv_h, "cell_first": cell_first}, jnp.max(cell_first[2:] - cell_first[1:-1])
+
+
+def _merged_count(state, t, occupancy: int, side: str):
+  """``#(x < t)`` (``side="left"``) or ``#(x <= t)`` in the merged column, packed ``(n + 1) * #P + #Q``.
+
+  A binary search, or with ``occupancy`` the pooled lattice: the values in cells below
+  ``t``'s, plus those of its own cell (at most ``occupancy``) compared with ``t``.
+  """
+  merged, packed_cum = state["merged"], state["packed_cum"]
+  if not occupancy:
+    return _count(merged, packed_cum, t, side)
+  m, last = POOL_CELLS, merged.shape[0] - 1
+  lattice = state["lattice"]
+  c = jnp.clip(jnp.floor((t - lattice["lo"]) * lattice["inv_h"]), -1, m + 1).astype(jnp.int32)
+  base = lattice["cell_first"][c + 1]
+  end = lattice["cell_first"][jnp.minimum(c + 2, m + 2)]
+  below = (lambda x: x < t) if side == "left" else (lambda x: x <= t)
+  idx = base
+  for k in range(occupancy):
+    idx = idx + ((base + k < end) & below(merged[jnp.minimum(base + k, last)])).astype(jnp.int32)
+  return jnp.where(idx > 0, packed_cum[jnp.maximum(idx - 1, 0)], 0)
+
+
+def _interval_bounds(state, table, top, first, rows: int, cols: int, occupancy: int = 0):
+  """The bound of each block of interval attacks: right edges ``top .. top + rows - 1`` x left edges ``first ..``.
+
+  ``top`` and ``first`` broadcast against each other (the right-edge counts are taken at
+  ``top``'s shape). Each grid ascends, and a left edge rises by about 0.01 from one right
+  edge to the next (its rounding moves it by ~1e-10 at most, ``|c| <= 1e6``): a block's
+  extreme left edges are those of its first and last valid rows, widened by a margin.
+  ``-inf`` for blocks whose first row is past the grid.
+  """
+  n = table.shape[0] - 1
+  rights, starts, stops, last = state["rights"], state["starts"], state["stops"], state["last_row"]
+  bottom = jnp.clip(top + rows - 1, 0, last)
+  l_min = linspace_at(first, starts[top], stops[top], NUM_LEFT)
+  l_max = linspace_at(first + cols - 1, starts[bottom], stops[bottom], NUM_LEFT)
+  l_min, l_max = l_min - BOUND_MARGIN * (1 + jnp.abs(l_min)), l_max + BOUND_MARGIN * (1 + jnp.abs(l_max))
+  r_max, r_min = rights[bottom], rights[top]
+  le_max, le_min = _merged_count(state, r_max, occupancy, "right"), _merged_count(state, r_min, occupancy, "right")
+  lt_min, lt_max = _merged_count(state, l_min, occupancy, "left"), _merged_count(state, l_max, occupancy, "left")
+  most_p = jnp.maximum(le_max // (n + 1) - lt_min // (n + 1), 0)
+  least_q = jnp.maximum(le_min % (n + 1) - lt_max % (n + 1), 0)
+  return jnp.where(top <= last, _error_bound(table, least_q, n - most_p), -jnp.inf)
+
+
 def _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps: int, block: int,
-                   presorted: bool = False):
+                   presorted: bool = False, pooled=None, occupancy: int = 0):
   """Everything of :func:`competition_epsilon` before its search: the columns, grids, block bounds and start."""
-  if NUM_LEFT % block:
-    raise ValueError(f"block must divide the {NUM_LEFT} left edges, got {block}")
+  if NUM_LEFT % block or block % BOUND_SUB_BLOCK:
+    raise ValueError(f"block must divide the {NUM_LEFT} left edges and be a multiple of {BOUND_SUB_BLOCK}, got {block}")
   n = table.shape[0] - 1
   g = _geometry(unlearned, u_weights, retrained, r_weights, n, presorted)
-  (p, _, p_cum), (q, _, q_cum) = g["p"], g["q"]
-  gather_eps = functools.partial(_table_lookup, table)
-  single = _single_bounds(g, table, search_steps, block)
+  (p, p_w, _), (q, q_w, _) = g["p"], g["q"]
+  single = _single_bounds(g, table, search_steps, SINGLE_BLOCK)
   ok = (g["num_right"] <= NUM_RIGHT_MAX) & (single["num_t"] < (1 << search_steps))
 
   row_blocks, col_blocks = -(-NUM_RIGHT_MAX // block), NUM_LEFT // block
   rows = row_blocks * block
   pad = lambda x: jnp.concatenate([x, jnp.zeros((rows - NUM_RIGHT_MAX,), x.dtype)])
-  rights, starts, stops = pad(g["rights"]), pad(g["starts"]), pad(g["stops"])
-  valid = jnp.arange(rows) < jnp.minimum(g["num_right"], NUM_RIGHT_MAX)
-
-  # Block bounds: [row_blocks, col_blocks]. Each grid is ascending, and a left edge rises by about
-  # 0.01 from one right edge to the next (its rounding moves it by ~1e-10 at most, |c| <= 1e6):
-  # a block's extreme left edges are those of its first and last valid rows, widened by a margin.
-  top = jnp.arange(row_blocks) * block
-  bottom = jnp.clip(top + block - 1, 0, jnp.maximum(jnp.minimum(g["num_right"], NUM_RIGHT_MAX) - 1, 0))
-  first = jnp.arange(col_blocks) * block
-  l_min = linspace_at(first[None, :], starts[top][:, None], stops[top][:, None], NUM_LEFT)
-  l_max = linspace_at(first[None, :] + block - 1, starts[bottom][:, None], stops[bottom][:, None], NUM_LEFT)
-  l_min, l_max = l_min - BOUND_MARGIN * (1 + jnp.abs(l_min)), l_max + BOUND_MARGIN * (1 + jnp.abs(l_max))
-  r_min, r_max = rights[top], rights[bottom]
-  most_p = jnp.maximum(_count(p, p_cum, r_max, "right")[:, None] - _count(p, p_cum, l_min, "left"), 0)
-  least_q = jnp.maximum(_count(q, q_cum, r_min, "right")[:, None] - _count(q, q_cum, l_max, "left"), 0)
-  bound = _error_bound(table, least_q, n - most_p)
-  bound = jnp.where(valid[top][:, None], bound, -jnp.inf).reshape(-1)
+  state = {"p": g["p"], "q": g["q"], "rights": pad(g["rights"]), "starts": pad(g["starts"]),
+           "stops": pad(g["stops"]), "last_row": jnp.maximum(jnp.minimum(g["num_right"], NUM_RIGHT_MAX) - 1, 0)}
   # Both columns merged into one ascending column whose cumulative weight packs both counts,
   # ``(n + 1) * #P + #Q``: one search per edge counts P and Q at once.
-  (_, p_w, _), (_, q_w, _) = g["p"], g["q"]
-  p_w = jnp.ones(p.shape, jnp.int32) if p_w is None else p_w
-  q_w = jnp.ones(q.shape, jnp.int32) if q_w is None else q_w
-  at_p = jnp.arange(p.shape[0]) + jnp.searchsorted(q, p, side="left")
-  at_q = jnp.arange(q.shape[0]) + jnp.searchsorted(p, q, side="right")
-  merged = jnp.zeros(p.shape[0] + q.shape[0], p.dtype).at[at_p].set(p).at[at_q].set(q)
-  packed = jnp.zeros(merged.shape, jnp.int32).at[at_p].set(p_w * (n + 1)).at[at_q].set(q_w)
-  return {"merged": merged, "packed_cum": jnp.cumsum(packed), "rights": rights, "starts": starts, "stops": stops,
-          "valid": valid, "bound": bound, "single": single,
-          "peaky": g["peaky"], "ok": ok | g["peaky"]}
+  if pooled is None:
+    p_w = jnp.ones(p.shape, jnp.int32) if p_w is None else p_w
+    q_w = jnp.ones(q.shape, jnp.int32) if q_w is None else q_w
+    at_p = jnp.arange(p.shape[0]) + jnp.searchsorted(q, p, side="left")
+    at_q = jnp.arange(q.shape[0]) + jnp.searchsorted(p, q, side="right")
+    merged = jnp.zeros(p.shape[0] + q.shape[0], p.dtype).at[at_p].set(p).at[at_q].set(q)
+    packed = jnp.zeros(merged.shape, jnp.int32).at[at_p].set(p_w * (n + 1)).at[at_q].set(q_w)
+    state = dict(state, merged=merged, packed_cum=jnp.cumsum(packed))
+  else:
+    # The example's values pooled and sorted once (ties in any order: counts of x < t do not see it).
+    p_is_unlearned = g["p_is_neg"] == g["retrained_pos"]
+    packed = pooled["weights"] * jnp.where(pooled["is_unlearned"] == p_is_unlearned, n + 1, 1)
+    state = dict(state, merged=pooled["values"], packed_cum=jnp.cumsum(packed), lattice=pooled["lattice"])
+  top = (jnp.arange(row_blocks) * block)[:, None]
+  first = (jnp.arange(col_blocks) * block)[None, :]
+  bound = _interval_bounds(state, table, top, first, block, block, occupancy).reshape(-1)
+  return dict(state, bound=bound, single=single, peaky=g["peaky"], ok=ok | g["peaky"])
 
 
-def _bounded_search(state, table, search_steps: int, block: int, per_step: int):
-  """The branch and bound of :func:`competition_epsilon` from :func:`_bounded_setup`'s state."""
+def _interval_exact(state, table, top, first, size: int, occupancy: int = 0):
+  """The exact largest epsilon of each ``size x size`` block (``top``, ``first`` ``[m]``; ``-inf`` past the grid)."""
   n = table.shape[0] - 1
-  col_blocks = NUM_LEFT // block
-  merged, packed_cum = state["merged"], state["packed_cum"]
-  rights, starts, stops, valid = state["rights"], state["starts"], state["stops"], state["valid"]
-  gather_eps = functools.partial(_table_lookup, table)
+  rights, starts, stops = state["rights"], state["starts"], state["stops"]
+  i = top[:, None] + jnp.arange(size)[None, :]
+  j = first[:, None] + jnp.arange(size)[None, :]
+  lefts = linspace_at(j[:, None, :], starts[i][:, :, None], stops[i][:, :, None], NUM_LEFT)
+  # For l <= r both counts of [l, r] are >= 0, so the packed difference splits; for l > r both are 0.
+  inside = (_merged_count(state, rights[i], occupancy, "right")[:, :, None]
+            - _merged_count(state, lefts, occupancy, "left"))
+  inside = jnp.where(lefts <= rights[i][:, :, None], inside, 0)
+  in_p, in_q = inside // (n + 1), inside % (n + 1)
+  eps = jnp.where((i <= state["last_row"])[:, :, None], _table_lookup(table, in_q, n - in_p), -jnp.inf)
+  return jnp.max(eps, axis=(1, 2))
 
-  def block_max(ids):
-    """The exact largest epsilon of each block in ``ids`` (``-inf`` for rows past the grid)."""
-    i = (ids // col_blocks)[:, None] * block + jnp.arange(block)[None, :]
-    j = (ids % col_blocks)[:, None] * block + jnp.arange(block)[None, :]
-    lefts = linspace_at(j[:, None, :], starts[i][:, :, None], stops[i][:, :, None], NUM_LEFT)
-    # For l <= r both counts of [l, r] are >= 0, so the packed difference splits; for l > r both are 0.
-    inside = _count(merged, packed_cum, rights[i], "right")[:, :, None] - _count(merged, packed_cum, lefts, "left")
-    inside = jnp.where(lefts <= rights[i][:, :, None], inside, 0)
-    in_p, in_q = inside // (n + 1), inside % (n + 1)
-    eps = jnp.where(valid[i][:, :, None], gather_eps(in_q, n - in_p), -jnp.inf)
-    return jnp.max(eps, axis=(1, 2))
+
+def _bounded_search(state, table, search_steps: int, block: int, per_step: int, sub_block: int = 0,
+                    occupancy: int = 0):
+  """The branch and bound of :func:`competition_epsilon` from :func:`_bounded_setup`'s state."""
+  sub_block = sub_block or BOUND_SUB_BLOCK
+  col_blocks = NUM_LEFT // block
+  k = block // sub_block
+
+  def open_blocks(ids, best):
+    # Each block opened is cut into k x k sub-blocks with their own (tighter) bounds; sub-blocks are
+    # counted exactly by descending bound while their bound beats the best epsilon found.
+    a = jnp.arange(k) * sub_block
+    tops = ((ids // col_blocks) * block)[:, None, None] + a[None, :, None] + 0 * a[None, None, :]
+    firsts = ((ids % col_blocks) * block)[:, None, None] + a[None, None, :] + 0 * a[None, :, None]
+    tops, firsts = tops.reshape(-1), firsts.reshape(-1)
+    sub = _interval_bounds(state, table, tops, firsts, sub_block, sub_block, occupancy)
+    order = jnp.argsort(-sub)
+    sub, tops, firsts = sub[order], tops[order], firsts[order]
+
+    def more(c):
+      at, best, _ = c
+      return (at < sub.shape[0]) & (sub[jnp.minimum(at, sub.shape[0] - 1)] > best) & (best < EPSILON_CAP)
+
+    def count(c):
+      at, best, counted = c
+      value = _interval_exact(state, table, tops[at][None], firsts[at][None], sub_block, occupancy)[0]
+      return at + 1, jnp.maximum(best, value), counted + 1
+
+    _, best, counted = jax.lax.while_loop(more, count, (jnp.int32(0), best, jnp.int32(0)))
+    return best, counted
 
   skip = state["peaky"] | ~state["ok"]
   single = dict(state["single"], bound=jnp.where(skip, -jnp.inf, state["single"]["bound"]))
   start = jnp.where(skip, jnp.inf, _single_search(single, table, search_steps, per_step))
-  best, opened = _best_first(state["bound"], start, block_max, per_step)
+  best, opened = _best_first(state["bound"], start, open_blocks, per_step)
   eps = jnp.where(state["peaky"], EPSILON_CAP, jnp.clip(jnp.where(best > -jnp.inf, best, 0.0), 0.0, EPSILON_CAP))
   return {"epsilon": eps.astype(jnp.float32), "ok": state["ok"], "opened": opened}
 
 
 def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
-                        block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP, presorted: bool = False):
+                        block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP, presorted: bool = False,
+                        pooled=None, occupancy: int = 0):
   """The epsilon of :func:`competition_example` (and its grid check), without its best attack (jittable).
 
   Same arguments and the same geometry and single-threshold family; the interval family is
@@ -697,31 +793,40 @@ def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, se
   so it has at most the P count of the first and at least the Q count of the second, and
   (the table being non-increasing in both error counts, :func:`epsilon_table_monotone`)
   at most the table's value at those counts (``+inf`` where a perfect attack is possible).
-  Blocks are counted exactly (the grid recomputed bit for bit, one binary search per edge
-  in both columns merged, whose cumulative weight packs both counts), ``per_step``
-  highest bounds at a time, until no block left can beat the best epsilon found (or it
-  reaches the cap); the single-threshold family is searched the same way first, its
+  Blocks are opened ``per_step`` highest bounds at a time, until no block left can beat
+  the best epsilon found (or it reaches the cap); an opened block is cut into
+  :data:`BOUND_SUB_BLOCK`-square sub-blocks bounded the same way, and those whose bound
+  beats the best epsilon are counted exactly, highest first (the grid recomputed bit for
+  bit, one count per edge in both columns merged, whose cumulative weight packs both
+  counts). The single-threshold family is searched the same way first, its
   maximum the interval search's starting point. The maximum, and so the epsilon, is the
   same value bit for bit; the work is a few blocks per example. ``presorted``: each
   column's values already ascend and carry weights (a value left out of a bootstrap draw
-  stays in place with weight 0), so nothing is sorted. Also returns ``opened``, the
-  number of interval blocks counted.
+  stays in place with weight 0), so nothing is sorted. ``pooled`` (with ``occupancy``, a
+  static int): the example's values of both columns pooled and sorted once, ``{"values",
+  "is_unlearned", "weights", "lattice"}`` (the lattice from :func:`pooled_lattice`, whose
+  cells hold at most ``occupancy`` values each); the merged counts then go through the
+  lattice instead of binary searches. Also returns ``opened``, the number of interval
+  sub-blocks counted exactly.
   """
-  state = _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps, block, presorted)
-  return _bounded_search(state, table, search_steps, block, per_step)
+  state = _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps, block, presorted, pooled,
+                         occupancy)
+  return _bounded_search(state, table, search_steps, block, per_step, occupancy=occupancy)
 
 
 def competition_epsilons(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
-                         block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP, presorted: bool = False):
+                         block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP, presorted: bool = False,
+                         pooled=None, occupancy: int = 0):
   """:func:`competition_epsilon` over a leading axis of examples (jittable).
 
   The setup is vmapped over the axis; the search runs one example at a time, so each
   example opens its own number of blocks (vmapped, every example would run as many
   steps as the slowest one).
   """
-  setup = jax.vmap(lambda u, uw, r, rw: _bounded_setup(u, uw, r, rw, table, search_steps, block, presorted))
-  states = setup(unlearned, u_weights, retrained, r_weights)
-  return jax.lax.map(lambda st: _bounded_search(st, table, search_steps, block, per_step), states)
+  setup = jax.vmap(lambda u, uw, r, rw, pl: _bounded_setup(u, uw, r, rw, table, search_steps, block, presorted, pl,
+                                                           occupancy))
+  states = setup(unlearned, u_weights, retrained, r_weights, pooled)
+  return jax.lax.map(lambda st: _bounded_search(st, table, search_steps, block, per_step, occupancy=occupancy), states)
 
 
 @functools.partial(jax.jit, static_argnames=("search_steps", "occupancy_pad", "count_method"))
