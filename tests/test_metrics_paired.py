@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from unlearn_jax.metrics import forgetting_quality
+from unlearn_jax.metrics import forgetting_quality, per_example_epsilons
+from unlearn_jax.metrics.bootstrap import subset_epsilons
 from unlearn_jax.metrics import paired
 from unlearn_jax.metrics.paired import (default_groups, group_qualities, model_groups_test, model_permutation_test,
                                         split_differences)
@@ -86,12 +87,13 @@ def _naive_split_difference(pooled, ra, rb, split):
   return forgetting_quality(pooled[split[:n]], ra) - forgetting_quality(pooled[split[n:]], rb)
 
 
-@pytest.mark.parametrize("block_cells", [paired.BLOCK_CELLS, 70])  # one block, and blocks of one split
-def test_split_differences_equal_explicit_metric_calls(monkeypatch, block_cells):
-  monkeypatch.setattr(paired, "BLOCK_CELLS", block_cells)
+@pytest.mark.parametrize("coarse", [False, True])  # continuous values, and values on a 0.5 lattice (ties)
+def test_split_differences_equal_explicit_metric_calls(coarse):
   rng = np.random.default_rng(6)
   a, b, r = _populations(rng, 5, 4, delta_b=0.8)
   rb = r + rng.normal(0.0, 0.3, r.shape)  # a second retrained population: set 2 is scored against it
+  if coarse:
+    a, b, r, rb = (np.round(2 * x) / 2 for x in (a, b, r, rb))
   pooled = np.concatenate([a, b])
   splits = np.stack([rng.permutation(10) for _ in range(7)])
   got = split_differences(pooled, r, rb, splits) / 4  # sums over the 4 examples
@@ -99,7 +101,23 @@ def test_split_differences_equal_explicit_metric_calls(monkeypatch, block_cells)
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
 
 
-@pytest.mark.parametrize("block_cells", [paired.BLOCK_CELLS, 130])
+def test_subset_epsilons_equal_the_metric_on_the_chosen_sets():
+  # sets of N = 6 chosen from pools of 15 unlearned and 9 retrained models, with and without repeats
+  rng = np.random.default_rng(12)
+  u = np.round(4 * rng.normal(0.3, 1.1, (15, 5))) / 4  # a coarse lattice: ties within and across the pools
+  r = np.round(4 * rng.normal(0.0, 1.0, (9, 5))) / 4
+  ui = np.stack([rng.permutation(15)[:6] for _ in range(4)] + [rng.integers(0, 15, 6) for _ in range(4)])
+  ri = np.stack([rng.permutation(9)[:6] for _ in range(4)] + [rng.integers(0, 9, 6) for _ in range(4)])
+  got = subset_epsilons(u, r, ui, ri)
+  want = np.stack([per_example_epsilons(u[i], r[j]) for i, j in zip(ui, ri)])
+  np.testing.assert_array_equal(got, want)
+  with pytest.raises(ValueError, match="retrained_idx"):
+    subset_epsilons(u, r, ui, ri + 9)  # rows past the retrained pool
+  with pytest.raises(ValueError, match="one shape"):
+    subset_epsilons(u, r, ui, ri[:, :5])
+
+
+@pytest.mark.parametrize("block_cells", [paired.BLOCK_CELLS, 36])  # blocks of 3 splits, a partial last one
 def test_permutation_p_value_equals_a_naive_loop(monkeypatch, block_cells):
   monkeypatch.setattr(paired, "BLOCK_CELLS", block_cells)
   rng = np.random.default_rng(7)

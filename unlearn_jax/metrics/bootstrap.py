@@ -138,12 +138,15 @@ def _distinct(idx: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
 def _draw_all(u: np.ndarray, r: np.ndarray, unlearned_idx: np.ndarray, retrained_idx: np.ndarray,
               batch: int | None = None, progress: Optional[Callable[[int, int], None]] = None,
               method: str = "bounded") -> np.ndarray:
-  """``[B, E]`` float64 epsilons of every draw (``u``, ``r`` checked ``[N, E]`` float64).
+  """``[B, E]`` float64 epsilons of every draw (``u``, ``r`` checked ``[*, E]`` float64).
 
-  The ``B x E`` pairs run in blocks of one fixed size (one compilation); ``progress(done,
-  total)`` is called with the pairs done after each block.
+  Draw b scores ``u[unlearned_idx[b]]`` against ``r[retrained_idx[b]]``: N models each (the
+  rows of the index arrays), taken from populations of N or more models. The ``B x E`` pairs
+  run in blocks of one fixed size (one compilation); ``progress(done, total)`` is called with
+  the pairs done after each block.
   """
-  n, e = u.shape
+  n, e = unlearned_idx.shape[1], u.shape[1]  # N models per set, E examples
+  m = u.shape[0]  # rows of each pool (the caller pads both to one count)
   if method not in ("bounded", "full"):
     raise ValueError(f"method must be 'bounded' or 'full', got {method!r}")
   if not privacy.epsilon_table_monotone(n):
@@ -159,17 +162,17 @@ def _draw_all(u: np.ndarray, r: np.ndarray, unlearned_idx: np.ndarray, retrained
   eps_parts, ok_parts = [], []
   with jax.enable_x64(True):
     if method == "bounded":
-      multiplicity = lambda idx: np.stack([np.bincount(row, minlength=n) for row in idx]).astype(np.int32)
+      multiplicity = lambda idx: np.stack([np.bincount(row, minlength=m) for row in idx]).astype(np.int32)
       u_order, r_order = np.argsort(u.T, axis=1, kind="stable"), np.argsort(r.T, axis=1, kind="stable")
-      # Each example's 2N values pooled and sorted once, with their population and model, and a lattice over them.
+      # Each example's 2m values pooled and sorted once, with their population and model, and a lattice over them.
       both = np.concatenate([u.T, r.T], axis=1)
       order = np.argsort(both, axis=1, kind="stable")
       values = jnp.asarray(np.take_along_axis(both, order, 1))
       lattice, occupancy = _pooled_lattices(values)
       occupancy = int(np.max(np.asarray(occupancy)))
       occupancy = occupancy + occupancy % 2 if occupancy <= MAX_OCCUPANCY else 0  # many ties: binary searches
-      pooled = {"values": values, "is_unlearned": jnp.asarray(order < n), "model": jnp.asarray((order % n).astype(np.int32)),
-                "lattice": lattice}
+      pooled = {"values": values, "is_unlearned": jnp.asarray(order < m),
+                "model": jnp.asarray((order % m).astype(np.int32)), "lattice": lattice}
       args = (jnp.asarray(np.take_along_axis(u.T, u_order, 1)), jnp.asarray(u_order.astype(np.int32)),
               jnp.asarray(multiplicity(unlearned_idx)), jnp.asarray(np.take_along_axis(r.T, r_order, 1)),
               jnp.asarray(r_order.astype(np.int32)), jnp.asarray(multiplicity(retrained_idx)), pooled)
@@ -237,6 +240,38 @@ def model_bootstrap(unlearned_confs: Any, retrained_confs: Any, num_draws: int =
   eps = _draw_all(u, r, unlearned_idx, retrained_idx, progress=progress, method=method)
   quality = privacy.epsilon_points(eps, n).sum(axis=1) / eps.shape[1]
   return ModelBootstrap(forgetting_quality=quality, unlearned_idx=unlearned_idx, retrained_idx=retrained_idx)
+
+
+def subset_epsilons(unlearned_confs: Any, retrained_confs: Any, unlearned_idx: Any, retrained_idx: Any,
+                    progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+  """``[B, E]`` float64 per-example epsilons of the metric on ``B`` chosen sets of models.
+
+  Row b equals ``per_example_epsilons(unlearned_confs[unlearned_idx[b]],
+  retrained_confs[retrained_idx[b]])`` bit for bit, computed as the model bootstrap computes a
+  draw (values sorted once, a set is a multiplicity per model, bounded search): the sets may
+  repeat models (a bootstrap draw) or pick N of a larger pool (a split of a permutation test).
+
+  Args:
+    unlearned_confs: ``[M_u, E]`` confidences of the unlearned models to choose from.
+    retrained_confs: ``[M_r, E]`` the same for retrained models.
+    unlearned_idx: ``[B, N]`` integer row indices into ``unlearned_confs``, N >= 2.
+    retrained_idx: ``[B, N]`` the same into ``retrained_confs``.
+    progress: optional ``progress(done, total)`` callback over (example, set) pairs.
+  """
+  u, r = privacy.check_pair(unlearned_confs, retrained_confs, same_models=False)
+  ui, ri = np.asarray(unlearned_idx), np.asarray(retrained_idx)
+  for name, idx, rows in (("unlearned_idx", ui, u.shape[0]), ("retrained_idx", ri, r.shape[0])):
+    if idx.ndim != 2 or idx.dtype.kind not in "iu" or idx.size == 0 or idx.min() < 0 or idx.max() >= rows:
+      raise ValueError(f"{name} must be a non-empty [B, N] integer array of rows in [0, {rows}), got shape "
+                       f"{idx.shape} and dtype {idx.dtype}")
+  if ui.shape != ri.shape or not 2 <= ui.shape[1] <= privacy.MAX_NUM_MODELS:
+    raise ValueError(f"both index arrays need one shape [B, N] with 2 <= N <= {privacy.MAX_NUM_MODELS}, got "
+                     f"{ui.shape} and {ri.shape}")
+  # the kernel pairs columns of one length: the smaller pool is padded with repeats of its own rows, which no
+  # index reaches (weight 0, and a weight-0 value counts nowhere)
+  rows = max(u.shape[0], r.shape[0])
+  pad = lambda x: np.concatenate([x, x[np.arange(rows - x.shape[0]) % x.shape[0]]])
+  return _draw_all(pad(u), pad(r), ui.astype(np.int64), ri.astype(np.int64), progress=progress)
 
 
 def example_bootstrap(epsilons: Any, num_models: int, num_draws: int = DEFAULT_DRAWS, seed: int = 0) -> np.ndarray:

@@ -42,11 +42,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from unlearn_jax.metrics.privacy import check_pair, forgetting_metric
+from unlearn_jax.metrics.bootstrap import subset_epsilons
+from unlearn_jax.metrics.privacy import check_pair, epsilon_points, forgetting_metric
 
 VERDICTS = ("A is better", "B is better", "not distinguishable at this N")
 DEFAULT_PERMUTATIONS = 99
-# Confidence cells ([N, columns] float64) laid side by side per metric call of the permutation test (32 MB).
+# Pooled-model indices of the permutation test's splits held at once ([splits, 2N] int64: 32 MB).
 BLOCK_CELLS = 1 << 22
 
 
@@ -121,27 +122,23 @@ def model_groups_test(unlearned_a: Any, retrained_a: Any, unlearned_b: Any, retr
 
 def split_differences(unlearned: np.ndarray, retrained_a: np.ndarray, retrained_b: np.ndarray,
                       splits: np.ndarray) -> np.ndarray:
-  """``[P]`` sums over examples of ``points(set 1) - points(set 2)`` for each split (one metric call per block).
+  """``[P]`` sums over examples of ``points(set 1) - points(set 2)`` for each split.
 
   ``unlearned`` ``[2N, E]``: the pooled unlearned models; ``splits`` ``[P, 2N]``: permutations of
   their indices, the first N of a row are set 1 (scored against ``retrained_a``), the last N set 2
-  (against ``retrained_b``). Sums of points are exact (points are powers of two), so equal
-  differences compare equal.
+  (against ``retrained_b``). Each set's epsilons are the metric's on that set bit for bit, computed
+  as the model bootstrap computes a draw (:func:`unlearn_jax.metrics.bootstrap.subset_epsilons`:
+  each example sorted once, a set is a 0/1 weight per pooled model). Sums of points are exact
+  (points are powers of two), so equal differences compare equal.
   """
   p, two_n = splits.shape
-  n, e = two_n // 2, unlearned.shape[1]
-  ref = np.stack([retrained_a, retrained_b], axis=1)[:, None]  # [N, 1, 2, E]
-  block = max(1, BLOCK_CELLS // (two_n * e))
-  out = np.empty(p)
-  for start in range(0, p, block):
-    rows = splits[start:start + block]
-    b = rows.shape[0]
-    # [b, 2, N, E] -> [N, b * 2 * E]: the metric treats examples independently
-    u = unlearned[rows].reshape(b, 2, n, e).transpose(2, 0, 1, 3).reshape(n, -1)
-    r = np.broadcast_to(ref, (n, b, 2, e)).reshape(n, -1)
-    sums = forgetting_metric(u, r).points.reshape(b, 2, e).sum(axis=2)
-    out[start:start + b] = sums[:, 0] - sums[:, 1]
-  return out
+  n = two_n // 2
+  every = np.broadcast_to(np.arange(n), (p, n))  # all N retrained models in each set
+
+  def points(idx, retrained):
+    return epsilon_points(subset_epsilons(unlearned, retrained, idx, every), n).sum(axis=1)
+
+  return points(splits[:, :n], retrained_a) - points(splits[:, n:], retrained_b)
 
 
 def model_permutation_test(unlearned_a: Any, retrained_a: Any, unlearned_b: Any, retrained_b: Any, *,
@@ -178,7 +175,7 @@ def model_permutation_test(unlearned_a: Any, retrained_a: Any, unlearned_b: Any,
   n, e = ua.shape
   rng = np.random.default_rng(seed)
   pooled = np.concatenate([ua, ub])
-  block = max(1, BLOCK_CELLS // (2 * n * e))  # splits drawn a block at a time: [block, 2N] indices in memory
+  block = max(1, BLOCK_CELLS // (2 * n))  # splits drawn a block at a time: [block, 2N] indices in memory
   sums = []
   for start in range(0, p_count + 1, block):
     splits = np.stack([rng.permutation(2 * n) for _ in range(min(block, p_count + 1 - start))])

@@ -857,18 +857,23 @@ def _as_confs(name: str, value: Any) -> np.ndarray:
   return arr
 
 
-def check_pair(unlearned_confs: Any, retrained_confs: Any) -> tuple[np.ndarray, np.ndarray]:
-  """Both ``[N, E]`` confidence arrays as checked float64 NumPy arrays (N >= 2, E >= 1, finite, bounded)."""
+def check_pair(unlearned_confs: Any, retrained_confs: Any, same_models: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  """Both ``[N, E]`` confidence arrays as checked float64 NumPy arrays (N >= 2, E >= 1, finite, bounded).
+
+  ``same_models=False`` lets the two hold different numbers of models, at least 2 each (pools that
+  the metric's model sets are chosen from; the caller bounds the sets' N); the examples must agree.
+  """
   u = _as_confs("unlearned_confs", unlearned_confs)
   r = _as_confs("retrained_confs", retrained_confs)
-  if u.shape != r.shape:
+  if (u.shape if same_models else u.shape[1:]) != (r.shape if same_models else r.shape[1:]):
     raise ValueError(f"unlearned_confs and retrained_confs must have the same shape [N, E], "
                      f"got {u.shape} and {r.shape}")
-  if u.shape[0] < 2:
-    raise ValueError(f"need at least 2 models per kind (N >= 2), got N = {u.shape[0]}")
-  if u.shape[0] > MAX_NUM_MODELS:
-    raise ValueError(f"N = {u.shape[0]} models per kind is over the bound of {MAX_NUM_MODELS}: the epsilon table "
-                     f"takes (N + 1)^2 float32 values")
+  for m in sorted({u.shape[0], r.shape[0]}):
+    if m < 2:
+      raise ValueError(f"need at least 2 models per kind (N >= 2), got N = {m}")
+    if m > MAX_NUM_MODELS and same_models:
+      raise ValueError(f"N = {m} models per kind is over the bound of {MAX_NUM_MODELS}: the epsilon table "
+                       f"takes (N + 1)^2 float32 values")
   if u.shape[1] < 1:
     raise ValueError(f"need at least 1 forget example (E >= 1), got E = {u.shape[1]}")
   return u, r
