@@ -326,7 +326,8 @@ def _kth(v, cum, k):
 
 
 def _count(v, cum, t, side: str):
-  """``#(x < t)`` (``side="left"``) or ``#(x <= t)`` (``side="right"``), with multiplicities, of a column from :func:`_column`."""
+  """``#(x < t)`` (``side="left"``) or ``#(x <= t)`` (``side="right"``), with multiplicities, of a column from
+  :func:`_column`."""
   idx = jnp.searchsorted(v, t, side=side).astype(jnp.int32)
   return idx if cum is None else jnp.where(idx > 0, cum[jnp.maximum(idx - 1, 0)], 0).astype(jnp.int32)
 
