@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import mixed_case
+from tests.helpers import METRIC_KERNELS, mixed_case
 from unlearn_jax.metrics import bootstrap, forgetting_metric, privacy
+
+pytestmark = METRIC_KERNELS  # one worker under -n: shared kernel compilations (tests/helpers.py)
 
 DRAWS = 6
 

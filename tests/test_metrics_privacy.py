@@ -11,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import VECTORS_DIR, mixed_case, random_case
+from tests.helpers import METRIC_KERNELS, VECTORS_DIR, mixed_case, random_case
 from tests.reference import reference_example, reference_points
 from unlearn_jax.metrics import (epsilon_points, epsilon_table, forgetting_metric, forgetting_quality, num_buckets,
                                  per_example_epsilons)
 from unlearn_jax.metrics import privacy
+
+pytestmark = METRIC_KERNELS  # one worker under -n: shared kernel compilations (tests/helpers.py)
 
 # The organizers' vectors shipped in tests/data/vectors/. Every .npz found there is checked,
 # and so is each of these names even when missing: a lost folder fails, it never skips.
