@@ -12,6 +12,7 @@ import struct
 import tarfile
 
 import numpy as np
+import pytest
 
 from unlearn_jax.data import load_dataset, to_device
 
@@ -20,6 +21,10 @@ from unlearn_jax.data import load_dataset, to_device
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
 # The organizers' conformance vectors for the forgetting-quality metric (README.md there).
 VECTORS_DIR = DATA_DIR / "vectors"
+
+# The modules that run the metric's kernel at the same few shapes (N = 2, 3, 16 in chunks of 4):
+# under ``pytest -n`` (``--dist loadgroup``) they run on one worker, which compiles each shape once.
+METRIC_KERNELS = pytest.mark.xdist_group("metric-kernels")
 
 
 def small_digits(n_retain: int = 64, n_forget: int = 16, n_val: int = 16, n_test: int = 16, seed: int = 0):

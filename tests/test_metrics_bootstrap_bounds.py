@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import mixed_case
+from tests.helpers import METRIC_KERNELS, mixed_case
 from unlearn_jax.metrics import bootstrap, forgetting_metric, privacy
+
+pytestmark = METRIC_KERNELS  # one worker under -n: shared kernel compilations (tests/helpers.py)
 
 DRAWS = 6
 
@@ -25,7 +27,8 @@ def _varied(rng, n):
   return u.astype(np.float64), r.astype(np.float64)
 
 
-@pytest.mark.parametrize("n", [3, 64, pytest.param(2, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)])
+# N = 3 in the default run; N = 64 (same checks, larger populations) and N = 2, 4 are slow.
+@pytest.mark.parametrize("n", [3] + [pytest.param(n, marks=pytest.mark.slow) for n in (64, 2, 4)])
 def test_bounded_draws_equal_the_plain_metric_on_resampled_arrays(n):
   rng = np.random.default_rng(n)
   u, r = _varied(rng, n)

@@ -13,7 +13,10 @@ import pytest
 
 from unlearn_jax.metrics import privacy
 from unlearn_jax.metrics.privacy import forgetting_metric
+from tests.helpers import METRIC_KERNELS
 from tests.reference import reference_epsilons
+
+pytestmark = METRIC_KERNELS  # one worker under -n: shared kernel compilations (tests/helpers.py)
 
 KINDS = ("iid", "shifted", "tied", "coarse", "duplicated", "heavy", "tight", "on_edge")
 

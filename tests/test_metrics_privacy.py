@@ -11,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import VECTORS_DIR, mixed_case, random_case
+from tests.helpers import METRIC_KERNELS, VECTORS_DIR, mixed_case, random_case
 from tests.reference import reference_example, reference_points
 from unlearn_jax.metrics import (epsilon_points, epsilon_table, forgetting_metric, forgetting_quality, num_buckets,
                                  per_example_epsilons)
 from unlearn_jax.metrics import privacy
+
+pytestmark = METRIC_KERNELS  # one worker under -n: shared kernel compilations (tests/helpers.py)
 
 # The organizers' vectors shipped in tests/data/vectors/. Every .npz found there is checked,
 # and so is each of these names even when missing: a lost folder fails, it never skips.
@@ -224,14 +226,19 @@ def test_non_finite_rejected():
 
 
 def _wide_cases(rng):
-  """Single-threshold grids that are tiny, empty, huge, or coarser than float32 can resolve."""
-  n = 8
-  near_2e5 = 2e5 + 50 * rng.normal(size=(n, 2)), 2e5 + 50 * rng.normal(size=(n, 2)) + 20  # f32 ulp 0.016 > 0.01
-  outlier_u, outlier_r = rng.normal(size=(n, 1)), rng.normal(size=(n, 1))
+  """Single-threshold grids that are tiny, empty, huge, or coarser than float32 can resolve.
+
+  Every case is ``[16, 4]``: one chunk of the shape the other tests here use, so the cases
+  share two compiled kernels (the wide grids' search steps and the ordinary ones).
+  """
+  n, e = 16, 4
+  near_2e5 = 2e5 + 50 * rng.normal(size=(n, e)), 2e5 + 50 * rng.normal(size=(n, e)) + 20  # f32 ulp 0.016 > 0.01
+  outlier_u, outlier_r = rng.normal(size=(n, e)), rng.normal(size=(n, e))
   outlier_u[3, 0] = 2e4  # T = 2,000,000 grid points
-  tiny = np.array([0.0, 0.005, 0.002, 0.004])[:, None], np.array([0.001, 0.006, 0.003, 0.0])[:, None]  # T = 1
-  const = np.full((4, 2), 1.5), np.stack([np.full(4, 1.75), np.full(4, 1.5)], 1)  # ranges 0: T = 25 and T = 0
-  return [near_2e5, (outlier_u, outlier_r), tiny, const]
+  tiny_u, tiny_r = rng.integers(0, 7, size=(n, e)) / 1000, rng.integers(0, 7, size=(n, e)) / 1000  # T = 1
+  tiny_u[:4, 0], tiny_r[:4, 0] = [0.0, 0.005, 0.002, 0.004], [0.001, 0.006, 0.003, 0.0]
+  const = np.full((n, e), 1.5), np.tile([1.75, 1.5], (n, e // 2))  # ranges 0: T = 25 and T = 0
+  return [near_2e5, (outlier_u, outlier_r), (tiny_u, tiny_r), const]
 
 
 def test_single_threshold_grid_without_materialising_it_equals_reference():
@@ -252,10 +259,10 @@ from unlearn_jax.metrics import forgetting_metric, privacy
 scale, outlier_value = float(sys.argv[1]), float(sys.argv[2])
 rng = np.random.default_rng(0)
 t0 = time.perf_counter()
-u, r = rng.normal(size=(8, 5)) * scale, rng.normal(size=(8, 5)) * scale
+u, r = rng.normal(size=(8, 4)) * scale, rng.normal(size=(8, 4)) * scale
 steps = privacy.search_steps(u, r)
 wide = forgetting_metric(u, r)
-u2, r2 = rng.normal(size=(8, 5)), rng.normal(size=(8, 5))
+u2, r2 = rng.normal(size=(8, 4)), rng.normal(size=(8, 4))
 u2[0, 0] = outlier_value
 outlier = forgetting_metric(u2, r2)
 try:  # this process's own peak (ru_maxrss can carry the forking parent's size across exec)
@@ -281,6 +288,7 @@ def test_wide_range_memory_is_bounded():
   # Issue: two 8x5 arrays of normal x 2e5 (grids of ~1e8 points) once took 21 GB; an outlier of 2e4 665 MB.
   # Peak memory must not grow with the range: the wide inputs' peak RSS is compared with the same
   # program on ordinary inputs (grids of ~1e3 points) in an identical subprocess, and bounded absolutely.
+  # The arrays are 8x4, one chunk (the memory is per chunk): each subprocess compiles a single kernel.
   steps, wide_mib = _wide_range_run(2e5, 2e4)
   ordinary_steps, ordinary_mib = _wide_range_run(1.0, 1.0)
   assert steps >= 27 > ordinary_steps + 10  # the wide grid really has ~1e8 points, the ordinary ~1e3

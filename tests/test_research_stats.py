@@ -20,6 +20,12 @@ from unlearn_jax.analysis import compare
 from unlearn_jax.metrics import final_score, forgetting_quality
 
 
+# One shape for the bootstrap tests below, so they share one compiled bootstrap kernel; under
+# ``pytest -n`` (``--dist loadgroup``) they run on one worker, which compiles it once.
+N_BS, E_BS, B_BS = 8, 48, 40
+ONE_BOOTSTRAP = pytest.mark.xdist_group("test_research_stats.py-bootstrap")
+
+
 def _pops(u_conf, r_conf, rng):
   n = u_conf.shape[0]
   acc = lambda: rng.uniform(0.8, 1.0, n)
@@ -27,28 +33,29 @@ def _pops(u_conf, r_conf, rng):
           {"forget_confidence": r_conf, "retain_accuracy": acc(), "test_accuracy": acc()})
 
 
+@ONE_BOOTSTRAP
 def test_bootstrap_of_a_constant_population_has_zero_width():
   rng = np.random.default_rng(0)
-  u, r = _pops(np.full((8, 6), 2.0), np.full((8, 6), 2.0), rng)
+  u, r = _pops(np.full((N_BS, E_BS), 2.0), np.full((N_BS, E_BS), 2.0), rng)
   u["retain_accuracy"][:] = 0.9
   r["retain_accuracy"][:] = 0.95
   u["test_accuracy"][:] = r["test_accuracy"][:] = 0.9
-  eps = np.full(6, 50.0)  # every example is "peaky": F = 0 for every draw
-  out = uncertainty.bootstrap_intervals(u, r, eps, num_draws=16, seed=1)
+  eps = np.full(E_BS, 50.0)  # every example is "peaky": F = 0 for every draw
+  out = uncertainty.bootstrap_intervals(u, r, eps, num_draws=B_BS, seed=1)
   for name in ("forgetting_quality", "final_score", "example_forgetting_quality"):
     assert out[name]["lo"] == out[name]["hi"] == 0.0, name
     assert out[name]["std"] == 0.0
 
 
+@ONE_BOOTSTRAP
 def test_bootstrap_of_one_distribution_covers_the_ceiling():
   # u and r: two samples of one distribution (a perfect unlearner); the ceiling: a third sample against r
   rng = np.random.default_rng(3)
-  n, e = 8, 48
-  u_conf, r_conf, c_conf = (rng.normal(size=(n, e)) for _ in range(3))
+  u_conf, r_conf, c_conf = (rng.normal(size=(N_BS, E_BS)) for _ in range(3))
   u, r = _pops(u_conf, r_conf, rng)
   from unlearn_jax.metrics import per_example_epsilons
   eps = per_example_epsilons(u_conf, r_conf)
-  out = uncertainty.bootstrap_intervals(u, r, eps, num_draws=40, seed=0)["forgetting_quality"]
+  out = uncertainty.bootstrap_intervals(u, r, eps, num_draws=B_BS, seed=0)["forgetting_quality"]
   ceiling = forgetting_quality(c_conf, r_conf)
   assert out["lo"] <= ceiling <= out["hi"]
   assert out["point"] == pytest.approx(forgetting_quality(u_conf, r_conf))
@@ -56,14 +63,15 @@ def test_bootstrap_of_one_distribution_covers_the_ceiling():
   assert out["percentile"][1] < out["point"] and out["bias"] < 0
 
 
+@ONE_BOOTSTRAP
 def test_forgetting_quality_interval_is_the_bootstrap_intervals_f():
   # the ceiling's interval (F alone) is the interval --bootstrap reports for F, on the same draws
   rng = np.random.default_rng(6)
-  u_conf, r_conf = rng.normal(size=(6, 5)), rng.normal(0.5, 1.0, size=(6, 5))
+  u_conf, r_conf = rng.normal(size=(N_BS, E_BS)), rng.normal(0.5, 1.0, size=(N_BS, E_BS))
   u, r = _pops(u_conf, r_conf, rng)
   from unlearn_jax.metrics import per_example_epsilons
-  full = uncertainty.bootstrap_intervals(u, r, per_example_epsilons(u_conf, r_conf), num_draws=9, seed=2)
-  assert uncertainty.forgetting_quality_interval(u_conf, r_conf, num_draws=9, seed=2) == full["forgetting_quality"]
+  full = uncertainty.bootstrap_intervals(u, r, per_example_epsilons(u_conf, r_conf), num_draws=B_BS, seed=2)
+  assert uncertainty.forgetting_quality_interval(u_conf, r_conf, num_draws=B_BS, seed=2) == full["forgetting_quality"]
   with pytest.raises(ValueError, match="draws"):
     uncertainty.forgetting_quality_interval(u_conf, r_conf, num_draws=1)
 
