@@ -130,7 +130,7 @@ def test_tuned_runner_gives_the_models_of_the_loop(tmp_path, monkeypatch):
                   loss="ce")
   fn = make_train_fn(get_model("tiny_mlp", 10), recipe, split="retain")
   keys = seeds.seed_keys(jax.random.key(3), 5)
-  tuned = tuning.seed_runner(fn, "auto", model_name="tiny_mlp", workload=WORKLOAD, num_seeds=4)
+  tuned = tuning.seed_runner(fn, "auto", model_name="tiny_mlp", workload=WORKLOAD, num_seeds=2)
   assert tuned.source == "tuned on this device"
   out, ref = tuned(keys, data), seeds.SeedRunner(fn, "loop")(keys, data)
   for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref), strict=True):
