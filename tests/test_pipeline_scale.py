@@ -8,7 +8,9 @@ All use the tiny config with N = 8 in chunks of 4, so every stage has two chunks
 (they add no numbers). The runs of the default tests start from a copy of the reference run's
 persistent compilation cache (``<cache-dir>/jax-compilation``): a loaded program is the one compiled
 before, so no number changes, and JAX leaves the forced device count out of its cache key, so the
-four-device run also loads the programs it shares with the reference.
+four-device run also loads the programs it shares with the reference. JAX's extra XLA caches are
+switched off in these processes: they only serve GPU compilation, but their folder, named after the
+cache's path, enters every cache key, so a copied cache would otherwise never be hit.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def _command(cache, out, *extra):
 
 
 def _env(**extra):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES="none")
   env.pop("XLA_FLAGS", None)
   env.update(extra)
   return env
