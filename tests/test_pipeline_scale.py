@@ -40,7 +40,8 @@ def _command(cache, out, *extra):
 
 
 def _env(**extra):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES="none")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  env["JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES"] = "none"  # see the module docstring
   env.pop("XLA_FLAGS", None)
   env.update(extra)
   return env
