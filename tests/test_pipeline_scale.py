@@ -36,7 +36,8 @@ NUMBERS = ("forgetting_quality", "final_score", "per_example_epsilons", "unlearn
 
 def _command(cache, out, *extra):
   return [sys.executable, "-m", "unlearn_jax.cli", "evaluate", "--config", "tiny", "--method", "finetune",
-          "--num-models", "8", "--chunk-size", "4", "--cache-dir", str(cache), "--output-dir", str(out), "--no-plots", *extra]
+          "--num-models", "8", "--chunk-size", "4", "--cache-dir", str(cache), "--output-dir", str(out), "--no-plots",
+          *extra]
 
 
 def _env(**extra):
