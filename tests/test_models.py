@@ -14,16 +14,17 @@ def _count(tree):
 
 
 def test_resnet18_matches_torchvision_parameter_count_and_shapes():
+  # Abstract evaluation only (jax.eval_shape): the shapes are those of a real init and forward pass.
   model = get_model("resnet18", 10)
-  x = jnp.zeros((2, 32, 32, 3))
-  variables = model.init(jax.random.key(0), x)
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
   assert _count(variables["params"]) == 11_181_642  # torchvision resnet18(num_classes=10)
   p = variables["params"]
   assert p["conv1"]["kernel"].shape == (7, 7, 3, 64)
   assert p["layer2_0"]["downsample_conv"]["kernel"].shape == (1, 1, 64, 128)
   assert p["fc"]["kernel"].shape == (512, 10)
   # Feature-map sizes 16 -> 8 -> 8, 4, 2, 1 on 32x32 input.
-  _, inter = model.apply(variables, x, capture_intermediates=True)
+  _, inter = jax.eval_shape(lambda v, x: model.apply(v, x, capture_intermediates=True), variables, x)
   shapes = {k: v["__call__"][0].shape for k, v in inter["intermediates"].items() if k.startswith("layer")}
   assert shapes["layer1_1"][1:3] == (8, 8)
   assert shapes["layer2_1"][1:3] == (4, 4)

@@ -4,13 +4,20 @@
 * the seed axis sharded over 4 forced host devices (``--xla_force_host_platform_device_count``);
 * two cooperating processes (``jax.distributed`` on localhost), chunks dealt round-robin.
 
-All use the tiny config with N = 8 in chunks of 4, so every stage has two chunks.
+All use the tiny config with N = 8 in chunks of 4, so every stage has two chunks, and no plots
+(they add no numbers). The runs of the default tests start from a copy of the reference run's
+persistent compilation cache (``<cache-dir>/jax-compilation``): a loaded program is the one compiled
+before, so no number changes, and JAX leaves the forced device count out of its cache key, so the
+four-device run also loads the programs it shares with the reference. JAX's extra XLA caches are
+switched off in these processes: they only serve GPU compilation, but their folder, named after the
+cache's path, enters every cache key, so a copied cache would otherwise never be hit.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,17 +36,22 @@ NUMBERS = ("forgetting_quality", "final_score", "per_example_epsilons", "unlearn
 
 def _command(cache, out, *extra):
   return [sys.executable, "-m", "unlearn_jax.cli", "evaluate", "--config", "tiny", "--method", "finetune",
-          "--num-models", "8", "--chunk-size", "4", "--cache-dir", str(cache), "--output-dir", str(out), *extra]
+          "--num-models", "8", "--chunk-size", "4", "--cache-dir", str(cache), "--output-dir", str(out), "--no-plots",
+          *extra]
 
 
-def _env(xla_cache=None, **extra):
+def _env(**extra):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  env["JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES"] = "none"  # see the module docstring
   env.pop("XLA_FLAGS", None)
-  if xla_cache:
-    # a shared persistent compilation cache makes repeated runs cheaper; it changes no numbers
-    env.update(JAX_COMPILATION_CACHE_DIR=str(xla_cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   env.update(extra)
   return env
+
+
+def _with_compiled_programs(reference, cache):
+  """A fresh model cache holding only a copy of the reference run's compilation cache."""
+  shutil.copytree(reference["base"] / "cache" / "jax-compilation", cache / "jax-compilation")
+  return cache
 
 
 def _run(cmd, env):
@@ -51,15 +63,15 @@ def _run(cmd, env):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
   base = tmp_path_factory.mktemp("scale")
-  _run(_command(base / "cache", base / "out"), _env(base / "xla"))
+  _run(_command(base / "cache", base / "out"), _env())
   ref = load_results(base / "out")
   assert ref["strategy"]["strategy"] == "chunked" and "1 local device(s), 1 process(es)" in ref["device"]
   return dict(base=base, results=ref)
 
 
 def test_sigkill_after_first_chunk_then_resume_equals_uninterrupted(tmp_path, reference):
-  env = _env(reference["base"] / "xla")
-  cache, out = tmp_path / "cache", tmp_path / "out"
+  env = _env()
+  cache, out = _with_compiled_programs(reference, tmp_path / "cache"), tmp_path / "out"
   with open(tmp_path / "killed.err", "w") as err:
     proc = subprocess.Popen(_command(cache, out), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 300
@@ -86,8 +98,8 @@ def test_sigkill_after_first_chunk_then_resume_equals_uninterrupted(tmp_path, re
 
 def test_seed_axis_sharded_over_four_devices_matches_single_device(tmp_path, reference):
   ref = reference["results"]
-  _run(_command(tmp_path / "cache", tmp_path / "out"),
-       _env(reference["base"] / "xla4", XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+  _run(_command(_with_compiled_programs(reference, tmp_path / "cache"), tmp_path / "out"),
+       _env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))
   shard = load_results(tmp_path / "out")
   assert shard["strategy"]["strategy"] == "shard" and "4 local device(s)" in shard["device"], shard["device"]
   # batched and sharded programs may reassociate float sums: compare with a tolerance

@@ -90,17 +90,17 @@ def test_larger_seed_counts_remeasure_only_if_the_ladder_was_cut_short(tmp_path,
     return real(*args, **kwargs)
 
   monkeypatch.setattr(tuning, "measure", counting)
-  tuning.tuned_chunk(WORKLOAD, 2, path=path, log=lambda line: None, min_gain=-1e9, **FAST)  # reaches its top
+  tuning.tuned_chunk(WORKLOAD, 1, path=path, log=lambda line: None, min_gain=-1e9, **FAST)  # reaches its top
   tuning._MEMO.clear()
-  tuning.tuned_chunk(WORKLOAD, 8, path=path, log=lambda line: None, min_gain=-1e9, **FAST)
-  assert calls == [2, 8]
+  tuning.tuned_chunk(WORKLOAD, 4, path=path, log=lambda line: None, min_gain=-1e9, **FAST)
+  assert calls == [1, 4]
   tuning._MEMO.clear()
-  assert tuning.tuned_chunk(WORKLOAD, 4, path=path) <= 4 and calls == [2, 8]  # 8 covers 4
+  assert tuning.tuned_chunk(WORKLOAD, 2, path=path) <= 2 and calls == [1, 4]  # 4 covers 2
   with open(path, "w") as f:
     f.write("{not json")
   tuning._MEMO.clear()
   tuning.tuned_chunk(WORKLOAD, 1, path=path, log=lambda line: None, **FAST)  # unreadable file: measure again
-  assert calls == [2, 8, 1] and WORKLOAD.cache_key() in _read(path)
+  assert calls == [1, 4, 1] and WORKLOAD.cache_key() in _read(path)
 
 
 def test_resolve_strategy_uses_the_table_then_the_measurement(tmp_path, monkeypatch):
@@ -130,7 +130,7 @@ def test_tuned_runner_gives_the_models_of_the_loop(tmp_path, monkeypatch):
                   loss="ce")
   fn = make_train_fn(get_model("tiny_mlp", 10), recipe, split="retain")
   keys = seeds.seed_keys(jax.random.key(3), 5)
-  tuned = tuning.seed_runner(fn, "auto", model_name="tiny_mlp", workload=WORKLOAD, num_seeds=4)
+  tuned = tuning.seed_runner(fn, "auto", model_name="tiny_mlp", workload=WORKLOAD, num_seeds=2)
   assert tuned.source == "tuned on this device"
   out, ref = tuned(keys, data), seeds.SeedRunner(fn, "loop")(keys, data)
   for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref), strict=True):
