@@ -51,15 +51,6 @@ def test_identical_results_are_not_distinguishable():
   assert out["interval"] == [0.0, 0.0]
 
 
-@pytest.mark.parametrize("kwargs, match", [({"groups": 1}, "groups"), ({"groups": 5}, "groups"),
-                                           ({"level": 1.0}, "level")])
-def test_bad_arguments(kwargs, match):
-  rng = np.random.default_rng(3)
-  a, b, r = _populations(rng, 8, 2)
-  with pytest.raises(ValueError, match=match):
-    model_groups_test(a, r, b, r, **kwargs)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("test", ["groups", "permutation"])
 def test_model_effect_null_rejects_at_most_10_percent(test):
@@ -156,16 +147,20 @@ def test_permutation_test_of_a_result_with_itself():
   assert out["verdict"] == "not distinguishable at this N"
 
 
-@pytest.mark.parametrize("kwargs, match", [({"permutations": 0}, "integer >= 1"),
-                                           ({"permutations": 2.5}, "integer >= 1"),
-                                           ({"permutations": 18}, r"cannot give p <= 0.05 .* at least 19"),
-                                           ({"level": 0.0}, "level")])
-def test_permutation_bad_arguments(kwargs, match):
+@pytest.mark.parametrize("test, kwargs, match", [
+    (model_groups_test, {"groups": 1}, "groups"), (model_groups_test, {"groups": 5}, "groups"),
+    (model_groups_test, {"level": 1.0}, "level"),
+    (model_permutation_test, {"permutations": 0}, "integer >= 1"),
+    (model_permutation_test, {"permutations": 2.5}, "integer >= 1"),
+    (model_permutation_test, {"permutations": 18}, r"cannot give p <= 0.05 .* at least 19"),
+    (model_permutation_test, {"level": 0.0}, "level"),
+])
+def test_bad_arguments(test, kwargs, match):
   rng = np.random.default_rng(3)
   a, b, r = _populations(rng, 8, 2)
   with pytest.raises(ValueError, match=match):
-    model_permutation_test(a, r, b, r, **kwargs)
+    test(a, r, b, r, **kwargs)
   with pytest.raises(ValueError, match="one shape"):
-    model_permutation_test(a, r, b[:6], r[:6])
+    test(a, r, b[:6], r[:6])
 
 

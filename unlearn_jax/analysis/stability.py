@@ -23,6 +23,8 @@ per method and subsample.
 
 from __future__ import annotations
 
+import csv
+import io
 import warnings
 from typing import Any, Optional, Sequence
 
@@ -151,8 +153,6 @@ def stability(methods: Sequence[str], unlearned: Sequence[np.ndarray], retrained
 def table(result: dict[str, Any], fmt: str = "markdown") -> str:
   """The rows as a GitHub markdown (4 decimals) or CSV (full precision) table."""
   if fmt == "csv":  # full precision, cells quoted where they hold a comma (a flag's reasons, a folder)
-    import csv
-    import io
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)

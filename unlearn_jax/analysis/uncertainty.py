@@ -43,6 +43,13 @@ def _summary(values: np.ndarray, level: float, point: Optional[float] = None) ->
   return out
 
 
+def _check_draws_and_level(num_draws: Any, level: float) -> None:
+  if int(num_draws) != num_draws or num_draws < 2:
+    raise ValueError(f"the number of bootstrap draws must be an integer >= 2, got {num_draws}")
+  if not 0.0 < level < 1.0:
+    raise ValueError(f"the interval level must lie strictly between 0 and 1, got {level}")
+
+
 def final_scores_of_draws(forgetting_quality: np.ndarray, unlearned_idx: np.ndarray, retrained_idx: np.ndarray,
                           unlearned: Mapping[str, np.ndarray], retrained: Mapping[str, np.ndarray]) -> np.ndarray:
   """``[B]`` final scores ``F_b * (RA_U / RA_R) * (TA_U / TA_R)`` with each draw's means over its model indices.
@@ -78,10 +85,7 @@ def bootstrap_intervals(unlearned: Mapping[str, np.ndarray], retrained: Mapping[
   """
   from unlearn_jax.metrics import epsilon_points
   from unlearn_jax.metrics.bootstrap import example_bootstrap, model_bootstrap
-  if int(num_draws) != num_draws or num_draws < 2:
-    raise ValueError(f"the number of bootstrap draws must be an integer >= 2, got {num_draws}")
-  if not 0.0 < level < 1.0:
-    raise ValueError(f"the interval level must lie strictly between 0 and 1, got {level}")
+  _check_draws_and_level(num_draws, level)
   u_conf = np.asarray(unlearned["forget_confidence"])
   n = int(u_conf.shape[0])
   draws = model_bootstrap(u_conf, np.asarray(retrained["forget_confidence"]), num_draws=int(num_draws), seed=seed,
@@ -106,10 +110,7 @@ def forgetting_quality_interval(unlearned_confs: Any, retrained_confs: Any, *, n
   ``progress`` as in :func:`bootstrap_intervals`."""
   from unlearn_jax.metrics import forgetting_quality
   from unlearn_jax.metrics.bootstrap import model_bootstrap
-  if int(num_draws) != num_draws or num_draws < 2:
-    raise ValueError(f"the number of bootstrap draws must be an integer >= 2, got {num_draws}")
-  if not 0.0 < level < 1.0:
-    raise ValueError(f"the interval level must lie strictly between 0 and 1, got {level}")
+  _check_draws_and_level(num_draws, level)
   draws = model_bootstrap(unlearned_confs, retrained_confs, num_draws=int(num_draws), seed=seed, progress=progress)
   point = float(forgetting_quality(unlearned_confs, retrained_confs))
   return _summary(np.asarray(draws.forgetting_quality, np.float64), level, point)

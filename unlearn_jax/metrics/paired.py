@@ -127,18 +127,20 @@ def split_differences(unlearned: np.ndarray, retrained_a: np.ndarray, retrained_
   ``unlearned`` ``[2N, E]``: the pooled unlearned models; ``splits`` ``[P, 2N]``: permutations of
   their indices, the first N of a row are set 1 (scored against ``retrained_a``), the last N set 2
   (against ``retrained_b``). Each set's epsilons are the metric's on that set bit for bit, computed
-  as the model bootstrap computes a draw (:func:`unlearn_jax.metrics.bootstrap.subset_epsilons`:
-  each example sorted once, a set is a 0/1 weight per pooled model). Sums of points are exact
-  (points are powers of two), so equal differences compare equal.
+  as the model bootstrap computes a draw, in one call for both sets of every split
+  (:func:`unlearn_jax.metrics.bootstrap.subset_epsilons`: each example sorted once, a set is a 0/1
+  weight per pooled model). Sums of points are exact (points are powers of two), so equal
+  differences compare equal.
   """
   p, two_n = splits.shape
   n = two_n // 2
-  every = np.broadcast_to(np.arange(n), (p, n))  # all N retrained models in each set
-
-  def points(idx, retrained):
-    return epsilon_points(subset_epsilons(unlearned, retrained, idx, every), n).sum(axis=1)
-
-  return points(splits[:, :n], retrained_a) - points(splits[:, n:], retrained_b)
+  # One call for both sets: the retrained pool is A's models (rows 0 .. N-1) then B's (N .. 2N-1); set 1 of
+  # every split is scored against all of A's, set 2 against all of B's.
+  retrained = np.concatenate([retrained_a, retrained_b])
+  sets = np.concatenate([splits[:, :n], splits[:, n:]])
+  against = np.repeat(np.arange(two_n).reshape(2, 1, n), p, axis=1).reshape(2 * p, n)
+  points = epsilon_points(subset_epsilons(unlearned, retrained, sets, against), n).sum(axis=1)
+  return points[:p] - points[p:]
 
 
 def model_permutation_test(unlearned_a: Any, retrained_a: Any, unlearned_b: Any, retrained_b: Any, *,

@@ -754,10 +754,10 @@ def _bounded_search(state, table, search_steps: int, block: int, per_step: int, 
   def open_blocks(ids, best):
     # Each block opened is cut into k x k sub-blocks with their own (tighter) bounds; sub-blocks are
     # counted exactly by descending bound while their bound beats the best epsilon found.
-    a = jnp.arange(k) * sub_block
-    tops = ((ids // col_blocks) * block)[:, None, None] + a[None, :, None] + 0 * a[None, None, :]
-    firsts = ((ids % col_blocks) * block)[:, None, None] + a[None, None, :] + 0 * a[None, :, None]
-    tops, firsts = tops.reshape(-1), firsts.reshape(-1)
+    di, dj = (x.reshape(-1) for x in jnp.meshgrid(jnp.arange(k) * sub_block, jnp.arange(k) * sub_block,
+                                                   indexing="ij"))
+    tops = (((ids // col_blocks) * block)[:, None] + di[None, :]).reshape(-1)
+    firsts = (((ids % col_blocks) * block)[:, None] + dj[None, :]).reshape(-1)
     sub = _interval_bounds(state, table, tops, firsts, sub_block, sub_block, occupancy)
     order = jnp.argsort(-sub)
     sub, tops, firsts = sub[order], tops[order], firsts[order]
@@ -866,8 +866,11 @@ def check_pair(unlearned_confs: Any, retrained_confs: Any, same_models: bool = T
   """
   u = _as_confs("unlearned_confs", unlearned_confs)
   r = _as_confs("retrained_confs", retrained_confs)
-  if (u.shape if same_models else u.shape[1:]) != (r.shape if same_models else r.shape[1:]):
+  if same_models and u.shape != r.shape:
     raise ValueError(f"unlearned_confs and retrained_confs must have the same shape [N, E], "
+                     f"got {u.shape} and {r.shape}")
+  if u.shape[1] != r.shape[1]:
+    raise ValueError(f"unlearned_confs and retrained_confs must have the same number of examples E, "
                      f"got {u.shape} and {r.shape}")
   for m in sorted({u.shape[0], r.shape[0]}):
     if m < 2:

@@ -216,13 +216,15 @@ def ceiling_outputs(stored: Optional[dict[str, Any]]) -> Optional[dict[str, np.n
 
 
 def ceiling_at(stored: dict[str, Any], keep: np.ndarray, retrained: dict[str, np.ndarray],
-               progress: Optional[Progress] = None) -> Optional[dict[str, Any]]:
+               progress: Optional[Progress] = None,
+               outputs: Optional[dict[str, np.ndarray]] = None) -> Optional[dict[str, Any]]:
   """The stored ceiling rescored on the seeds ``keep`` only (its extra models and ``retrained``, the reference
   models at those seeds), so that a result scored after dropping diverged seeds is compared at its own N.
 
+  ``outputs``: the ceiling's :func:`ceiling_outputs` where the caller has loaded them (else read here).
   ``None`` (with a progress line) when the ceiling's models are no longer stored.
   """
-  outputs = ceiling_outputs(stored)
+  outputs = ceiling_outputs(stored) if outputs is None else outputs
   if outputs is None:
     if progress is not None:
       progress.line(f"[ceiling] the ceiling's models are not stored at {stored.get('unlearned_chunks')}; "
@@ -323,16 +325,17 @@ def _evaluate_on(ref: Reference, ctx: Context, method: BuiltMethod, progress: Pr
     stored = ceiling_of(ref, progress)
     walls["ceiling"] = time.perf_counter() - t0
     progress.line(f"[ceiling] done in {walls['ceiling']:.1f} s: F_ceiling {stored['forgetting_quality']:.4f}")
+  extras = config.bootstrap or "klom" in config.metrics  # the ceiling's interval and KLOM's baseline
+  # the ceiling's stored models, read once: rescored at the kept seeds, and the extras at the scored seeds
+  full = ceiling_outputs(stored) if stored is not None and (dropped or extras) else None
   if stored is not None and dropped:  # F / F_ceiling at one N: the ceiling's models at the kept seeds
-    stored = ceiling_at(stored, keep, r_out, progress)
-  extra = None  # the ceiling's models at the scored seeds: its interval and KLOM's baseline
-  if stored is not None and (config.bootstrap or "klom" in config.metrics):
-    full = ceiling_outputs(dict(stored, num_models=stored.get("subsampled_from") or stored.get("num_models")))
+    stored = ceiling_at(stored, keep, r_out, progress, outputs=full)
+  extra = None
+  if stored is not None and extras and full is not None:
     # margins only where the reference has them at the same shape (subsets drawn from the split seed and
     # their count alone: the same examples)
-    extra = None if full is None else {k: v[keep] for k, v in full.items()
-                                       if k in r_out and v[keep].shape == np.shape(r_out[k])}
-    if extra is not None and "forget_confidence" not in extra:
+    extra = {k: v[keep] for k, v in full.items() if k in r_out and v[keep].shape == np.shape(r_out[k])}
+    if "forget_confidence" not in extra:
       extra = None
   request = evaluators.Request(metrics=tuple(config.metrics), bootstrap=config.bootstrap, seed=config.seed,
                                forgetting_quality=scores.forgetting_quality, ceiling=stored, ceiling_outputs=extra,

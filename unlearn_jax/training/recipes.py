@@ -265,9 +265,10 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 def check_total_steps(recipe: Recipe, num_examples: int, split: str = "train") -> int:
   """The optimiser steps of training ``recipe`` on ``num_examples`` examples of ``split`` (epochs x steps per
   epoch), or a one-line ``ValueError`` when they exceed :data:`MAX_TOTAL_STEPS` (the 32-bit step count would wrap)."""
-  total = recipe.epochs * steps_per_epoch(int(num_examples), recipe.batch_size)
+  steps = steps_per_epoch(int(num_examples), recipe.batch_size)
+  total = recipe.epochs * steps
   if total > MAX_TOTAL_STEPS:
-    raise ValueError(f"recipe epochs {recipe.epochs:,} x {steps_per_epoch(int(num_examples), recipe.batch_size):,} "
+    raise ValueError(f"recipe epochs {recipe.epochs:,} x {steps:,} "
                      f"steps per epoch ({num_examples:,} {split} examples at batch_size {recipe.batch_size}) = "
                      f"{total:,} optimiser steps; the bound is epochs x steps per epoch <= {MAX_TOTAL_STEPS:,} "
                      f"(a 32-bit step count)")
