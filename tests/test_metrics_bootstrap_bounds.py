@@ -36,9 +36,49 @@ def test_bounded_draws_equal_the_plain_metric_on_resampled_arrays(n):
   ui[0], ri[0] = np.arange(n), np.arange(n)  # the identity draw: the metric itself
   ui[1], ri[1] = 0, n - 1  # one model repeated N times in each population
   fast = bootstrap._draw_all(u, r, ui, ri, method="bounded")
+  scored = bootstrap._draw_all(u, r, ui, ri, method="bounded", score_only=True)
   for b in range(DRAWS):
-    np.testing.assert_array_equal(fast[b], forgetting_metric(u[ui[b]], r[ri[b]]).epsilons, err_msg=f"draw {b}")
+    plain = forgetting_metric(u[ui[b]], r[ri[b]]).epsilons
+    np.testing.assert_array_equal(fast[b], plain, err_msg=f"draw {b}")
+    _assert_same_points(scored[b], plain, n, f"draw {b}")
   np.testing.assert_array_equal(fast[0], forgetting_metric(u, r).epsilons)
+
+
+def _assert_same_points(scored, exact, n, msg=""):
+  """A score-only epsilon is one attack's (so at most the maximum) with the maximum's points."""
+  np.testing.assert_array_equal(privacy.epsilon_points(scored, n), privacy.epsilon_points(exact, n), err_msg=msg)
+  assert np.all(scored <= exact), msg
+
+
+def test_score_only_draws_keep_every_examples_points_across_buckets():
+  # N = 96, 48 examples whose unlearned shift runs from 0 to 3 sd: epsilons across every score bucket,
+  # through the pooled lattice; the search that stops at the bucket gives the metric's points.
+  rng = np.random.default_rng(21)
+  n, e = 96, 48
+  shift = np.linspace(0.0, 3.0, e)
+  u, r = rng.normal(shift, 1.0 + shift / 6, size=(n, e)), rng.normal(size=(n, e))
+  ui, ri = rng.integers(0, n, size=(3, n)), rng.integers(0, n, size=(3, n))
+  scored = bootstrap._draw_all(u, r, ui, ri, score_only=True)
+  exact = bootstrap._draw_all(u, r, ui, ri)
+  plain = np.stack([forgetting_metric(u[i], r[j]).epsilons for i, j in zip(ui, ri)])
+  np.testing.assert_array_equal(exact, plain)
+  _assert_same_points(scored, plain, n)
+  buckets = np.floor(2 * plain)
+  assert len(np.unique(buckets[buckets < privacy.num_buckets(n)])) >= 6  # the examples span the buckets
+  assert np.any(scored < plain)  # the search did stop short of the maximum somewhere
+
+
+def test_stake_is_the_next_bucket_edge():
+  # A bound must reach the next score bucket's lower edge to matter; nothing matters past the last bucket.
+  # (No attack found, -inf, is epsilon 0: bucket 0.)
+  best = jnp.asarray([-np.inf, 0.0, 0.49, 1.0, 1.2, 6.9, 7.0, np.inf], jnp.float32)
+  stake = np.asarray(privacy._stake(best, 14))
+  edges = np.float32([0.5, 0.5, 0.5, 1.5, 1.5, 7.0, np.inf, np.inf])  # nothing found yet scores as 0
+  below = np.nextafter(edges, np.float32(-np.inf))
+  np.testing.assert_array_equal(stake, np.where(np.isfinite(edges), below, edges))
+  for edge, s_ in zip(edges[:6], stake[:6]):
+    assert edge > s_ and np.nextafter(edge, np.float32(-np.inf)) <= s_  # the edge itself beats it, nothing lower
+  np.testing.assert_array_equal(np.asarray(privacy._stake(best, None)), np.asarray(best))
 
 
 def test_lattice_counts_equal_binary_searches():
@@ -59,6 +99,13 @@ def test_lattice_counts_equal_binary_searches():
       below = np.searchsorted(values, queries, side=side)
       expected = np.where(below > 0, np.cumsum(weights)[np.maximum(below - 1, 0)], 0)
       np.testing.assert_array_equal(np.asarray(fast), expected, err_msg=side)
+    # the block bounds' counts from the cells alone bracket both exact counts, in each packed part
+    lower, upper = (np.asarray(jax.jit(lambda t: privacy._cell_count(state, t, up))(jnp.asarray(queries)))
+                    for up in (False, True))
+    cum = np.concatenate([[0], np.cumsum(weights)])
+    left, right = cum[np.searchsorted(values, queries, "left")], cum[np.searchsorted(values, queries, "right")]
+    assert np.all(lower <= left) and np.all(right <= upper)
+    assert np.mean(upper - lower) < 0.5 * np.mean(weights) * 10  # a cell holds a few values, not many
 
 
 def test_bounded_draws_with_the_lattice_equal_the_plain_metric():
@@ -72,8 +119,11 @@ def test_bounded_draws_with_the_lattice_equal_the_plain_metric():
   assert 1 <= occupancy <= bootstrap.MAX_OCCUPANCY
   ui, ri = rng.integers(0, n, size=(4, n)), rng.integers(0, n, size=(4, n))
   fast = bootstrap._draw_all(u, r, ui, ri, method="bounded")
+  scored = bootstrap._draw_all(u, r, ui, ri, method="bounded", score_only=True)
   for b in range(4):
-    np.testing.assert_array_equal(fast[b], forgetting_metric(u[ui[b]], r[ri[b]]).epsilons, err_msg=f"draw {b}")
+    plain = forgetting_metric(u[ui[b]], r[ri[b]]).epsilons
+    np.testing.assert_array_equal(fast[b], plain, err_msg=f"draw {b}")
+    _assert_same_points(scored[b], plain, n, f"draw {b}")
 
 
 @pytest.mark.slow
@@ -101,12 +151,17 @@ def test_bounds_open_few_blocks_and_never_miss_the_maximum():
     table = jnp.asarray(privacy.epsilon_table(n))
     args = (jnp.asarray(u.T), jnp.asarray(ones), jnp.asarray(r.T), jnp.asarray(ones))
     bounded = jax.jit(lambda *a: privacy.competition_epsilons(*a, table, search_steps=11))(*args)
+    scored = jax.jit(lambda *a: privacy.competition_epsilons(*a, table, search_steps=11,
+                                                             buckets=privacy.num_buckets(n)))(*args)
     full = jax.jit(jax.vmap(lambda *a: privacy.competition_example(*a, table, search_steps=11)))(*args)
   np.testing.assert_array_equal(np.asarray(bounded["epsilon"]), np.asarray(full["epsilon"]))
   np.testing.assert_array_equal(np.asarray(bounded["epsilon"]).astype(np.float64), forgetting_metric(u, r).epsilons)
   assert np.all(np.asarray(bounded["ok"]))
   # "opened" counts sub-blocks counted exactly, BOUND_SUB_BLOCK ** 2 attacks each.
   assert np.mean(np.asarray(bounded["opened"])) * privacy.BOUND_SUB_BLOCK ** 2 < attacks / 40
+  # seeking only the score bucket opens no more, and keeps the points
+  _assert_same_points(np.asarray(scored["epsilon"]).astype(np.float64), forgetting_metric(u, r).epsilons, n)
+  assert np.all(np.asarray(scored["opened"]) <= np.asarray(bounded["opened"]))
 
 
 @pytest.mark.parametrize("n", [2, 5, 16, 100])

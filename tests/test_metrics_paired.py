@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from unlearn_jax.metrics import forgetting_quality, per_example_epsilons
-from unlearn_jax.metrics.bootstrap import subset_epsilons
+from unlearn_jax.metrics import epsilon_points, forgetting_quality, per_example_epsilons
+from unlearn_jax.metrics.bootstrap import subset_epsilons, subset_points
 from unlearn_jax.metrics import paired
 from unlearn_jax.metrics.paired import (default_groups, group_qualities, model_groups_test, model_permutation_test,
                                         split_differences)
@@ -102,6 +102,7 @@ def test_subset_epsilons_equal_the_metric_on_the_chosen_sets():
   got = subset_epsilons(u, r, ui, ri)
   want = np.stack([per_example_epsilons(u[i], r[j]) for i, j in zip(ui, ri)])
   np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(subset_points(u, r, ui, ri), epsilon_points(want, 6))
   with pytest.raises(ValueError, match="retrained_idx"):
     subset_epsilons(u, r, ui, ri + 9)  # rows past the retrained pool
   with pytest.raises(ValueError, match="one shape"):

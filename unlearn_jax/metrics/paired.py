@@ -42,8 +42,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from unlearn_jax.metrics.bootstrap import subset_epsilons
-from unlearn_jax.metrics.privacy import check_pair, epsilon_points, forgetting_metric
+from unlearn_jax.metrics.bootstrap import subset_points
+from unlearn_jax.metrics.privacy import check_pair, forgetting_metric
 
 VERDICTS = ("A is better", "B is better", "not distinguishable at this N")
 DEFAULT_PERMUTATIONS = 99
@@ -126,10 +126,10 @@ def split_differences(unlearned: np.ndarray, retrained_a: np.ndarray, retrained_
 
   ``unlearned`` ``[2N, E]``: the pooled unlearned models; ``splits`` ``[P, 2N]``: permutations of
   their indices, the first N of a row are set 1 (scored against ``retrained_a``), the last N set 2
-  (against ``retrained_b``). Each set's epsilons are the metric's on that set bit for bit, computed
-  as the model bootstrap computes a draw, in one call for both sets of every split
-  (:func:`unlearn_jax.metrics.bootstrap.subset_epsilons`: each example sorted once, a set is a 0/1
-  weight per pooled model). Sums of points are exact (points are powers of two), so equal
+  (against ``retrained_b``). Each set's points are the metric's on that set, computed as the model
+  bootstrap computes a draw, in one call for both sets of every split
+  (:func:`unlearn_jax.metrics.bootstrap.subset_points`: each example sorted once, a set is a 0/1
+  weight per pooled model, each search stopped once the score bucket is settled). Sums of points are exact (points are powers of two), so equal
   differences compare equal.
   """
   p, two_n = splits.shape
@@ -139,7 +139,7 @@ def split_differences(unlearned: np.ndarray, retrained_a: np.ndarray, retrained_
   retrained = np.concatenate([retrained_a, retrained_b])
   sets = np.concatenate([splits[:, :n], splits[:, n:]])
   against = np.repeat(np.arange(two_n).reshape(2, 1, n), p, axis=1).reshape(2 * p, n)
-  points = epsilon_points(subset_epsilons(unlearned, retrained, sets, against), n).sum(axis=1)
+  points = subset_points(unlearned, retrained, sets, against).sum(axis=1)
   return points[:p] - points[p:]
 
 

@@ -67,7 +67,10 @@ counted exactly (at N = 512 about as many sub-blocks are counted as blocks were 
 quarter of the attacks each). Counts in the merged columns are binary searches, or, for the
 model bootstrap (whose draws share each example's pooled sorted values), a lattice of cells
 over those values (:func:`pooled_lattice`: the cells below a query's, plus at most a few
-comparisons in its own cell). A column's values left out of a bootstrap draw may stay
+comparisons in its own cell; the block bounds take the cells alone, :func:`_cell_count`).
+With ``buckets`` the search seeks only the epsilon's score bucket (all F needs): a block
+is opened only if its bound reaches the next bucket's lower edge above the best epsilon
+found (:func:`_stake`), and the epsilon returned is an attack's in the maximum's bucket. A column's values left out of a bootstrap draw may stay
 in place with weight 0: the order statistics are weighted searches, and their
 single-threshold candidates are grid points too, so they cannot raise the maximum. The
 same geometry, grids, counts and table as :func:`competition_example`, so the same epsilon
@@ -553,13 +556,32 @@ def epsilon_table_monotone(num_models: int) -> bool:
   return bool(np.all(t[1:, :] <= t[:-1, :]) and np.all(t[:, 1:] <= t[:, :-1]))
 
 
-def _best_first(bound, start, open_blocks, per_step: int):
+def _stake(best, buckets: int | None):
+  """What a block's bound must exceed to matter, given the best epsilon found so far.
+
+  ``buckets=None``: the best epsilon itself (the search finds the exact maximum). Otherwise
+  the search needs only the maximum's score bucket ``k = floor(2 eps)`` (:func:`epsilon_points`;
+  ``buckets`` is :func:`num_buckets`): a block matters only if it may reach the next bucket's
+  lower edge ``0.5 (k + 1)``, i.e. if its bound exceeds the float just below that edge, and
+  nothing matters once ``k >= buckets`` (0 points, as for every larger epsilon). No attack
+  found yet (``-inf``) scores as epsilon 0, so it is bucket 0 too. Bounds are table values
+  and the edges are exact floats, so the comparison is exact.
+  """
+  if buckets is None:
+    return best
+  k = jnp.floor(2 * jnp.maximum(best, 0))
+  edge = jnp.nextafter((k + 1) * 0.5, jnp.full_like(best, -jnp.inf))
+  return jnp.where(k >= buckets, jnp.inf, edge)
+
+
+def _best_first(bound, start, open_blocks, per_step: int, buckets: int | None = None):
   """The largest of ``start`` and every block's value, opening blocks by descending bound.
 
   ``open_blocks(ids, best)`` returns the largest of ``best`` and the values of blocks
   ``ids`` (it may skip what cannot beat ``best``) and how many units it counted. Stops once
-  no unopened block's bound beats the best value found or that reaches the epsilon cap.
-  Returns the best value and the units counted.
+  no unopened block's bound beats :func:`_stake` of the best value found or that value
+  reaches the epsilon cap. Returns the best value (with ``buckets``, one in the same score
+  bucket as the largest) and the units counted.
   """
 
   per_step = min(per_step, bound.shape[0])
@@ -570,7 +592,7 @@ def _best_first(bound, start, open_blocks, per_step: int):
     best, counted = open_blocks(ids, best)
     return left.at[ids].set(-jnp.inf), best, opened + counted
 
-  can_beat = lambda carry: (jnp.max(carry[0]) > carry[1]) & (carry[1] < EPSILON_CAP)
+  can_beat = lambda carry: (jnp.max(carry[0]) > _stake(carry[1], buckets)) & (carry[1] < EPSILON_CAP)
   _, best, opened = jax.lax.while_loop(can_beat, open_more, (bound, start, jnp.int32(0)))
   return best, opened
 
@@ -611,7 +633,7 @@ def _single_at(state, idx):
   return _single_grid(jnp.clip(idx, 0, jnp.maximum(num_t - 1, 0)), lo, hi, num_t)
 
 
-def _single_search(state, table, search_steps: int, per_step: int):
+def _single_search(state, table, search_steps: int, per_step: int, buckets: int | None = None):
   """The largest epsilon of the single-threshold family from :func:`_single_bounds` (``-inf`` if ``T = 0``)."""
   n = table.shape[0] - 1
   pos, pos_cum, neg, neg_cum = state["pos"], state["pos_cum"], state["neg"], state["neg_cum"]
@@ -623,7 +645,7 @@ def _single_search(state, table, search_steps: int, per_step: int):
   lo, hi, num_t, values = state["lo"], state["hi"], state["num_t"], state["values"]
   block_max = lambda ids: jnp.max(eps_at(_grid_rank(values[ids], lo, hi, num_t, search_steps)))
   open_blocks = lambda ids, best: (jnp.maximum(best, block_max(ids)), jnp.int32(ids.shape[0]))
-  best, _ = _best_first(state["bound"], eps_at(jnp.int32(0)), open_blocks, per_step)
+  best, _ = _best_first(state["bound"], eps_at(jnp.int32(0)), open_blocks, per_step, buckets)
   return jnp.where(num_t > 0, best, -jnp.inf)
 
 
@@ -668,6 +690,20 @@ def _merged_count(state, t, occupancy: int, side: str):
   return jnp.where(idx > 0, packed_cum[jnp.maximum(idx - 1, 0)], 0)
 
 
+def _cell_count(state, t, upper: bool):
+  """A bound on the merged column's packed count below ``t`` from the pooled lattice's cells alone.
+
+  The values in cells below ``t``'s are below ``t`` and those in cells above it are above
+  it, so ``#(x < t)`` and ``#(x <= t)`` both lie between the count of the cells below
+  (``upper=False``) and that of the cells up to ``t``'s own (``upper=True``); each part of
+  the packed count (P and Q) is bounded alike, being a cumulative count of its own.
+  """
+  m, lattice, packed_cum = POOL_CELLS, state["lattice"], state["packed_cum"]
+  c = jnp.clip(jnp.floor((t - lattice["lo"]) * lattice["inv_h"]), -1, m + 1).astype(jnp.int32)
+  idx = lattice["cell_first"][jnp.minimum(c + (2 if upper else 1), m + 2)]
+  return jnp.where(idx > 0, packed_cum[jnp.maximum(idx - 1, 0)], 0)
+
+
 def _interval_bounds(state, table, top, first, rows: int, cols: int, occupancy: int = 0):
   """The bound of each block of interval attacks: right edges ``top .. top + rows - 1`` x left edges ``first ..``.
 
@@ -675,7 +711,9 @@ def _interval_bounds(state, table, top, first, rows: int, cols: int, occupancy: 
   ``top``'s shape). Each grid ascends, and a left edge rises by about 0.01 from one right
   edge to the next (its rounding moves it by ~1e-10 at most, ``|c| <= 1e6``): a block's
   extreme left edges are those of its first and last valid rows, widened by a margin.
-  ``-inf`` for blocks whose first row is past the grid.
+  ``-inf`` for blocks whose first row is past the grid. With ``occupancy`` (the pooled
+  lattice is in ``state``) the counts are the looser :func:`_cell_count` bounds, which
+  need no comparison; otherwise binary searches.
   """
   n = table.shape[0] - 1
   rights, starts, stops, last = state["rights"], state["starts"], state["stops"], state["last_row"]
@@ -684,8 +722,12 @@ def _interval_bounds(state, table, top, first, rows: int, cols: int, occupancy: 
   l_max = linspace_at(first + cols - 1, starts[bottom], stops[bottom], NUM_LEFT)
   l_min, l_max = l_min - BOUND_MARGIN * (1 + jnp.abs(l_min)), l_max + BOUND_MARGIN * (1 + jnp.abs(l_max))
   r_max, r_min = rights[bottom], rights[top]
-  le_max, le_min = _merged_count(state, r_max, occupancy, "right"), _merged_count(state, r_min, occupancy, "right")
-  lt_min, lt_max = _merged_count(state, l_min, occupancy, "left"), _merged_count(state, l_max, occupancy, "left")
+  if occupancy:  # the pooled lattice: its cells bound the counts, no comparison needed
+    le_max, le_min = _cell_count(state, r_max, True), _cell_count(state, r_min, False)
+    lt_min, lt_max = _cell_count(state, l_min, False), _cell_count(state, l_max, True)
+  else:
+    le_max, le_min = _merged_count(state, r_max, 0, "right"), _merged_count(state, r_min, 0, "right")
+    lt_min, lt_max = _merged_count(state, l_min, 0, "left"), _merged_count(state, l_max, 0, "left")
   most_p = jnp.maximum(le_max // (n + 1) - lt_min // (n + 1), 0)
   least_q = jnp.maximum(le_min % (n + 1) - lt_max % (n + 1), 0)
   return jnp.where(top <= last, _error_bound(table, least_q, n - most_p), -jnp.inf)
@@ -745,7 +787,7 @@ def _interval_exact(state, table, top, first, size: int, occupancy: int = 0):
 
 
 def _bounded_search(state, table, search_steps: int, block: int, per_step: int, sub_block: int = 0,
-                    occupancy: int = 0):
+                    occupancy: int = 0, buckets: int | None = None):
   """The branch and bound of :func:`competition_epsilon` from :func:`_bounded_setup`'s state."""
   sub_block = sub_block or BOUND_SUB_BLOCK
   col_blocks = NUM_LEFT // block
@@ -764,7 +806,8 @@ def _bounded_search(state, table, search_steps: int, block: int, per_step: int, 
 
     def more(c):
       at, best, _ = c
-      return (at < sub.shape[0]) & (sub[jnp.minimum(at, sub.shape[0] - 1)] > best) & (best < EPSILON_CAP)
+      return ((at < sub.shape[0]) & (sub[jnp.minimum(at, sub.shape[0] - 1)] > _stake(best, buckets))
+              & (best < EPSILON_CAP))
 
     def count(c):
       at, best, counted = c
@@ -776,15 +819,15 @@ def _bounded_search(state, table, search_steps: int, block: int, per_step: int, 
 
   skip = state["peaky"] | ~state["ok"]
   single = dict(state["single"], bound=jnp.where(skip, -jnp.inf, state["single"]["bound"]))
-  start = jnp.where(skip, jnp.inf, _single_search(single, table, search_steps, per_step))
-  best, opened = _best_first(state["bound"], start, open_blocks, per_step)
+  start = jnp.where(skip, jnp.inf, _single_search(single, table, search_steps, per_step, buckets))
+  best, opened = _best_first(state["bound"], start, open_blocks, per_step, buckets)
   eps = jnp.where(state["peaky"], EPSILON_CAP, jnp.clip(jnp.where(best > -jnp.inf, best, 0.0), 0.0, EPSILON_CAP))
   return {"epsilon": eps.astype(jnp.float32), "ok": state["ok"], "opened": opened}
 
 
 def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
                         block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP, presorted: bool = False,
-                        pooled=None, occupancy: int = 0):
+                        pooled=None, occupancy: int = 0, buckets: int | None = None):
   """The epsilon of :func:`competition_example` (and its grid check), without its best attack (jittable).
 
   Same arguments and the same geometry and single-threshold family; the interval family is
@@ -807,17 +850,22 @@ def competition_epsilon(unlearned, u_weights, retrained, r_weights, table, *, se
   static int): the example's values of both columns pooled and sorted once, ``{"values",
   "is_unlearned", "weights", "lattice"}`` (the lattice from :func:`pooled_lattice`, whose
   cells hold at most ``occupancy`` values each); the merged counts then go through the
-  lattice instead of binary searches. Also returns ``opened``, the number of interval
-  sub-blocks counted exactly.
+  lattice instead of binary searches, and the block bounds take the lattice's cells alone
+  (:func:`_cell_count`: looser by at most one cell's values, no comparison). ``buckets``
+  (static; :func:`num_buckets` of N): only the epsilon's score bucket is sought, so blocks
+  that cannot lift the best epsilon found into a higher bucket are left closed
+  (:func:`_stake`); the ``epsilon`` returned is then one attack's, in the same bucket as the
+  maximum and with the same points, not always the maximum itself. Also returns ``opened``,
+  the number of interval sub-blocks counted exactly.
   """
   state = _bounded_setup(unlearned, u_weights, retrained, r_weights, table, search_steps, block, presorted, pooled,
                          occupancy)
-  return _bounded_search(state, table, search_steps, block, per_step, occupancy=occupancy)
+  return _bounded_search(state, table, search_steps, block, per_step, occupancy=occupancy, buckets=buckets)
 
 
 def competition_epsilons(unlearned, u_weights, retrained, r_weights, table, *, search_steps: int,
                          block: int = BOUND_BLOCK, per_step: int = BOUND_BLOCKS_PER_STEP, presorted: bool = False,
-                         pooled=None, occupancy: int = 0):
+                         pooled=None, occupancy: int = 0, buckets: int | None = None):
   """:func:`competition_epsilon` over a leading axis of examples (jittable).
 
   The setup is vmapped over the axis; the search runs one example at a time, so each
@@ -827,7 +875,8 @@ def competition_epsilons(unlearned, u_weights, retrained, r_weights, table, *, s
   setup = jax.vmap(lambda u, uw, r, rw, pl: _bounded_setup(u, uw, r, rw, table, search_steps, block, presorted, pl,
                                                            occupancy))
   states = setup(unlearned, u_weights, retrained, r_weights, pooled)
-  return jax.lax.map(lambda st: _bounded_search(st, table, search_steps, block, per_step, occupancy=occupancy), states)
+  return jax.lax.map(lambda st: _bounded_search(st, table, search_steps, block, per_step, occupancy=occupancy,
+                                                buckets=buckets), states)
 
 
 @functools.partial(jax.jit, static_argnames=("search_steps", "occupancy_pad", "count_method"))
