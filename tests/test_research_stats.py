@@ -222,3 +222,40 @@ def test_bad_inputs_raise_one_line_errors(tmp_path):
     evaluations.check_ulira_size(2)
   with pytest.raises(ValueError, match="at least 2 methods"):
     stability.stability(["a"], *_planted(separated=(0,)))
+
+
+def test_klom_baseline_without_ceiling_models_compares_the_retrained_halves():
+  # No stored ceiling: KLOM of the reference's first N/2 models against its other N/2, labelled as such;
+  # with the ceiling's models it is those against all N reference models.
+  import types
+  from unlearn_jax.analysis import evaluators
+  from unlearn_jax.metrics.klom import klom, klom_summary
+  rng = np.random.default_rng(4)
+  n = 20
+  retrained = {"forget_confidence": rng.normal(size=(n, 7)), "retain_margin": rng.normal(size=(n, 5)),
+               "retain_accuracy": rng.random(n)}
+  pops = types.SimpleNamespace(retrained=retrained)
+  got = evaluators.klom_baseline(pops, evaluators.Request(metrics=("competition", "klom")))
+  assert got["source"] == "retrained halves" and got["num_models"] == n // 2
+  for split, name in (("forget", "forget_confidence"), ("retain", "retain_margin")):
+    want = klom_summary(klom(retrained[name][:10], retrained[name][10:]))
+    assert got[split]["mean"] == pytest.approx(want["mean"], abs=1e-12)
+    assert got[split]["p95"] == pytest.approx(want["p95"], abs=1e-12)
+  ceiling = {"forget_confidence": rng.normal(size=(n, 7))}
+  got = evaluators.klom_baseline(pops, evaluators.Request(metrics=("klom",), ceiling_outputs=ceiling))
+  assert got["source"] == "ceiling" and got["num_models"] == n and set(got) == {"forget", "source", "num_models"}
+  assert got["forget"]["mean"] == pytest.approx(np.mean(klom(ceiling["forget_confidence"],
+                                                             retrained["forget_confidence"])), abs=1e-12)
+  assert evaluators.klom_baseline(pops, evaluators.Request(metrics=("competition",))) is None
+
+
+def test_klom_line_names_which_baseline_it_shows():
+  from unlearn_jax.commands import evaluate as evaluate_cmd
+  klom_field = {"forget": {"mean": 0.5, "p95": 1.25}}
+  halves = {"forget": {"mean": 0.25, "p95": 0.75}, "source": "retrained halves", "num_models": 32}
+  line = [x for x in evaluate_cmd.summary_lines({"klom": klom_field, "klom_baseline": halves}) if "KLOM" in x]
+  assert line == ["KLOM forget mean 0.5000 p95 1.2500 (retrained halves, 32 models each, above the baseline at N "
+                  "0.2500 / 0.7500)"]
+  ceiling = dict(halves, source="ceiling", num_models=64)
+  line = [x for x in evaluate_cmd.summary_lines({"klom": klom_field, "klom_baseline": ceiling}) if "KLOM" in x]
+  assert line == ["KLOM forget mean 0.5000 p95 1.2500 (retrain vs retrain 0.2500 / 0.7500)"]

@@ -9,7 +9,8 @@ result, whatever the entry point (``evaluate``, :func:`unlearn_jax.evaluate`, a 
 * ``ulira`` / ``klom``: the many-model attacks (:mod:`unlearn_jax.analysis.evaluations`);
 * ``bootstrap``: model- and example-bootstrap intervals (:mod:`unlearn_jax.analysis.uncertainty`);
 * ``klom_baseline``: KLOM of the ceiling's retrained models against the reference ones (where
-  those models are stored): the value of KLOM when nothing separates the populations;
+  those models are stored; else of the reference's two halves, at N/2 per side): the value of
+  KLOM when nothing separates the populations;
 * ``ceiling``: F against the setup's ceiling (F of ``retrain`` as the method, computed by the
   protocol against the same reference, or read from the cache: :mod:`unlearn_jax.results.ceiling`),
   with its own model-bootstrap interval under ``--bootstrap`` where the ceiling's models are stored;
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
 
 from unlearn_jax.analysis import degenerate, evaluations, uncertainty
 from unlearn_jax.results import ceiling as ceiling_store
@@ -76,10 +79,29 @@ def klom(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
 
 
 def klom_baseline(pops: Populations, request: Request) -> Optional[dict[str, Any]]:
-  """KLOM of the ceiling's retrained models against the reference ones: what retraining itself scores."""
-  if "klom" not in request.metrics or request.ceiling_outputs is None:
+  """KLOM when nothing separates the populations: what retraining itself scores.
+
+  With the ceiling's models stored: those N retrained models against the N reference ones
+  (``"source": "ceiling"``). Without them: the reference's first N/2 models against its other
+  N/2 (``"source": "retrained halves"``), a baseline at N/2 models per side, which is above
+  the one at N (KLOM between two samples of one process falls with their size). Per split
+  both sides have; ``"num_models"`` is the models per side.
+  """
+  if "klom" not in request.metrics:
     return None
-  return evaluations.many_model_scores(("klom",), request.ceiling_outputs, pops.retrained, seed=request.seed)["klom"]
+  retrained = {k: np.asarray(v) for k, v in pops.retrained.items() if np.ndim(v)}
+  if request.ceiling_outputs is not None:
+    first, second, source = request.ceiling_outputs, retrained, "ceiling"
+  else:
+    half = retrained["forget_confidence"].shape[0] // 2
+    if half < 2:
+      return None
+    first = {k: v[:half] for k, v in retrained.items()}
+    second = {k: v[half:2 * half] for k, v in retrained.items()}
+    source = "retrained halves"
+  out = evaluations.many_model_scores(("klom",), first, second, seed=request.seed)["klom"]
+  models = int(np.asarray(first["forget_confidence"]).shape[0])
+  return out | {"source": source, "num_models": models}
 
 
 def _pairs_done(request: Request, stage: str) -> Optional[Callable[[int, int], None]]:

@@ -245,7 +245,9 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
   k = results.get("klom")
   if k:
     base = results.get("klom_baseline") or {}
-    versus = lambda split: (f" (retrain vs retrain {base[split]['mean']:.4f} / {base[split]['p95']:.4f})"
+    which = ("retrain vs retrain" if base.get("source", "ceiling") == "ceiling" else
+             f"retrained halves, {base.get('num_models')} models each, above the baseline at N")
+    versus = lambda split: (f" ({which} {base[split]['mean']:.4f} / {base[split]['p95']:.4f})"
                             if split in base else "")
     lines.append("KLOM " + ", ".join(f"{split} mean {v['mean']:.4f} p95 {v['p95']:.4f}{versus(split)}"
                                      for split, v in k.items()))
