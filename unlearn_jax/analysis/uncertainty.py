@@ -21,6 +21,14 @@ interval shifted by the bootstrap's bias estimate (``lo, hi = q_lo - b, q_hi - b
 ``b = mean(draws) - point``); the plain percentile interval (2.5 / 97.5 % for ``level =
 0.95``) and ``b`` are recorded beside it. The example bootstrap has no such bias (a mean
 of per-example points) and reports the plain percentile interval.
+
+Resampling intervals under-cover at small N: on two identical normal populations
+(``benchmarks/sim_intervals.py``) the shifted percentile covered E[F] in 175 of 200
+datasets at N = 16 (0.875), 47 / 50 at N = 64 and 31 / 34 at N = 256. So a **grouped
+jackknife** interval is reported beside it (:func:`grouped_jackknife`: each population's
+models in K = 8 random groups, F without group k of both, ``F +- t_{K-1} * sqrt((K-1)/K *
+sum (F_k - mean)^2)``), which covered in every one of those datasets at about twice the
+ideal width: the one to read where coverage matters more than width, at N below 64.
 """
 
 from __future__ import annotations
@@ -48,6 +56,39 @@ def _check_draws_and_level(num_draws: Any, level: float) -> None:
     raise ValueError(f"the number of bootstrap draws must be an integer >= 2, got {num_draws}")
   if not 0.0 < level < 1.0:
     raise ValueError(f"the interval level must lie strictly between 0 and 1, got {level}")
+
+
+JACKKNIFE_GROUPS = 8
+
+
+def grouped_jackknife(unlearned_confs: Any, retrained_confs: Any, point: float, *, groups: int = JACKKNIFE_GROUPS,
+                      level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+  """The grouped-jackknife interval of F around ``point`` (F of all N models).
+
+  Each population's N models are split into ``K = min(groups, N)`` groups at random
+  (``np.random.default_rng(seed).permutation(N)`` for the unlearned, then one for the
+  retrained, each cut by ``np.array_split``); ``F_k`` is F without group k of both, the
+  half-width ``t_{K-1} * sqrt((K-1)/K * sum_k (F_k - mean)^2)`` (Student's t at ``level``).
+  Returns ``{lo, hi, point, std, groups}`` (``std`` the jackknife standard error).
+  """
+  from scipy import stats
+  from unlearn_jax.metrics.bootstrap import subset_points
+  u, r = np.asarray(unlearned_confs, np.float64), np.asarray(retrained_confs, np.float64)
+  n = int(u.shape[0])
+  k = min(int(groups), n)
+  if k < 2:
+    raise ValueError(f"the grouped jackknife needs at least 2 models per population, got {n}")
+  rng = np.random.default_rng(seed)
+  gu, gr = np.array_split(rng.permutation(n), k), np.array_split(rng.permutation(n), k)
+  keep = lambda g, j: np.sort(np.concatenate([g[i] for i in range(k) if i != j]))
+  values = np.empty(k)
+  for size in sorted({n - len(g) for g in gu}):  # at most two sizes: one call each
+    which = [j for j in range(k) if n - len(gu[j]) == size]
+    points = subset_points(u, r, np.stack([keep(gu, j) for j in which]), np.stack([keep(gr, j) for j in which]))
+    values[which] = points.mean(axis=1)
+  se = float(np.sqrt((k - 1) / k * np.sum((values - values.mean()) ** 2)))
+  half = float(stats.t.ppf(0.5 + level / 2, k - 1)) * se
+  return {"lo": float(point) - half, "hi": float(point) + half, "point": float(point), "std": se, "groups": k}
 
 
 def final_scores_of_draws(forgetting_quality: np.ndarray, unlearned_idx: np.ndarray, retrained_idx: np.ndarray,
@@ -80,8 +121,9 @@ def bootstrap_intervals(unlearned: Mapping[str, np.ndarray], retrained: Mapping[
 
   Returns:
     ``{"num_draws", "seed", "level", "forgetting_quality": {lo, hi, std, mean, point, bias,
-    percentile}, "final_score": {...}, "example_forgetting_quality": {lo, hi, std, mean}}``
-    (model-bootstrap intervals bias-shifted, see the module docstring).
+    percentile}, "final_score": {...}, "example_forgetting_quality": {lo, hi, std, mean},
+    "jackknife_forgetting_quality": {lo, hi, point, std, groups}}`` (model-bootstrap intervals
+    bias-shifted, and the grouped jackknife of :func:`grouped_jackknife`; see the module docstring).
   """
   from unlearn_jax.metrics import epsilon_points
   from unlearn_jax.metrics.bootstrap import example_bootstrap, model_bootstrap
@@ -97,9 +139,10 @@ def bootstrap_intervals(unlearned: Mapping[str, np.ndarray], retrained: Mapping[
   everyone = np.arange(n)[None, :]
   point_final = float(final_scores_of_draws(np.array([point_fq]), everyone, everyone, unlearned, retrained)[0])
   examples = np.asarray(example_bootstrap(eps, n, num_draws=int(num_draws), seed=seed), np.float64)
+  jackknife = grouped_jackknife(u_conf, retrained["forget_confidence"], point_fq, level=level, seed=seed)
   return {"num_draws": int(num_draws), "seed": int(seed), "level": float(level),
           "forgetting_quality": _summary(fq, level, point_fq), "final_score": _summary(final, level, point_final),
-          "example_forgetting_quality": _summary(examples, level)}
+          "example_forgetting_quality": _summary(examples, level), "jackknife_forgetting_quality": jackknife}
 
 
 def forgetting_quality_interval(unlearned_confs: Any, retrained_confs: Any, *, num_draws: int = DEFAULT_DRAWS,

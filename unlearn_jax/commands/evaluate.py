@@ -226,8 +226,11 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
   b = results.get("bootstrap")
   if b:
     f, s, e = b["forgetting_quality"], b["final_score"], b["example_forgetting_quality"]
+    j = b.get("jackknife_forgetting_quality")
+    jack = f", [{j['lo']:.4f}, {j['hi']:.4f}] (models, grouped jackknife)" if j else ""
     lines.append(f"{100 * b['level']:g}% intervals ({b['num_draws']} draws): F [{f['lo']:.4f}, {f['hi']:.4f}] "
-                 f"(models), [{e['lo']:.4f}, {e['hi']:.4f}] (examples); final score [{s['lo']:.4f}, {s['hi']:.4f}]")
+                 f"(models){jack}, [{e['lo']:.4f}, {e['hi']:.4f}] (examples); "
+                 f"final score [{s['lo']:.4f}, {s['hi']:.4f}]")
   c = results.get("ceiling")
   if c:
     ratio = "n/a" if c["ratio"] is None else f"{c['ratio']:.3f}"
