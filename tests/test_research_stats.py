@@ -253,8 +253,8 @@ def test_klom_line_names_which_baseline_it_shows():
   klom_field = {"forget": {"mean": 0.5, "p95": 1.25}}
   halves = {"forget": {"mean": 0.25, "p95": 0.75}, "source": "retrained halves", "num_models": 32}
   line = [x for x in evaluate_cmd.summary_lines({"klom": klom_field, "klom_baseline": halves}) if "KLOM" in x]
-  assert line == ["KLOM forget mean 0.5000 p95 1.2500 (retrained halves, 32 models each, above the baseline at N "
-                  "0.2500 / 0.7500)"]
+  assert line == ["KLOM forget mean 0.5000 p95 1.2500 (retrained halves 0.2500 / 0.7500); retrained halves: 32 "
+                  "reference models against the other 32, above the baseline at N"]
   ceiling = dict(halves, source="ceiling", num_models=64)
   line = [x for x in evaluate_cmd.summary_lines({"klom": klom_field, "klom_baseline": ceiling}) if "KLOM" in x]
   assert line == ["KLOM forget mean 0.5000 p95 1.2500 (retrain vs retrain 0.2500 / 0.7500)"]

@@ -248,11 +248,13 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
   k = results.get("klom")
   if k:
     base = results.get("klom_baseline") or {}
-    which = ("retrain vs retrain" if base.get("source", "ceiling") == "ceiling" else
-             f"retrained halves, {base.get('num_models')} models each, above the baseline at N")
+    halves = base.get("source", "ceiling") != "ceiling"
+    which = "retrained halves" if halves else "retrain vs retrain"
     versus = lambda split: (f" ({which} {base[split]['mean']:.4f} / {base[split]['p95']:.4f})"
                             if split in base else "")
+    note = (f"; retrained halves: {base.get('num_models')} reference models against the other "
+            f"{base.get('num_models')}, above the baseline at N" if halves and base else "")
     lines.append("KLOM " + ", ".join(f"{split} mean {v['mean']:.4f} p95 {v['p95']:.4f}{versus(split)}"
-                                     for split, v in k.items()))
+                                     for split, v in k.items()) + note)
   lines += diagnostics.summary_lines(results)
   return lines
