@@ -129,8 +129,8 @@ def split_differences(unlearned: np.ndarray, retrained_a: np.ndarray, retrained_
   (against ``retrained_b``). Each set's points are the metric's on that set, computed as the model
   bootstrap computes a draw, in one call for both sets of every split
   (:func:`unlearn_jax.metrics.bootstrap.subset_points`: each example sorted once, a set is a 0/1
-  weight per pooled model, each search stopped once the score bucket is settled). Sums of points are exact (points are powers of two), so equal
-  differences compare equal.
+  weight per pooled model, each search stopped once the score bucket is settled). Sums of points
+  are exact (points are powers of two), so equal differences compare equal.
   """
   p, two_n = splits.shape
   n = two_n // 2

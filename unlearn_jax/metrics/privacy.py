@@ -70,9 +70,10 @@ over those values (:func:`pooled_lattice`: the cells below a query's, plus at mo
 comparisons in its own cell; the block bounds take the cells alone, :func:`_cell_count`).
 With ``buckets`` the search seeks only the epsilon's score bucket (all F needs): a block
 is opened only if its bound reaches the next bucket's lower edge above the best epsilon
-found (:func:`_stake`), and the epsilon returned is an attack's in the maximum's bucket. A column's values left out of a bootstrap draw may stay
-in place with weight 0: the order statistics are weighted searches, and their
-single-threshold candidates are grid points too, so they cannot raise the maximum. The
+found (:func:`_stake`), and the epsilon returned is an attack's in the maximum's bucket.
+A column's values left out of a bootstrap draw may stay in place with weight 0: the order
+statistics are weighted searches, and their single-threshold candidates are grid points
+too, so they cannot raise the maximum. The
 same geometry, grids, counts and table as :func:`competition_example`, so the same epsilon
 bit for bit; at N = 512 a few percent of the blocks are opened.
 
@@ -678,15 +679,24 @@ def _merged_count(state, t, occupancy: int, side: str):
   merged, packed_cum = state["merged"], state["packed_cum"]
   if not occupancy:
     return _count(merged, packed_cum, t, side)
-  m, last = POOL_CELLS, merged.shape[0] - 1
-  lattice = state["lattice"]
-  c = jnp.clip(jnp.floor((t - lattice["lo"]) * lattice["inv_h"]), -1, m + 1).astype(jnp.int32)
-  base = lattice["cell_first"][c + 1]
-  end = lattice["cell_first"][jnp.minimum(c + 2, m + 2)]
+  last = merged.shape[0] - 1
+  base, end = _cell_span(state["lattice"], t)
   below = (lambda x: x < t) if side == "left" else (lambda x: x <= t)
   idx = base
   for k in range(occupancy):
     idx = idx + ((base + k < end) & below(merged[jnp.minimum(base + k, last)])).astype(jnp.int32)
+  return _packed_before(packed_cum, idx)
+
+
+def _cell_span(lattice, t):
+  """Indices ``base .. end - 1`` of the pooled values in ``t``'s lattice cell (lower cells hold those below)."""
+  m = POOL_CELLS
+  c = jnp.clip(jnp.floor((t - lattice["lo"]) * lattice["inv_h"]), -1, m + 1).astype(jnp.int32)
+  return lattice["cell_first"][c + 1], lattice["cell_first"][jnp.minimum(c + 2, m + 2)]
+
+
+def _packed_before(packed_cum, idx):
+  """The packed count of the merged column's first ``idx`` values (0 for none)."""
   return jnp.where(idx > 0, packed_cum[jnp.maximum(idx - 1, 0)], 0)
 
 
@@ -698,10 +708,8 @@ def _cell_count(state, t, upper: bool):
   (``upper=False``) and that of the cells up to ``t``'s own (``upper=True``); each part of
   the packed count (P and Q) is bounded alike, being a cumulative count of its own.
   """
-  m, lattice, packed_cum = POOL_CELLS, state["lattice"], state["packed_cum"]
-  c = jnp.clip(jnp.floor((t - lattice["lo"]) * lattice["inv_h"]), -1, m + 1).astype(jnp.int32)
-  idx = lattice["cell_first"][jnp.minimum(c + (2 if upper else 1), m + 2)]
-  return jnp.where(idx > 0, packed_cum[jnp.maximum(idx - 1, 0)], 0)
+  base, end = _cell_span(state["lattice"], t)
+  return _packed_before(state["packed_cum"], end if upper else base)
 
 
 def _interval_bounds(state, table, top, first, rows: int, cols: int, occupancy: int = 0):
