@@ -253,7 +253,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     versus = lambda split: (f" ({which} {base[split]['mean']:.4f} / {base[split]['p95']:.4f})"
                             if split in base else "")
     note = (f"; retrained halves: {base.get('num_models')} reference models against the other "
-            f"{base.get('num_models')}, above the baseline at N" if halves and base else "")
+            f"{base.get('num_models')}, above the baseline at N" if halves else "")
     lines.append("KLOM " + ", ".join(f"{split} mean {v['mean']:.4f} p95 {v['p95']:.4f}{versus(split)}"
                                      for split, v in k.items()) + note)
   lines += diagnostics.summary_lines(results)
